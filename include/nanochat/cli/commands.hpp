@@ -1,0 +1,12 @@
+// Registration of nanochat's subcommands. Each adds itself to the CLI11 app with a callback that
+// does the work; errors propagate as nanochat::Error to main.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace nanochat::cli {
+
+void add_system_info(CLI::App& app);
+void add_benchmark(CLI::App& app);
+
+}  // namespace nanochat::cli

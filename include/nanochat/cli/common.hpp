@@ -1,0 +1,37 @@
+// Helpers shared by the nanochat subcommands: argument parsing beyond what CLI11 does, and the
+// kernel options every compute command takes (-t, --isa, --autotune).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "nanochat/kernels/dispatch.hpp"
+
+namespace nanochat::cli {
+
+// "1,2,4" -> {1, 2, 4}; every value must be >= min_value. Throws UsageError naming `flag`.
+std::vector<int> parse_int_list(std::string_view text, std::string_view flag, int min_value = 1);
+
+struct Shape {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+};
+// "2560x2560" (M rows x K columns). Throws UsageError naming `flag`.
+Shape parse_shape(std::string_view text, std::string_view flag);
+
+// Options of commands that run kernels.
+struct KernelFlags {
+  std::string threads;  // "-t": one count, or a list where the command allows it
+  std::string isa;      // "--isa"
+  std::string autotune = "on";
+
+  void add_to(CLI::App& app, bool thread_list);
+  // Validated kernel options for a given thread count (0 = default).
+  kernels::KernelOptions options(int threads) const;
+};
+
+}  // namespace nanochat::cli

@@ -1,0 +1,91 @@
+// Runtime layouts of ternary weights and int8 activations, as the kernels want them. The on-disk
+// formats (TQ1_0 / TQ2_0 / I2_S) are repacked into these once, at load.
+//
+// Weights are stored as 2-bit codes c = q + 1 in {0, 1, 2}. Kernels multiply codes (unsigned)
+// with activations (signed) — exactly what VNNI's vpdpbusd and AVX2's vpmaddubsw take — and
+// subtract the per-token activation sum:  sum(q * x) = sum(c * x) - sum(x).
+//
+// Rows are grouped in tiles of `tile_rows` rows; within a tile the rows are interleaved per
+// chunk of 256 weights, so a tile is one contiguous stream that hardware prefetchers follow:
+//   byte (tile t, chunk c, row r, byte p) at ((t * chunks + c) * tile_rows + r) * 64 + p.
+// The 64 bytes of one (row, chunk) hold 256 codes in one of two orders:
+//   kTq2      : byte h*32+m, bits 2l, holds weight h*128 + l*32 + m   (ggml's TQ2_0 qs order;
+//               suits 32-byte registers)
+//   kStride64 : byte p, bits 2j, holds weight j*64 + p                 (suits 64-byte registers)
+// Padding (rows past `rows`, columns past `cols`) holds code 1, i.e. weight 0, and activation
+// padding holds 0, so tails cost nothing and change nothing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "nanochat/kernels/isa.hpp"
+#include "nanochat/util/aligned.hpp"
+
+namespace nanochat::kernels {
+
+inline constexpr std::int64_t kChunk = 256;       // weights per chunk
+inline constexpr std::int64_t kChunkBytes = 64;   // bytes per (row, chunk)
+
+enum class Layout { kTq2, kStride64 };
+
+struct PackedMatrix {
+  std::int64_t rows = 0;    // logical output features (M)
+  std::int64_t cols = 0;    // logical input features (K)
+  std::int64_t chunks = 0;  // ceil(cols / 256)
+  std::int64_t tiles = 0;   // ceil(rows / tile_rows)
+  int tile_rows = 1;
+  Isa isa = Isa::kScalar;  // the kernel this layout was made for
+  Layout layout = Layout::kTq2;
+  AlignedBuffer<std::uint8_t> codes;  // tiles * chunks * tile_rows * 64 bytes
+  std::vector<float> row_scales;      // per output row: the weight scale s
+
+  std::size_t tile_bytes() const {
+    return static_cast<std::size_t>(chunks * tile_rows * kChunkBytes);
+  }
+  const std::uint8_t* tile(std::int64_t t) const {
+    return codes.data() + static_cast<std::size_t>(t) * tile_bytes();
+  }
+  // Bytes a full pass over the weights streams (what one GEMV call must read).
+  std::size_t weight_bytes() const { return codes.bytes(); }
+};
+
+// Fills `trits` (cols values in {-1,0,1}) with row `row` of the source matrix.
+using RowSource = std::function<void(std::int64_t row, std::span<std::int8_t> trits)>;
+
+// Repacks a ternary matrix for `isa`'s kernel with `tile_rows` rows per tile. Row scales start at
+// 1; callers set them. Throws Error when tile_rows is not one the kernel supports. `numa_node`
+// < 0: no placement.
+PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
+                         int tile_rows, int numa_node = -1);
+
+// Reads back the trit at (row, col) — for tests and debugging, not for speed.
+int packed_trit(const PackedMatrix& m, std::int64_t row, std::int64_t col);
+
+// int8 activations of a batch of tokens: [tokens][cols_padded], zero padded, 64-byte aligned rows,
+// with each token's sum for the code offset and its dequantization scale.
+struct PackedActivations {
+  std::int64_t tokens = 0;
+  std::int64_t cols = 0;
+  std::int64_t cols_padded = 0;  // multiple of 256
+  AlignedBuffer<std::int8_t> q;
+  std::vector<std::int32_t> sums;
+  std::vector<float> scales;  // x ~= q * scales[t]
+
+  const std::int8_t* token(std::int64_t t) const {
+    return q.data() + static_cast<std::size_t>(t * cols_padded);
+  }
+};
+
+// Quantizes fp32 activations [tokens][cols] (absmax per token, DESIGN.md) into `out`, reusing its
+// storage when the shape allows.
+void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
+                      PackedActivations& out);
+// Takes already-quantized int8 activations [tokens][cols] (scales set to 1).
+void pack_activations_i8(const std::int8_t* x, std::int64_t tokens, std::int64_t cols,
+                         PackedActivations& out);
+
+}  // namespace nanochat::kernels

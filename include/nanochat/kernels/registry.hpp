@@ -1,0 +1,44 @@
+// The table of kernels — one entry per ISA translation unit — that dispatch, the autotuner,
+// benchmarks and tests all iterate.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "nanochat/kernels/isa.hpp"
+#include "nanochat/kernels/packed.hpp"
+
+namespace nanochat::kernels {
+
+// Computes y[b * ldy + row] = sum_k W[row, k] * x_q[b, k] exactly in int32, for every token b and
+// every row of tiles [tile_begin, tile_end), processing `token_block` tokens per pass over a
+// tile. Reads only; safe to call concurrently on disjoint tile ranges.
+using GemmFn = void (*)(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                        std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
+                        std::size_t ldy);
+
+// Reads `bytes` bytes (a multiple of 256, 64-byte aligned) with the ISA's widest loads and
+// returns a value that depends on all of them — the memory-bandwidth probe.
+using ReadProbeFn = std::uint64_t (*)(const std::uint8_t* data, std::size_t bytes);
+
+struct KernelInfo {
+  Isa isa;
+  const char* name;  // e.g. "avx512-vnni"
+  Layout layout;
+  std::span<const int> tile_rows;     // rows per tile this kernel is compiled for
+  std::span<const int> token_blocks;  // tokens per pass it is compiled for
+  GemmFn gemm;
+  ReadProbeFn read_probe;
+};
+
+// Every kernel compiled into the library (whether or not this CPU can run it).
+std::span<const KernelInfo> kernel_registry();
+const KernelInfo& kernel_info(Isa isa);
+
+// Per-ISA entries, defined in the ISA's own translation unit.
+const KernelInfo& scalar_kernel();
+const KernelInfo& avx2_kernel();
+const KernelInfo& avx512_kernel();
+
+}  // namespace nanochat::kernels

@@ -1,0 +1,49 @@
+// What the CPU offers: ISA features (CPUID + XGETBV, so a feature the OS does not save state for
+// counts as absent), topology and caches. Detected once; thread-safe to read afterwards.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace nanochat {
+
+struct CpuFeatures {
+  bool sse42 = false;
+  bool avx = false;
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx_vnni = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512vnni = false;
+  bool avx512vbmi = false;
+};
+
+struct CpuInfo {
+  std::string vendor;  // "GenuineIntel", "AuthenticAMD", ...
+  std::string brand;   // marketing name from CPUID leaves 0x80000002..4
+  int family = 0;
+  int model = 0;
+  int stepping = 0;
+  CpuFeatures features;
+  int logical_cpus = 1;
+  int physical_cores = 1;  // distinct (package, core) pairs from sysfs
+  int numa_nodes = 1;      // from libnuma when present
+  std::size_t l1d_bytes = 0;
+  std::size_t l2_bytes = 0;
+  std::size_t l3_bytes = 0;
+
+  // Stable identifier for caches of per-machine measurements (autotuner): vendor, family,
+  // model, stepping, the ISA features and core count, with characters safe for file names.
+  std::string signature() const;
+  // Space-separated list of the ISA features found, e.g. "avx2 fma avx512f ...".
+  std::string feature_list() const;
+};
+
+// Detected on first call.
+const CpuInfo& cpu_info();
+
+}  // namespace nanochat

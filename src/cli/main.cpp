@@ -1,0 +1,70 @@
+// nanochat: one binary, CLI11 subcommands. main() is the only place that turns errors into an
+// exit code and one line on stderr.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "nanochat/cli/commands.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/log.hpp"
+#include "nanochat/version.hpp"
+
+namespace {
+
+std::string version_line() {
+  return fmt::format("nanochat {} (commit {}, {}, {} build{}{})", nanochat::build::kVersion,
+                     nanochat::build::kGitCommit, nanochat::build::kCompiler,
+                     nanochat::build::kBuildType, *nanochat::build::kSanitizers ? ", sanitizers " : "",
+                     nanochat::build::kSanitizers);
+}
+
+// CLI11 errors as one line: what is wrong and where to read more.
+std::string one_line_failure(const CLI::App* app, const CLI::Error& e) {
+  std::string name = app->get_name();
+  for (const CLI::App* p = app->get_parent(); p != nullptr; p = p->get_parent()) {
+    name = p->get_name() + " " + name;
+  }
+  return fmt::format("nanochat: {}; see '{} --help'\n", e.what(), name);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nanochat: ternary (1.58-bit) language models on the CPU", "nanochat"};
+  app.set_version_flag("--version", version_line(), "Print version, commit, compiler and build type");
+  app.require_subcommand(1);
+  app.failure_message(one_line_failure);
+  int verbosity = 0;
+  std::string log_format = "text";
+  app.add_flag("-v,--verbose", verbosity, "More log output on stderr (repeat for more)");
+  app.add_option("--log-format", log_format, "Log lines as 'text' or 'json'")
+      ->capture_default_str();
+  app.parse_complete_callback([&] {
+    nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format));
+  });
+
+  nanochat::cli::add_system_info(app);
+  nanochat::cli::add_benchmark(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const nanochat::UsageError& e) {
+    std::fprintf(stderr, "nanochat: %s\n", e.what());
+    return 2;
+  } catch (const nanochat::Error& e) {
+    std::fprintf(stderr, "nanochat: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "nanochat: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nanochat: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,129 @@
+// nanochat system-info: what a bug report needs — build, CPU, topology, ISA features, the kernel
+// path in use and the plan dispatch uses for each shape class.
+#include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "nanochat/cli/commands.hpp"
+#include "nanochat/cli/common.hpp"
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/registry.hpp"
+#include "nanochat/util/cpu.hpp"
+#include "nanochat/version.hpp"
+
+namespace nanochat::cli {
+namespace {
+
+struct ShapeClass {
+  const char* name;
+  std::int64_t rows, cols, batch;
+};
+
+// The BitNet b1.58 2B projections, as decode (1 token) and prefill (64 tokens).
+constexpr ShapeClass kShapeClasses[] = {
+    {"decode attn 2560x2560", 2560, 2560, 1},   {"decode kv 640x2560", 640, 2560, 1},
+    {"decode ffn-up 6912x2560", 6912, 2560, 1}, {"decode ffn-down 2560x6912", 2560, 6912, 1},
+    {"prefill attn 2560x2560", 2560, 2560, 64}, {"prefill ffn-up 6912x2560", 6912, 2560, 64},
+};
+
+struct Options {
+  KernelFlags kernel;
+  bool json = false;
+};
+
+void run(const Options& o) {
+  const CpuInfo& cpu = cpu_info();
+  const kernels::Isa isa = kernels::default_isa(o.kernel.isa);
+  std::string avail;
+  for (auto a : kernels::available_isas()) avail += std::string(avail.empty() ? "" : " ") + kernels::isa_name(a);
+
+  int threads = 0;
+  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
+  kernels::KernelOptions options = o.kernel.options(threads);
+  kernels::KernelContext ctx(options);
+
+  nlohmann::json plans = nlohmann::json::array();
+  for (const auto& sc : kShapeClasses) {
+    kernels::Plan p;
+    // With --autotune on (the default) nothing is measured, so system-info stays instant: cached
+    // plans are shown, else the defaults. --autotune force measures.
+    if (options.tune == kernels::TuneMode::kOn) {
+      auto cached = ctx.tuner().cached_plan(
+          kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0}, ctx.threads());
+      p = cached ? *cached : ctx.tuner().default_plan(
+                                 kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0});
+    } else {
+      p = ctx.plan(sc.rows, sc.cols, sc.batch);
+    }
+    plans.push_back({{"shape", sc.name},
+                     {"kernel", kernels::kernel_info(p.isa).name},
+                     {"tile_rows", p.tile_rows},
+                     {"token_block", p.token_block},
+                     {"source", p.source}});
+  }
+
+  if (o.json) {
+    const nlohmann::json doc = {
+        {"version", build::kVersion},
+        {"commit", build::kGitCommit},
+        {"compiler", build::kCompiler},
+        {"build_type", build::kBuildType},
+        {"cpu", {{"vendor", cpu.vendor},
+                 {"model", cpu.brand},
+                 {"family", cpu.family},
+                 {"model_id", cpu.model},
+                 {"stepping", cpu.stepping},
+                 {"signature", cpu.signature()},
+                 {"logical_cpus", cpu.logical_cpus},
+                 {"physical_cores", cpu.physical_cores},
+                 {"numa_nodes", cpu.numa_nodes},
+                 {"l1d_bytes", cpu.l1d_bytes},
+                 {"l2_bytes", cpu.l2_bytes},
+                 {"l3_bytes", cpu.l3_bytes},
+                 {"features", cpu.feature_list()}}},
+        {"isa_available", avail},
+        {"isa_in_use", kernels::isa_name(isa)},
+        {"threads", ctx.threads()},
+        {"autotune", {{"mode", kernels::tune_mode_name(options.tune)},
+                      {"cache", ctx.tuner().cache_file().string()},
+                      {"plans_cached", ctx.tuner().known_plans()}}},
+        {"plans", plans}};
+    std::puts(doc.dump(2).c_str());
+    return;
+  }
+  fmt::print("nanochat {} (commit {}, {}, {} build)\n", build::kVersion, build::kGitCommit,
+             build::kCompiler, build::kBuildType);
+  fmt::print("cpu:            {} ({} family {} model {} stepping {})\n",
+             cpu.brand.empty() ? "unknown" : cpu.brand, cpu.vendor, cpu.family, cpu.model,
+             cpu.stepping);
+  fmt::print("cores:          {} physical, {} logical, {} NUMA node{}\n", cpu.physical_cores,
+             cpu.logical_cpus, cpu.numa_nodes, cpu.numa_nodes == 1 ? "" : "s");
+  fmt::print("caches:         L1d {} KiB, L2 {} KiB, L3 {} MiB\n", cpu.l1d_bytes >> 10,
+             cpu.l2_bytes >> 10, cpu.l3_bytes >> 20);
+  fmt::print("isa features:   {}\n", cpu.feature_list());
+  fmt::print("kernel paths:   {} (in use: {})\n", avail, kernels::isa_name(isa));
+  fmt::print("threads:        {}\n", ctx.threads());
+  fmt::print("autotune:       {}, cache {} ({} plans)\n", kernels::tune_mode_name(options.tune),
+             ctx.tuner().cache_file().string(), ctx.tuner().known_plans());
+  fmt::print("plans:\n");
+  for (const auto& p : plans) {
+    fmt::print("  {:<28} {:<12} tile {} rows x {} tokens ({})\n", p["shape"].get<std::string>(),
+               p["kernel"].get<std::string>(), p["tile_rows"].get<int>(),
+               p["token_block"].get<int>(), p["source"].get<std::string>());
+  }
+}
+
+}  // namespace
+
+void add_system_info(CLI::App& app) {
+  auto opts = std::make_shared<Options>();
+  CLI::App* sub = app.add_subcommand(
+      "system-info", "Print CPU, ISA features and the kernels dispatch picks (for bug reports)");
+  opts->kernel.add_to(*sub, false);
+  sub->add_flag("--json", opts->json, "Print one JSON object on stdout");
+  sub->callback([opts] { run(*opts); });
+}
+
+}  // namespace nanochat::cli

@@ -1,0 +1,265 @@
+#include "nanochat/kernels/autotune.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/registry.hpp"
+#include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/util/cpu.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
+#include "nanochat/util/stats.hpp"
+
+namespace nanochat::kernels {
+namespace {
+
+constexpr int kCacheVersion = 1;
+constexpr const char* kCacheFormat = "nanochat-autotune";
+constexpr int kSamples = 5;
+constexpr double kMinSampleSeconds = 200e-6;
+
+// Deterministic pseudo-random trits and activations for timing runs.
+struct XorShift {
+  std::uint64_t state;
+  std::uint64_t next() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  }
+};
+
+// Matrices far past the last-level cache are tuned on a slice that is still well past it: the
+// winner depends on where the bytes come from, not on how many there are.
+std::int64_t tuning_rows(std::int64_t rows, std::int64_t cols) {
+  const std::size_t l3 = cpu_info().l3_bytes ? cpu_info().l3_bytes : (std::size_t{32} << 20);
+  const std::size_t cap_bytes = std::max<std::size_t>(4 * l3, std::size_t{64} << 20);
+  const auto cap_rows = static_cast<std::int64_t>(cap_bytes * 4 / static_cast<std::size_t>(cols));
+  return std::min(rows, std::max<std::int64_t>(cap_rows, 64));
+}
+
+double time_per_call(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                     ThreadPool& pool, std::vector<std::int32_t>& y) {
+  run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));  // warm up
+  int calls = 1;
+  std::vector<double> samples;
+  while (samples.size() < kSamples) {
+    const double start = now_seconds();
+    for (int i = 0; i < calls; ++i) {
+      run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
+    }
+    const double elapsed = now_seconds() - start;
+    if (elapsed < kMinSampleSeconds && calls < (1 << 20)) {
+      calls *= 2;
+      continue;
+    }
+    samples.push_back(elapsed / calls);
+  }
+  return summarize(samples).median;
+}
+
+}  // namespace
+
+TuneMode parse_tune_mode(std::string_view text) {
+  if (text == "on") return TuneMode::kOn;
+  if (text == "off") return TuneMode::kOff;
+  if (text == "force") return TuneMode::kForce;
+  fail<UsageError>("--autotune: '{}' is not a mode; use on, off or force", text);
+}
+
+const char* tune_mode_name(TuneMode mode) {
+  switch (mode) {
+    case TuneMode::kOn:
+      return "on";
+    case TuneMode::kOff:
+      return "off";
+    case TuneMode::kForce:
+      return "force";
+  }
+  return "?";
+}
+
+std::int64_t batch_class(std::int64_t batch) {
+  if (batch <= 1) return 1;
+  if (batch < 4) return 2;
+  if (batch < 8) return 4;
+  return 8;
+}
+
+Autotuner::Autotuner(TuneMode mode, std::filesystem::path cache_file)
+    : mode_(mode), cache_file_(std::move(cache_file)) {
+  if (mode_ == TuneMode::kOn) load_cache();
+}
+
+std::filesystem::path Autotuner::default_cache_file() {
+  return cache_dir() / fmt::format("autotune-{}.json", cpu_info().signature());
+}
+
+std::size_t Autotuner::known_plans() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return plans_.size();
+}
+
+std::string Autotuner::key_of(const PlanRequest& r, int threads) {
+  return fmt::format("{}x{}/b{}/t{}/{}/r{}", r.rows, r.cols, batch_class(r.batch), threads,
+                     r.isa ? isa_name(*r.isa) : "any",
+                     r.tile_rows ? std::to_string(r.tile_rows) : std::string("any"));
+}
+
+Plan Autotuner::default_plan(const PlanRequest& r) {
+  Plan p;
+  p.isa = r.isa ? *r.isa : available_isas().front();
+  const KernelInfo& k = kernel_info(p.isa);
+  const int want_rows = r.tile_rows ? r.tile_rows : 4;
+  p.tile_rows = std::find(k.tile_rows.begin(), k.tile_rows.end(), want_rows) != k.tile_rows.end()
+                    ? want_rows
+                    : k.tile_rows.back();
+  p.token_block = r.batch > 1 ? k.token_blocks.back() : 1;
+  p.source = "default";
+  return p;
+}
+
+std::optional<Plan> Autotuner::cached_plan(const PlanRequest& request, int threads) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (auto it = plans_.find(key_of(request, threads)); it != plans_.end()) return it->second;
+  return std::nullopt;
+}
+
+Plan Autotuner::plan(const PlanRequest& request, ThreadPool& pool) {
+  if (request.rows <= 0 || request.cols <= 0 || request.batch <= 0) {
+    fail("cannot plan a GEMM of {}x{} with batch {}", request.rows, request.cols, request.batch);
+  }
+  if (mode_ == TuneMode::kOff) return default_plan(request);
+  const std::string key = key_of(request, pool.size());
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (mode_ == TuneMode::kForce) {
+    if (auto it = measured_this_run_.find(key); it != measured_this_run_.end()) return it->second;
+  } else if (auto it = plans_.find(key); it != plans_.end()) {
+    return it->second;
+  }
+  spdlog::info("autotune: measuring {}", key);
+  Plan best = measure(request, pool);
+  plans_[key] = best;
+  measured_this_run_[key] = best;
+  try {
+    save_cache();
+  } catch (const Error& e) {
+    spdlog::warn("autotune: could not save the cache ({}); plans will be measured again next run",
+                 e.what());
+  }
+  return best;
+}
+
+Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
+  std::vector<Isa> isas;
+  if (request.isa) {
+    isas.push_back(*request.isa);
+  } else {
+    for (Isa isa : available_isas()) {
+      // The scalar path is the reference; it is a candidate only where nothing else runs.
+      if (isa != Isa::kScalar || available_isas().size() == 1) isas.push_back(isa);
+    }
+  }
+  const std::int64_t rows = tuning_rows(request.rows, request.cols);
+  const std::int64_t tokens = batch_class(request.batch);
+
+  XorShift rng{0x9e3779b97f4a7c15ull};
+  std::vector<std::int8_t> act(static_cast<std::size_t>(tokens * request.cols));
+  for (auto& v : act) v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
+  PackedActivations x;
+  pack_activations_i8(act.data(), tokens, request.cols, x);
+  std::vector<std::int32_t> y(static_cast<std::size_t>(tokens * rows));
+
+  Plan best;
+  best.ns_per_call = -1;
+  for (Isa isa : isas) {
+    const KernelInfo& k = kernel_info(isa);
+    for (int tile_rows : k.tile_rows) {
+      if (request.tile_rows != 0 && tile_rows != request.tile_rows) continue;
+      XorShift wrng{0x2545f4914f6cdd1dull};
+      const PackedMatrix w = pack_matrix(
+          rows, request.cols,
+          [&](std::int64_t, std::span<std::int8_t> trits) {
+            for (auto& t : trits) t = static_cast<std::int8_t>(static_cast<int>(wrng.next() % 3) - 1);
+          },
+          isa, tile_rows);
+      for (int token_block : k.token_blocks) {
+        if (tokens == 1 && token_block != 1) continue;
+        if (token_block > tokens) continue;
+        const double seconds = time_per_call(w, x, token_block, pool, y);
+        spdlog::debug("autotune:   {} r{} nb{}: {:.1f} us", k.name, tile_rows, token_block,
+                      seconds * 1e6);
+        if (best.ns_per_call < 0 || seconds * 1e9 < best.ns_per_call) {
+          best = Plan{isa, tile_rows, token_block, seconds * 1e9, "measured"};
+        }
+      }
+    }
+  }
+  if (best.ns_per_call < 0) return default_plan(request);
+  return best;
+}
+
+void Autotuner::load_cache() {
+  if (cache_file_.empty()) return;
+  std::error_code ec;
+  if (!std::filesystem::exists(cache_file_, ec)) return;
+  try {
+    const auto doc = nlohmann::json::parse(read_file(cache_file_));
+    if (doc.value("format", "") != kCacheFormat || doc.value("version", 0) != kCacheVersion) {
+      fail<FormatError>("not a version {} {} file", kCacheVersion, kCacheFormat);
+    }
+    if (doc.value("cpu", "") != cpu_info().signature()) {
+      fail<FormatError>("it was written for another CPU ({})", doc.value("cpu", "?"));
+    }
+    std::map<std::string, Plan> loaded;
+    for (const auto& [key, entry] : doc.at("plans").items()) {
+      Plan p;
+      const auto isa = parse_isa(entry.at("isa").get<std::string>());
+      if (!isa || !isa_supported(*isa, cpu_info().features)) {
+        fail<FormatError>("plan {} names an unusable kernel", key);
+      }
+      p.isa = *isa;
+      p.tile_rows = entry.at("tile_rows").get<int>();
+      p.token_block = entry.at("token_block").get<int>();
+      p.ns_per_call = entry.at("ns_per_call").get<double>();
+      const KernelInfo& k = kernel_info(p.isa);
+      if (std::find(k.tile_rows.begin(), k.tile_rows.end(), p.tile_rows) == k.tile_rows.end() ||
+          std::find(k.token_blocks.begin(), k.token_blocks.end(), p.token_block) ==
+              k.token_blocks.end()) {
+        fail<FormatError>("plan {} names a tiling the {} kernel lacks", key, k.name);
+      }
+      p.source = "cache";
+      loaded.emplace(key, p);
+    }
+    plans_ = std::move(loaded);
+  } catch (const std::exception& e) {
+    spdlog::warn("autotune cache {} is unusable ({}); ignoring it, it will be rewritten",
+                 cache_file_.string(), e.what());
+    plans_.clear();
+  }
+}
+
+void Autotuner::save_cache() const {
+  if (cache_file_.empty()) return;
+  nlohmann::json plans = nlohmann::json::object();
+  for (const auto& [key, p] : plans_) {
+    plans[key] = {{"isa", isa_name(p.isa)},
+                  {"tile_rows", p.tile_rows},
+                  {"token_block", p.token_block},
+                  {"ns_per_call", p.ns_per_call}};
+  }
+  const nlohmann::json doc = {{"format", kCacheFormat},
+                              {"version", kCacheVersion},
+                              {"cpu", cpu_info().signature()},
+                              {"cpu_name", cpu_info().brand},
+                              {"plans", plans}};
+  write_file_atomic(cache_file_, doc.dump(2) + "\n");
+}
+
+}  // namespace nanochat::kernels

@@ -1,0 +1,59 @@
+#include "nanochat/kernels/dispatch.hpp"
+
+#include "nanochat/kernels/registry.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::kernels {
+
+void run_gemm_i32(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                  ThreadPool& pool, std::int32_t* y, std::size_t ldy) {
+  if (ldy < static_cast<std::size_t>(w.rows)) fail("ldy {} < rows {}", ldy, w.rows);
+  const GemmFn gemm = kernel_info(w.isa).gemm;
+  if (pool.size() == 1 || w.tiles < 2) {
+    gemm(w, x, token_block, 0, w.tiles, y, ldy);
+    return;
+  }
+  pool.parallel_for(w.tiles, [&](std::int64_t begin, std::int64_t end) {
+    gemm(w, x, token_block, begin, end, y, ldy);
+  });
+}
+
+KernelContext::KernelContext(const KernelOptions& options)
+    : options_(options),
+      pool_(options.threads > 0 ? options.threads : default_thread_count()),
+      tuner_(options.tune, options.tune_cache) {}
+
+Plan KernelContext::plan(std::int64_t rows, std::int64_t cols, std::int64_t batch) {
+  return tuner_.plan(PlanRequest{rows, cols, batch, options_.isa, 0}, pool_);
+}
+
+PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const RowSource& source) {
+  const Plan p = plan(rows, cols, 1);
+  return pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+}
+
+void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, std::int32_t* y,
+                             std::size_t ldy) {
+  int token_block = 1;
+  if (x.tokens > 1) {
+    token_block = tuner_.plan(PlanRequest{w.rows, w.cols, x.tokens, w.isa, w.tile_rows}, pool_)
+                      .token_block;
+  }
+  run_gemm_i32(w, x, token_block, pool_, y, ldy);
+}
+
+void KernelContext::matmul(const PackedMatrix& w, const PackedActivations& x, float* y,
+                           std::size_t ldy) {
+  scratch_.resize(static_cast<std::size_t>(x.tokens * w.rows));
+  gemm_i32(w, x, scratch_.data(), static_cast<std::size_t>(w.rows));
+  for (std::int64_t b = 0; b < x.tokens; ++b) {
+    const float xs = x.scales[static_cast<std::size_t>(b)];
+    const std::int32_t* src = scratch_.data() + b * w.rows;
+    float* dst = y + static_cast<std::size_t>(b) * ldy;
+    for (std::int64_t r = 0; r < w.rows; ++r) {
+      dst[r] = static_cast<float>(src[r]) * w.row_scales[static_cast<std::size_t>(r)] * xs;
+    }
+  }
+}
+
+}  // namespace nanochat::kernels

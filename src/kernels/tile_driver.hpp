@@ -1,0 +1,100 @@
+// Internal to src/kernels: the loop over tiles and token blocks that every ISA's micro-kernel
+// plugs into. Included by each ISA translation unit, so everything here has internal linkage —
+// each copy is compiled with its own TU's ISA flags, and no AVX-512 instantiation may ever be
+// picked by the linker for the scalar path.
+//
+// A micro-kernel is a class with
+//   template <int R, int NB> static void run(const std::uint8_t* tile, std::int64_t chunks,
+//       const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
+//       std::int32_t (&out)[R][NB]);
+// computing out[r][b] = sum_k W[r, k] * x[b][k] over `chunks` chunks of one tile.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "nanochat/kernels/packed.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::kernels {
+namespace {
+
+// Calls f(std::integral_constant<int, 0>) ... f(std::integral_constant<int, N - 1>). Micro-kernels
+// index their register arrays with these compile-time constants instead of loop counters: GCC
+// only keeps such arrays in registers when every index is a constant before loop unrolling runs.
+template <int N, typename F>
+inline __attribute__((always_inline)) void static_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+template <class Micro, int R, int NB>
+void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t tile_begin,
+                std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
+  for (std::int64_t t = tile_begin; t < tile_end; ++t) {
+    const std::uint8_t* tile = w.tile(t);
+    const std::int64_t row0 = t * R;
+    const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
+    std::int64_t b = 0;
+    for (; b + NB <= x.tokens; b += NB) {
+      const std::int8_t* xs[NB];
+      std::int32_t sums[NB];
+      for (int i = 0; i < NB; ++i) {
+        xs[i] = x.token(b + i);
+        sums[i] = x.sums[static_cast<std::size_t>(b + i)];
+      }
+      std::int32_t out[R][NB];
+      Micro::template run<R, NB>(tile, w.chunks, xs, sums, out);
+      for (int r = 0; r < rows_here; ++r) {
+        for (int i = 0; i < NB; ++i) y[static_cast<std::size_t>(b + i) * ldy + row0 + r] = out[r][i];
+      }
+    }
+    for (; b < x.tokens; ++b) {  // token tail, one at a time
+      const std::int8_t* xs[1] = {x.token(b)};
+      const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
+      std::int32_t out[R][1];
+      Micro::template run<R, 1>(tile, w.chunks, xs, sums, out);
+      for (int r = 0; r < rows_here; ++r) y[static_cast<std::size_t>(b) * ldy + row0 + r] = out[r][0];
+    }
+  }
+}
+
+template <class Micro, int R>
+void gemm_rows(const PackedMatrix& w, const PackedActivations& x, int token_block,
+               std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
+  switch (token_block) {
+    case 1:
+      return gemm_tiles<Micro, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+    case 2:
+      return gemm_tiles<Micro, R, 2>(w, x, tile_begin, tile_end, y, ldy);
+    case 4:
+      return gemm_tiles<Micro, R, 4>(w, x, tile_begin, tile_end, y, ldy);
+    default:
+      fail("no kernel processes {} tokens per pass; use 1, 2 or 4", token_block);
+  }
+}
+
+template <class Micro>
+void gemm_dispatch(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                   std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
+                   std::size_t ldy) {
+  if (x.cols != w.cols) fail("activations have {} features but the matrix takes {}", x.cols, w.cols);
+  switch (w.tile_rows) {
+    case 1:
+      return gemm_rows<Micro, 1>(w, x, token_block, tile_begin, tile_end, y, ldy);
+    case 2:
+      return gemm_rows<Micro, 2>(w, x, token_block, tile_begin, tile_end, y, ldy);
+    case 4:
+      return gemm_rows<Micro, 4>(w, x, token_block, tile_begin, tile_end, y, ldy);
+    case 8:
+      return gemm_rows<Micro, 8>(w, x, token_block, tile_begin, tile_end, y, ldy);
+    default:
+      fail("no kernel handles tiles of {} rows", w.tile_rows);
+  }
+}
+
+}  // namespace
+}  // namespace nanochat::kernels

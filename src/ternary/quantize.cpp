@@ -1,0 +1,63 @@
+#include "nanochat/ternary/quantize.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::ternary {
+namespace {
+
+std::int8_t ternarize(float w, float inv_scale) {
+  const float r = std::nearbyint(w * inv_scale);
+  return static_cast<std::int8_t>(std::clamp(r, -1.0f, 1.0f));
+}
+
+}  // namespace
+
+TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows,
+                               std::int64_t cols, std::int64_t group) {
+  if (rows < 0 || cols <= 0 || static_cast<std::size_t>(rows * cols) != weights.size()) {
+    fail("quantize_absmean: {} weights do not form a {}x{} matrix", weights.size(), rows, cols);
+  }
+  if (group < 0 || (group > 0 && cols % group != 0)) {
+    fail("quantize_absmean: group size {} does not divide the row length {}", group, cols);
+  }
+  TernaryTensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.group = group;
+  t.trits.resize(weights.size());
+  const std::size_t span = group == 0 ? weights.size() : static_cast<std::size_t>(group);
+  const std::size_t groups = weights.size() / span;
+  t.scales.resize(groups);
+  for (std::size_t g = 0; g < groups; ++g) {
+    const float* w = weights.data() + g * span;
+    double sum = 0;  // double: per-tensor sums run over millions of weights
+    for (std::size_t i = 0; i < span; ++i) sum += std::fabs(w[i]);
+    const float scale = std::max(static_cast<float>(sum / static_cast<double>(span)), kScaleEps);
+    const float inv = 1.0f / scale;
+    t.scales[g] = scale;
+    for (std::size_t i = 0; i < span; ++i) t.trits[g * span + i] = ternarize(w[i], inv);
+  }
+  return t;
+}
+
+void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q,
+                          std::size_t q_stride, float* scales) {
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const float* row = x + t * cols;
+    std::int8_t* out = q + static_cast<std::size_t>(t) * q_stride;
+    float amax = 0;
+    for (std::int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(row[i]));
+    amax = std::max(amax, kScaleEps);
+    const float mul = 127.0f / amax;
+    for (std::int64_t i = 0; i < cols; ++i) {
+      const float r = std::nearbyint(row[i] * mul);
+      out[i] = static_cast<std::int8_t>(std::clamp(r, -128.0f, 127.0f));
+    }
+    scales[t] = amax / 127.0f;
+  }
+}
+
+}  // namespace nanochat::ternary
