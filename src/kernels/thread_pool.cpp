@@ -10,6 +10,16 @@ namespace {
 // ~50-100 us of spinning before a worker sleeps: longer than the gap between two GEMV calls of
 // one decode step, far shorter than anything a user would notice on an idle machine.
 constexpr int kSpinIterations = 1 << 14;
+
+// One step of a spin-wait. Every 128th step yields the core, so that a pool larger than the
+// machine (-t above the core count) still lets the thread being waited for run.
+inline void spin_pause(int iteration) {
+  if ((iteration & 127) == 127) {
+    std::this_thread::yield();
+  } else {
+    _mm_pause();
+  }
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
@@ -39,7 +49,7 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     std::uint32_t now = generation_.load(std::memory_order_acquire);
     for (int spin = 0; now == seen && spin < kSpinIterations; ++spin) {
-      _mm_pause();
+      spin_pause(spin);
       now = generation_.load(std::memory_order_acquire);
     }
     if (now == seen) {
@@ -68,7 +78,7 @@ void ThreadPool::run(const std::function<void(int)>& job) {
   if (!workers_.empty()) {
     int left = pending_.load(std::memory_order_acquire);
     for (int spin = 0; left != 0 && spin < kSpinIterations; ++spin) {
-      _mm_pause();
+      spin_pause(spin);
       left = pending_.load(std::memory_order_acquire);
     }
     if (left != 0) {

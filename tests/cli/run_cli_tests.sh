@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# CLI tests: run the real nanochat binary as a user would, with good and bad input.
+# Usage: run_cli_tests.sh path/to/nanochat
+set -uo pipefail
+bin="$1"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export NANOCHAT_CACHE="$work/cache"
+unset NANOCHAT_ISA NANOCHAT_ARG_THREADS
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+# expect_fail NAME PATTERN CMD... : non-zero exit, exactly one line on stderr matching PATTERN,
+# nothing on stdout.
+expect_fail() {
+  local name="$1" pattern="$2"
+  shift 2
+  "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [[ $rc -eq 0 ]]; then bad "$name: exit 0"; return; fi
+  if [[ $lines -ne 1 ]]; then bad "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
+  if ! grep -qE -- "$pattern" "$work/err"; then bad "$name: stderr '$(cat "$work/err")' lacks /$pattern/"; return; fi
+  if [[ -s "$work/out" ]]; then bad "$name: wrote to stdout"; return; fi
+  ok
+}
+
+# --version: version, commit, compiler, build type.
+out=$("$bin" --version) && [[ "$out" =~ ^nanochat\ [0-9]+\.[0-9]+\.[0-9]+\ \(commit\ .+,\ .+,\ .+\ build ]] && ok || bad "--version: '$out'"
+
+# system-info, text and JSON.
+out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
+  grep -q "kernel paths:" <<<"$out" && grep -q "cores:" <<<"$out" && ok || bad "system-info: $out"
+"$bin" system-info --json >"$work/si.json" 2>"$work/err" &&
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["isa_in_use"] and d["plans"] and d["cpu"]["physical_cores"] >= 1' \
+    "$work/si.json" && ok || bad "system-info --json"
+NANOCHAT_ISA=scalar "$bin" system-info | grep -q "in use: scalar" && ok || bad "NANOCHAT_ISA=scalar not honoured"
+
+# benchmark kernels: JSON is clean (parses; progress only on stderr) and complete.
+"$bin" benchmark kernels --shape 64x512 --shape 33x300 -t 1,2 -b 1,5 --reps 2 --no-bandwidth -o json \
+  >"$work/bench.json" 2>"$work/bench.err" || bad "benchmark json exit"
+python3 - "$work/bench.json" <<'PY' && ok || bad "benchmark json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+rows = d["results"]
+isas = {r["isa"] for r in rows}
+assert "scalar" in isas, isas
+assert len(rows) == 2 * 2 * 2 * len(isas), len(rows)
+for r in rows:
+    assert r["median_us"] > 0 and r["gops"] > 0 and r["weight_bytes"] > 0, r
+    if r["isa"] != "scalar":
+        assert r["speedup_vs_scalar"] > 0, r
+    if r["batch"] > 1:
+        assert r["token_cost_vs_b1"] > 0, r
+PY
+grep -q "benchmark: \[" "$work/bench.err" && ok || bad "benchmark progress missing on stderr"
+
+"$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 2 --no-bandwidth -o csv >"$work/bench.csv" 2>/dev/null &&
+  head -1 "$work/bench.csv" | grep -q "^kernel,isa,rows,cols" && ok || bad "benchmark csv"
+"$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 2 --no-bandwidth --isa scalar 2>/dev/null |
+  grep -q "| scalar | 64x512 |" && ok || bad "benchmark md table"
+ls "$NANOCHAT_CACHE"/autotune-*.json >/dev/null 2>&1 && ok || bad "autotune cache not written"
+
+# A corrupt autotune cache: a warning, then the run succeeds and rewrites it.
+for f in "$NANOCHAT_CACHE"/autotune-*.json; do printf '{garbage' >"$f"; done
+"$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 1 --no-bandwidth -o json >"$work/b2.json" 2>"$work/b2.err" &&
+  grep -q "unusable" "$work/b2.err" && python3 -c 'import json,glob,sys; [json.load(open(f)) for f in glob.glob(sys.argv[1])]' "$NANOCHAT_CACHE/autotune-*.json" &&
+  ok || bad "corrupt cache handling: $(cat "$work/b2.err")"
+
+# Bad input: one clear line, non-zero exit.
+expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
+expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
+if ! grep -q avx512vnni <<<"$("$bin" system-info)"; then
+  expect_fail "unavailable ISA" "lacks AVX-512" env NANOCHAT_ISA=avx512 "$bin" benchmark kernels --shape 8x8
+fi
+expect_fail "malformed shape" "--shape 12x: expected ROWSxCOLS" "$bin" benchmark kernels --shape 12x
+expect_fail "zero shape" "--shape 0x5" "$bin" benchmark kernels --shape 0x5
+expect_fail "zero threads" "-t 0: '0' is not a whole number" "$bin" benchmark kernels -t 0 --shape 8x8
+expect_fail "bad thread list" "-t 1,x" "$bin" benchmark kernels -t 1,x --shape 8x8
+expect_fail "bad output" "-o yaml: unknown output format" "$bin" benchmark kernels -o yaml --shape 8x8
+expect_fail "bad autotune" "--autotune: 'sometimes'" "$bin" benchmark kernels --autotune sometimes --shape 8x8 --no-bandwidth
+expect_fail "bad log format" "--log-format: 'xml'" "$bin" --log-format xml system-info
+expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
+expect_fail "no subcommand" "subcommand" "$bin"
+expect_fail "env thread var" "'zero'" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
+
+echo "cli: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]

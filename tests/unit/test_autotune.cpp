@@ -1,0 +1,165 @@
+// The autotuner: measured plans are written to the cache, read back by the next process, a
+// corrupt or foreign cache is ignored and rewritten, and dispatch really uses the cached choice.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/registry.hpp"
+#include "nanochat/util/cpu.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
+
+namespace nanochat::kernels {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Autotune : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("nanochat-autotune-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    file_ = dir_ / "autotune.json";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  nlohmann::json read_cache() const { return nlohmann::json::parse(read_file(file_)); }
+
+  fs::path dir_;
+  fs::path file_;
+};
+
+TEST_F(Autotune, MeasuresWritesAndReadsBack) {
+  ThreadPool pool(2);
+  Plan decode, prefill;
+  {
+    Autotuner tuner(TuneMode::kOn, file_);
+    decode = tuner.plan({96, 512, 1, std::nullopt, 0}, pool);
+    prefill = tuner.plan({96, 512, 16, std::nullopt, 0}, pool);
+    EXPECT_EQ(decode.source, "measured");
+    EXPECT_GT(decode.ns_per_call, 0);
+    EXPECT_EQ(decode.token_block, 1);
+    EXPECT_TRUE(isa_supported(decode.isa, cpu_info().features));
+  }
+  ASSERT_TRUE(fs::exists(file_));
+  const auto doc = read_cache();
+  EXPECT_EQ(doc["format"], "nanochat-autotune");
+  EXPECT_EQ(doc["cpu"], cpu_info().signature());
+  ASSERT_TRUE(doc["plans"].contains("96x512/b1/t2/any/rany"));
+  ASSERT_TRUE(doc["plans"].contains("96x512/b8/t2/any/rany"));  // batch 16 -> class 8
+  EXPECT_EQ(doc["plans"]["96x512/b1/t2/any/rany"]["isa"], isa_name(decode.isa));
+
+  Autotuner again(TuneMode::kOn, file_);
+  EXPECT_EQ(again.known_plans(), 2u);
+  const Plan cached = again.plan({96, 512, 1, std::nullopt, 0}, pool);
+  EXPECT_EQ(cached.source, "cache");
+  EXPECT_EQ(cached.isa, decode.isa);
+  EXPECT_EQ(cached.tile_rows, decode.tile_rows);
+  const Plan cached_prefill = again.plan({96, 512, 12, std::nullopt, 0}, pool);  // same class
+  EXPECT_EQ(cached_prefill.source, "cache");
+  EXPECT_EQ(cached_prefill.token_block, prefill.token_block);
+}
+
+TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
+  for (const std::string& garbage :
+       {std::string("{not json"), std::string("\x00\x01\x02", 3),
+        std::string(R"({"format":"nanochat-autotune","version":1,"cpu":"someone-else","plans":{}})"),
+        std::string(R"({"format":"nanochat-autotune","version":99,"plans":{}})")}) {
+    { std::ofstream(file_, std::ios::binary) << garbage; }
+    ThreadPool pool(1);
+    Autotuner tuner(TuneMode::kOn, file_);
+    EXPECT_EQ(tuner.known_plans(), 0u);
+    const Plan p = tuner.plan({32, 256, 1, std::nullopt, 0}, pool);
+    EXPECT_EQ(p.source, "measured");
+    const auto doc = read_cache();  // valid again
+    EXPECT_EQ(doc["version"], 1);
+    EXPECT_TRUE(doc["plans"].contains("32x256/b1/t1/any/rany"));
+  }
+}
+
+TEST_F(Autotune, EntryWithImpossibleTilingDiscardsTheFile) {
+  const nlohmann::json doc = {
+      {"format", "nanochat-autotune"},
+      {"version", 1},
+      {"cpu", cpu_info().signature()},
+      {"plans", {{"32x256/b1/t1/any/rany",
+                  {{"isa", "scalar"}, {"tile_rows", 3}, {"token_block", 1}, {"ns_per_call", 1.0}}}}}};
+  write_file_atomic(file_, doc.dump());
+  Autotuner tuner(TuneMode::kOn, file_);
+  EXPECT_EQ(tuner.known_plans(), 0u);
+}
+
+TEST_F(Autotune, DispatchUsesTheCachedPlan) {
+  // A cache that (unusually) prefers the scalar kernel with 1-row tiles for this shape: the
+  // context must pack for exactly that kernel, proving the tuner's answer drives dispatch.
+  const nlohmann::json doc = {
+      {"format", "nanochat-autotune"},
+      {"version", 1},
+      {"cpu", cpu_info().signature()},
+      {"plans", {{"40x300/b1/t1/any/rany",
+                  {{"isa", "scalar"}, {"tile_rows", 1}, {"token_block", 1}, {"ns_per_call", 5.0}}}}}};
+  write_file_atomic(file_, doc.dump());
+  KernelOptions o;
+  o.threads = 1;
+  o.tune = TuneMode::kOn;
+  o.tune_cache = file_;
+  KernelContext ctx(o);
+  const PackedMatrix m = ctx.pack(40, 300, [](std::int64_t, std::span<std::int8_t> t) {
+    for (auto& v : t) v = 1;
+  });
+  EXPECT_EQ(m.isa, Isa::kScalar);
+  EXPECT_EQ(m.tile_rows, 1);
+}
+
+TEST_F(Autotune, OffModeNeverMeasuresNorWrites) {
+  ThreadPool pool(1);
+  Autotuner tuner(TuneMode::kOff, file_);
+  const Plan p = tuner.plan({64, 256, 32, std::nullopt, 0}, pool);
+  EXPECT_EQ(p.source, "default");
+  EXPECT_EQ(p.isa, available_isas().front());
+  EXPECT_FALSE(fs::exists(file_));
+}
+
+TEST_F(Autotune, ForceModeMeasuresAgain) {
+  ThreadPool pool(1);
+  { Autotuner(TuneMode::kOn, file_).plan({32, 256, 1, std::nullopt, 0}, pool); }
+  Autotuner forced(TuneMode::kForce, file_);
+  EXPECT_EQ(forced.plan({32, 256, 1, std::nullopt, 0}, pool).source, "measured");
+  EXPECT_EQ(forced.plan({32, 256, 1, std::nullopt, 0}, pool).source, "measured");  // once per run
+}
+
+TEST_F(Autotune, ConstraintsAreHonoured) {
+  ThreadPool pool(1);
+  Autotuner tuner(TuneMode::kOn, file_);
+  const Plan p = tuner.plan({32, 256, 4, Isa::kScalar, 1}, pool);
+  EXPECT_EQ(p.isa, Isa::kScalar);
+  EXPECT_EQ(p.tile_rows, 1);
+  for (Isa isa : available_isas()) {
+    const Plan q = tuner.plan({64, 512, 1, isa, 0}, pool);
+    EXPECT_EQ(q.isa, isa);
+  }
+}
+
+TEST(AutotuneModes, Parse) {
+  EXPECT_EQ(parse_tune_mode("on"), TuneMode::kOn);
+  EXPECT_EQ(parse_tune_mode("off"), TuneMode::kOff);
+  EXPECT_EQ(parse_tune_mode("force"), TuneMode::kForce);
+  EXPECT_THROW(parse_tune_mode("maybe"), UsageError);
+  EXPECT_EQ(batch_class(1), 1);
+  EXPECT_EQ(batch_class(3), 2);
+  EXPECT_EQ(batch_class(5), 4);
+  EXPECT_EQ(batch_class(64), 8);
+}
+
+}  // namespace
+}  // namespace nanochat::kernels

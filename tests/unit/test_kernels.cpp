@@ -1,0 +1,186 @@
+// Every kernel, on every ISA this host has, against the scalar reference (and the scalar
+// reference against a plain loop over trits), with exact int32 results: all tilings, ragged
+// shapes, batches with token tails, extreme activations, and any thread count.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/registry.hpp"
+#include "nanochat/util/cpu.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::kernels {
+namespace {
+
+struct Problem {
+  std::int64_t rows, cols, tokens;
+  std::vector<std::int8_t> w;  // rows x cols trits
+  std::vector<std::int8_t> x;  // tokens x cols
+};
+
+Problem make_problem(std::int64_t rows, std::int64_t cols, std::int64_t tokens, unsigned seed,
+                     bool extreme = false) {
+  std::mt19937 rng(seed);
+  Problem p{rows, cols, tokens, {}, {}};
+  p.w.resize(static_cast<std::size_t>(rows * cols));
+  p.x.resize(static_cast<std::size_t>(tokens * cols));
+  std::uniform_int_distribution<int> trit(-1, 1), act(-128, 127);
+  for (auto& v : p.w) v = static_cast<std::int8_t>(extreme ? 1 : trit(rng));
+  for (auto& v : p.x) v = static_cast<std::int8_t>(extreme ? -128 : act(rng));
+  return p;
+}
+
+std::vector<std::int32_t> naive(const Problem& p) {
+  std::vector<std::int32_t> y(static_cast<std::size_t>(p.tokens * p.rows));
+  for (std::int64_t b = 0; b < p.tokens; ++b)
+    for (std::int64_t r = 0; r < p.rows; ++r) {
+      std::int32_t acc = 0;
+      for (std::int64_t k = 0; k < p.cols; ++k)
+        acc += p.w[static_cast<std::size_t>(r * p.cols + k)] * p.x[static_cast<std::size_t>(b * p.cols + k)];
+      y[static_cast<std::size_t>(b * p.rows + r)] = acc;
+    }
+  return y;
+}
+
+PackedMatrix pack(const Problem& p, Isa isa, int tile_rows) {
+  return pack_matrix(
+      p.rows, p.cols,
+      [&](std::int64_t r, std::span<std::int8_t> out) {
+        std::copy_n(p.w.begin() + r * p.cols, p.cols, out.begin());
+      },
+      isa, tile_rows);
+}
+
+std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int token_block,
+                              ThreadPool& pool) {
+  const PackedMatrix m = pack(p, isa, tile_rows);
+  PackedActivations x;
+  pack_activations_i8(p.x.data(), p.tokens, p.cols, x);
+  // Poison the output so unwritten entries show up.
+  std::vector<std::int32_t> y(static_cast<std::size_t>(p.tokens * p.rows), 0x7eadbeef);
+  run_gemm_i32(m, x, token_block, pool, y.data(), static_cast<std::size_t>(p.rows));
+  return y;
+}
+
+const std::vector<std::tuple<int, int, int>> kShapes = {
+    // rows, cols, tokens: ragged rows and columns, tails of every tiling and token block
+    {1, 1, 1}, {3, 255, 2}, {7, 256, 3}, {9, 257, 5}, {17, 700, 1},
+    {33, 1000, 7}, {64, 2560, 4}, {100, 513, 9}, {8, 6912, 2}};
+
+class KernelIsa : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!isa_supported(GetParam(), cpu_info().features)) {
+      GTEST_SKIP() << "this CPU lacks " << isa_requirements(GetParam()) << ", which the "
+                   << isa_name(GetParam()) << " kernel needs";
+    }
+  }
+};
+
+TEST(KernelReference, ScalarMatchesPlainLoop) {
+  ThreadPool pool(1);
+  for (const auto& [rows, cols, tokens] : kShapes) {
+    const Problem p = make_problem(rows, cols, tokens, 1234u + static_cast<unsigned>(rows));
+    EXPECT_EQ(run(p, Isa::kScalar, 1, 1, pool), naive(p)) << rows << "x" << cols << " b" << tokens;
+  }
+}
+
+TEST_P(KernelIsa, EveryTilingMatchesScalarExactly) {
+  const KernelInfo& k = kernel_info(GetParam());
+  ThreadPool pool(1);
+  for (const auto& [rows, cols, tokens] : kShapes) {
+    const Problem p = make_problem(rows, cols, tokens, 99u + static_cast<unsigned>(cols));
+    const auto reference = run(p, Isa::kScalar, 1, 1, pool);
+    for (int tile_rows : k.tile_rows) {
+      for (int token_block : k.token_blocks) {
+        EXPECT_EQ(run(p, GetParam(), tile_rows, token_block, pool), reference)
+            << k.name << " " << rows << "x" << cols << " b" << tokens << " tile " << tile_rows
+            << "x" << token_block;
+      }
+    }
+  }
+}
+
+TEST_P(KernelIsa, ExtremeValuesDoNotOverflow) {
+  // All weights +1, all activations -128: the largest magnitudes the int8 path can see.
+  const KernelInfo& k = kernel_info(GetParam());
+  ThreadPool pool(1);
+  const Problem p = make_problem(5, 16384, 3, 7, /*extreme=*/true);
+  const auto expected = naive(p);
+  EXPECT_EQ(expected[0], -128 * 16384);
+  for (int tile_rows : k.tile_rows) {
+    EXPECT_EQ(run(p, GetParam(), tile_rows, k.token_blocks.back(), pool), expected) << k.name;
+  }
+}
+
+TEST_P(KernelIsa, ThreadCountDoesNotChangeResults) {
+  const KernelInfo& k = kernel_info(GetParam());
+  const Problem p = make_problem(203, 1500, 6, 4242);
+  ThreadPool one(1);
+  const auto reference = run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), one);
+  EXPECT_EQ(reference, naive(p));
+  for (int threads : {2, 3, 4, 7}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool), reference)
+        << threads << " threads";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, KernelIsa,
+                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+                         [](const auto& param_info) { return std::string(isa_name(param_info.param)); });
+
+TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
+  KernelOptions o;
+  o.threads = 2;
+  o.tune = TuneMode::kOff;
+  o.tune_cache.clear();
+  KernelContext ctx(o);
+  const Problem p = make_problem(19, 300, 3, 5);
+  PackedMatrix m = ctx.pack(p.rows, p.cols, [&](std::int64_t r, std::span<std::int8_t> out) {
+    std::copy_n(p.w.begin() + r * p.cols, p.cols, out.begin());
+  });
+  for (std::int64_t r = 0; r < p.rows; ++r) m.row_scales[static_cast<std::size_t>(r)] = 0.5f + static_cast<float>(r);
+  std::vector<float> xf(p.x.begin(), p.x.end());
+  PackedActivations x;
+  pack_activations(xf.data(), p.tokens, p.cols, x);
+  std::vector<float> y(static_cast<std::size_t>(p.tokens * p.rows));
+  ctx.matmul(m, x, y.data(), static_cast<std::size_t>(p.rows));
+  // Reference: quantize the same way, then the plain loop.
+  Problem q = p;
+  for (std::int64_t b = 0; b < p.tokens; ++b)
+    for (std::int64_t k = 0; k < p.cols; ++k)
+      q.x[static_cast<std::size_t>(b * p.cols + k)] = x.token(b)[k];
+  const auto exact = naive(q);
+  for (std::int64_t b = 0; b < p.tokens; ++b)
+    for (std::int64_t r = 0; r < p.rows; ++r) {
+      const float want = static_cast<float>(exact[static_cast<std::size_t>(b * p.rows + r)]) *
+                         (0.5f + static_cast<float>(r)) * x.scales[static_cast<std::size_t>(b)];
+      EXPECT_FLOAT_EQ(y[static_cast<std::size_t>(b * p.rows + r)], want);
+    }
+}
+
+TEST(KernelDispatch, DefaultIsaIsTheBestAvailable) {
+  const auto isas = available_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), Isa::kScalar);
+  ::unsetenv("NANOCHAT_ISA");
+  EXPECT_EQ(default_isa(), isas.front());
+  ::setenv("NANOCHAT_ISA", "scalar", 1);
+  EXPECT_EQ(default_isa(), Isa::kScalar);
+  ::setenv("NANOCHAT_ISA", "sse9", 1);
+  EXPECT_THROW(default_isa(), UsageError);
+  ::unsetenv("NANOCHAT_ISA");
+  EXPECT_THROW(isa_override("avx1024"), UsageError);
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (!isa_supported(isa, cpu_info().features)) {
+      EXPECT_THROW(isa_override(isa_name(isa)), UsageError);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nanochat::kernels
