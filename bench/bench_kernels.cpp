@@ -25,7 +25,8 @@ struct Fixture {
 
 // One packed matrix per (isa, shape, batch), built on first use.
 Fixture& fixture(Isa isa, std::int64_t rows, std::int64_t cols, std::int64_t batch) {
-  static std::map<std::tuple<Isa, std::int64_t, std::int64_t, std::int64_t>, std::unique_ptr<Fixture>>
+  static std::map<std::tuple<Isa, std::int64_t, std::int64_t, std::int64_t>,
+                  std::unique_ptr<Fixture>>
       cache;
   auto& slot = cache[{isa, rows, cols, batch}];
   if (!slot) {
@@ -56,9 +57,8 @@ void BM_Gemm(benchmark::State& state, Isa isa, std::int64_t rows, std::int64_t c
     benchmark::DoNotOptimize(f.y.data());
   }
   const auto items = static_cast<std::int64_t>(state.iterations()) * rows * cols * batch;
-  state.counters["GOPS"] = benchmark::Counter(2.0 * static_cast<double>(items),
-                                              benchmark::Counter::kIsRate,
-                                              benchmark::Counter::kIs1000);
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * static_cast<double>(items), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["weights_B/s"] = benchmark::Counter(
       static_cast<double>(f.w.weight_bytes()) * static_cast<double>(state.iterations()),
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);

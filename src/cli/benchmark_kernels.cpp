@@ -2,18 +2,17 @@
 // each shape and thread count, with the tiling the autotuner picks, and relates the weight
 // stream to this machine's read bandwidth measured in the same run. Tables in the style of
 // llama-bench; `-o json` prints clean JSON on stdout; progress goes to stderr.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
@@ -33,8 +32,8 @@ using kernels::Isa;
 // BitNet b1.58 2B projections plus one matrix far past any last-level cache: 256 MiB of codes.
 // It must be many times the L3 size: modern L3 replacement keeps part of a cyclically streamed
 // buffer resident, and at 4x L3 that inflated the measured GEMV rate by a quarter.
-const std::vector<std::string> kDefaultShapes = {"2560x2560", "640x2560", "6912x2560",
-                                                 "2560x6912", "65536x16384"};
+const std::vector<std::string> kDefaultShapes = {"2560x2560", "640x2560", "6912x2560", "2560x6912",
+                                                 "65536x16384"};
 // A case whose single call would take longer than this (judged from the kernel's speed on
 // earlier cases) is skipped, so the default run stays within minutes even for the scalar path.
 constexpr double kMaxSecondsPerCall = 2.0;
@@ -100,7 +99,8 @@ kernels::PackedMatrix random_matrix(const cli::Shape& shape, Isa isa, int tile_r
   return kernels::pack_matrix(
       shape.rows, shape.cols,
       [](std::int64_t row, std::span<std::int8_t> trits) {
-        XorShift rng{0x51ed270b27f1a5c3ull ^ static_cast<std::uint64_t>(row + 1) * 0x9e3779b97f4a7c15ull};
+        XorShift rng{0x51ed270b27f1a5c3ull ^
+                     static_cast<std::uint64_t>(row + 1) * 0x9e3779b97f4a7c15ull};
         std::uint64_t bits = 0;
         int left = 0;
         for (auto& t : trits) {
@@ -118,23 +118,37 @@ kernels::PackedMatrix random_matrix(const cli::Shape& shape, Isa isa, int tile_r
       isa, tile_rows);
 }
 
-Summary time_calls(const kernels::PackedMatrix& w, const kernels::PackedActivations& x,
-                   int token_block, kernels::ThreadPool& pool, std::vector<std::int32_t>& y,
-                   int reps) {
+struct Timing {
+  Summary seconds;
+  // Median of (weight bytes / call time) / (probe bandwidth) over samples taken in pairs; 0 when
+  // no probe was given.
+  double bw_fraction = 0;
+};
+
+// Times calls of one case. With a probe, every timed sample is paired with one bandwidth sample
+// taken right before it, and the fraction of read bandwidth is the median of the paired ratios:
+// on a shared machine the available bandwidth drifts, and a reference measured minutes earlier
+// would make the ratio meaningless.
+Timing time_calls(const kernels::PackedMatrix& w, const kernels::PackedActivations& x,
+                  int token_block, kernels::ThreadPool& pool, std::vector<std::int32_t>& y,
+                  int reps, kernels::BandwidthProbe* probe, Isa probe_isa) {
   const double start = now_seconds();
   kernels::run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
   const double first = now_seconds() - start;
   int calls = std::max(1, static_cast<int>(kMinSampleSeconds / std::max(first, 1e-9)));
   if (first > 0.25) reps = std::min(reps, 3);  // slow cases: fewer, still a median
-  std::vector<double> samples;
+  std::vector<double> samples, ratios;
   for (int r = 0; r < reps; ++r) {
+    const double reference = probe ? probe->sample_gbps(pool, probe_isa) : 0;
     const double t0 = now_seconds();
     for (int i = 0; i < calls; ++i) {
       kernels::run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
     }
-    samples.push_back((now_seconds() - t0) / calls);
+    const double per_call = (now_seconds() - t0) / calls;
+    samples.push_back(per_call);
+    if (probe) ratios.push_back(static_cast<double>(w.weight_bytes()) / per_call / 1e9 / reference);
   }
-  return summarize(samples);
+  return Timing{summarize(samples), probe ? summarize(ratios).median : 0};
 }
 
 std::string human_time(double seconds) {
@@ -152,9 +166,11 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
     fmt::print("memory read bandwidth, {} thread{}: {:.1f} GB/s (±{:.1f}%, {} MiB buffer)\n", t,
                t == 1 ? "" : "s", b.median_gbps, b.spread * 100, b.bytes >> 20);
   }
-  fmt::print("\n| kernel | shape | b | t | tile | time/call | ± | GOPS | weights GB/s | % read BW "
-             "| vs scalar | token cost vs b=1 |\n");
-  fmt::print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  fmt::print(
+      "\n| kernel | shape | b | t | tile | time/call | ± | GOPS | weights GB/s | % read BW "
+      "| vs scalar | token cost vs b=1 |\n");
+  fmt::print(
+      "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const Result& r : results) {
     fmt::print("| {} | {}x{} | {} | {} | {}x{} | {} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {} |\n",
                r.kernel, r.shape.rows, r.shape.cols, r.batch, r.threads, r.plan.tile_rows,
@@ -165,9 +181,10 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
   }
   for (const auto& n : notes) fmt::print("\nnote: {}", n);
   if (!notes.empty()) fmt::print("\n");
-  fmt::print("\ntime/call: median over repeated runs; ±: half the interquartile range; tile: rows "
-             "per tile x tokens per pass (autotuned); % read BW: weight bytes per second over the "
-             "bandwidth measured above at the same thread count.\n");
+  fmt::print(
+      "\ntime/call: median over repeated runs; ±: half the interquartile range; tile: rows "
+      "per tile x tokens per pass (autotuned); % read BW: weight bytes per second over the "
+      "bandwidth measured above at the same thread count.\n");
 }
 
 nlohmann::json result_json(const Result& r) {
@@ -202,9 +219,9 @@ void run(const Options& o) {
   for (const auto& s : (o.shapes.empty() ? kDefaultShapes : o.shapes)) {
     shapes.push_back(parse_shape(s, "--shape"));
   }
-  std::vector<int> thread_counts =
-      o.threads.empty() ? std::vector<int>{1, kernels::default_thread_count()}
-                        : parse_int_list(o.threads, "-t");
+  std::vector<int> thread_counts = o.threads.empty()
+                                       ? std::vector<int>{1, kernels::default_thread_count()}
+                                       : parse_int_list(o.threads, "-t");
   std::sort(thread_counts.begin(), thread_counts.end());
   thread_counts.erase(std::unique(thread_counts.begin(), thread_counts.end()), thread_counts.end());
   const std::vector<int> batches = parse_int_list(o.batches, "-b");
@@ -215,14 +232,20 @@ void run(const Options& o) {
   std::map<int, std::unique_ptr<kernels::ThreadPool>> pools;
   for (int t : thread_counts) pools[t] = std::make_unique<kernels::ThreadPool>(t);
 
+  const Isa probe_isa = kernels::available_isas().front();
+  std::unique_ptr<kernels::BandwidthProbe> probe;
   std::map<int, kernels::Bandwidth> bandwidth;
   if (!o.no_bandwidth) {
+    probe = std::make_unique<kernels::BandwidthProbe>();
     for (int t : thread_counts) {
       fmt::print(stderr, "benchmark: measuring memory read bandwidth with {} thread{}...\n", t,
                  t == 1 ? "" : "s");
-      bandwidth[t] = kernels::measure_read_bandwidth(*pools[t], kernels::available_isas().front());
+      bandwidth[t] = kernels::measure_read_bandwidth(*pools[t], probe_isa, *probe);
     }
   }
+  // Matrices at least this large stream from memory, so their bandwidth fraction is measured
+  // against paired probe samples; smaller ones are compared with the figure above.
+  const std::size_t out_of_cache_bytes = std::max<std::size_t>(2 * cpu_info().l3_bytes, 1);
 
   std::vector<Result> results;
   std::vector<std::string> notes;
@@ -237,13 +260,15 @@ void run(const Options& o) {
         {
           std::vector<std::int8_t> act(static_cast<std::size_t>(batch * shape.cols));
           XorShift rng{0x1234567ull + static_cast<std::uint64_t>(batch)};
-          for (auto& v : act) v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
+          for (auto& v : act)
+            v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
           kernels::pack_activations_i8(act.data(), batch, shape.cols, x);
         }
         std::vector<std::int32_t> y(static_cast<std::size_t>(batch * shape.rows));
         for (int t : thread_counts) {
           ++done;
-          const double macs = static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
+          const double macs =
+              static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
           if (auto it = macs_per_second.find(isa); it != macs_per_second.end()) {
             const double estimate = macs / (it->second * t);
             if (estimate > kMaxSecondsPerCall) {
@@ -253,8 +278,8 @@ void run(const Options& o) {
                   kernels::kernel_info(isa).name, shape.rows, shape.cols, batch, t, estimate,
                   kernels::isa_name(isa), shape.rows, shape.cols, batch, t));
               fmt::print(stderr, "benchmark: [{}/{}] skipped {} {}x{} b{} t{} (~{:.0f} s/call)\n",
-                         done, total, kernels::kernel_info(isa).name, shape.rows, shape.cols,
-                         batch, t, estimate);
+                         done, total, kernels::kernel_info(isa).name, shape.rows, shape.cols, batch,
+                         t, estimate);
               continue;
             }
           }
@@ -278,11 +303,16 @@ void run(const Options& o) {
           r.batch = batch;
           r.threads = t;
           r.plan = plan;
-          r.seconds = time_calls(it->second, x, plan.token_block, *pools[t], y, o.reps);
           r.weight_bytes = it->second.weight_bytes();
+          const bool paired = probe && r.weight_bytes >= out_of_cache_bytes;
+          const Timing timing = time_calls(it->second, x, plan.token_block, *pools[t], y, o.reps,
+                                           paired ? probe.get() : nullptr, probe_isa);
+          r.seconds = timing.seconds;
           r.gops = 2 * macs / r.seconds.median / 1e9;
           r.weight_gbps = static_cast<double>(r.weight_bytes) / r.seconds.median / 1e9;
-          if (auto b = bandwidth.find(t); b != bandwidth.end()) {
+          if (paired) {
+            r.bw_fraction = timing.bw_fraction;
+          } else if (auto b = bandwidth.find(t); b != bandwidth.end()) {
             r.bw_fraction = r.weight_gbps / b->second.median_gbps;
           }
           macs_per_second[isa] = macs / r.seconds.median / t;
@@ -309,7 +339,8 @@ void run(const Options& o) {
   if (o.output == "json") {
     nlohmann::json bw = nlohmann::json::array();
     for (const auto& [t, b] : bandwidth) {
-      bw.push_back({{"threads", t}, {"gbps", b.median_gbps}, {"spread", b.spread}, {"bytes", b.bytes}});
+      bw.push_back(
+          {{"threads", t}, {"gbps", b.median_gbps}, {"spread", b.spread}, {"bytes", b.bytes}});
     }
     nlohmann::json rows = nlohmann::json::array();
     for (const Result& r : results) rows.push_back(result_json(r));
@@ -322,14 +353,14 @@ void run(const Options& o) {
                                 {"notes", notes}};
     std::puts(doc.dump(2).c_str());
   } else if (o.output == "csv") {
-    fmt::print("kernel,isa,rows,cols,batch,threads,tile_rows,token_block,median_us,spread,gops,"
-               "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1\n");
+    fmt::print(
+        "kernel,isa,rows,cols,batch,threads,tile_rows,token_block,median_us,spread,gops,"
+        "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1\n");
     for (const Result& r : results) {
       fmt::print("{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f}\n",
-                 r.kernel, kernels::isa_name(r.isa), r.shape.rows, r.shape.cols, r.batch,
-                 r.threads, r.plan.tile_rows, r.plan.token_block, r.seconds.median * 1e6,
-                 r.seconds.spread, r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar,
-                 r.token_cost);
+                 r.kernel, kernels::isa_name(r.isa), r.shape.rows, r.shape.cols, r.batch, r.threads,
+                 r.plan.tile_rows, r.plan.token_block, r.seconds.median * 1e6, r.seconds.spread,
+                 r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost);
     }
   } else {
     print_markdown(results, bandwidth, notes);

@@ -21,12 +21,13 @@ std::vector<int> parse_int_list(std::string_view text, std::string_view flag, in
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = text.find(',', start);
-    const std::string_view item =
-        text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    const std::string_view item = text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     std::int64_t value = 0;
     if (!parse_int64(item, value) || value < min_value || value > 4096) {
       fail<UsageError>("{} {}: '{}' is not a whole number from {} to 4096{}", flag, text, item,
-                       min_value, text.find(',') != std::string_view::npos ? " in a comma list" : "");
+                       min_value,
+                       text.find(',') != std::string_view::npos ? " in a comma list" : "");
     }
     out.push_back(static_cast<int>(value));
     if (comma == std::string_view::npos) break;

@@ -1,11 +1,11 @@
 // nanochat: one binary, CLI11 subcommands. main() is the only place that turns errors into an
 // exit code and one line on stderr.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <string>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/util/error.hpp"
@@ -15,10 +15,10 @@
 namespace {
 
 std::string version_line() {
-  return fmt::format("nanochat {} (commit {}, {}, {} build{}{})", nanochat::build::kVersion,
-                     nanochat::build::kGitCommit, nanochat::build::kCompiler,
-                     nanochat::build::kBuildType, *nanochat::build::kSanitizers ? ", sanitizers " : "",
-                     nanochat::build::kSanitizers);
+  return fmt::format(
+      "nanochat {} (commit {}, {}, {} build{}{})", nanochat::build::kVersion,
+      nanochat::build::kGitCommit, nanochat::build::kCompiler, nanochat::build::kBuildType,
+      *nanochat::build::kSanitizers ? ", sanitizers " : "", nanochat::build::kSanitizers);
 }
 
 // CLI11 errors as one line: what is wrong and where to read more.
@@ -34,7 +34,8 @@ std::string one_line_failure(const CLI::App* app, const CLI::Error& e) {
 
 int main(int argc, char** argv) {
   CLI::App app{"nanochat: ternary (1.58-bit) language models on the CPU", "nanochat"};
-  app.set_version_flag("--version", version_line(), "Print version, commit, compiler and build type");
+  app.set_version_flag("--version", version_line(),
+                       "Print version, commit, compiler and build type");
   app.require_subcommand(1);
   app.failure_message(one_line_failure);
   int verbosity = 0;
@@ -42,9 +43,8 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbosity, "More log output on stderr (repeat for more)");
   app.add_option("--log-format", log_format, "Log lines as 'text' or 'json'")
       ->capture_default_str();
-  app.parse_complete_callback([&] {
-    nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format));
-  });
+  app.parse_complete_callback(
+      [&] { nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format)); });
 
   nanochat::cli::add_system_info(app);
   nanochat::cli::add_benchmark(app);

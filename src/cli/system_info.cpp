@@ -1,10 +1,10 @@
 // nanochat system-info: what a bug report needs — build, CPU, topology, ISA features, the kernel
 // path in use and the plan dispatch uses for each shape class.
-#include <cstdio>
-#include <string>
-
 #include <fmt/format.h>
+
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
@@ -37,7 +37,8 @@ void run(const Options& o) {
   const CpuInfo& cpu = cpu_info();
   const kernels::Isa isa = kernels::default_isa(o.kernel.isa);
   std::string avail;
-  for (auto a : kernels::available_isas()) avail += std::string(avail.empty() ? "" : " ") + kernels::isa_name(a);
+  for (auto a : kernels::available_isas())
+    avail += std::string(avail.empty() ? "" : " ") + kernels::isa_name(a);
 
   int threads = 0;
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
@@ -52,8 +53,9 @@ void run(const Options& o) {
     if (options.tune == kernels::TuneMode::kOn) {
       auto cached = ctx.tuner().cached_plan(
           kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0}, ctx.threads());
-      p = cached ? *cached : ctx.tuner().default_plan(
-                                 kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0});
+      p = cached ? *cached
+                 : ctx.tuner().default_plan(
+                       kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0});
     } else {
       p = ctx.plan(sc.rows, sc.cols, sc.batch);
     }
@@ -65,31 +67,32 @@ void run(const Options& o) {
   }
 
   if (o.json) {
-    const nlohmann::json doc = {
-        {"version", build::kVersion},
-        {"commit", build::kGitCommit},
-        {"compiler", build::kCompiler},
-        {"build_type", build::kBuildType},
-        {"cpu", {{"vendor", cpu.vendor},
-                 {"model", cpu.brand},
-                 {"family", cpu.family},
-                 {"model_id", cpu.model},
-                 {"stepping", cpu.stepping},
-                 {"signature", cpu.signature()},
-                 {"logical_cpus", cpu.logical_cpus},
-                 {"physical_cores", cpu.physical_cores},
-                 {"numa_nodes", cpu.numa_nodes},
-                 {"l1d_bytes", cpu.l1d_bytes},
-                 {"l2_bytes", cpu.l2_bytes},
-                 {"l3_bytes", cpu.l3_bytes},
-                 {"features", cpu.feature_list()}}},
-        {"isa_available", avail},
-        {"isa_in_use", kernels::isa_name(isa)},
-        {"threads", ctx.threads()},
-        {"autotune", {{"mode", kernels::tune_mode_name(options.tune)},
-                      {"cache", ctx.tuner().cache_file().string()},
-                      {"plans_cached", ctx.tuner().known_plans()}}},
-        {"plans", plans}};
+    const nlohmann::json doc = {{"version", build::kVersion},
+                                {"commit", build::kGitCommit},
+                                {"compiler", build::kCompiler},
+                                {"build_type", build::kBuildType},
+                                {"cpu",
+                                 {{"vendor", cpu.vendor},
+                                  {"model", cpu.brand},
+                                  {"family", cpu.family},
+                                  {"model_id", cpu.model},
+                                  {"stepping", cpu.stepping},
+                                  {"signature", cpu.signature()},
+                                  {"logical_cpus", cpu.logical_cpus},
+                                  {"physical_cores", cpu.physical_cores},
+                                  {"numa_nodes", cpu.numa_nodes},
+                                  {"l1d_bytes", cpu.l1d_bytes},
+                                  {"l2_bytes", cpu.l2_bytes},
+                                  {"l3_bytes", cpu.l3_bytes},
+                                  {"features", cpu.feature_list()}}},
+                                {"isa_available", avail},
+                                {"isa_in_use", kernels::isa_name(isa)},
+                                {"threads", ctx.threads()},
+                                {"autotune",
+                                 {{"mode", kernels::tune_mode_name(options.tune)},
+                                  {"cache", ctx.tuner().cache_file().string()},
+                                  {"plans_cached", ctx.tuner().known_plans()}}},
+                                {"plans", plans}};
     std::puts(doc.dump(2).c_str());
     return;
   }

@@ -1,12 +1,12 @@
 #include "nanochat/kernels/autotune.hpp"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cstdint>
-#include <vector>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include <vector>
 
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/kernels/registry.hpp"
@@ -21,7 +21,7 @@ namespace {
 
 constexpr int kCacheVersion = 1;
 constexpr const char* kCacheFormat = "nanochat-autotune";
-constexpr int kSamples = 5;
+constexpr int kSamples = 7;
 constexpr double kMinSampleSeconds = 200e-6;
 
 // Deterministic pseudo-random trits and activations for timing runs.
@@ -39,29 +39,24 @@ struct XorShift {
 // winner depends on where the bytes come from, not on how many there are.
 std::int64_t tuning_rows(std::int64_t rows, std::int64_t cols) {
   const std::size_t l3 = cpu_info().l3_bytes ? cpu_info().l3_bytes : (std::size_t{32} << 20);
-  const std::size_t cap_bytes = std::max<std::size_t>(4 * l3, std::size_t{64} << 20);
+  const std::size_t cap_bytes = std::max<std::size_t>(8 * l3, std::size_t{256} << 20);
   const auto cap_rows = static_cast<std::int64_t>(cap_bytes * 4 / static_cast<std::size_t>(cols));
   return std::min(rows, std::max<std::int64_t>(cap_rows, 64));
 }
 
-double time_per_call(const PackedMatrix& w, const PackedActivations& x, int token_block,
-                     ThreadPool& pool, std::vector<std::int32_t>& y) {
+// Calls per timed sample so that one sample lasts at least kMinSampleSeconds.
+int calibrate_calls(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                    ThreadPool& pool, std::vector<std::int32_t>& y) {
   run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));  // warm up
   int calls = 1;
-  std::vector<double> samples;
-  while (samples.size() < kSamples) {
+  for (;;) {
     const double start = now_seconds();
     for (int i = 0; i < calls; ++i) {
       run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
     }
-    const double elapsed = now_seconds() - start;
-    if (elapsed < kMinSampleSeconds && calls < (1 << 20)) {
-      calls *= 2;
-      continue;
-    }
-    samples.push_back(elapsed / calls);
+    if (now_seconds() - start >= kMinSampleSeconds || calls >= (1 << 20)) return calls;
+    calls *= 2;
   }
-  return summarize(samples).median;
 }
 
 }  // namespace
@@ -176,33 +171,55 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   pack_activations_i8(act.data(), tokens, request.cols, x);
   std::vector<std::int32_t> y(static_cast<std::size_t>(tokens * rows));
 
-  Plan best;
-  best.ns_per_call = -1;
+  // Every candidate is packed first, then timed round-robin: one sample of each in turn, so
+  // that drift in what the machine gives us (other tenants, memory bandwidth) hits all
+  // candidates alike instead of deciding the winner.
+  struct Candidate {
+    Plan plan;
+    const PackedMatrix* w;
+    int calls = 1;
+    std::vector<double> samples;
+  };
+  std::vector<std::unique_ptr<PackedMatrix>> matrices;
+  std::vector<Candidate> candidates;
   for (Isa isa : isas) {
     const KernelInfo& k = kernel_info(isa);
     for (int tile_rows : k.tile_rows) {
       if (request.tile_rows != 0 && tile_rows != request.tile_rows) continue;
       XorShift wrng{0x2545f4914f6cdd1dull};
-      const PackedMatrix w = pack_matrix(
+      matrices.push_back(std::make_unique<PackedMatrix>(pack_matrix(
           rows, request.cols,
           [&](std::int64_t, std::span<std::int8_t> trits) {
-            for (auto& t : trits) t = static_cast<std::int8_t>(static_cast<int>(wrng.next() % 3) - 1);
+            for (auto& t : trits)
+              t = static_cast<std::int8_t>(static_cast<int>(wrng.next() % 3) - 1);
           },
-          isa, tile_rows);
+          isa, tile_rows)));
       for (int token_block : k.token_blocks) {
-        if (tokens == 1 && token_block != 1) continue;
         if (token_block > tokens) continue;
-        const double seconds = time_per_call(w, x, token_block, pool, y);
-        spdlog::debug("autotune:   {} r{} nb{}: {:.1f} us", k.name, tile_rows, token_block,
-                      seconds * 1e6);
-        if (best.ns_per_call < 0 || seconds * 1e9 < best.ns_per_call) {
-          best = Plan{isa, tile_rows, token_block, seconds * 1e9, "measured"};
-        }
+        candidates.push_back(
+            Candidate{Plan{isa, tile_rows, token_block, 0, "measured"}, matrices.back().get()});
       }
     }
   }
-  if (best.ns_per_call < 0) return default_plan(request);
-  return best;
+  if (candidates.empty()) return default_plan(request);
+  for (Candidate& c : candidates) c.calls = calibrate_calls(*c.w, x, c.plan.token_block, pool, y);
+  for (int sample = 0; sample < kSamples; ++sample) {
+    for (Candidate& c : candidates) {
+      const double start = now_seconds();
+      for (int i = 0; i < c.calls; ++i) {
+        run_gemm_i32(*c.w, x, c.plan.token_block, pool, y.data(), static_cast<std::size_t>(rows));
+      }
+      c.samples.push_back((now_seconds() - start) / c.calls);
+    }
+  }
+  const Candidate* best = nullptr;
+  for (Candidate& c : candidates) {
+    c.plan.ns_per_call = summarize(c.samples).median * 1e9;
+    spdlog::debug("autotune:   {} r{} nb{}: {:.1f} us", kernel_info(c.plan.isa).name,
+                  c.plan.tile_rows, c.plan.token_block, c.plan.ns_per_call / 1e3);
+    if (best == nullptr || c.plan.ns_per_call < best->plan.ns_per_call) best = &c;
+  }
+  return best->plan;
 }
 
 void Autotuner::load_cache() {

@@ -36,8 +36,8 @@ void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, 
                              std::size_t ldy) {
   int token_block = 1;
   if (x.tokens > 1) {
-    token_block = tuner_.plan(PlanRequest{w.rows, w.cols, x.tokens, w.isa, w.tile_rows}, pool_)
-                      .token_block;
+    token_block =
+        tuner_.plan(PlanRequest{w.rows, w.cols, x.tokens, w.isa, w.tile_rows}, pool_).token_block;
   }
   run_gemm_i32(w, x, token_block, pool_, y, ldy);
 }

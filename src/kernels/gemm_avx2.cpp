@@ -30,9 +30,8 @@ struct Avx2Micro {
     const __m256i mask = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[R][NB];
-    static_for<R>([&](auto r) {
-      static_for<NB>([&](auto b) { acc[r][b] = _mm256_setzero_si256(); });
-    });
+    static_for<R>(
+        [&](auto r) { static_for<NB>([&](auto b) { acc[r][b] = _mm256_setzero_si256(); }); });
 
     for (std::int64_t c = 0; c < chunks; ++c) {
       const std::uint8_t* wc = tile + c * R * kChunkBytes;
@@ -41,9 +40,8 @@ struct Avx2Micro {
                      _MM_HINT_T0);
       });
       __m256i acc16[R][NB];
-      static_for<R>([&](auto r) {
-        static_for<NB>([&](auto b) { acc16[r][b] = _mm256_setzero_si256(); });
-      });
+      static_for<R>(
+          [&](auto r) { static_for<NB>([&](auto b) { acc16[r][b] = _mm256_setzero_si256(); }); });
       static_for<2>([&](auto h) {
         __m256i w[R];
         static_for<R>([&](auto r) {
@@ -69,9 +67,8 @@ struct Avx2Micro {
         });
       });
     }
-    static_for<R>([&](auto r) {
-      static_for<NB>([&](auto b) { out[r][b] = hsum(acc[r][b]) - sums[b]; });
-    });
+    static_for<R>(
+        [&](auto r) { static_for<NB>([&](auto b) { out[r][b] = hsum(acc[r][b]) - sums[b]; }); });
   }
 };
 
@@ -103,8 +100,8 @@ constexpr int kTokenBlocks[] = {1, 2, 4};
 }  // namespace
 
 const KernelInfo& avx2_kernel() {
-  static const KernelInfo info{Isa::kAvx2, "avx2", Layout::kTq2, kTileRows, kTokenBlocks, gemm,
-                               read_probe};
+  static const KernelInfo info{Isa::kAvx2,   "avx2", Layout::kTq2, kTileRows,
+                               kTokenBlocks, gemm,   read_probe};
   return info;
 }
 

@@ -37,9 +37,8 @@ struct Avx512Micro {
     const __m512i mask = _mm512_set1_epi8(3);
     __m512i acc[R][NB][S];
     static_for<R>([&](auto r) {
-      static_for<NB>([&](auto b) {
-        static_for<S>([&](auto s) { acc[r][b][s] = _mm512_setzero_si512(); });
-      });
+      static_for<NB>(
+          [&](auto b) { static_for<S>([&](auto s) { acc[r][b][s] = _mm512_setzero_si512(); }); });
     });
 
     for (std::int64_t c = 0; c < chunks; ++c) {
@@ -55,9 +54,8 @@ struct Avx512Micro {
         static_for<NB>([&](auto b) { xv[b] = _mm512_load_si512(x[b] + c * kChunk + j * 64); });
         static_for<R>([&](auto r) {
           const __m512i u = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * j), mask);
-          static_for<NB>([&](auto b) {
-            acc[r][b][j % S] = _mm512_dpbusd_epi32(acc[r][b][j % S], u, xv[b]);
-          });
+          static_for<NB>(
+              [&](auto b) { acc[r][b][j % S] = _mm512_dpbusd_epi32(acc[r][b][j % S], u, xv[b]); });
         });
       });
     }
@@ -98,7 +96,7 @@ constexpr int kTokenBlocks[] = {1, 2, 4};
 
 const KernelInfo& avx512_kernel() {
   static const KernelInfo info{Isa::kAvx512, "avx512-vnni", Layout::kStride64, kTileRows,
-                               kTokenBlocks, gemm, read_probe};
+                               kTokenBlocks, gemm,          read_probe};
   return info;
 }
 

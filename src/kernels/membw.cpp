@@ -6,37 +6,40 @@
 
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
-#include "nanochat/util/aligned.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/stats.hpp"
 
 namespace nanochat::kernels {
 
-Bandwidth measure_read_bandwidth(ThreadPool& pool, Isa isa, std::size_t bytes, int passes) {
+BandwidthProbe::BandwidthProbe(std::size_t bytes) {
   if (bytes == 0) bytes = std::max<std::size_t>(8 * cpu_info().l3_bytes, std::size_t{256} << 20);
-  const std::size_t parts = static_cast<std::size_t>(pool.size());
-  const std::size_t slice = bytes / parts / 4096 * 4096;
-  bytes = slice * parts;
-  AlignedBuffer<std::uint8_t> buffer(bytes);
-  // Fill each slice from the thread that will read it (first touch puts pages near it).
-  pool.run([&](int i) {
-    std::uint8_t* p = buffer.data() + slice * static_cast<std::size_t>(i);
-    for (std::size_t j = 0; j < slice; j += 64) p[j] = static_cast<std::uint8_t>(j >> 6);
-  });
+  bytes = (bytes + 4095) / 4096 * 4096;
+  buffer_ = AlignedBuffer<std::uint8_t>(bytes);
+  for (std::size_t j = 0; j < bytes; j += 64) buffer_[j] = static_cast<std::uint8_t>(j >> 6);
+}
+
+double BandwidthProbe::sample_gbps(ThreadPool& pool, Isa isa) {
+  const auto parts = static_cast<std::size_t>(pool.size());
+  // Slices are whole 256-byte steps of the probe loops.
+  const std::size_t slice = buffer_.bytes() / parts / 256 * 256;
   const ReadProbeFn probe = kernel_info(isa).read_probe;
   std::atomic<std::uint64_t> sink{0};
+  const double start = now_seconds();
+  pool.run([&](int i) {
+    sink.fetch_add(probe(buffer_.data() + slice * static_cast<std::size_t>(i), slice),
+                   std::memory_order_relaxed);
+  });
+  const double elapsed = now_seconds() - start;
+  sink_ += sink.load();
+  return static_cast<double>(slice * parts) / elapsed / 1e9;
+}
+
+Bandwidth measure_read_bandwidth(ThreadPool& pool, Isa isa, BandwidthProbe& probe, int passes) {
+  (void)probe.sample_gbps(pool, isa);  // warm-up
   std::vector<double> samples;
-  for (int pass = -1; pass < passes; ++pass) {
-    const double start = now_seconds();
-    pool.run([&](int i) {
-      sink.fetch_add(probe(buffer.data() + slice * static_cast<std::size_t>(i), slice),
-                     std::memory_order_relaxed);
-    });
-    const double elapsed = now_seconds() - start;
-    if (pass >= 0) samples.push_back(static_cast<double>(bytes) / elapsed / 1e9);
-  }
+  for (int pass = 0; pass < passes; ++pass) samples.push_back(probe.sample_gbps(pool, isa));
   const Summary s = summarize(samples);
-  return Bandwidth{s.median, s.spread, bytes};
+  return Bandwidth{s.median, s.spread, probe.bytes()};
 }
 
 }  // namespace nanochat::kernels

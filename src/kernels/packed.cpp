@@ -49,8 +49,8 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
   m.tiles = (rows + tile_rows - 1) / tile_rows;
   m.isa = isa;
   m.layout = kernel.layout;
-  m.codes = AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(),
-                                        numa_node);
+  m.codes =
+      AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   std::memset(m.codes.data(), kAllZeroWeights, m.codes.bytes());
   m.row_scales.assign(static_cast<std::size_t>(rows), 1.0f);
 
@@ -63,7 +63,8 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
       std::uint8_t bytes[kChunkBytes] = {};
       const std::int8_t* w = trits.data() + c * kChunk;
       for (int i = 0; i < kChunk; ++i) {
-        if (w[i] < -1 || w[i] > 1) fail("row {} holds {}, which is not a ternary weight", row, w[i]);
+        if (w[i] < -1 || w[i] > 1)
+          fail("row {} holds {}, which is not a ternary weight", row, w[i]);
         bytes[slots[i].byte] |= static_cast<std::uint8_t>((w[i] + 1) << slots[i].shift);
       }
       std::memcpy(m.codes.data() + offset_of(m, row, c), bytes, kChunkBytes);
@@ -74,7 +75,8 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
 
 int packed_trit(const PackedMatrix& m, std::int64_t row, std::int64_t col) {
   const Slot s = slot_of(m.layout, static_cast<int>(col % kChunk));
-  const std::uint8_t byte = m.codes[offset_of(m, row, col / kChunk) + static_cast<std::size_t>(s.byte)];
+  const std::uint8_t byte =
+      m.codes[offset_of(m, row, col / kChunk) + static_cast<std::size_t>(s.byte)];
   return ((byte >> s.shift) & 3) - 1;
 }
 

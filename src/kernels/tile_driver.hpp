@@ -26,9 +26,8 @@ namespace {
 // only keeps such arrays in registers when every index is a constant before loop unrolling runs.
 template <int N, typename F>
 inline __attribute__((always_inline)) void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (f(std::integral_constant<int, I>{}), ...);
-  }(std::make_integer_sequence<int, N>{});
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
+  (std::make_integer_sequence<int, N>{});
 }
 
 template <class Micro, int R, int NB>
@@ -49,7 +48,8 @@ void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t 
       std::int32_t out[R][NB];
       Micro::template run<R, NB>(tile, w.chunks, xs, sums, out);
       for (int r = 0; r < rows_here; ++r) {
-        for (int i = 0; i < NB; ++i) y[static_cast<std::size_t>(b + i) * ldy + row0 + r] = out[r][i];
+        for (int i = 0; i < NB; ++i)
+          y[static_cast<std::size_t>(b + i) * ldy + row0 + r] = out[r][i];
       }
     }
     for (; b < x.tokens; ++b) {  // token tail, one at a time
@@ -57,7 +57,8 @@ void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t 
       const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
       std::int32_t out[R][1];
       Micro::template run<R, 1>(tile, w.chunks, xs, sums, out);
-      for (int r = 0; r < rows_here; ++r) y[static_cast<std::size_t>(b) * ldy + row0 + r] = out[r][0];
+      for (int r = 0; r < rows_here; ++r)
+        y[static_cast<std::size_t>(b) * ldy + row0 + r] = out[r][0];
     }
   }
 }
@@ -81,7 +82,8 @@ template <class Micro>
 void gemm_dispatch(const PackedMatrix& w, const PackedActivations& x, int token_block,
                    std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
                    std::size_t ldy) {
-  if (x.cols != w.cols) fail("activations have {} features but the matrix takes {}", x.cols, w.cols);
+  if (x.cols != w.cols)
+    fail("activations have {} features but the matrix takes {}", x.cols, w.cols);
   switch (w.tile_rows) {
     case 1:
       return gemm_rows<Micro, 1>(w, x, token_block, tile_begin, tile_end, y, ldy);

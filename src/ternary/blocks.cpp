@@ -12,8 +12,8 @@ constexpr std::uint8_t kPow3[6] = {1, 3, 9, 27, 81, 243};
 
 std::int64_t checked_blocks(std::int64_t n, std::int64_t block, const char* type) {
   if (n < 0 || n % block != 0) {
-    fail<FormatError>("{} stores rows in blocks of {} weights, but the row has {} weights",
-                      type, block, n);
+    fail<FormatError>("{} stores rows in blocks of {} weights, but the row has {} weights", type,
+                      block, n);
   }
   return n / block;
 }
@@ -91,9 +91,10 @@ void decode_tq2_0(std::span<const std::uint8_t> in, std::span<std::int8_t> trits
         for (int l = 0; l < 4; ++l) {
           const unsigned code = (byte >> (2 * l)) & 3u;
           if (code == 3) {
-            fail<FormatError>("TQ2_0 block {} holds the 2-bit code 3, which is not a ternary "
-                              "weight; the tensor data is corrupt",
-                              b);
+            fail<FormatError>(
+                "TQ2_0 block {} holds the 2-bit code 3, which is not a ternary "
+                "weight; the tensor data is corrupt",
+                b);
           }
           x[h * 128 + l * 32 + m] = static_cast<std::int8_t>(static_cast<int>(code) - 1);
         }
@@ -174,9 +175,10 @@ float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits
     const unsigned shift = static_cast<unsigned>(6 - 2 * (j / 32));
     const unsigned code = (in[static_cast<std::size_t>(block * 32 + j % 32)] >> shift) & 3u;
     if (code == 3) {
-      fail<FormatError>("I2_S group {} holds the 2-bit code 3, which is not a ternary weight; "
-                        "the tensor data is corrupt",
-                        block);
+      fail<FormatError>(
+          "I2_S group {} holds the 2-bit code 3, which is not a ternary weight; "
+          "the tensor data is corrupt",
+          block);
     }
     trits[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(static_cast<int>(code) - 1);
   }

@@ -15,8 +15,8 @@ std::int8_t ternarize(float w, float inv_scale) {
 
 }  // namespace
 
-TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows,
-                               std::int64_t cols, std::int64_t group) {
+TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows, std::int64_t cols,
+                               std::int64_t group) {
   if (rows < 0 || cols <= 0 || static_cast<std::size_t>(rows * cols) != weights.size()) {
     fail("quantize_absmean: {} weights do not form a {}x{} matrix", weights.size(), rows, cols);
   }

@@ -1,6 +1,7 @@
 #include "nanochat/util/cpu.hpp"
 
 #include <cpuid.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,8 +13,6 @@
 #include <set>
 #include <thread>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "nanochat/util/numa.hpp"
 
@@ -46,7 +45,7 @@ CpuFeatures detect_features() {
   f.sse42 = bit(l1.c, 20);
   const bool osxsave = bit(l1.c, 27);
   std::uint64_t xcr0 = osxsave ? xgetbv0() : 0;
-  const bool ymm_ok = (xcr0 & 0x6) == 0x6;            // SSE + AVX state
+  const bool ymm_ok = (xcr0 & 0x6) == 0x6;              // SSE + AVX state
   const bool zmm_ok = ymm_ok && (xcr0 & 0xe0) == 0xe0;  // opmask + ZMM_Hi256 + Hi16_ZMM
   f.avx = ymm_ok && bit(l1.c, 28);
   f.fma = f.avx && bit(l1.c, 12);
@@ -131,8 +130,8 @@ CpuInfo detect() {
   const Regs l1 = cpuid(1);
   const unsigned base_family = (l1.a >> 8) & 0xf;
   const unsigned base_model = (l1.a >> 4) & 0xf;
-  info.family = static_cast<int>(base_family == 0xf ? base_family + ((l1.a >> 20) & 0xff)
-                                                    : base_family);
+  info.family =
+      static_cast<int>(base_family == 0xf ? base_family + ((l1.a >> 20) & 0xff) : base_family);
   info.model = static_cast<int>((base_family == 0x6 || base_family == 0xf)
                                     ? (((l1.a >> 16) & 0xf) << 4) | base_model
                                     : base_model);
@@ -161,12 +160,18 @@ CpuInfo detect() {
 
 std::string CpuInfo::feature_list() const {
   const std::pair<bool, const char*> all[] = {
-      {features.sse42, "sse4.2"},         {features.avx, "avx"},
-      {features.avx2, "avx2"},            {features.fma, "fma"},
-      {features.f16c, "f16c"},            {features.avx_vnni, "avx-vnni"},
-      {features.avx512f, "avx512f"},      {features.avx512bw, "avx512bw"},
-      {features.avx512vl, "avx512vl"},    {features.avx512dq, "avx512dq"},
-      {features.avx512vnni, "avx512vnni"}, {features.avx512vbmi, "avx512vbmi"},
+      {features.sse42, "sse4.2"},
+      {features.avx, "avx"},
+      {features.avx2, "avx2"},
+      {features.fma, "fma"},
+      {features.f16c, "f16c"},
+      {features.avx_vnni, "avx-vnni"},
+      {features.avx512f, "avx512f"},
+      {features.avx512bw, "avx512bw"},
+      {features.avx512vl, "avx512vl"},
+      {features.avx512dq, "avx512dq"},
+      {features.avx512vnni, "avx512vnni"},
+      {features.avx512vbmi, "avx512vbmi"},
   };
   std::string out;
   for (const auto& [present, name] : all) {

@@ -47,8 +47,8 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
 
   std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
   const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) fail<IoError>("{}: cannot create a temporary file: {}", dir.string(),
-                            std::strerror(errno));
+  if (fd < 0)
+    fail<IoError>("{}: cannot create a temporary file: {}", dir.string(), std::strerror(errno));
   try {
     write_all(fd, contents, tmp);
     if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) {

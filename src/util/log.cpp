@@ -1,19 +1,68 @@
 #include "nanochat/util/log.hpp"
 
-#include <memory>
-
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <memory>
+#include <string>
 
 #include "nanochat/util/error.hpp"
 
 namespace nanochat {
+namespace {
+
+// %*: the message as a JSON string literal, quotes included, every character escaped as JSON
+// requires — so a message can say anything and each line stays one valid JSON object.
+class JsonMessageFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    std::string out = "\"";
+    for (const char ch : msg.payload) {
+      const auto c = static_cast<unsigned char>(ch);
+      switch (c) {
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        default:
+          if (c < 0x20) {
+            out += fmt::format("\\u{:04x}", c);
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+    }
+    out += '"';
+    dest.append(out.data(), out.data() + out.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonMessageFlag>();
+  }
+};
+
+}  // namespace
 
 void init_logging(int verbosity, LogFormat format) {
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("nanochat", sink);
   if (format == LogFormat::kJson) {
-    // One JSON object per line. %v is the message; messages avoid unescaped quotes.
-    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":"%v"})");
+    // One JSON object per line.
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":%*})");
+    logger->set_formatter(std::move(formatter));
   } else {
     logger->set_pattern("%^%l%$: %v");
   }

@@ -71,6 +71,19 @@ for f in "$NANOCHAT_CACHE"/autotune-*.json; do printf '{garbage' >"$f"; done
   grep -q "unusable" "$work/b2.err" && python3 -c 'import json,glob,sys; [json.load(open(f)) for f in glob.glob(sys.argv[1])]' "$NANOCHAT_CACHE/autotune-*.json" &&
   ok || bad "corrupt cache handling: $(cat "$work/b2.err")"
 
+# JSON logs: every log line is one JSON object, even for messages with quotes.
+for f in "$NANOCHAT_CACHE"/autotune-*.json; do printf '{"quoted": "garbage' >"$f"; done
+"$bin" --log-format json -vv benchmark kernels --shape 64x512 -t 1 -b 1 --reps 1 --no-bandwidth -o json \
+  >/dev/null 2>"$work/log.err" &&
+  python3 - "$work/log.err" <<'PY' && ok || bad "json logs: $(cat "$work/log.err")"
+import json, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("{")]
+assert any(json.loads(l)["level"] == "warning" for l in lines), lines
+for l in lines:
+    d = json.loads(l)
+    assert set(d) == {"time", "level", "msg"}, d
+PY
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8

@@ -45,7 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Whatever decoded must pack and read back identically.
     const auto cols = static_cast<std::int64_t>(trits.size());
     const auto m = kernels::pack_matrix(
-        1, cols, [&](std::int64_t, std::span<std::int8_t> out) {
+        1, cols,
+        [&](std::int64_t, std::span<std::int8_t> out) {
           std::copy(trits.begin(), trits.end(), out.begin());
         },
         kernels::Isa::kScalar, 1);

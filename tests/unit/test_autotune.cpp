@@ -1,14 +1,12 @@
 // The autotuner: measured plans are written to the cache, read back by the next process, a
 // corrupt or foreign cache is ignored and rewritten, and dispatch really uses the cached choice.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/kernels/registry.hpp"
@@ -73,7 +71,8 @@ TEST_F(Autotune, MeasuresWritesAndReadsBack) {
 TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
   for (const std::string& garbage :
        {std::string("{not json"), std::string("\x00\x01\x02", 3),
-        std::string(R"({"format":"nanochat-autotune","version":1,"cpu":"someone-else","plans":{}})"),
+        std::string(
+            R"({"format":"nanochat-autotune","version":1,"cpu":"someone-else","plans":{}})"),
         std::string(R"({"format":"nanochat-autotune","version":99,"plans":{}})")}) {
     { std::ofstream(file_, std::ios::binary) << garbage; }
     ThreadPool pool(1);
@@ -92,8 +91,9 @@ TEST_F(Autotune, EntryWithImpossibleTilingDiscardsTheFile) {
       {"format", "nanochat-autotune"},
       {"version", 1},
       {"cpu", cpu_info().signature()},
-      {"plans", {{"32x256/b1/t1/any/rany",
-                  {{"isa", "scalar"}, {"tile_rows", 3}, {"token_block", 1}, {"ns_per_call", 1.0}}}}}};
+      {"plans",
+       {{"32x256/b1/t1/any/rany",
+         {{"isa", "scalar"}, {"tile_rows", 3}, {"token_block", 1}, {"ns_per_call", 1.0}}}}}};
   write_file_atomic(file_, doc.dump());
   Autotuner tuner(TuneMode::kOn, file_);
   EXPECT_EQ(tuner.known_plans(), 0u);
@@ -106,8 +106,9 @@ TEST_F(Autotune, DispatchUsesTheCachedPlan) {
       {"format", "nanochat-autotune"},
       {"version", 1},
       {"cpu", cpu_info().signature()},
-      {"plans", {{"40x300/b1/t1/any/rany",
-                  {{"isa", "scalar"}, {"tile_rows", 1}, {"token_block", 1}, {"ns_per_call", 5.0}}}}}};
+      {"plans",
+       {{"40x300/b1/t1/any/rany",
+         {{"isa", "scalar"}, {"tile_rows", 1}, {"token_block", 1}, {"ns_per_call", 5.0}}}}}};
   write_file_atomic(file_, doc.dump());
   KernelOptions o;
   o.threads = 1;

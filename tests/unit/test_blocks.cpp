@@ -73,7 +73,8 @@ TEST(Tq1_0, PatternMatchesKnownBytes) {
   std::vector<std::uint8_t> expected = repeat3(0x45, 0x6c, 0xcf, 32);
   const auto mid = repeat3(0x94, 0xbb, 0x31, 16);
   expected.insert(expected.end(), mid.begin(), mid.end());
-  for (int b : {0x30, 0x92, 0xbb, 0x30, 0x00, 0x38}) expected.push_back(static_cast<std::uint8_t>(b));
+  for (int b : {0x30, 0x92, 0xbb, 0x30, 0x00, 0x38})
+    expected.push_back(static_cast<std::uint8_t>(b));
   std::vector<std::uint8_t> out(tq1_0_bytes(256));
   const float scale = 0.5f;
   encode_tq1_0(pattern(256), {&scale, 1}, out);

@@ -39,7 +39,8 @@ std::vector<std::int32_t> naive(const Problem& p) {
     for (std::int64_t r = 0; r < p.rows; ++r) {
       std::int32_t acc = 0;
       for (std::int64_t k = 0; k < p.cols; ++k)
-        acc += p.w[static_cast<std::size_t>(r * p.cols + k)] * p.x[static_cast<std::size_t>(b * p.cols + k)];
+        acc += p.w[static_cast<std::size_t>(r * p.cols + k)] *
+               p.x[static_cast<std::size_t>(b * p.cols + k)];
       y[static_cast<std::size_t>(b * p.rows + r)] = acc;
     }
   return y;
@@ -67,7 +68,7 @@ std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int toke
 
 const std::vector<std::tuple<int, int, int>> kShapes = {
     // rows, cols, tokens: ragged rows and columns, tails of every tiling and token block
-    {1, 1, 1}, {3, 255, 2}, {7, 256, 3}, {9, 257, 5}, {17, 700, 1},
+    {1, 1, 1},     {3, 255, 2},   {7, 256, 3},   {9, 257, 5}, {17, 700, 1},
     {33, 1000, 7}, {64, 2560, 4}, {100, 513, 9}, {8, 6912, 2}};
 
 class KernelIsa : public ::testing::TestWithParam<Isa> {
@@ -131,7 +132,9 @@ TEST_P(KernelIsa, ThreadCountDoesNotChangeResults) {
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelIsa,
                          ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
-                         [](const auto& param_info) { return std::string(isa_name(param_info.param)); });
+                         [](const auto& param_info) {
+                           return std::string(isa_name(param_info.param));
+                         });
 
 TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
   KernelOptions o;
@@ -143,7 +146,8 @@ TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
   PackedMatrix m = ctx.pack(p.rows, p.cols, [&](std::int64_t r, std::span<std::int8_t> out) {
     std::copy_n(p.w.begin() + r * p.cols, p.cols, out.begin());
   });
-  for (std::int64_t r = 0; r < p.rows; ++r) m.row_scales[static_cast<std::size_t>(r)] = 0.5f + static_cast<float>(r);
+  for (std::int64_t r = 0; r < p.rows; ++r)
+    m.row_scales[static_cast<std::size_t>(r)] = 0.5f + static_cast<float>(r);
   std::vector<float> xf(p.x.begin(), p.x.end());
   PackedActivations x;
   pack_activations(xf.data(), p.tokens, p.cols, x);

@@ -20,7 +20,7 @@ TEST(Absmean, PerTensorScaleAndRounding) {
 
 TEST(Absmean, PerBlockGroups) {
   std::vector<float> w(512);
-  for (std::size_t i = 0; i < 256; ++i) w[i] = (i % 2 ? 1.0f : -1.0f);    // mean 1
+  for (std::size_t i = 0; i < 256; ++i) w[i] = (i % 2 ? 1.0f : -1.0f);   // mean 1
   for (std::size_t i = 256; i < 512; ++i) w[i] = (i % 2 ? 4.0f : 0.0f);  // mean 2
   const TernaryTensor t = quantize_absmean(w, 1, 512, 256);
   ASSERT_EQ(t.scales.size(), 2u);

@@ -96,7 +96,8 @@ RC_GTEST_PROP(QuantizerProps, AbsmeanInvariants, ()) {
   const std::int64_t cols = (group == 0 ? 8 : group) * groups;
   const auto w = *rc::gen::container<std::vector<float>>(
       static_cast<std::size_t>(rows * cols),
-      rc::gen::map(rc::gen::inRange(-100000, 100001), [](int v) { return static_cast<float>(v) / 1000.0f; }));
+      rc::gen::map(rc::gen::inRange(-100000, 100001),
+                   [](int v) { return static_cast<float>(v) / 1000.0f; }));
   const TernaryTensor t = quantize_absmean(w, rows, cols, group);
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -106,7 +107,8 @@ RC_GTEST_PROP(QuantizerProps, AbsmeanInvariants, ()) {
       RC_ASSERT(s >= kScaleEps);
       RC_ASSERT(q >= -1 && q <= 1);
       // q is round(x / s) clamped: within half a step unless clamped, and sign-consistent.
-      if (std::fabs(x / s) <= 1.0f) RC_ASSERT(std::fabs(x / s - static_cast<float>(q)) <= 0.5f + 1e-5f);
+      if (std::fabs(x / s) <= 1.0f)
+        RC_ASSERT(std::fabs(x / s - static_cast<float>(q)) <= 0.5f + 1e-5f);
       if (q != 0) RC_ASSERT((q > 0) == (x > 0));
     }
   }
@@ -115,8 +117,9 @@ RC_GTEST_PROP(QuantizerProps, AbsmeanInvariants, ()) {
 RC_GTEST_PROP(QuantizerProps, ActivationInvariants, ()) {
   const std::int64_t cols = *rc::gen::inRange(1, 300);
   const auto x = *rc::gen::container<std::vector<float>>(
-      static_cast<std::size_t>(cols),
-      rc::gen::map(rc::gen::inRange(-1000000, 1000001), [](int v) { return static_cast<float>(v) / 977.0f; }));
+      static_cast<std::size_t>(cols), rc::gen::map(rc::gen::inRange(-1000000, 1000001), [](int v) {
+        return static_cast<float>(v) / 977.0f;
+      }));
   std::vector<std::int8_t> q(static_cast<std::size_t>(cols));
   float scale = 0;
   quantize_activations(x.data(), 1, cols, q.data(), static_cast<std::size_t>(cols), &scale);

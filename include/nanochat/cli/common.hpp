@@ -2,12 +2,11 @@
 // kernel options every compute command takes (-t, --isa, --autotune).
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "nanochat/kernels/dispatch.hpp"
 

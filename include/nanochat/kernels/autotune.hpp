@@ -30,8 +30,8 @@ struct Plan {
   Isa isa = Isa::kScalar;
   int tile_rows = 1;
   int token_block = 1;
-  double ns_per_call = 0;     // median measured time; 0 for built-in defaults
-  std::string source;         // "measured", "cache" or "default"
+  double ns_per_call = 0;  // median measured time; 0 for built-in defaults
+  std::string source;      // "measured", "cache" or "default"
 };
 
 // What a plan is for. Constraints narrow the candidates: `isa` (e.g. forced by NANOCHAT_ISA or

@@ -27,8 +27,8 @@
 
 namespace nanochat::kernels {
 
-inline constexpr std::int64_t kChunk = 256;       // weights per chunk
-inline constexpr std::int64_t kChunkBytes = 64;   // bytes per (row, chunk)
+inline constexpr std::int64_t kChunk = 256;      // weights per chunk
+inline constexpr std::int64_t kChunkBytes = 64;  // bytes per (row, chunk)
 
 enum class Layout { kTq2, kStride64 };
 

@@ -32,8 +32,7 @@ class ThreadPool {
 
   // Splits [0, n) into size() contiguous ranges (as equal as possible) and runs
   // job(begin, end) on each non-empty one.
-  void parallel_for(std::int64_t n,
-                    const std::function<void(std::int64_t, std::int64_t)>& job);
+  void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& job);
 
  private:
   void worker_loop(int index);

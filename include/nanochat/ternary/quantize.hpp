@@ -33,8 +33,8 @@ struct TernaryTensor {
 // Absmean quantization of a row-major [rows x cols] matrix. group == 0: per tensor; otherwise the
 // group size along each row (e.g. 256, one TQ block), which must divide cols — a partial group
 // would get a scale from fewer weights than its neighbours, so it is rejected with an Error.
-TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows,
-                               std::int64_t cols, std::int64_t group = 0);
+TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows, std::int64_t cols,
+                               std::int64_t group = 0);
 
 // Absmax int8 quantization of `tokens` rows of `cols` activations. x is [tokens][cols]
 // row-major; q is [tokens][q_stride] (q_stride >= cols; the padding is left untouched).

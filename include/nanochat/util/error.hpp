@@ -3,10 +3,10 @@
 // say what is wrong and what to do.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace nanochat {
 

@@ -1,9 +1,9 @@
 // Logging through spdlog to stderr. stdout belongs to results (tokens, --json output).
 #pragma once
 
-#include <string_view>
-
 #include <spdlog/spdlog.h>
+
+#include <string_view>
 
 namespace nanochat {
 
