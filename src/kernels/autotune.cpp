@@ -196,8 +196,8 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
           isa, tile_rows)));
       for (int token_block : k.token_blocks) {
         if (token_block > tokens) continue;
-        candidates.push_back(
-            Candidate{Plan{isa, tile_rows, token_block, 0, "measured"}, matrices.back().get()});
+        candidates.push_back(Candidate{
+            Plan{isa, tile_rows, token_block, 0, "measured"}, matrices.back().get(), 1, {}});
       }
     }
   }
