@@ -1,6 +1,7 @@
 #include "nanochat/util/file.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,37 +40,102 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
 
 }  // namespace
 
-void write_file_atomic(const fs::path& path, std::string_view contents) {
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
+  const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail<IoError>("{}: cannot create directory: {}", dir.string(), ec.message());
-
-  std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0)
+  tmp_ = (dir / ("." + path_.filename().string() + ".tmp-XXXXXX")).string();
+  fd_ = ::mkstemp(tmp_.data());
+  if (fd_ < 0) {
     fail<IoError>("{}: cannot create a temporary file: {}", dir.string(), std::strerror(errno));
-  try {
-    write_all(fd, contents, tmp);
-    if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) {
-      fail<IoError>("{}: fsync failed: {}", tmp, std::strerror(errno));
-    }
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
   }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFile::write(std::span<const std::uint8_t> bytes) {
+  write(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+void AtomicFile::write(std::string_view bytes) {
+  if (fd_ < 0) fail<IoError>("{}: write after commit", path_.string());
+  write_all(fd_, bytes, tmp_);
+  written_ += bytes.size();
+}
+
+void AtomicFile::commit() {
+  if (fd_ < 0) fail<IoError>("{}: committed twice", path_.string());
+  if (::fchmod(fd_, 0644) != 0 || ::fsync(fd_) != 0) {
+    fail<IoError>("{}: fsync failed: {}", tmp_, std::strerror(errno));
+  }
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    fail<IoError>("{}: cannot replace file: {}", path.string(), std::strerror(err));
+    ::unlink(tmp_.c_str());
+    fail<IoError>("{}: cannot replace file: {}", path_.string(), std::strerror(err));
   }
+  const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
   const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (dir_fd >= 0) {
     (void)::fsync(dir_fd);
     ::close(dir_fd);
   }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view contents) {
+  AtomicFile file(path);
+  file.write(contents);
+  file.commit();
+}
+
+MappedFile::MappedFile(const fs::path& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail<IoError>("{}: cannot open: {}", path.string(), std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail<IoError>("{}: not a regular file", path.string());
+  }
+  size_ = static_cast<std::size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      fail<IoError>("{}: cannot map: {}", path.string(), std::strerror(err));
+    }
+    data_ = static_cast<const std::uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)), data_(other.data_), size_(other.size_) {
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+    path_ = std::move(other.path_);
+    data_ = other.data_;
+    size_ = other.size_;
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
 }
 
 fs::path cache_dir() {

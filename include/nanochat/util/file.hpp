@@ -2,11 +2,58 @@
 // fsync of the directory), so a crash leaves either the old file or the new one, never a mix.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 
 namespace nanochat {
+
+// A read-only memory map of a whole file. Opening costs only the mapping; pages are read on
+// first touch. Thread-safe to read; movable, not copyable.
+class MappedFile {
+ public:
+  // Throws IoError naming the path when the file cannot be opened or mapped.
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
+  std::size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Writes a file atomically in pieces: everything goes to a temporary file in the same
+// directory, and commit() fsyncs it and renames it over `path`. Destroying an uncommitted
+// AtomicFile removes the temporary, so an error or crash never leaves a half-written `path`.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path path);  // throws IoError
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::span<const std::uint8_t> bytes);
+  void write(std::string_view bytes);
+  std::uint64_t written() const { return written_; }
+  void commit();
+
+ private:
+  std::filesystem::path path_;
+  std::string tmp_;
+  int fd_ = -1;
+  std::uint64_t written_ = 0;
+};
 
 // Reads a whole file; throws IoError naming the path.
 std::string read_file(const std::filesystem::path& path);
