@@ -17,19 +17,35 @@ for arg in "$@"; do
   esac
 done
 
+# Node.js runs the independent GGUF reader the tests compare against; any installed node and
+# npm will do (Debian's otherwise).
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
 
-echo "setup: installing ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "setup: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2; exit 1; }
-  sudo="sudo"
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "setup: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >&2
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >&2
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+
+# @huggingface/gguf (npm), the independent GGUF reader used by ../shared/tools/gguf-dump.mjs,
+# pinned, into the repository's .cache/ (git-ignored).
+gguf_js="$(cd "$(dirname "$0")/.." && pwd)/.cache/gguf-js"
+if [[ ! -f "$gguf_js/node_modules/@huggingface/gguf/package.json" ]]; then
+  echo "setup: installing @huggingface/gguf@0.4.6 into $gguf_js" >&2
+  mkdir -p "$gguf_js"
+  (cd "$gguf_js" && { [[ -f package.json ]] || echo '{"name":"gguf-js","private":true}' >package.json; } &&
+    npm install --silent --no-audit --no-fund @huggingface/gguf@0.4.6 >&2)
+fi

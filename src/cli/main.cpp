@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
       [&] { nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format)); });
 
   nanochat::cli::add_system_info(app);
+  nanochat::cli::add_info(app);
   nanochat::cli::add_benchmark(app);
 
   try {

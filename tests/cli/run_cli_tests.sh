@@ -84,6 +84,12 @@ for l in lines:
     assert set(d) == {"time", "level", "msg"}, d
 PY
 
+# info on a vocab-only file: text and JSON.
+vocab="$(dirname "$0")/../../../shared/testdata/tokenizers/ggml-vocab-gpt-2.gguf"
+out=$("$bin" info -m "$vocab") && grep -q "tokenizer:      gpt2 (pre: gpt-2), 50257 tokens, 50000 merges" <<<"$out" &&
+  grep -q "architecture:   gpt2" <<<"$out" && ok || bad "info text: $out"
+"$bin" info --json -m "$vocab" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["tokenizer"]["tokens"] == 50257 and d["architecture"] == "gpt2"' && ok || bad "info --json"
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
@@ -99,6 +105,12 @@ expect_fail "bad autotune" "--autotune: 'sometimes'" "$bin" benchmark kernels --
 expect_fail "bad log format" "--log-format: 'xml'" "$bin" --log-format xml system-info
 expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
 expect_fail "no subcommand" "subcommand" "$bin"
+expect_fail "info: missing file" "/nonexistent/x.gguf: cannot open" "$bin" info -m /nonexistent/x.gguf
+expect_fail "info: no -m" "--model is required" "$bin" info
+printf 'GGUF\x03\x00\x00\x00' >"$work/trunc.gguf"
+expect_fail "info: truncated" "trunc.gguf: tensor count needs 8 bytes" "$bin" info -m "$work/trunc.gguf"
+printf 'not a gguf file at all' >"$work/text.gguf"
+expect_fail "info: not gguf" "text.gguf: bad magic" "$bin" info -m "$work/text.gguf"
 expect_fail "env thread var" "'zero'" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
 
 echo "cli: $pass passed, $fail failed"

@@ -8,5 +8,6 @@ namespace nanochat::cli {
 
 void add_system_info(CLI::App& app);
 void add_benchmark(CLI::App& app);
+void add_info(CLI::App& app);
 
 }  // namespace nanochat::cli
