@@ -1,10 +1,10 @@
 #include "nanochat/gguf/reader.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <unordered_set>
-
-#include <fmt/format.h>
 
 #include "nanochat/util/error.hpp"
 
@@ -26,9 +26,10 @@ class Cursor {
 
   template <typename... Args>
   [[noreturn]] void error(fmt::format_string<Args...> format, Args&&... args) const {
-    fail<FormatError>("{}: {} (at byte {}); the file is not a valid GGUF file — re-download or "
-                      "re-export it",
-                      name_, fmt::format(format, std::forward<Args>(args)...), pos_);
+    fail<FormatError>(
+        "{}: {} (at byte {}); the file is not a valid GGUF file — re-download or "
+        "re-export it",
+        name_, fmt::format(format, std::forward<Args>(args)...), pos_);
   }
 
   void need(std::uint64_t n, const char* what) const {
@@ -118,8 +119,8 @@ Value read_array(Cursor& in, int depth) {
   const std::uint64_t min_size =
       type == ValueType::kString ? 8 : (type == ValueType::kArray ? 12 : value_type_size(type));
   if (count > in.remaining() / min_size) {
-    in.error("an array claims {} elements of type {} but the file has room for at most {}",
-             count, value_type_name(type), in.remaining() / min_size);
+    in.error("an array claims {} elements of type {} but the file has room for at most {}", count,
+             value_type_name(type), in.remaining() / min_size);
   }
   Array a;
   a.type = type;
@@ -210,7 +211,8 @@ GgufFile GgufFile::parse(std::span<const std::uint8_t> bytes, std::string name,
 
 void GgufFile::parse_all(const ReadOptions& options) {
   Cursor in(bytes_, name_);
-  if (bytes_.size() < 4) in.error("the file is {} bytes, too short for a GGUF header", bytes_.size());
+  if (bytes_.size() < 4)
+    in.error("the file is {} bytes, too short for a GGUF header", bytes_.size());
   const auto magic = in.read<std::uint32_t>("magic");
   if (magic != kMagic) {
     in.error("bad magic 0x{:08x}; GGUF files start with the bytes 'GGUF'", magic);
@@ -227,8 +229,8 @@ void GgufFile::parse_all(const ReadOptions& options) {
   const auto kv_count = in.read<std::uint64_t>("metadata count");
   // A key-value pair takes at least 8 + 4 + 1 bytes, a tensor info at least 8 + 4 + 8 + 4 + 8.
   if (kv_count > in.remaining() / 13) {
-    in.error("the header claims {} metadata entries but the file has room for at most {}",
-             kv_count, in.remaining() / 13);
+    in.error("the header claims {} metadata entries but the file has room for at most {}", kv_count,
+             in.remaining() / 13);
   }
   if (tensor_count > in.remaining() / 32) {
     in.error("the header claims {} tensors but the file has room for at most {}", tensor_count,
@@ -250,7 +252,8 @@ void GgufFile::parse_all(const ReadOptions& options) {
 
   if (const Value* a = find("general.alignment")) {
     const auto* align = a->get_if<std::uint32_t>();
-    if (align == nullptr) in.error("general.alignment must be a uint32, not {}", value_type_name(a->type()));
+    if (align == nullptr)
+      in.error("general.alignment must be a uint32, not {}", value_type_name(a->type()));
     if (*align == 0 || (*align & (*align - 1)) != 0 || *align > (1u << 20)) {
       in.error("general.alignment {} is not a power of two up to 1 MiB", *align);
     }
@@ -266,7 +269,8 @@ void GgufFile::parse_all(const ReadOptions& options) {
   for (std::uint64_t i = 0; i < tensor_count; ++i) {
     TensorInfo t;
     t.name = in.read_string("tensor name");
-    if (t.name.empty() || !valid_utf8(t.name)) in.error("tensor {} has an empty or non-UTF-8 name", i);
+    if (t.name.empty() || !valid_utf8(t.name))
+      in.error("tensor {} has an empty or non-UTF-8 name", i);
     if (!names.insert(t.name).second) in.error("tensor '{}' appears twice", t.name);
     const auto n_dims = in.read<std::uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > kMaxDims) {
@@ -282,18 +286,19 @@ void GgufFile::parse_all(const ReadOptions& options) {
                type_id == 36 ? " outside BitNet architectures (I2_S)" : "");
     }
     if (!type->supported && !options.allow_unsupported_types) {
-      fail<FormatError>("{}: tensor '{}' has type {} (id {}), which nanochat cannot run in "
-                        "architecture '{}'; supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (and I2_S "
-                        "for BitNet) — re-quantize the model to one of them",
-                        name_, t.name, type->name, type_id,
-                        architecture_.empty() ? "unknown" : architecture_);
+      fail<FormatError>(
+          "{}: tensor '{}' has type {} (id {}), which nanochat cannot run in "
+          "architecture '{}'; supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (and I2_S "
+          "for BitNet) — re-quantize the model to one of them",
+          name_, t.name, type->name, type_id, architecture_.empty() ? "unknown" : architecture_);
     }
     t.type = *type;
     const auto bytes = tensor_bytes(t.type, t.dims);
     if (!bytes) {
-      in.error("tensor '{}' of type {} has shape [{}], which is not a whole number of {}-element "
-               "blocks or overflows",
-               t.name, t.type.name, t.shape(), t.type.block);
+      in.error(
+          "tensor '{}' of type {} has shape [{}], which is not a whole number of {}-element "
+          "blocks or overflows",
+          t.name, t.type.name, t.shape(), t.type.block);
     }
     t.bytes = *bytes;
     t.offset = in.read<std::uint64_t>("tensor offset");
@@ -315,9 +320,10 @@ void GgufFile::parse_all(const ReadOptions& options) {
   std::vector<const TensorInfo*> by_offset;
   for (const TensorInfo& t : tensors_) {
     if (t.offset > data_size || t.bytes > data_size - t.offset) {
-      fail<FormatError>("{}: tensor '{}' ({} bytes at data offset {}) runs past the end of the "
-                        "file ({} bytes of tensor data); the file is truncated — re-download it",
-                        name_, t.name, t.bytes, t.offset, data_size);
+      fail<FormatError>(
+          "{}: tensor '{}' ({} bytes at data offset {}) runs past the end of the "
+          "file ({} bytes of tensor data); the file is truncated — re-download it",
+          name_, t.name, t.bytes, t.offset, data_size);
     }
     by_offset.push_back(&t);
   }
@@ -326,8 +332,9 @@ void GgufFile::parse_all(const ReadOptions& options) {
   for (std::size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo& prev = *by_offset[i - 1];
     if (prev.offset + prev.bytes > by_offset[i]->offset) {
-      fail<FormatError>("{}: tensors '{}' and '{}' overlap in the file; it is not a valid GGUF file",
-                        name_, prev.name, by_offset[i]->name);
+      fail<FormatError>(
+          "{}: tensors '{}' and '{}' overlap in the file; it is not a valid GGUF file", name_,
+          prev.name, by_offset[i]->name);
     }
   }
 }

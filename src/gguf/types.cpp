@@ -8,26 +8,26 @@ namespace {
 
 // ggml's type table (id, name, elements per block, bytes per block) for every id it defines.
 constexpr std::array<TensorTypeInfo, 32> kTypes = {{
-    {0, "F32", 1, 4, true},         {1, "F16", 1, 2, true},
-    {2, "Q4_0", 32, 18, false},     {3, "Q4_1", 32, 20, false},
-    {6, "Q5_0", 32, 22, false},     {7, "Q5_1", 32, 24, false},
-    {8, "Q8_0", 32, 34, true},      {9, "Q8_1", 32, 36, false},
-    {10, "Q2_K", 256, 84, false},   {11, "Q3_K", 256, 110, false},
-    {12, "Q4_K", 256, 144, false},  {13, "Q5_K", 256, 176, false},
-    {14, "Q6_K", 256, 210, false},  {15, "Q8_K", 256, 292, false},
+    {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},
+    {2, "Q4_0", 32, 18, false},      {3, "Q4_1", 32, 20, false},
+    {6, "Q5_0", 32, 22, false},      {7, "Q5_1", 32, 24, false},
+    {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},
+    {10, "Q2_K", 256, 84, false},    {11, "Q3_K", 256, 110, false},
+    {12, "Q4_K", 256, 144, false},   {13, "Q5_K", 256, 176, false},
+    {14, "Q6_K", 256, 210, false},   {15, "Q8_K", 256, 292, false},
     {16, "IQ2_XXS", 256, 66, false}, {17, "IQ2_XS", 256, 74, false},
     {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
-    {20, "IQ4_NL", 32, 18, false},  {21, "IQ3_S", 256, 110, false},
-    {22, "IQ2_S", 256, 82, false},  {23, "IQ4_XS", 256, 136, false},
-    {24, "I8", 1, 1, false},        {25, "I16", 1, 2, false},
-    {26, "I32", 1, 4, false},       {27, "I64", 1, 8, false},
-    {28, "F64", 1, 8, false},       {29, "IQ1_M", 256, 56, false},
-    {30, "BF16", 1, 2, true},       {34, "TQ1_0", 256, 54, true},
-    {35, "TQ2_0", 256, 66, true},   {39, "MXFP4", 32, 17, false},
+    {20, "IQ4_NL", 32, 18, false},   {21, "IQ3_S", 256, 110, false},
+    {22, "IQ2_S", 256, 82, false},   {23, "IQ4_XS", 256, 136, false},
+    {24, "I8", 1, 1, false},         {25, "I16", 1, 2, false},
+    {26, "I32", 1, 4, false},        {27, "I64", 1, 8, false},
+    {28, "F64", 1, 8, false},        {29, "IQ1_M", 256, 56, false},
+    {30, "BF16", 1, 2, true},        {34, "TQ1_0", 256, 54, true},
+    {35, "TQ2_0", 256, 66, true},    {39, "MXFP4", 32, 17, false},
 }};
 
-// I2_S: 128-weight groups of 32 bytes plus a 32-byte trailer for the whole tensor (see blocks.hpp); the
-// block/bytes fields describe the per-element part and tensor_bytes adds the trailer.
+// I2_S: 128-weight groups of 32 bytes plus a 32-byte trailer for the whole tensor (see blocks.hpp);
+// the block/bytes fields describe the per-element part and tensor_bytes adds the trailer.
 constexpr TensorTypeInfo kI2s = {36, "I2_S", 128, 32, true};
 
 bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
@@ -37,9 +37,9 @@ bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
 }  // namespace
 
 const char* value_type_name(ValueType type) {
-  static constexpr const char* kNames[] = {"uint8", "int8",    "uint16", "int16", "uint32",
-                                           "int32", "float32", "bool",   "string", "array",
-                                           "uint64", "int64",  "float64"};
+  static constexpr const char* kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                           "int32",  "float32", "bool",   "string", "array",
+                                           "uint64", "int64",   "float64"};
   const auto i = static_cast<std::uint32_t>(type);
   return i < kValueTypeCount ? kNames[i] : "unknown";
 }

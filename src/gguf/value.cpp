@@ -15,19 +15,32 @@ std::size_t Array::size() const {
 
 Value Array::at(std::size_t i) const {
   switch (type) {
-    case ValueType::kUint8: return Value(get<std::uint8_t>(i));
-    case ValueType::kInt8: return Value(get<std::int8_t>(i));
-    case ValueType::kUint16: return Value(get<std::uint16_t>(i));
-    case ValueType::kInt16: return Value(get<std::int16_t>(i));
-    case ValueType::kUint32: return Value(get<std::uint32_t>(i));
-    case ValueType::kInt32: return Value(get<std::int32_t>(i));
-    case ValueType::kFloat32: return Value(get<float>(i));
-    case ValueType::kBool: return Value(get<std::uint8_t>(i) != 0);
-    case ValueType::kString: return Value(strings[i]);
-    case ValueType::kArray: return arrays[i];
-    case ValueType::kUint64: return Value(get<std::uint64_t>(i));
-    case ValueType::kInt64: return Value(get<std::int64_t>(i));
-    case ValueType::kFloat64: return Value(get<double>(i));
+    case ValueType::kUint8:
+      return Value(get<std::uint8_t>(i));
+    case ValueType::kInt8:
+      return Value(get<std::int8_t>(i));
+    case ValueType::kUint16:
+      return Value(get<std::uint16_t>(i));
+    case ValueType::kInt16:
+      return Value(get<std::int16_t>(i));
+    case ValueType::kUint32:
+      return Value(get<std::uint32_t>(i));
+    case ValueType::kInt32:
+      return Value(get<std::int32_t>(i));
+    case ValueType::kFloat32:
+      return Value(get<float>(i));
+    case ValueType::kBool:
+      return Value(get<std::uint8_t>(i) != 0);
+    case ValueType::kString:
+      return Value(strings[i]);
+    case ValueType::kArray:
+      return arrays[i];
+    case ValueType::kUint64:
+      return Value(get<std::uint64_t>(i));
+    case ValueType::kInt64:
+      return Value(get<std::int64_t>(i));
+    case ValueType::kFloat64:
+      return Value(get<double>(i));
   }
   return Value();
 }

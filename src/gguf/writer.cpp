@@ -91,8 +91,8 @@ void GgufWriter::add_tensor(const std::string& name, std::uint32_t type_id,
   if (!type) fail("GGUF writer: tensor '{}' has unknown type id {}", name, type_id);
   const auto bytes = tensor_bytes(*type, dims);
   if (!bytes || *bytes != data.size()) {
-    fail("GGUF writer: tensor '{}' of type {} and {} dims needs {} bytes, got {}", name,
-         type->name, dims.size(), bytes ? *bytes : 0, data.size());
+    fail("GGUF writer: tensor '{}' of type {} and {} dims needs {} bytes, got {}", name, type->name,
+         dims.size(), bytes ? *bytes : 0, data.size());
   }
   tensors_.push_back(Tensor{name, type_id, std::move(dims), {data.begin(), data.end()}});
 }

@@ -45,9 +45,9 @@ enum class TensorType : std::uint32_t {
 struct TensorTypeInfo {
   std::uint32_t id;
   const char* name;
-  std::int64_t block;       // elements per block
-  std::int64_t block_bytes; // bytes per block
-  bool supported;           // nanochat can read its values
+  std::int64_t block;        // elements per block
+  std::int64_t block_bytes;  // bytes per block
+  bool supported;            // nanochat can read its values
 };
 
 // The type with this id in `architecture`'s files (36 is I2_S only for BitNet architectures);

@@ -45,14 +45,13 @@ struct Array {
 class Value {
  public:
   // Alternatives in ValueType order; index 9 (kArray) holds the array.
-  using Storage =
-      std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t, std::uint32_t,
-                   std::int32_t, float, bool, std::string, std::shared_ptr<const Array>,
-                   std::uint64_t, std::int64_t, double>;
+  using Storage = std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t,
+                               std::uint32_t, std::int32_t, float, bool, std::string,
+                               std::shared_ptr<const Array>, std::uint64_t, std::int64_t, double>;
 
   Value() : storage_(std::uint8_t{0}) {}
   template <typename T>
-    requires std::is_constructible_v<Storage, T>
+  requires std::is_constructible_v<Storage, T>
   explicit Value(T v) : storage_(std::move(v)) {}
   explicit Value(const char* s) : storage_(std::string(s)) {}
   explicit Value(Array array) : storage_(std::make_shared<const Array>(std::move(array))) {}
@@ -99,18 +98,41 @@ std::vector<T> Array::to_vector() const {
   out.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     switch (type) {
-      case ValueType::kUint8: out.push_back(static_cast<T>(get<std::uint8_t>(i))); break;
-      case ValueType::kInt8: out.push_back(static_cast<T>(get<std::int8_t>(i))); break;
-      case ValueType::kUint16: out.push_back(static_cast<T>(get<std::uint16_t>(i))); break;
-      case ValueType::kInt16: out.push_back(static_cast<T>(get<std::int16_t>(i))); break;
-      case ValueType::kUint32: out.push_back(static_cast<T>(get<std::uint32_t>(i))); break;
-      case ValueType::kInt32: out.push_back(static_cast<T>(get<std::int32_t>(i))); break;
-      case ValueType::kFloat32: out.push_back(static_cast<T>(get<float>(i))); break;
-      case ValueType::kBool: out.push_back(static_cast<T>(get<std::uint8_t>(i) != 0)); break;
-      case ValueType::kUint64: out.push_back(static_cast<T>(get<std::uint64_t>(i))); break;
-      case ValueType::kInt64: out.push_back(static_cast<T>(get<std::int64_t>(i))); break;
-      case ValueType::kFloat64: out.push_back(static_cast<T>(get<double>(i))); break;
-      default: break;
+      case ValueType::kUint8:
+        out.push_back(static_cast<T>(get<std::uint8_t>(i)));
+        break;
+      case ValueType::kInt8:
+        out.push_back(static_cast<T>(get<std::int8_t>(i)));
+        break;
+      case ValueType::kUint16:
+        out.push_back(static_cast<T>(get<std::uint16_t>(i)));
+        break;
+      case ValueType::kInt16:
+        out.push_back(static_cast<T>(get<std::int16_t>(i)));
+        break;
+      case ValueType::kUint32:
+        out.push_back(static_cast<T>(get<std::uint32_t>(i)));
+        break;
+      case ValueType::kInt32:
+        out.push_back(static_cast<T>(get<std::int32_t>(i)));
+        break;
+      case ValueType::kFloat32:
+        out.push_back(static_cast<T>(get<float>(i)));
+        break;
+      case ValueType::kBool:
+        out.push_back(static_cast<T>(get<std::uint8_t>(i) != 0));
+        break;
+      case ValueType::kUint64:
+        out.push_back(static_cast<T>(get<std::uint64_t>(i)));
+        break;
+      case ValueType::kInt64:
+        out.push_back(static_cast<T>(get<std::int64_t>(i)));
+        break;
+      case ValueType::kFloat64:
+        out.push_back(static_cast<T>(get<double>(i)));
+        break;
+      default:
+        break;
     }
   }
   return out;

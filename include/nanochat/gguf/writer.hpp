@@ -23,8 +23,8 @@ class GgufWriter {
   void set(const std::string& key, Value value);
   // Adds a tensor. dims[0] is the row length; `data` must hold exactly the bytes the type and
   // shape need (checked). The bytes are copied.
-  void add_tensor(const std::string& name, std::uint32_t type_id,
-                  std::vector<std::uint64_t> dims, std::span<const std::uint8_t> data);
+  void add_tensor(const std::string& name, std::uint32_t type_id, std::vector<std::uint64_t> dims,
+                  std::span<const std::uint8_t> data);
 
   // Writes the file atomically; throws IoError naming the path.
   void write(const std::filesystem::path& path) const;
