@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
-  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev
+  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev
 )
 for arg in "$@"; do
   case "$arg" in
@@ -37,7 +37,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq >&2
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  $sudo apt-get install -y -qq -o=Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >&2
 fi
 
 # @huggingface/gguf (npm), the independent GGUF reader used by ../shared/tools/gguf-dump.mjs,

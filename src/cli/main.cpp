@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
 
   nanochat::cli::add_system_info(app);
   nanochat::cli::add_info(app);
+  nanochat::cli::add_tokenize(app);
   nanochat::cli::add_benchmark(app);
 
   try {

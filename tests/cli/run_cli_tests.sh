@@ -84,11 +84,35 @@ for l in lines:
     assert set(d) == {"time", "level", "msg"}, d
 PY
 
+# A GGUF without a tokenizer, for the tokenize error below.
+printf 'GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' >"$work/sample-notok.gguf"
+
 # info on a vocab-only file: text and JSON.
 vocab="$(dirname "$0")/../../../shared/testdata/tokenizers/ggml-vocab-gpt-2.gguf"
 out=$("$bin" info -m "$vocab") && grep -q "tokenizer:      gpt2 (pre: gpt-2), 50257 tokens, 50000 merges" <<<"$out" &&
   grep -q "architecture:   gpt2" <<<"$out" && ok || bad "info text: $out"
 "$bin" info --json -m "$vocab" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["tokenizer"]["tokens"] == 50257 and d["architecture"] == "gpt2"' && ok || bad "info --json"
+
+# tokenize: the ids of every .inp/.out pair, through the real binary.
+vdir="$(dirname "$0")/../../../shared/testdata/tokenizers"
+python3 - "$bin" "$vdir" <<'PY' && ok || bad "tokenize --ids vs .out files"
+import subprocess, sys
+bin, vdir = sys.argv[1:3]
+for v in ["gpt-2", "starcoder", "deepseek-coder", "refact", "llama-spm", "phi-3"]:
+    path = f"{vdir}/ggml-vocab-{v}.gguf"
+    inputs = open(path + ".inp", encoding="utf-8").read().split("\n__ggml_vocab_test__\n")[:-1]
+    outputs = open(path + ".out").read().split("\n")
+    for i in (0, 1, 2, 7, len(inputs) - 1):
+        r = subprocess.run([bin, "tokenize", "-m", path, "-p", inputs[i], "--ids", "--no-bos"],
+                           capture_output=True, text=True, check=True)
+        assert r.stdout.split() == outputs[i].split(), (v, i, r.stdout[:200])
+PY
+printf 'def main():\n    return 42\n' >"$work/code.py"
+"$bin" tokenize -m "$vdir/ggml-vocab-llama-spm.gguf" -f "$work/code.py" --json |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ids"][0] == 1 and d["count"] == len(d["ids"]) == len(d["pieces"])' &&
+  ok || bad "tokenize -f --json"
+"$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p 'a<|endoftext|>b' --special --ids | grep -qx "64 50256 65" &&
+  ok || bad "tokenize --special"
 
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
@@ -107,6 +131,10 @@ expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
 expect_fail "no subcommand" "subcommand" "$bin"
 expect_fail "info: missing file" "/nonexistent/x.gguf: cannot open" "$bin" info -m /nonexistent/x.gguf
 expect_fail "info: no -m" "--model is required" "$bin" info
+expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
+expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
+expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt
+expect_fail "tokenize: no tokenizer" "sample-notok.gguf: has no tokenizer" "$bin" tokenize -m "$work/sample-notok.gguf" -p x
 printf 'GGUF\x03\x00\x00\x00' >"$work/trunc.gguf"
 expect_fail "info: truncated" "trunc.gguf: tensor count needs 8 bytes" "$bin" info -m "$work/trunc.gguf"
 printf 'not a gguf file at all' >"$work/text.gguf"

@@ -9,5 +9,6 @@ namespace nanochat::cli {
 void add_system_info(CLI::App& app);
 void add_benchmark(CLI::App& app);
 void add_info(CLI::App& app);
+void add_tokenize(CLI::App& app);
 
 }  // namespace nanochat::cli

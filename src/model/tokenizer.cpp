@@ -1,0 +1,527 @@
+#include "nanochat/model/tokenizer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <queue>
+
+#include "nanochat/gguf/reader.hpp"
+#include "nanochat/util/error.hpp"
+#include "pretokenize.hpp"
+
+namespace nanochat::model {
+namespace {
+
+// GPT-2's reversible byte -> printable character map: bytes that are printable Latin-1 stand
+// for themselves; the others map to U+0100 onwards in byte order.
+struct ByteMap {
+  std::string encode[256];                                 // byte -> UTF-8 of its character
+  std::unordered_map<std::uint32_t, std::uint8_t> decode;  // code point -> byte
+  ByteMap() {
+    int next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+      const std::uint32_t cp =
+          printable ? static_cast<std::uint32_t>(b) : static_cast<std::uint32_t>(next++);
+      decode[cp] = static_cast<std::uint8_t>(b);
+      std::string& s = encode[b];
+      if (cp < 0x80) {
+        s += static_cast<char>(cp);
+      } else {
+        s += static_cast<char>(0xc0 | (cp >> 6));
+        s += static_cast<char>(0x80 | (cp & 0x3f));
+      }
+    }
+  }
+};
+
+const ByteMap& byte_map() {
+  static const ByteMap map;
+  return map;
+}
+
+// Pre-tokenizer expressions by `tokenizer.ggml.pre`, as llama.cpp defines them.
+struct PreTokenizer {
+  std::vector<std::string> patterns;
+  bool ignore_merges = false;  // a word that is already a token is not merged (llama3)
+};
+
+std::optional<PreTokenizer> pre_tokenizer(const std::string& pre) {
+  const std::string gpt2 =
+      "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+  const std::string llama3 =
+      "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+      "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const std::string qwen2 =
+      "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+      "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  if (pre.empty() || pre == "default") {
+    return PreTokenizer{{"[\\p{P}\\$\\+<=>\\^~\\|]+", gpt2, "\\p{N}+", "[0-9][0-9][0-9]"}, false};
+  }
+  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" ||
+      pre == "dbrx" || pre == "smaug-bpe") {
+    return PreTokenizer{{llama3}, pre != "dbrx" && pre != "smaug-bpe"};
+  }
+  if (pre == "gpt-2" || pre == "phi-2" || pre == "mpt" || pre == "olmo" || pre == "jais" ||
+      pre == "jina-es" || pre == "jina-de" || pre == "jina-v2-es" || pre == "jina-v2-de" ||
+      pre == "jina-v2-code") {
+    return PreTokenizer{{gpt2}, false};
+  }
+  if (pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "smollm" ||
+      pre == "codeshell" || pre == "exaone" || pre == "minerva-7b") {
+    return PreTokenizer{{"\\p{N}", gpt2}, false};
+  }
+  if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "stablelm2") {
+    return PreTokenizer{{qwen2}, false};
+  }
+  if (pre == "deepseek-coder") {
+    return PreTokenizer{{"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+",
+                         "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}"},
+                        false};
+  }
+  if (pre == "deepseek-llm") {
+    return PreTokenizer{
+        {"[\\r\\n]", "\\s?\\p{L}+",
+         "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}"
+         "\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
+         "\\s+$", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}+"},
+        false};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct Tokenizer::Impl {
+  Kind kind = Kind::kBpe;
+  std::string pre;
+  std::vector<std::string> tokens;
+  std::vector<TokenType> types;
+  std::vector<float> scores;
+  std::unordered_map<std::string, TokenId> to_id;
+  std::unordered_map<std::string, int> merge_rank;  // "left right" -> rank
+  std::optional<RegexSplitter> splitter;
+  bool ignore_merges = false;
+  bool add_space_prefix = true;
+  std::optional<TokenId> bos, eos, unk;
+  bool add_bos = false;
+  bool add_eos = false;
+  std::vector<TokenId> special_by_length;  // control, user-defined and unknown tokens
+  TokenId byte_tokens[256] = {};           // SPM: <0xXX>
+
+  std::optional<TokenId> lookup(std::string_view text) const {
+    const auto it = to_id.find(std::string(text));
+    if (it == to_id.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void encode_bpe(std::string_view text, std::vector<TokenId>& out) const;
+  void encode_spm(std::string_view text, std::vector<TokenId>& out) const;
+};
+
+namespace {
+
+struct Symbol {
+  std::size_t offset;
+  std::size_t length;
+  int prev;
+  int next;
+};
+
+struct BpeBigram {
+  int left, right, rank;
+  std::string text;
+  bool operator<(const BpeBigram& o) const {  // priority_queue: top = lowest rank, then leftmost
+    return rank > o.rank || (rank == o.rank && left > o.left);
+  }
+};
+
+struct SpmBigram {
+  int left, right;
+  float score;
+  std::size_t size;
+  bool operator<(const SpmBigram& o) const {  // top = highest score, then leftmost
+    return score < o.score || (score == o.score && left > o.left);
+  }
+};
+
+std::vector<Symbol> split_chars(std::string_view word) {
+  std::vector<Symbol> symbols;
+  std::size_t offset = 0;
+  while (offset < word.size()) {
+    const std::size_t len =
+        std::min(word.size() - offset, utf8_len(static_cast<unsigned char>(word[offset])));
+    const int index = static_cast<int>(symbols.size());
+    symbols.push_back({offset, len, index - 1, offset + len < word.size() ? index + 1 : -1});
+    offset += len;
+  }
+  return symbols;
+}
+
+}  // namespace
+
+void Tokenizer::Impl::encode_bpe(std::string_view text, std::vector<TokenId>& out) const {
+  const ByteMap& bm = byte_map();
+  for (const auto& [offset, length] : splitter->split(text)) {
+    std::string word;
+    for (std::size_t i = 0; i < length; ++i) {
+      word += bm.encode[static_cast<unsigned char>(text[offset + i])];
+    }
+    if (ignore_merges) {
+      if (auto id = lookup(word)) {
+        out.push_back(*id);
+        continue;
+      }
+    }
+    std::vector<Symbol> symbols = split_chars(word);
+    std::priority_queue<BpeBigram> queue;
+    auto add_bigram = [&](int left, int right) {
+      if (left < 0 || right < 0) return;
+      const Symbol& l = symbols[static_cast<std::size_t>(left)];
+      const Symbol& r = symbols[static_cast<std::size_t>(right)];
+      std::string key = word.substr(l.offset, l.length);
+      key += ' ';
+      key.append(word, r.offset, r.length);
+      const auto it = merge_rank.find(key);
+      if (it == merge_rank.end()) return;
+      queue.push({left, right, it->second, word.substr(l.offset, l.length + r.length)});
+    };
+    for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
+    while (!queue.empty()) {
+      const BpeBigram b = queue.top();
+      queue.pop();
+      Symbol& l = symbols[static_cast<std::size_t>(b.left)];
+      Symbol& r = symbols[static_cast<std::size_t>(b.right)];
+      if (l.length == 0 || r.length == 0 || l.length + r.length != b.text.size() ||
+          l.next != b.right) {
+        continue;  // outdated
+      }
+      l.length += r.length;
+      r.length = 0;
+      l.next = r.next;
+      if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
+      add_bigram(l.prev, b.left);
+      add_bigram(b.left, l.next);
+    }
+    for (const Symbol& s : symbols) {
+      if (s.length == 0) continue;
+      const std::string_view piece(word.data() + s.offset, s.length);
+      if (auto id = lookup(piece)) {
+        out.push_back(*id);
+        continue;
+      }
+      for (char c : piece) {  // as llama.cpp: any single byte that happens to be a token
+        if (auto id = lookup(std::string_view(&c, 1))) out.push_back(*id);
+      }
+    }
+  }
+}
+
+void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>& out) const {
+  std::vector<Symbol> symbols = split_chars(text);
+  std::priority_queue<SpmBigram> queue;
+  std::unordered_map<std::string, std::pair<int, int>> rev_merge;
+  auto add_bigram = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const Symbol& l = symbols[static_cast<std::size_t>(left)];
+    const Symbol& r = symbols[static_cast<std::size_t>(right)];
+    const std::string piece(text.substr(l.offset, l.length + r.length));
+    const auto id = lookup(piece);
+    if (!id) return;
+    queue.push({left, right, scores[static_cast<std::size_t>(*id)], piece.size()});
+    rev_merge[piece] = {left, right};
+  };
+  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
+  while (!queue.empty()) {
+    const SpmBigram b = queue.top();
+    queue.pop();
+    Symbol& l = symbols[static_cast<std::size_t>(b.left)];
+    Symbol& r = symbols[static_cast<std::size_t>(b.right)];
+    if (l.length == 0 || r.length == 0 || l.length + r.length != b.size) continue;
+    l.length += r.length;
+    r.length = 0;
+    l.next = r.next;
+    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
+    add_bigram(l.prev, b.left);
+    add_bigram(b.left, l.next);
+  }
+  // Pieces that are not tokens are split back along their merges, down to bytes.
+  std::vector<std::pair<std::size_t, std::size_t>> stack;
+  for (const Symbol& s : symbols) {
+    if (s.length == 0) continue;
+    stack.emplace_back(s.offset, s.length);
+    while (!stack.empty()) {
+      const auto [offset, length] = stack.back();
+      stack.pop_back();
+      const std::string piece(text.substr(offset, length));
+      if (auto id = lookup(piece)) {
+        out.push_back(*id);
+        continue;
+      }
+      const auto it = rev_merge.find(piece);
+      if (it == rev_merge.end()) {
+        for (char c : piece) out.push_back(byte_tokens[static_cast<unsigned char>(c)]);
+        continue;
+      }
+      const Symbol& left = symbols[static_cast<std::size_t>(it->second.first)];
+      const Symbol& right = symbols[static_cast<std::size_t>(it->second.second)];
+      // Right first: the stack is LIFO. Merged symbols keep their original offsets; lengths
+      // come from the split point.
+      const std::size_t left_len = right.offset - left.offset;
+      stack.emplace_back(offset + left_len, length - left_len);
+      stack.emplace_back(offset, left_len);
+    }
+  }
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+
+Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
+  auto impl = std::make_unique<Impl>();
+  const std::string model = file.get_string("tokenizer.ggml.model").value_or("");
+  if (model == "gpt2") {
+    impl->kind = Kind::kBpe;
+  } else if (model == "llama") {
+    impl->kind = Kind::kSpm;
+  } else if (model.empty()) {
+    fail<FormatError>(
+        "{}: has no tokenizer (no tokenizer.ggml.model key); use a model file that "
+        "includes one",
+        file.name());
+  } else {
+    fail<FormatError>(
+        "{}: tokenizer.ggml.model is '{}'; nanochat reads 'gpt2' (byte-level BPE) "
+        "and 'llama' (SentencePiece) tokenizers",
+        file.name(), model);
+  }
+  const gguf::Array* tokens = file.get_array("tokenizer.ggml.tokens");
+  if (tokens == nullptr || tokens->type != gguf::ValueType::kString || tokens->size() == 0) {
+    fail<FormatError>("{}: tokenizer.ggml.tokens is missing or not a list of strings", file.name());
+  }
+  impl->tokens = tokens->strings;
+  const std::size_t n = impl->tokens.size();
+  impl->types.assign(n, TokenType::kNormal);
+  if (const gguf::Array* types = file.get_array("tokenizer.ggml.token_type")) {
+    if (types->size() != n) {
+      fail<FormatError>("{}: tokenizer.ggml.token_type has {} entries for {} tokens", file.name(),
+                        types->size(), n);
+    }
+    const auto values = types->to_vector<std::int32_t>();
+    for (std::size_t i = 0; i < n; ++i) impl->types[i] = static_cast<TokenType>(values[i]);
+  }
+  impl->scores.assign(n, 0.0f);
+  if (const gguf::Array* scores = file.get_array("tokenizer.ggml.scores")) {
+    if (scores->size() != n) {
+      fail<FormatError>("{}: tokenizer.ggml.scores has {} entries for {} tokens", file.name(),
+                        scores->size(), n);
+    }
+    impl->scores = scores->to_vector<float>();
+  }
+  for (std::size_t i = 0; i < n; ++i) impl->to_id[impl->tokens[i]] = static_cast<TokenId>(i);
+
+  auto token_id = [&](const char* key) -> std::optional<TokenId> {
+    const auto v = file.get_int(key);
+    if (!v) return std::nullopt;
+    if (*v < 0 || static_cast<std::size_t>(*v) >= n) {
+      fail<FormatError>("{}: {} = {} is outside the vocabulary of {} tokens", file.name(), key, *v,
+                        n);
+    }
+    return static_cast<TokenId>(*v);
+  };
+  impl->bos = token_id("tokenizer.ggml.bos_token_id");
+  impl->eos = token_id("tokenizer.ggml.eos_token_id");
+  impl->unk = token_id("tokenizer.ggml.unknown_token_id");
+
+  if (impl->kind == Kind::kBpe) {
+    impl->pre = file.get_string("tokenizer.ggml.pre").value_or("default");
+    auto pre = pre_tokenizer(impl->pre);
+    if (!pre) {
+      fail<FormatError>(
+          "{}: tokenizer.ggml.pre '{}' is a pre-tokenizer nanochat does not know; "
+          "known: default, gpt-2, llama-bpe, deepseek-coder, deepseek-llm, "
+          "starcoder, refact, qwen2 and their aliases",
+          file.name(), impl->pre);
+    }
+    impl->splitter.emplace(pre->patterns);
+    impl->ignore_merges = pre->ignore_merges;
+    const gguf::Array* merges = file.get_array("tokenizer.ggml.merges");
+    if (merges == nullptr || merges->type != gguf::ValueType::kString) {
+      fail<FormatError>("{}: a BPE tokenizer needs tokenizer.ggml.merges (a list of strings)",
+                        file.name());
+    }
+    impl->merge_rank.reserve(merges->size());
+    for (std::size_t i = 0; i < merges->size(); ++i) {
+      const std::string& m = merges->strings[i];
+      const std::size_t space = m.find(' ', 1);
+      if (space == std::string::npos) {
+        fail<FormatError>("{}: merge {} ('{}') is not two tokens separated by a space", file.name(),
+                          i, m);
+      }
+      impl->merge_rank.emplace(m, static_cast<int>(i));
+    }
+    impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(false);
+    impl->add_space_prefix = false;
+  } else {
+    impl->pre = file.get_string("tokenizer.ggml.pre").value_or("default");
+    impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(true);
+    impl->add_space_prefix = file.get_bool("tokenizer.ggml.add_space_prefix").value_or(true);
+    for (int b = 0; b < 256; ++b) {
+      const auto id = impl->lookup(fmt::format("<0x{:02X}>", b));
+      if (!id) {
+        fail<FormatError>("{}: the SentencePiece vocabulary has no byte token <0x{:02X}>",
+                          file.name(), b);
+      }
+      impl->byte_tokens[b] = *id;
+    }
+  }
+  impl->add_eos = file.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
+
+  for (std::size_t i = 0; i < n; ++i) {
+    const TokenType t = impl->types[i];
+    if ((t == TokenType::kControl || t == TokenType::kUserDefined || t == TokenType::kUnknown) &&
+        !impl->tokens[i].empty()) {
+      impl->special_by_length.push_back(static_cast<TokenId>(i));
+    }
+  }
+  std::stable_sort(impl->special_by_length.begin(), impl->special_by_length.end(),
+                   [&](TokenId a, TokenId b) {
+                     return impl->tokens[static_cast<std::size_t>(a)].size() >
+                            impl->tokens[static_cast<std::size_t>(b)].size();
+                   });
+  return Tokenizer(std::move(impl));
+}
+
+std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
+                                       bool parse_special) const {
+  const Impl& m = *impl_;
+  // Fragments: raw text (token < 0) or a special token found in it.
+  struct Fragment {
+    TokenId token;
+    std::size_t offset, length;
+  };
+  std::vector<Fragment> fragments;
+  if (!text.empty()) fragments.push_back({-1, 0, text.size()});
+  for (TokenId id : m.special_by_length) {
+    const TokenType type = m.types[static_cast<std::size_t>(id)];
+    if (!parse_special && type != TokenType::kUserDefined) continue;
+    const std::string& needle = m.tokens[static_cast<std::size_t>(id)];
+    std::vector<Fragment> next;
+    for (const Fragment& f : fragments) {
+      if (f.token >= 0) {
+        next.push_back(f);
+        continue;
+      }
+      std::size_t pos = f.offset;
+      const std::size_t end = f.offset + f.length;
+      while (pos < end) {
+        const std::size_t hit = text.substr(0, end).find(needle, pos);
+        if (hit == std::string_view::npos) break;
+        if (hit > pos) next.push_back({-1, pos, hit - pos});
+        next.push_back({id, hit, needle.size()});
+        pos = hit + needle.size();
+      }
+      if (pos < end) next.push_back({-1, pos, end - pos});
+    }
+    fragments = std::move(next);
+  }
+
+  std::vector<TokenId> out;
+  if (add_special && m.add_bos && m.bos) out.push_back(*m.bos);
+  bool prev_special = true;  // SPM: a space prefix goes before the first text
+  for (const Fragment& f : fragments) {
+    if (f.token >= 0) {
+      out.push_back(f.token);
+      prev_special = true;
+      continue;
+    }
+    const std::string_view raw = text.substr(f.offset, f.length);
+    if (m.kind == Kind::kBpe) {
+      m.encode_bpe(raw, out);
+    } else {
+      std::string escaped;
+      if (m.add_space_prefix && prev_special) escaped = "\xe2\x96\x81";
+      for (char c : raw) {
+        if (c == ' ') {
+          escaped += "\xe2\x96\x81";  // U+2581
+        } else {
+          escaped += c;
+        }
+      }
+      m.encode_spm(escaped, out);
+    }
+    prev_special = false;
+  }
+  if (add_special && m.add_eos && m.eos) out.push_back(*m.eos);
+  return out;
+}
+
+std::string Tokenizer::piece(TokenId id, bool special) const {
+  const Impl& m = *impl_;
+  if (id < 0 || static_cast<std::size_t>(id) >= m.tokens.size()) {
+    fail("token id {} is outside the vocabulary of {} tokens", id, m.tokens.size());
+  }
+  const std::string& text = m.tokens[static_cast<std::size_t>(id)];
+  const TokenType type = m.types[static_cast<std::size_t>(id)];
+  if (type == TokenType::kControl || type == TokenType::kUnknown) return special ? text : "";
+  if (type == TokenType::kUserDefined) return text;
+  if (m.kind == Kind::kSpm) {
+    if (type == TokenType::kByte && text.size() == 6) {
+      return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+    }
+    std::string out;
+    for (std::size_t i = 0; i < text.size();) {
+      if (text.compare(i, 3, "\xe2\x96\x81") == 0) {
+        out += ' ';
+        i += 3;
+      } else {
+        out += text[i++];
+      }
+    }
+    return out;
+  }
+  // Byte-level BPE: map each character back to its byte.
+  std::string out;
+  const ByteMap& bm = byte_map();
+  for (std::size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    const std::size_t len = std::min(text.size() - i, utf8_len(lead));
+    std::uint32_t cp = lead;
+    if (len == 2) cp = ((lead & 0x1fu) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3fu);
+    const auto it = len <= 2 ? bm.decode.find(cp) : bm.decode.end();
+    if (it != bm.decode.end()) {
+      out += static_cast<char>(it->second);
+    } else {
+      out.append(text, i, len);  // not a byte character: keep as is
+    }
+    i += len;
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(std::span<const TokenId> ids, bool special) const {
+  std::string out;
+  for (TokenId id : ids) out += piece(id, special);
+  if (impl_->kind == Kind::kSpm && impl_->add_space_prefix && !out.empty() && out[0] == ' ') {
+    out.erase(0, 1);
+  }
+  return out;
+}
+
+Tokenizer::Kind Tokenizer::kind() const { return impl_->kind; }
+const std::string& Tokenizer::pre() const { return impl_->pre; }
+std::size_t Tokenizer::size() const { return impl_->tokens.size(); }
+std::optional<TokenId> Tokenizer::bos() const { return impl_->bos; }
+std::optional<TokenId> Tokenizer::eos() const { return impl_->eos; }
+bool Tokenizer::add_bos() const { return impl_->add_bos; }
+const std::string& Tokenizer::token_text(TokenId id) const {
+  return impl_->tokens.at(static_cast<std::size_t>(id));
+}
+TokenType Tokenizer::token_type(TokenId id) const {
+  return impl_->types.at(static_cast<std::size_t>(id));
+}
+std::optional<TokenId> Tokenizer::find(std::string_view text) const { return impl_->lookup(text); }
+
+}  // namespace nanochat::model

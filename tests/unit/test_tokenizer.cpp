@@ -1,0 +1,107 @@
+// Tokenizers against llama.cpp's expected token ids for every vocabulary in
+// ../shared/testdata/tokenizers (.inp / .out pairs), plus decoding round trips.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "nanochat/gguf/reader.hpp"
+#include "nanochat/model/tokenizer.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
+
+namespace nanochat::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kDir = fs::path(NANOCHAT_SHARED_DIR) / "testdata" / "tokenizers";
+
+std::vector<std::string> read_inputs(const fs::path& path) {
+  const std::string text = read_file(path);
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t hit; (hit = text.find(sep, start)) != std::string::npos;
+       start = hit + sep.size()) {
+    out.push_back(text.substr(start, hit - start));
+  }
+  return out;
+}
+
+std::vector<std::vector<TokenId>> read_outputs(const fs::path& path) {
+  std::istringstream in(read_file(path));
+  std::vector<std::vector<TokenId>> out;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ids(line);
+    std::vector<TokenId> row;
+    for (long id; ids >> id;) row.push_back(static_cast<TokenId>(id));
+    out.push_back(row);
+  }
+  return out;
+}
+
+class VocabTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(VocabTest, EncodesExactlyAsLlamaCpp) {
+  const fs::path gguf_path = kDir / (GetParam() + ".gguf");
+  ASSERT_TRUE(fs::exists(gguf_path)) << gguf_path;
+  const auto file = gguf::GgufFile::open(gguf_path);
+  const Tokenizer tok = Tokenizer::from_gguf(file);
+  const auto inputs = read_inputs(kDir / (GetParam() + ".gguf.inp"));
+  const auto outputs = read_outputs(kDir / (GetParam() + ".gguf.out"));
+  ASSERT_EQ(inputs.size(), outputs.size());
+  ASSERT_EQ(inputs.size(), 46u);
+  int mismatches = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const auto got = tok.encode(inputs[i]);
+    if (got != outputs[i]) {
+      ++mismatches;
+      std::string g, w;
+      for (auto id : got) g += " " + std::to_string(id);
+      for (auto id : outputs[i]) w += " " + std::to_string(id);
+      ADD_FAILURE() << GetParam() << " test " << i << " '" << inputs[i].substr(0, 60)
+                    << "'\n  got:     " << g.substr(0, 300) << "\n  expected:" << w.substr(0, 300);
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST_P(VocabTest, DecodingRoundTrips) {
+  const auto file = gguf::GgufFile::open(kDir / (GetParam() + ".gguf"));
+  const Tokenizer tok = Tokenizer::from_gguf(file);
+  for (const std::string& text : read_inputs(kDir / (GetParam() + ".gguf.inp"))) {
+    EXPECT_EQ(tok.decode(tok.encode(text)), text) << GetParam();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedVocabs, VocabTest,
+                         ::testing::Values("ggml-vocab-gpt-2", "ggml-vocab-starcoder",
+                                           "ggml-vocab-deepseek-coder", "ggml-vocab-refact",
+                                           "ggml-vocab-llama-spm", "ggml-vocab-phi-3"),
+                         [](const auto& p) {
+                           std::string name = p.param.substr(11);
+                           for (char& c : name) c = (c == '-') ? '_' : c;
+                           return name;
+                         });
+
+TEST(Tokenizer, SpecialTokensAndBos) {
+  const auto file = gguf::GgufFile::open(kDir / "ggml-vocab-gpt-2.gguf");
+  const Tokenizer tok = Tokenizer::from_gguf(file);
+  const auto plain = tok.encode("a<|endoftext|>b");
+  const auto special = tok.encode("a<|endoftext|>b", false, true);
+  EXPECT_GT(plain.size(), 3u);
+  ASSERT_EQ(special.size(), 3u);
+  EXPECT_EQ(special[1], 50256);
+  const auto spm_file = gguf::GgufFile::open(kDir / "ggml-vocab-llama-spm.gguf");
+  const Tokenizer spm = Tokenizer::from_gguf(spm_file);
+  const auto with_bos = spm.encode("Hello", true);
+  ASSERT_FALSE(with_bos.empty());
+  EXPECT_EQ(with_bos[0], 1);
+  EXPECT_TRUE(spm.encode("", false).empty());
+}
+
+}  // namespace
+}  // namespace nanochat::model
