@@ -114,6 +114,23 @@ printf 'def main():\n    return 42\n' >"$work/code.py"
 "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p 'a<|endoftext|>b' --special --ids | grep -qx "64 50256 65" &&
   ok || bad "tokenize --special"
 
+# tokenizer train: files, folders with --ext, globs; the result tokenizes and round-trips.
+tdir="$(dirname "$0")/../../../shared/testdata/text"
+mkdir -p "$work/src/pkg" "$work/src/.git"
+printf 'fn main() {\n    println!("hello");\n}\n' >"$work/src/pkg/a.rs"
+printf 'def f():\n    return 1\n' >"$work/src/pkg/b.py"
+printf 'secret' >"$work/src/.git/config"
+printf 'bin\0ary' >"$work/src/pkg/c.rs"
+"$bin" tokenizer train "$tdir/tiny-shakespeare.txt" "$work/src" "$tdir/*.md" --ext rs -o "$work/tok.gguf" --vocab-size 1024 \
+  2>"$work/train.err" && grep -q "read 3 files" "$work/train.err" && grep -q "skipped 1 binary, 1 by extension" "$work/train.err" &&
+  ok || bad "tokenizer train: $(cat "$work/train.err")"
+text='First Citizen: Before we proceed any further, hear me speak.'
+"$bin" tokenize -m "$work/tok.gguf" -p "$text" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert "".join(d["pieces"]) == sys.argv[1], d
+assert len(d["ids"]) < 25, d' "$text" && ok || bad "trained tokenizer"
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
@@ -131,6 +148,10 @@ expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
 expect_fail "no subcommand" "subcommand" "$bin"
 expect_fail "info: missing file" "/nonexistent/x.gguf: cannot open" "$bin" info -m /nonexistent/x.gguf
 expect_fail "info: no -m" "--model is required" "$bin" info
+expect_fail "train: missing input" "/nonexistent/corpus: no such file or folder" "$bin" tokenizer train /nonexistent/corpus -o "$work/x.gguf"
+expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work/*.nothing" -o "$work/x.gguf"
+expect_fail "train: tiny vocab" "--vocab-size 10: must be at least 259" "$bin" tokenizer train "$work/code.py" -o "$work/x.gguf" --vocab-size 10
+expect_fail "train: no output" "--output is required" "$bin" tokenizer train "$work/code.py"
 expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt

@@ -105,3 +105,73 @@ TEST(Tokenizer, SpecialTokensAndBos) {
 
 }  // namespace
 }  // namespace nanochat::model
+
+// ---- BPE trainer ----
+#include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/bpe_trainer.hpp"
+
+namespace nanochat::model {
+namespace {
+
+std::vector<std::uint8_t> train_bytes(const std::string& corpus, std::size_t vocab_size) {
+  BpeTrainOptions o;
+  o.vocab_size = vocab_size;
+  BpeTrainer trainer(o);
+  trainer.add_text(corpus);
+  const BpeVocab vocab = trainer.train();
+  gguf::GgufWriter w;
+  write_tokenizer_metadata(w, vocab, true);
+  return w.bytes();
+}
+
+std::string sample_corpus() {
+  std::string text;
+  for (int i = 0; i < 200; ++i) {
+    text += "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, " +
+            std::to_string(i) + "))\n";
+  }
+  return text;
+}
+
+TEST(BpeTrainer, TrainsAVocabularyTheTokenizerLoads) {
+  const auto bytes = train_bytes(sample_corpus(), 300);
+  const auto file = gguf::GgufFile::parse(bytes, "trained.gguf");
+  EXPECT_EQ(file.get_string("tokenizer.ggml.pre"), "llama-bpe");
+  const Tokenizer tok = Tokenizer::from_gguf(file);
+  EXPECT_EQ(tok.size(), 300u);
+  EXPECT_EQ(tok.token_text(*tok.bos()), "<|bos|>");
+  EXPECT_EQ(tok.token_type(*tok.eos()), TokenType::kControl);
+  // Frequent words became single tokens; the text round-trips; unseen bytes still encode.
+  EXPECT_EQ(tok.encode(" return").size(), 1u) << "a frequent word is one token";
+  const std::string corpus = sample_corpus();
+  const auto ids = tok.encode(corpus);
+  EXPECT_LT(ids.size(), corpus.size() / 2);
+  EXPECT_EQ(tok.decode(ids), corpus);
+  const std::string unseen = "Zürich \xf0\x9f\x98\x80 {}[]";
+  EXPECT_EQ(tok.decode(tok.encode(unseen)), unseen);
+  const auto with_special = tok.encode("x<|eos|>", false, true);
+  EXPECT_EQ(with_special.back(), *tok.eos());
+}
+
+TEST(BpeTrainer, IsDeterministic) {
+  EXPECT_EQ(train_bytes(sample_corpus(), 280), train_bytes(sample_corpus(), 280));
+}
+
+TEST(BpeTrainer, StopsWhenPairsRunOut) {
+  BpeTrainOptions o;
+  o.vocab_size = 5000;
+  BpeTrainer trainer(o);
+  trainer.add_text("abababab");
+  const BpeVocab vocab = trainer.train();
+  EXPECT_LT(vocab.tokens.size(), 5000u);
+  EXPECT_EQ(vocab.tokens.size(), 256 + vocab.merges.size() + 3);
+}
+
+TEST(BpeTrainer, RejectsTooSmallVocabulary) {
+  BpeTrainOptions o;
+  o.vocab_size = 100;
+  EXPECT_THROW(BpeTrainer{o}, UsageError);
+}
+
+}  // namespace
+}  // namespace nanochat::model

@@ -10,5 +10,6 @@ void add_system_info(CLI::App& app);
 void add_benchmark(CLI::App& app);
 void add_info(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_tokenizer(CLI::App& app);
 
 }  // namespace nanochat::cli
