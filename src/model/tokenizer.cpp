@@ -92,14 +92,28 @@ std::optional<PreTokenizer> pre_tokenizer(const std::string& pre) {
 
 }  // namespace
 
+// Lets unordered_maps keyed by std::string be searched with a string_view, without building a
+// string per lookup.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using TokenMap = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
+
 struct Tokenizer::Impl {
   Kind kind = Kind::kBpe;
   std::string pre;
   std::vector<std::string> tokens;
   std::vector<TokenType> types;
   std::vector<float> scores;
-  std::unordered_map<std::string, TokenId> to_id;
+  TokenMap to_id;
   std::unordered_map<std::string, int> merge_rank;  // "left right" -> rank
+  // The same merges over token ids: (left id << 32 | right id) -> (rank, merged id). Used when
+  // every byte character and every merge result is a token — then it is equivalent to the
+  // string form and avoids building strings in the inner loop.
+  std::unordered_map<std::uint64_t, std::pair<int, TokenId>> id_merges;
+  bool use_id_merges = false;
+  TokenId byte_ids[256] = {};
   std::optional<RegexSplitter> splitter;
   bool ignore_merges = false;
   bool add_space_prefix = true;
@@ -110,12 +124,14 @@ struct Tokenizer::Impl {
   TokenId byte_tokens[256] = {};           // SPM: <0xXX>
 
   std::optional<TokenId> lookup(std::string_view text) const {
-    const auto it = to_id.find(std::string(text));
+    const auto it = to_id.find(text);
     if (it == to_id.end()) return std::nullopt;
     return it->second;
   }
 
   void encode_bpe(std::string_view text, std::vector<TokenId>& out) const;
+  void bpe_word_strings(const std::string& word, std::vector<TokenId>& out) const;
+  void bpe_word_ids(std::string_view raw, std::vector<TokenId>& out) const;
   void encode_spm(std::string_view text, std::vector<TokenId>& out) const;
 };
 
@@ -162,57 +178,124 @@ std::vector<Symbol> split_chars(std::string_view word) {
 
 void Tokenizer::Impl::encode_bpe(std::string_view text, std::vector<TokenId>& out) const {
   const ByteMap& bm = byte_map();
+  // Words repeat: each distinct word of this call is encoded once.
+  std::unordered_map<std::string_view, std::pair<std::size_t, std::size_t>> cache;
   for (const auto& [offset, length] : splitter->split(text)) {
-    std::string word;
-    for (std::size_t i = 0; i < length; ++i) {
-      word += bm.encode[static_cast<unsigned char>(text[offset + i])];
+    const std::string_view raw = text.substr(offset, length);
+    if (auto hit = cache.find(raw); hit != cache.end()) {
+      const auto [from, count] = hit->second;
+      for (std::size_t i = 0; i < count; ++i) out.push_back(out[from + i]);
+      continue;
     }
+    const std::size_t from = out.size();
+    std::string word;
+    for (char c : raw) word += bm.encode[static_cast<unsigned char>(c)];
     if (ignore_merges) {
       if (auto id = lookup(word)) {
         out.push_back(*id);
+        cache.emplace(raw, std::make_pair(from, std::size_t{1}));
         continue;
       }
     }
-    std::vector<Symbol> symbols = split_chars(word);
-    std::priority_queue<BpeBigram> queue;
-    auto add_bigram = [&](int left, int right) {
-      if (left < 0 || right < 0) return;
-      const Symbol& l = symbols[static_cast<std::size_t>(left)];
-      const Symbol& r = symbols[static_cast<std::size_t>(right)];
-      std::string key = word.substr(l.offset, l.length);
-      key += ' ';
-      key.append(word, r.offset, r.length);
-      const auto it = merge_rank.find(key);
-      if (it == merge_rank.end()) return;
-      queue.push({left, right, it->second, word.substr(l.offset, l.length + r.length)});
-    };
-    for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
-    while (!queue.empty()) {
-      const BpeBigram b = queue.top();
-      queue.pop();
-      Symbol& l = symbols[static_cast<std::size_t>(b.left)];
-      Symbol& r = symbols[static_cast<std::size_t>(b.right)];
-      if (l.length == 0 || r.length == 0 || l.length + r.length != b.text.size() ||
-          l.next != b.right) {
-        continue;  // outdated
-      }
-      l.length += r.length;
-      r.length = 0;
-      l.next = r.next;
-      if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
-      add_bigram(l.prev, b.left);
-      add_bigram(b.left, l.next);
+    if (use_id_merges) {
+      bpe_word_ids(raw, out);
+    } else {
+      bpe_word_strings(word, out);
     }
-    for (const Symbol& s : symbols) {
-      if (s.length == 0) continue;
-      const std::string_view piece(word.data() + s.offset, s.length);
-      if (auto id = lookup(piece)) {
-        out.push_back(*id);
-        continue;
-      }
-      for (char c : piece) {  // as llama.cpp: any single byte that happens to be a token
-        if (auto id = lookup(std::string_view(&c, 1))) out.push_back(*id);
-      }
+    cache.emplace(raw, std::make_pair(from, out.size() - from));
+  }
+}
+
+void Tokenizer::Impl::bpe_word_ids(std::string_view raw, std::vector<TokenId>& out) const {
+  struct IdSymbol {
+    TokenId id;
+    int prev, next;
+  };
+  struct IdBigram {
+    int rank, left, right;
+    TokenId left_id, right_id, merged;
+    bool operator<(const IdBigram& o) const {
+      return rank > o.rank || (rank == o.rank && left > o.left);
+    }
+  };
+  std::vector<IdSymbol> symbols;
+  symbols.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const int index = static_cast<int>(i);
+    symbols.push_back({byte_ids[static_cast<unsigned char>(raw[i])], index - 1,
+                       i + 1 < raw.size() ? index + 1 : -1});
+  }
+  std::priority_queue<IdBigram> queue;
+  auto add_bigram = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const TokenId a = symbols[static_cast<std::size_t>(left)].id;
+    const TokenId b = symbols[static_cast<std::size_t>(right)].id;
+    const auto it =
+        id_merges.find((static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
+                       static_cast<std::uint32_t>(b));
+    if (it == id_merges.end()) return;
+    queue.push({it->second.first, left, right, a, b, it->second.second});
+  };
+  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
+  while (!queue.empty()) {
+    const IdBigram b = queue.top();
+    queue.pop();
+    IdSymbol& l = symbols[static_cast<std::size_t>(b.left)];
+    IdSymbol& r = symbols[static_cast<std::size_t>(b.right)];
+    // Outdated when either side has been merged since (ids changed or the link moved).
+    if (l.id != b.left_id || r.id != b.right_id || l.next != b.right || r.id < 0) continue;
+    l.id = b.merged;
+    r.id = -1;
+    l.next = r.next;
+    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
+    add_bigram(l.prev, b.left);
+    add_bigram(b.left, l.next);
+  }
+  for (const IdSymbol& s : symbols) {
+    if (s.id >= 0) out.push_back(s.id);
+  }
+}
+
+void Tokenizer::Impl::bpe_word_strings(const std::string& word, std::vector<TokenId>& out) const {
+  std::vector<Symbol> symbols = split_chars(word);
+  std::priority_queue<BpeBigram> queue;
+  auto add_bigram = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const Symbol& l = symbols[static_cast<std::size_t>(left)];
+    const Symbol& r = symbols[static_cast<std::size_t>(right)];
+    std::string key = word.substr(l.offset, l.length);
+    key += ' ';
+    key.append(word, r.offset, r.length);
+    const auto it = merge_rank.find(key);
+    if (it == merge_rank.end()) return;
+    queue.push({left, right, it->second, word.substr(l.offset, l.length + r.length)});
+  };
+  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
+  while (!queue.empty()) {
+    const BpeBigram b = queue.top();
+    queue.pop();
+    Symbol& l = symbols[static_cast<std::size_t>(b.left)];
+    Symbol& r = symbols[static_cast<std::size_t>(b.right)];
+    if (l.length == 0 || r.length == 0 || l.length + r.length != b.text.size() ||
+        l.next != b.right) {
+      continue;  // outdated
+    }
+    l.length += r.length;
+    r.length = 0;
+    l.next = r.next;
+    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
+    add_bigram(l.prev, b.left);
+    add_bigram(b.left, l.next);
+  }
+  for (const Symbol& s : symbols) {
+    if (s.length == 0) continue;
+    const std::string_view piece(word.data() + s.offset, s.length);
+    if (auto id = lookup(piece)) {
+      out.push_back(*id);
+      continue;
+    }
+    for (char c : piece) {  // as llama.cpp: any single byte that happens to be a token
+      if (auto id = lookup(std::string_view(&c, 1))) out.push_back(*id);
     }
   }
 }
@@ -220,16 +303,17 @@ void Tokenizer::Impl::encode_bpe(std::string_view text, std::vector<TokenId>& ou
 void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>& out) const {
   std::vector<Symbol> symbols = split_chars(text);
   std::priority_queue<SpmBigram> queue;
-  std::unordered_map<std::string, std::pair<int, int>> rev_merge;
+  // Views into `text`, which outlives this call.
+  std::unordered_map<std::string_view, std::pair<int, int>> rev_merge;
   auto add_bigram = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     const Symbol& l = symbols[static_cast<std::size_t>(left)];
     const Symbol& r = symbols[static_cast<std::size_t>(right)];
-    const std::string piece(text.substr(l.offset, l.length + r.length));
+    const std::string_view piece = text.substr(l.offset, l.length + r.length);
     const auto id = lookup(piece);
     if (!id) return;
     queue.push({left, right, scores[static_cast<std::size_t>(*id)], piece.size()});
-    rev_merge[piece] = {left, right};
+    rev_merge.insert_or_assign(piece, std::make_pair(left, right));
   };
   for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
   while (!queue.empty()) {
@@ -253,7 +337,7 @@ void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>& ou
     while (!stack.empty()) {
       const auto [offset, length] = stack.back();
       stack.pop_back();
-      const std::string piece(text.substr(offset, length));
+      const std::string_view piece = text.substr(offset, length);
       if (auto id = lookup(piece)) {
         out.push_back(*id);
         continue;
@@ -364,6 +448,29 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
     }
     impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(false);
     impl->add_space_prefix = false;
+    // The id form of the merges, when it is exactly equivalent (see Impl::id_merges).
+    bool ok = true;
+    for (int b = 0; b < 256 && ok; ++b) {
+      const auto id = impl->lookup(byte_map().encode[b]);
+      ok = id.has_value();
+      if (ok) impl->byte_ids[b] = *id;
+    }
+    for (std::size_t i = 0; i < merges->size() && ok; ++i) {
+      const std::string& m = merges->strings[i];
+      const std::size_t space = m.find(' ', 1);
+      const auto a = impl->lookup(std::string_view(m).substr(0, space));
+      const auto b = impl->lookup(std::string_view(m).substr(space + 1));
+      const auto merged = impl->lookup(m.substr(0, space) + m.substr(space + 1));
+      if (!a || !b || !merged) {
+        ok = false;
+        break;
+      }
+      const std::uint64_t key = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(*a)) << 32) |
+                                static_cast<std::uint32_t>(*b);
+      impl->id_merges.emplace(key, std::make_pair(static_cast<int>(i), *merged));
+    }
+    impl->use_id_merges = ok;
+    if (!ok) impl->id_merges.clear();
   } else {
     impl->pre = file.get_string("tokenizer.ggml.pre").value_or("default");
     impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(true);
