@@ -184,7 +184,9 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
   fmt::print(
       "\ntime/call: median over repeated runs; ±: half the interquartile range; tile: rows "
       "per tile x tokens per pass (autotuned); % read BW: weight bytes per second over the "
-      "bandwidth measured above at the same thread count.\n");
+      "read bandwidth at the same thread count; for matrices over 2x L3, the median of ratios to "
+      "bandwidth samples taken alternately with the timed calls (shared machines drift), "
+      "otherwise against the figure above (over 100%: the weights came from cache).\n");
 }
 
 nlohmann::json result_json(const Result& r) {
