@@ -21,6 +21,7 @@
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/random.hpp"
 #include "nanochat/util/stats.hpp"
 #include "nanochat/version.hpp"
 
@@ -85,22 +86,12 @@ std::vector<Isa> parse_isa_list(const std::string& text) {
   return out;
 }
 
-struct XorShift {
-  std::uint64_t s;
-  std::uint64_t next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-};
-
 kernels::PackedMatrix random_matrix(const cli::Shape& shape, Isa isa, int tile_rows) {
   return kernels::pack_matrix(
       shape.rows, shape.cols,
       [](std::int64_t row, std::span<std::int8_t> trits) {
-        XorShift rng{0x51ed270b27f1a5c3ull ^
-                     static_cast<std::uint64_t>(row + 1) * 0x9e3779b97f4a7c15ull};
+        XorShift64 rng{0x51ed270b27f1a5c3ull ^
+                       static_cast<std::uint64_t>(row + 1) * 0x9e3779b97f4a7c15ull};
         std::uint64_t bits = 0;
         int left = 0;
         for (auto& t : trits) {
@@ -261,7 +252,7 @@ void run(const Options& o) {
         kernels::PackedActivations x;
         {
           std::vector<std::int8_t> act(static_cast<std::size_t>(batch * shape.cols));
-          XorShift rng{0x1234567ull + static_cast<std::uint64_t>(batch)};
+          XorShift64 rng{0x1234567ull + static_cast<std::uint64_t>(batch)};
           for (auto& v : act)
             v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
           kernels::pack_activations_i8(act.data(), batch, shape.cols, x);

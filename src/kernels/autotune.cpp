@@ -14,6 +14,7 @@
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/util/random.hpp"
 #include "nanochat/util/stats.hpp"
 
 namespace nanochat::kernels {
@@ -23,17 +24,6 @@ constexpr int kCacheVersion = 1;
 constexpr const char* kCacheFormat = "nanochat-autotune";
 constexpr int kSamples = 7;
 constexpr double kMinSampleSeconds = 200e-6;
-
-// Deterministic pseudo-random trits and activations for timing runs.
-struct XorShift {
-  std::uint64_t state;
-  std::uint64_t next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  }
-};
 
 // Matrices far past the last-level cache are tuned on a slice that is still well past it: the
 // winner depends on where the bytes come from, not on how many there are.
@@ -164,7 +154,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   const std::int64_t rows = tuning_rows(request.rows, request.cols);
   const std::int64_t tokens = batch_class(request.batch);
 
-  XorShift rng{0x9e3779b97f4a7c15ull};
+  XorShift64 rng{0x9e3779b97f4a7c15ull};
   std::vector<std::int8_t> act(static_cast<std::size_t>(tokens * request.cols));
   for (auto& v : act) v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
   PackedActivations x;
@@ -186,7 +176,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
     const KernelInfo& k = kernel_info(isa);
     for (int tile_rows : k.tile_rows) {
       if (request.tile_rows != 0 && tile_rows != request.tile_rows) continue;
-      XorShift wrng{0x2545f4914f6cdd1dull};
+      XorShift64 wrng{0x2545f4914f6cdd1dull};
       matrices.push_back(std::make_unique<PackedMatrix>(pack_matrix(
           rows, request.cols,
           [&](std::int64_t, std::span<std::int8_t> trits) {

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "byte_level.hpp"
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/util/error.hpp"
 #include "pretokenize.hpp"
@@ -15,23 +16,6 @@ namespace {
 constexpr const char* kLlama3Pattern =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-// GPT-2's byte -> character map (same as the tokenizer's), as UTF-8 strings.
-std::vector<std::string> byte_chars() {
-  std::vector<std::string> out(256);
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const int cp = printable ? b : next++;
-    if (cp < 0x80) {
-      out[static_cast<std::size_t>(b)] = std::string(1, static_cast<char>(cp));
-    } else {
-      out[static_cast<std::size_t>(b)] = {static_cast<char>(0xc0 | (cp >> 6)),
-                                          static_cast<char>(0x80 | (cp & 0x3f))};
-    }
-  }
-  return out;
-}
 
 using Pair = std::uint64_t;
 Pair make_pair_key(std::int32_t a, std::int32_t b) {
@@ -106,7 +90,7 @@ BpeVocab BpeTrainer::train(const std::function<void(std::size_t, std::size_t)>& 
   std::priority_queue<HeapEntry> heap;
   for (const auto& [p, c] : pair_counts) heap.push({c, p});
 
-  const std::vector<std::string> chars = byte_chars();
+  const auto& chars = byte_level_chars();
   BpeVocab vocab;
   for (int b = 0; b < 256; ++b) {
     vocab.tokens.push_back(chars[static_cast<std::size_t>(b)]);

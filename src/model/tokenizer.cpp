@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <queue>
 
+#include "byte_level.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/util/error.hpp"
 #include "pretokenize.hpp"
@@ -12,25 +13,17 @@
 namespace nanochat::model {
 namespace {
 
-// GPT-2's reversible byte -> printable character map: bytes that are printable Latin-1 stand
-// for themselves; the others map to U+0100 onwards in byte order.
+// byte_level_chars() and its inverse.
 struct ByteMap {
-  std::string encode[256];                                 // byte -> UTF-8 of its character
+  const std::array<std::string, 256>& encode = byte_level_chars();
   std::unordered_map<std::uint32_t, std::uint8_t> decode;  // code point -> byte
   ByteMap() {
-    int next = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-      const std::uint32_t cp =
-          printable ? static_cast<std::uint32_t>(b) : static_cast<std::uint32_t>(next++);
+      const std::string& s = encode[static_cast<std::size_t>(b)];
+      const std::uint32_t cp = s.size() == 1 ? static_cast<unsigned char>(s[0])
+                                             : ((static_cast<unsigned char>(s[0]) & 0x1fu) << 6) |
+                                                   (static_cast<unsigned char>(s[1]) & 0x3fu);
       decode[cp] = static_cast<std::uint8_t>(b);
-      std::string& s = encode[b];
-      if (cp < 0x80) {
-        s += static_cast<char>(cp);
-      } else {
-        s += static_cast<char>(0xc0 | (cp >> 6));
-        s += static_cast<char>(0x80 | (cp & 0x3f));
-      }
     }
   }
 };
