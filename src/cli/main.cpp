@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", version_line(),
                        "Print version, commit, compiler and build type");
   app.require_subcommand(1);
+  app.fallthrough();  // -v and --log-format work after the subcommand too
   app.failure_message(one_line_failure);
   int verbosity = 0;
   std::string log_format = "text";

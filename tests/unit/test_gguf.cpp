@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -88,6 +89,45 @@ TEST(Gguf, RoundTripsEveryValueTypeAndTensors) {
   EXPECT_EQ(back[0], -1);
   EXPECT_EQ(back[511], static_cast<std::int8_t>(511 % 3) - 1);
   EXPECT_EQ(f.find_tensor("norm")->offset, 160u);  // 132 bytes padded to 160
+}
+
+TEST(Gguf, ArraysOfEveryElementTypeRoundTrip) {
+  GgufWriter w;
+  w.set("u8", numeric_array<std::uint8_t>(ValueType::kUint8, {0, 255}));
+  w.set("i8", numeric_array<std::int8_t>(ValueType::kInt8, {-128, 127}));
+  w.set("u16", numeric_array<std::uint16_t>(ValueType::kUint16, {0, 65535}));
+  w.set("i16", numeric_array<std::int16_t>(ValueType::kInt16, {-32768, 32767}));
+  w.set("u32", numeric_array<std::uint32_t>(ValueType::kUint32, {0, 4294967295u}));
+  w.set("i32", numeric_array<std::int32_t>(ValueType::kInt32, {-5, 5}));
+  w.set("f32", numeric_array<float>(ValueType::kFloat32, {-0.0f, 1e30f}));
+  w.set("bool", numeric_array<std::uint8_t>(ValueType::kBool, {1, 0}));
+  w.set("str", string_array({"", "x"}));
+  w.set("u64", numeric_array<std::uint64_t>(ValueType::kUint64, {0, ~std::uint64_t{0}}));
+  w.set("i64", numeric_array<std::int64_t>(ValueType::kInt64, {-1, 1}));
+  w.set("f64", numeric_array<double>(ValueType::kFloat64, {1e-308, -2.5}));
+  const auto bytes = w.bytes();
+  const GgufFile f = GgufFile::parse(bytes, "arrays");
+  const std::map<std::string, std::pair<ValueType, std::vector<double>>> expected = {
+      {"u8", {ValueType::kUint8, {0, 255}}},
+      {"i8", {ValueType::kInt8, {-128, 127}}},
+      {"u16", {ValueType::kUint16, {0, 65535}}},
+      {"i16", {ValueType::kInt16, {-32768, 32767}}},
+      {"u32", {ValueType::kUint32, {0, 4294967295.0}}},
+      {"i32", {ValueType::kInt32, {-5, 5}}},
+      {"f32", {ValueType::kFloat32, {-0.0, 1e30f}}},
+      {"bool", {ValueType::kBool, {1, 0}}},
+      {"i64", {ValueType::kInt64, {-1, 1}}},
+      {"f64", {ValueType::kFloat64, {1e-308, -2.5}}}};
+  for (const auto& [key, want] : expected) {
+    const Array* a = f.get_array(key);
+    ASSERT_NE(a, nullptr) << key;
+    EXPECT_EQ(a->type, want.first) << key;
+    EXPECT_EQ(a->to_vector<double>(), want.second) << key;
+  }
+  EXPECT_EQ(f.get_array("str")->strings, (std::vector<std::string>{"", "x"}));
+  EXPECT_EQ(f.get_array("u64")->get<std::uint64_t>(1), ~std::uint64_t{0});
+  EXPECT_EQ(f.get_array("i8")->to_vector<int>(), (std::vector<int>{-128, 127}));
+  EXPECT_EQ(f.get_array("bool")->at(0), Value(true));
 }
 
 TEST(Gguf, WriterIsDeterministicAndReplacesKeysInPlace) {
