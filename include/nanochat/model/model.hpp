@@ -1,0 +1,76 @@
+// The nanochat transformer: BitNet b1.58 layers (RMSNorm pre-norm, optional sub-norms before
+// attn_output and ffn_down, RoPE, grouped-query attention, SwiGLU or squared-ReLU gated FFN),
+// ternary linear layers with per-token int8 activations run by the kernel dispatch, mHC-lite
+// residual streams (1, 2 or 4), tied or ternary output head.
+//
+// GGUF layout (general.architecture = "nanochat"; shapes as ggml writes them, row length first):
+//   token_embd.weight [dim, vocab] F32/F16/BF16/Q8_0
+//   blk.N.attn_norm.weight [dim] F32            blk.N.ffn_norm.weight [dim] F32
+//   blk.N.attn_q/k/v/output.weight  ternary     blk.N.ffn_gate/up/down.weight ternary
+//   blk.N.attn_sub_norm.weight [dim]            blk.N.ffn_sub_norm.weight [ffn]   (sub_norms)
+//   blk.N.attn_mhc.weight, blk.N.ffn_mhc.weight F32 [2n + logits]  (mhc.n_streams > 1)
+//   output_norm.weight [dim] F32, output.weight [dim, vocab] ternary (unless tied)
+// Ternary tensors are TQ2_0, TQ1_0 or I2_S with one scale per row (per tensor in practice).
+//
+// Thread-safety: forward() uses the KernelContext's pool; one session at a time per context.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/model/config.hpp"
+#include "nanochat/model/tokenizer.hpp"
+
+namespace nanochat::gguf {
+class GgufFile;
+}
+
+namespace nanochat::model {
+
+// Keys and values of every layer for the positions seen so far.
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, std::int64_t capacity);
+  std::int64_t capacity() const { return capacity_; }
+  std::int64_t length() const { return length_; }
+  void clear() { length_ = 0; }
+  // [capacity][kv_dim] for one layer
+  float* keys(std::int64_t layer) { return k_.data() + layer * capacity_ * kv_dim_; }
+  float* values(std::int64_t layer) { return v_.data() + layer * capacity_ * kv_dim_; }
+  void set_length(std::int64_t n) { length_ = n; }
+
+ private:
+  std::int64_t capacity_, kv_dim_, length_ = 0;
+  std::vector<float> k_, v_;
+};
+
+class Model {
+ public:
+  // Loads weights from `file` (which must stay open: nothing is copied that need not be),
+  // repacking ternary tensors for `kernels`. Throws FormatError naming the file and tensor.
+  static std::unique_ptr<Model> load(const gguf::GgufFile& file, kernels::KernelContext& kernels);
+  ~Model();
+
+  const ModelConfig& config() const;
+
+  // Runs `tokens` at positions cache.length() ... through the model, appends their keys and
+  // values to `cache`, and writes logits: [vocab] for the last token, or [tokens][vocab] when
+  // `all_logits`. Throws Error when the cache is too small or a token is out of range.
+  void forward(std::span<const TokenId> tokens, KvCache& cache, std::vector<float>& logits,
+               bool all_logits = false);
+
+  struct Weights;
+
+ private:
+  Model(std::unique_ptr<Weights> w, kernels::KernelContext& kernels);
+  std::unique_ptr<Weights> w_;
+  kernels::KernelContext& kernels_;
+};
+
+// Float values of an F32 / F16 / BF16 / Q8_0 tensor. Throws FormatError for other types.
+std::vector<float> dequantize_tensor(const gguf::GgufFile& file, const std::string& name);
+
+}  // namespace nanochat::model

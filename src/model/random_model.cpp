@@ -1,0 +1,109 @@
+#include "nanochat/model/random_model.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <random>
+
+#include "nanochat/gguf/writer.hpp"
+#include "nanochat/ternary/blocks.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::model {
+namespace {
+
+std::span<const std::uint8_t> as_bytes(const std::vector<float>& v) {
+  return {reinterpret_cast<const std::uint8_t*>(v.data()), v.size() * sizeof(float)};
+}
+
+}  // namespace
+
+void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
+                        const std::function<void(gguf::GgufWriter&)>& add_tokenizer,
+                        const std::filesystem::path& path) {
+  c.validate("random model");
+  if (o.ternary_type != 34 && o.ternary_type != 35) fail("random models use TQ1_0 or TQ2_0");
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> trit(-1, 1);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+
+  gguf::GgufWriter w;
+  w.set("general.architecture", gguf::Value("nanochat"));
+  w.set("general.name", gguf::Value(fmt::format("nanochat-random-{}", o.seed)));
+  c.write_gguf(w);
+  add_tokenizer(w);
+
+  auto vec = [&](std::int64_t n, float mean, float spread) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = mean + spread * normal(rng);
+    return v;
+  };
+  auto ternary = [&](const std::string& name, std::int64_t in, std::int64_t out) {
+    if (in % 256 != 0) fail("random model: {} has rows of {}, not a multiple of 256", name, in);
+    std::vector<std::int8_t> trits(static_cast<std::size_t>(in * out));
+    for (auto& t : trits) t = static_cast<std::int8_t>(trit(rng));
+    // One scale per tensor, ~ 1/sqrt(fan-in) so activations keep their size.
+    const float scale =
+        fp16_to_fp32(fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(in))));
+    std::vector<float> scales(trits.size() / 256, scale);
+    std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(in * out)
+                                                         : ternary::tq1_0_bytes(in * out));
+    if (o.ternary_type == 35) {
+      ternary::encode_tq2_0(trits, scales, bytes);
+    } else {
+      ternary::encode_tq1_0(trits, scales, bytes);
+    }
+    w.add_tensor(name, o.ternary_type,
+                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)}, bytes);
+  };
+  auto f32 = [&](const std::string& name, const std::vector<float>& v) {
+    w.add_tensor(name, 0, {v.size()}, as_bytes(v));
+  };
+
+  const auto emb = vec(c.vocab_size * c.dim, 0.0f, 1.0f);
+  if (o.embedding_type == 1) {
+    std::vector<std::uint16_t> half(emb.size());
+    for (std::size_t i = 0; i < emb.size(); ++i) half[i] = fp32_to_fp16(emb[i]);
+    w.add_tensor("token_embd.weight", 1,
+                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
+                 {reinterpret_cast<const std::uint8_t*>(half.data()), half.size() * 2});
+  } else {
+    w.add_tensor("token_embd.weight", 0,
+                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
+                 as_bytes(emb));
+  }
+  const int n = c.mhc_streams;
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    f32(p + "attn_norm.weight", vec(c.dim, 1.0f, 0.1f));
+    ternary(p + "attn_q.weight", c.dim, c.dim);
+    ternary(p + "attn_k.weight", c.dim, c.kv_dim());
+    ternary(p + "attn_v.weight", c.dim, c.kv_dim());
+    ternary(p + "attn_output.weight", c.dim, c.dim);
+    f32(p + "ffn_norm.weight", vec(c.dim, 1.0f, 0.1f));
+    ternary(p + "ffn_gate.weight", c.dim, c.ffn_dim);
+    ternary(p + "ffn_up.weight", c.dim, c.ffn_dim);
+    ternary(p + "ffn_down.weight", c.ffn_dim, c.dim);
+    if (c.sub_norms) {
+      f32(p + "attn_sub_norm.weight", vec(c.dim, 1.0f, 0.1f));
+      f32(p + "ffn_sub_norm.weight", vec(c.ffn_dim, 1.0f, 0.1f));
+    }
+    if (n > 1) {
+      for (const char* which : {"attn_mhc.weight", "ffn_mhc.weight"}) {
+        std::vector<float> v;
+        for (int i = 0; i < n; ++i) v.push_back((0.5f + uniform(rng)) / static_cast<float>(n));
+        for (int i = 0; i < n; ++i) v.push_back(0.5f + uniform(rng));
+        const int logits = n == 2 ? 1 : 24;
+        for (int i = 0; i < logits; ++i) v.push_back(2.0f * normal(rng));
+        f32(p + which, v);
+      }
+    }
+  }
+  f32("output_norm.weight", vec(c.dim, 1.0f, 0.1f));
+  if (!c.tied_embeddings) ternary("output.weight", c.dim, c.vocab_size);
+  w.write(path);
+}
+
+}  // namespace nanochat::model

@@ -1,0 +1,355 @@
+// The nanochat transformer against a plain float reference forward that follows the same
+// quantization rules but computes every ternary layer from the decoded trits with plain loops
+// (no packing, no kernels); decoding with the KV cache against recomputing the whole sequence.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nanochat/gguf/reader.hpp"
+#include "nanochat/gguf/writer.hpp"
+#include "nanochat/mhc/mhc.hpp"
+#include "nanochat/model/bpe_trainer.hpp"
+#include "nanochat/model/model.hpp"
+#include "nanochat/model/random_model.hpp"
+#include "nanochat/ternary/blocks.hpp"
+#include "nanochat/ternary/quantize.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+BpeVocab tiny_vocab() {
+  BpeTrainOptions o;
+  o.vocab_size = 300;
+  BpeTrainer t(o);
+  std::string text;
+  for (int i = 0; i < 50; ++i)
+    text += "the cat sat on the mat; def f(x): return x * " + std::to_string(i) + "\n";
+  t.add_text(text);
+  return t.train();
+}
+
+ModelConfig tiny_config(int streams, FfnActivation act, bool sub_norms, bool tied) {
+  ModelConfig c;
+  c.dim = 256;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_dim = 512;
+  c.vocab_size = 300;
+  c.context_length = 64;
+  c.ffn_activation = act;
+  c.sub_norms = sub_norms;
+  c.tied_embeddings = tied;
+  c.mhc_streams = streams;
+  return c;
+}
+
+fs::path write_model(const ModelConfig& c, RandomModelOptions o, const std::string& name) {
+  const fs::path path =
+      fs::temp_directory_path() / fmt::format("nanochat-model-{}-{}.gguf", ::getpid(), name);
+  static const BpeVocab vocab = tiny_vocab();
+  write_random_model(
+      c, o, [&](gguf::GgufWriter& w) { write_tokenizer_metadata(w, vocab, false); }, path);
+  return path;
+}
+
+// ---- reference ----
+struct RefLinear {
+  std::int64_t in, out;
+  std::vector<float> w;  // [out][in] = trit * scale
+};
+
+RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  RefLinear r{static_cast<std::int64_t>(t->dims[0]), static_cast<std::int64_t>(t->dims[1]), {}};
+  const auto n = static_cast<std::size_t>(r.in * r.out);
+  std::vector<std::int8_t> trits(n);
+  std::vector<float> scales(n / 256);
+  if (t->type.id == 35) {
+    ternary::decode_tq2_0(f.tensor_data(*t), trits, scales);
+  } else {
+    ternary::decode_tq1_0(f.tensor_data(*t), trits, scales);
+  }
+  r.w.resize(n);
+  for (std::size_t i = 0; i < n; ++i) r.w[i] = trits[i] * scales[i / 256];
+  return r;
+}
+
+// y = W (dequant(quant(x))): activations quantized per token exactly as the engine does.
+std::vector<float> ref_apply(const RefLinear& l, const std::vector<float>& x) {
+  std::vector<std::int8_t> q(static_cast<std::size_t>(l.in));
+  float xs = 0;
+  ternary::quantize_activations(x.data(), 1, l.in, q.data(), q.size(), &xs);
+  std::vector<float> y(static_cast<std::size_t>(l.out));
+  for (std::int64_t o = 0; o < l.out; ++o) {
+    double acc = 0;
+    for (std::int64_t i = 0; i < l.in; ++i)
+      acc += static_cast<double>(l.w[static_cast<std::size_t>(o * l.in + i)]) *
+             q[static_cast<std::size_t>(i)];
+    y[static_cast<std::size_t>(o)] = static_cast<float>(acc * xs);
+  }
+  return y;
+}
+
+std::vector<float> ref_norm(const std::vector<float>& x, const std::vector<float>& w, float eps) {
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const double inv = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + eps);
+  std::vector<float> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(x[i] * inv) * w[i];
+  return out;
+}
+
+void ref_rope(std::vector<float>& v, std::int64_t heads, std::int64_t hd, std::int64_t pos,
+              float theta) {
+  for (std::int64_t h = 0; h < heads; ++h)
+    for (std::int64_t i = 0; i < hd / 2; ++i) {
+      const double angle = static_cast<double>(pos) *
+                           std::pow(static_cast<double>(theta),
+                                    -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      float& a = v[static_cast<std::size_t>(h * hd + 2 * i)];
+      float& b = v[static_cast<std::size_t>(h * hd + 2 * i + 1)];
+      const double x0 = a, x1 = b;
+      a = static_cast<float>(x0 * std::cos(angle) - x1 * std::sin(angle));
+      b = static_cast<float>(x0 * std::sin(angle) + x1 * std::cos(angle));
+    }
+}
+
+// Logits of every position of `tokens`, recomputing attention over the prefix each time.
+std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
+                                                  const std::vector<TokenId>& tokens) {
+  const ModelConfig c = ModelConfig::from_gguf(f);
+  const std::int64_t dim = c.dim, hd = c.head_dim(), n = c.mhc_streams;
+  const auto emb = dequantize_tensor(f, "token_embd.weight");
+  auto vecf = [&](const std::string& name) { return dequantize_tensor(f, name); };
+  auto mhc_of = [&](const std::string& name) {
+    mhc::MhcParams p = mhc::MhcParams::identity(n == 1 ? 1 : static_cast<int>(n));
+    if (n > 1) {
+      const auto v = vecf(name);
+      p.h_pre.assign(v.begin(), v.begin() + n);
+      p.h_post.assign(v.begin() + n, v.begin() + 2 * n);
+      p.res_logits.assign(v.begin() + 2 * n, v.end());
+    }
+    return p;
+  };
+  const std::size_t T = tokens.size();
+  // streams[t][s] vectors
+  std::vector<std::vector<std::vector<float>>> x(
+      T, std::vector<std::vector<float>>(static_cast<std::size_t>(n)));
+  for (std::size_t t = 0; t < T; ++t)
+    for (auto& s : x[t])
+      s.assign(emb.begin() + tokens[t] * dim, emb.begin() + (tokens[t] + 1) * dim);
+  auto read = [&](const mhc::MhcParams& p, std::size_t t) {
+    std::vector<float> u(static_cast<std::size_t>(dim), 0.0f);
+    for (std::int64_t s = 0; s < n; ++s)
+      for (std::int64_t i = 0; i < dim; ++i)
+        u[static_cast<std::size_t>(i)] +=
+            p.h_pre[static_cast<std::size_t>(s)] *
+            x[t][static_cast<std::size_t>(s)][static_cast<std::size_t>(i)];
+    return u;
+  };
+  auto write = [&](const mhc::MhcParams& p, std::size_t t, const std::vector<float>& y) {
+    const auto hm = mhc::residual_matrix(p);
+    auto old = x[t];
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t d = 0; d < dim; ++d) {
+        float acc = 0;
+        for (std::int64_t j = 0; j < n; ++j)
+          acc += hm[static_cast<std::size_t>(i * n + j)] *
+                 old[static_cast<std::size_t>(j)][static_cast<std::size_t>(d)];
+        x[t][static_cast<std::size_t>(i)][static_cast<std::size_t>(d)] =
+            acc + p.h_post[static_cast<std::size_t>(i)] * y[static_cast<std::size_t>(d)];
+      }
+  };
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    const auto wq = ref_linear(f, p + "attn_q.weight"), wk = ref_linear(f, p + "attn_k.weight"),
+               wv = ref_linear(f, p + "attn_v.weight"),
+               wo = ref_linear(f, p + "attn_output.weight"),
+               wg = ref_linear(f, p + "ffn_gate.weight"), wu = ref_linear(f, p + "ffn_up.weight"),
+               wd = ref_linear(f, p + "ffn_down.weight");
+    const auto attn_mhc = mhc_of(p + "attn_mhc.weight"), ffn_mhc = mhc_of(p + "ffn_mhc.weight");
+    std::vector<std::vector<float>> keys(T), vals(T);
+    std::vector<std::vector<float>> attn_out(T);
+    for (std::size_t t = 0; t < T; ++t) {
+      const auto h = ref_norm(read(attn_mhc, t), vecf(p + "attn_norm.weight"), c.norm_eps);
+      auto q = ref_apply(wq, h);
+      keys[t] = ref_apply(wk, h);
+      vals[t] = ref_apply(wv, h);
+      ref_rope(q, c.n_heads, hd, static_cast<std::int64_t>(t), c.rope_theta);
+      ref_rope(keys[t], c.n_kv_heads, hd, static_cast<std::int64_t>(t), c.rope_theta);
+      std::vector<float> a(static_cast<std::size_t>(dim), 0.0f);
+      for (std::int64_t head = 0; head < c.n_heads; ++head) {
+        const std::int64_t kvh = head / (c.n_heads / c.n_kv_heads);
+        std::vector<double> sc(t + 1);
+        double top = -1e300;
+        for (std::size_t s = 0; s <= t; ++s) {
+          double dot = 0;
+          for (std::int64_t i = 0; i < hd; ++i)
+            dot += q[static_cast<std::size_t>(head * hd + i)] *
+                   keys[s][static_cast<std::size_t>(kvh * hd + i)];
+          sc[s] = dot / std::sqrt(static_cast<double>(hd));
+          top = std::max(top, sc[s]);
+        }
+        double sum = 0;
+        for (auto& v : sc) sum += (v = std::exp(v - top));
+        for (std::size_t s = 0; s <= t; ++s)
+          for (std::int64_t i = 0; i < hd; ++i)
+            a[static_cast<std::size_t>(head * hd + i)] +=
+                static_cast<float>(sc[s] / sum) * vals[s][static_cast<std::size_t>(kvh * hd + i)];
+      }
+      if (c.sub_norms) a = ref_norm(a, vecf(p + "attn_sub_norm.weight"), c.norm_eps);
+      attn_out[t] = ref_apply(wo, a);
+    }
+    for (std::size_t t = 0; t < T; ++t) write(attn_mhc, t, attn_out[t]);
+    for (std::size_t t = 0; t < T; ++t) {
+      const auto h = ref_norm(read(ffn_mhc, t), vecf(p + "ffn_norm.weight"), c.norm_eps);
+      auto g = ref_apply(wg, h);
+      const auto u = ref_apply(wu, h);
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        const float a = c.ffn_activation == FfnActivation::kSwiGlu
+                            ? g[i] / (1.0f + std::exp(-g[i]))
+                            : (g[i] > 0 ? g[i] * g[i] : 0.0f);
+        g[i] = a * u[i];
+      }
+      if (c.sub_norms) g = ref_norm(g, vecf(p + "ffn_sub_norm.weight"), c.norm_eps);
+      write(ffn_mhc, t, ref_apply(wd, g));
+    }
+  }
+  std::vector<std::vector<float>> logits(T);
+  for (std::size_t t = 0; t < T; ++t) {
+    std::vector<float> m(static_cast<std::size_t>(dim), 0.0f);
+    for (const auto& s : x[t])
+      for (std::int64_t i = 0; i < dim; ++i)
+        m[static_cast<std::size_t>(i)] += s[static_cast<std::size_t>(i)] / static_cast<float>(n);
+    const auto h = ref_norm(m, vecf("output_norm.weight"), c.norm_eps);
+    if (c.tied_embeddings) {
+      logits[t].resize(static_cast<std::size_t>(c.vocab_size));
+      for (std::int64_t v = 0; v < c.vocab_size; ++v) {
+        double dot = 0;
+        for (std::int64_t i = 0; i < dim; ++i)
+          dot += emb[static_cast<std::size_t>(v * dim + i)] * h[static_cast<std::size_t>(i)];
+        logits[t][static_cast<std::size_t>(v)] = static_cast<float>(dot);
+      }
+    } else {
+      logits[t] = ref_apply(ref_linear(f, "output.weight"), h);
+    }
+  }
+  return logits;
+}
+
+struct Variant {
+  const char* name;
+  int streams;
+  FfnActivation act;
+  bool sub_norms, tied;
+  std::uint32_t ternary_type;
+};
+
+class ModelVariant : public ::testing::TestWithParam<Variant> {};
+
+kernels::KernelOptions quiet_kernels(int threads) {
+  kernels::KernelOptions o;
+  o.threads = threads;
+  o.tune = kernels::TuneMode::kOff;
+  o.tune_cache.clear();
+  return o;
+}
+
+TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
+  const Variant v = GetParam();
+  RandomModelOptions o;
+  o.seed = 7;
+  o.ternary_type = v.ternary_type;
+  const fs::path path = write_model(tiny_config(v.streams, v.act, v.sub_norms, v.tied), o, v.name);
+  const auto file = gguf::GgufFile::open(path);
+  kernels::KernelContext ctx(quiet_kernels(2));
+  auto model = Model::load(file, ctx);
+  const std::vector<TokenId> tokens = {5, 17, 250, 3, 99, 42, 7};
+  const auto ref = reference_forward(file, tokens);
+
+  // Prefill of the whole sequence (GEMM path), all logits.
+  KvCache cache(model->config(), 16);
+  std::vector<float> all;
+  model->forward(tokens, cache, all, true);
+  ASSERT_EQ(all.size(), tokens.size() * 300);
+  // Token by token (GEMV path) with the cache.
+  KvCache cache2(model->config(), 16);
+  std::vector<float> step;
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    model->forward(std::span<const TokenId>(&tokens[t], 1), cache2, step);
+    double max_ref = 0, max_err = 0, max_err_cache = 0;
+    for (std::size_t i = 0; i < 300; ++i) {
+      const float prefill = all[t * 300 + i];
+      max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[t][i])));
+      max_err = std::max(max_err, std::fabs(static_cast<double>(prefill - ref[t][i])));
+      max_err_cache = std::max(max_err_cache, std::fabs(static_cast<double>(step[i] - prefill)));
+    }
+    EXPECT_LE(max_err, 1e-3 * max_ref) << v.name << " position " << t << " vs reference";
+    EXPECT_LE(max_err_cache, 1e-4 * max_ref) << v.name << " position " << t << " cache vs prefill";
+  }
+  EXPECT_EQ(cache2.length(), 7);
+  fs::remove(path);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures, ModelVariant,
+    ::testing::Values(
+        Variant{"plain_swiglu_tq2", 1, FfnActivation::kSwiGlu, false, false, 35},
+        Variant{"mhc2_relu2_subnorm_tq1", 2, FfnActivation::kReluSquared, true, false, 34},
+        Variant{"mhc4_swiglu_tied_tq2", 4, FfnActivation::kSwiGlu, false, true, 35},
+        Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, 34}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+TEST(Model, SameResultsAtAnyThreadCount) {
+  const fs::path path =
+      write_model(tiny_config(2, FfnActivation::kSwiGlu, true, false), {}, "threads");
+  const auto file = gguf::GgufFile::open(path);
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    kernels::KernelContext ctx(quiet_kernels(threads));
+    auto model = Model::load(file, ctx);
+    KvCache cache(model->config(), 8);
+    std::vector<float> logits;
+    model->forward(std::vector<TokenId>{1, 2, 3, 4}, cache, logits);
+    if (first.empty()) {
+      first = logits;
+    } else {
+      EXPECT_EQ(logits, first) << threads << " threads";
+    }
+  }
+  fs::remove(path);
+}
+
+TEST(Model, ErrorsNameTheProblem) {
+  const fs::path path =
+      write_model(tiny_config(1, FfnActivation::kSwiGlu, false, false), {}, "errors");
+  const auto file = gguf::GgufFile::open(path);
+  kernels::KernelContext ctx(quiet_kernels(1));
+  auto model = Model::load(file, ctx);
+  KvCache cache(model->config(), 4);
+  std::vector<float> logits;
+  EXPECT_THROW(model->forward(std::vector<TokenId>{1, 2, 3, 4, 5}, cache, logits), UsageError);
+  EXPECT_THROW(model->forward(std::vector<TokenId>{300}, cache, logits), Error);
+  const auto vocab = gguf::GgufFile::open(fs::path(NANOCHAT_SHARED_DIR) /
+                                          "testdata/tokenizers/ggml-vocab-gpt-2.gguf");
+  try {
+    (void)Model::load(vocab, ctx);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("architecture 'gpt2'"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+}
+
+}  // namespace
+}  // namespace nanochat::model
