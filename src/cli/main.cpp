@@ -48,9 +48,11 @@ int main(int argc, char** argv) {
       [&] { nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format)); });
 
   nanochat::cli::add_system_info(app);
+  nanochat::cli::add_generate(app);
   nanochat::cli::add_info(app);
   nanochat::cli::add_tokenize(app);
   nanochat::cli::add_tokenizer(app);
+  nanochat::cli::add_model(app);
   nanochat::cli::add_benchmark(app);
 
   try {

@@ -131,6 +131,27 @@ d = json.load(sys.stdin)
 assert "".join(d["pieces"]) == sys.argv[1], d
 assert len(d["ids"]) < 25, d' "$text" && ok || bad "trained tokenizer"
 
+# A tiny random model with the tokenizer trained above; generate with it.
+"$bin" model random --tokenizer "$work/tok.gguf" -o "$work/model.gguf" --streams 2 --sub-norms 2>/dev/null && ok || bad "model random"
+gen() { "$bin" generate -m "$work/model.gguf" --autotune off "$@"; }
+a=$(gen -p "First Citizen:" -n 12 -s 5 --json -t 1) && b=$(gen -p "First Citizen:" -n 12 -s 5 --json -t 2) &&
+  python3 - "$a" "$b" <<'PY' && ok || bad "generate: same seed, different threads: $a / $b"
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert a["tokens"] == b["tokens"] and a["text"] == b["text"], (a, b)
+assert a["token_count"] <= 12 and a["timings"]["prompt_tokens"] > 0
+assert a["finish_reason"] in ("length", "eos")
+PY
+out=$(gen -p "To be" -n 6 --temp 0 2>"$work/gen.err") && grep -q "eval:" "$work/gen.err" && grep -q "prompt eval:" "$work/gen.err" &&
+  [[ "$out" == "$(gen -p "To be" -n 6 --temp 0 2>/dev/null)" ]] && ok || bad "generate greedy: $out $(cat "$work/gen.err")"
+echo "First Citizen:" | gen -n 4 -s 1 --json >/dev/null && ok || bad "generate from stdin"
+full=$(gen -p "First Citizen:" -n 12 -s 5 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
+stop="${full:3:3}"
+if [[ -n "${stop// /}" ]]; then
+  cut=$(gen -p "First Citizen:" -n 12 -s 5 --json --stop "$stop" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["finish_reason"], d["text"])')
+  [[ "$cut" == "stop ${full:0:3}" ]] && ok || bad "generate --stop '$stop': '$cut' from '$full'"
+fi
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
@@ -152,6 +173,13 @@ expect_fail "train: missing input" "/nonexistent/corpus: no such file or folder"
 expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work/*.nothing" -o "$work/x.gguf"
 expect_fail "train: tiny vocab" "--vocab-size 10: must be at least 259" "$bin" tokenizer train "$work/code.py" -o "$work/x.gguf" --vocab-size 10
 expect_fail "train: no output" "--output is required" "$bin" tokenizer train "$work/code.py"
+expect_fail "generate: empty prompt" "the prompt is empty" "$bin" generate -m "$work/model.gguf" -p "" --autotune off
+expect_fail "generate: context too small" "the context holds 3" "$bin" generate -m "$work/model.gguf" -p "a b c d e f g" -c 3 --autotune off
+expect_fail "generate: bad top-p" "--top-p 2" "$bin" generate -m "$work/model.gguf" -p x --top-p 2 --autotune off
+expect_fail "generate: bad -n" "-n -5" "$bin" generate -m "$work/model.gguf" -p x -n -5 --autotune off
+expect_fail "generate: not a model" "architecture 'gpt2' is not one nanochat runs" "$bin" generate -m "$vdir/ggml-vocab-gpt-2.gguf" -p x --autotune off
+expect_fail "generate: missing model" "/nonexistent/m.gguf: cannot open" "$bin" generate -m /nonexistent/m.gguf -p x
+expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
 expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt

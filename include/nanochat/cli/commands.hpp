@@ -11,5 +11,7 @@ void add_benchmark(CLI::App& app);
 void add_info(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_tokenizer(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_model(CLI::App& app);
 
 }  // namespace nanochat::cli

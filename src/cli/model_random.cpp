@@ -1,0 +1,104 @@
+// nanochat model random: a tiny random-weight model (for tests and benchmarks) with the
+// tokenizer of another GGUF file.
+#include <fmt/format.h>
+
+#include <memory>
+#include <string>
+
+#include "nanochat/cli/commands.hpp"
+#include "nanochat/gguf/reader.hpp"
+#include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/random_model.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::cli {
+namespace {
+
+struct Options {
+  std::string output;
+  std::string tokenizer;
+  model::ModelConfig config;
+  std::string activation = "swiglu";
+  std::string ternary = "tq2_0";
+  std::uint64_t seed = 1;
+};
+
+void run(Options o) {
+  const auto tok = gguf::GgufFile::open(o.tokenizer, gguf::ReadOptions{true});
+  const gguf::Array* tokens = tok.get_array("tokenizer.ggml.tokens");
+  if (tokens == nullptr) fail<UsageError>("--tokenizer {}: the file has no tokenizer", o.tokenizer);
+  o.config.vocab_size = static_cast<std::int64_t>(tokens->size());
+  if (o.activation == "swiglu") {
+    o.config.ffn_activation = model::FfnActivation::kSwiGlu;
+  } else if (o.activation == "relu2") {
+    o.config.ffn_activation = model::FfnActivation::kReluSquared;
+  } else {
+    fail<UsageError>("--act {}: use swiglu or relu2", o.activation);
+  }
+  model::RandomModelOptions r;
+  r.seed = o.seed;
+  if (o.ternary == "tq2_0") {
+    r.ternary_type = 35;
+  } else if (o.ternary == "tq1_0") {
+    r.ternary_type = 34;
+  } else {
+    fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
+  }
+  if (o.config.dim % 256 != 0 || o.config.ffn_dim % 256 != 0) {
+    fail<UsageError>(
+        "--dim {} and --ffn {} must be multiples of 256 (ternary rows are whole "
+        "256-weight blocks)",
+        o.config.dim, o.config.ffn_dim);
+  }
+  try {
+    o.config.validate("the requested model");
+  } catch (const FormatError& e) {
+    throw UsageError(e.what());
+  }
+  model::write_random_model(
+      o.config, r,
+      [&](gguf::GgufWriter& w) {
+        for (const auto& [key, value] : tok.metadata()) {
+          if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
+        }
+      },
+      o.output);
+  fmt::print(stderr, "wrote {} ({} layers, dim {}, vocab {})\n", o.output, o.config.n_layers,
+             o.config.dim, o.config.vocab_size);
+}
+
+}  // namespace
+
+void add_model(CLI::App& app) {
+  CLI::App* m = app.add_subcommand("model", "Make model files");
+  m->require_subcommand(1);
+  auto o = std::make_shared<Options>();
+  o->config.dim = 256;
+  o->config.n_layers = 2;
+  o->config.n_heads = 4;
+  o->config.n_kv_heads = 2;
+  o->config.ffn_dim = 512;
+  o->config.context_length = 256;
+  CLI::App* sub =
+      m->add_subcommand("random", "Write a tiny random-weight model (for tests and benchmarks)");
+  sub->add_option("-o,--output", o->output, "Output GGUF file")->required();
+  sub->add_option("--tokenizer", o->tokenizer, "GGUF file whose tokenizer the model uses")
+      ->required();
+  sub->add_option("--dim", o->config.dim, "Embedding width")->capture_default_str();
+  sub->add_option("--layers", o->config.n_layers, "Transformer blocks")->capture_default_str();
+  sub->add_option("--heads", o->config.n_heads, "Attention heads")->capture_default_str();
+  sub->add_option("--kv-heads", o->config.n_kv_heads, "Key/value heads")->capture_default_str();
+  sub->add_option("--ffn", o->config.ffn_dim, "Feed-forward width")->capture_default_str();
+  sub->add_option("--ctx", o->config.context_length, "Context length")->capture_default_str();
+  sub->add_option("--streams", o->config.mhc_streams, "mHC-lite residual streams: 1, 2 or 4")
+      ->capture_default_str();
+  sub->add_option("--act", o->activation, "FFN activation: swiglu or relu2")->capture_default_str();
+  sub->add_flag("--sub-norms", o->config.sub_norms, "RMSNorm before attn_output and ffn_down");
+  sub->add_flag("--tied", o->config.tied_embeddings, "Output head tied to the embedding");
+  sub->add_option("--ternary", o->ternary, "Ternary block format: tq2_0 or tq1_0")
+      ->capture_default_str();
+  sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  sub->callback([o] { run(*o); });
+}
+
+}  // namespace nanochat::cli
