@@ -389,6 +389,7 @@ void add_benchmark(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--no-bandwidth", opts->no_bandwidth, "Skip the memory bandwidth measurement");
   sub->callback([opts] { run(*opts); });
+  add_benchmark_model(*bench);
 }
 
 }  // namespace nanochat::cli

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
 
   nanochat::cli::add_system_info(app);
   nanochat::cli::add_generate(app);
+  nanochat::cli::add_perplexity(app);
   nanochat::cli::add_info(app);
   nanochat::cli::add_tokenize(app);
   nanochat::cli::add_tokenizer(app);

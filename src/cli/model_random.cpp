@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nanochat/cli/commands.hpp"
@@ -17,17 +18,59 @@ namespace {
 struct Options {
   std::string output;
   std::string tokenizer;
+  std::int64_t vocab = 0;
   model::ModelConfig config;
   std::string activation = "swiglu";
   std::string ternary = "tq2_0";
   std::uint64_t seed = 1;
+  std::string embedding = "f32";
 };
 
+// A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
+// characters, then placeholder tokens, no merges.
+void synthetic_tokenizer(gguf::GgufWriter& w, std::int64_t n) {
+  std::vector<std::string> tokens;
+  std::vector<std::int32_t> types;
+  int next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    const int cp = printable ? b : next++;
+    tokens.push_back(cp < 0x80 ? std::string(1, static_cast<char>(cp))
+                               : std::string{static_cast<char>(0xc0 | (cp >> 6)),
+                                             static_cast<char>(0x80 | (cp & 0x3f))});
+    types.push_back(1);
+  }
+  for (std::int64_t i = 256; i < n - 1; ++i) {
+    tokens.push_back(fmt::format("<|placeholder_{}|>", i));
+    types.push_back(4);
+  }
+  tokens.push_back("<|eos|>");
+  types.push_back(3);
+  w.set("tokenizer.ggml.model", gguf::Value("gpt2"));
+  w.set("tokenizer.ggml.pre", gguf::Value("gpt-2"));
+  w.set("tokenizer.ggml.tokens", gguf::string_array(tokens));
+  w.set("tokenizer.ggml.token_type",
+        gguf::numeric_array<std::int32_t>(gguf::ValueType::kInt32, types));
+  w.set("tokenizer.ggml.merges", gguf::string_array({}));
+  w.set("tokenizer.ggml.eos_token_id", gguf::Value(static_cast<std::uint32_t>(n - 1)));
+}
+
 void run(Options o) {
-  const auto tok = gguf::GgufFile::open(o.tokenizer, gguf::ReadOptions{true});
-  const gguf::Array* tokens = tok.get_array("tokenizer.ggml.tokens");
-  if (tokens == nullptr) fail<UsageError>("--tokenizer {}: the file has no tokenizer", o.tokenizer);
-  o.config.vocab_size = static_cast<std::int64_t>(tokens->size());
+  if (o.tokenizer.empty() == (o.vocab == 0)) {
+    fail<UsageError>("pass either --tokenizer FILE or --vocab N (a placeholder vocabulary)");
+  }
+  std::optional<gguf::GgufFile> tok;
+  if (!o.tokenizer.empty()) {
+    tok.emplace(gguf::GgufFile::open(o.tokenizer, gguf::ReadOptions{true}));
+    const gguf::Array* tokens = tok->get_array("tokenizer.ggml.tokens");
+    if (tokens == nullptr)
+      fail<UsageError>("--tokenizer {}: the file has no tokenizer", o.tokenizer);
+    o.config.vocab_size = static_cast<std::int64_t>(tokens->size());
+  } else {
+    if (o.vocab < 257 || o.vocab > (1 << 22))
+      fail<UsageError>("--vocab {}: use 257 to 4194304", o.vocab);
+    o.config.vocab_size = o.vocab;
+  }
   if (o.activation == "swiglu") {
     o.config.ffn_activation = model::FfnActivation::kSwiGlu;
   } else if (o.activation == "relu2") {
@@ -37,6 +80,9 @@ void run(Options o) {
   }
   model::RandomModelOptions r;
   r.seed = o.seed;
+  if (o.embedding != "f32" && o.embedding != "f16")
+    fail<UsageError>("--embedding {}: use f32 or f16", o.embedding);
+  r.embedding_type = o.embedding == "f16" ? 1 : 0;
   if (o.ternary == "tq2_0") {
     r.ternary_type = 35;
   } else if (o.ternary == "tq1_0") {
@@ -58,7 +104,11 @@ void run(Options o) {
   model::write_random_model(
       o.config, r,
       [&](gguf::GgufWriter& w) {
-        for (const auto& [key, value] : tok.metadata()) {
+        if (!tok) {
+          synthetic_tokenizer(w, o.vocab);
+          return;
+        }
+        for (const auto& [key, value] : tok->metadata()) {
           if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
         }
       },
@@ -82,8 +132,10 @@ void add_model(CLI::App& app) {
   CLI::App* sub =
       m->add_subcommand("random", "Write a tiny random-weight model (for tests and benchmarks)");
   sub->add_option("-o,--output", o->output, "Output GGUF file")->required();
-  sub->add_option("--tokenizer", o->tokenizer, "GGUF file whose tokenizer the model uses")
-      ->required();
+  sub->add_option("--tokenizer", o->tokenizer, "GGUF file whose tokenizer the model uses");
+  sub->add_option("--vocab", o->vocab,
+                  "Instead of --tokenizer: a placeholder vocabulary of N tokens (shape-only models "
+                  "for benchmarks)");
   sub->add_option("--dim", o->config.dim, "Embedding width")->capture_default_str();
   sub->add_option("--layers", o->config.n_layers, "Transformer blocks")->capture_default_str();
   sub->add_option("--heads", o->config.n_heads, "Attention heads")->capture_default_str();
@@ -98,6 +150,7 @@ void add_model(CLI::App& app) {
   sub->add_option("--ternary", o->ternary, "Ternary block format: tq2_0 or tq1_0")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  sub->add_option("--embedding", o->embedding, "Embedding type: f32 or f16")->capture_default_str();
   sub->callback([o] { run(*o); });
 }
 

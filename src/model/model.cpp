@@ -223,6 +223,18 @@ Model::Model(std::unique_ptr<Weights> w, kernels::KernelContext& kernels)
 Model::~Model() = default;
 const ModelConfig& Model::config() const { return w_->config; }
 
+std::size_t Model::bytes_per_token() const {
+  std::size_t bytes = 0;
+  for (const auto& l : w_->layers) {
+    for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      bytes += m->weight_bytes();
+    }
+  }
+  bytes +=
+      w_->config.tied_embeddings ? w_->embedding.size() * sizeof(float) : w_->output.weight_bytes();
+  return bytes;
+}
+
 std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelContext& ctx) {
   if (f.architecture() != "nanochat") {
     fail<FormatError>("{}: architecture '{}' is not one nanochat runs yet (nanochat)", f.name(),

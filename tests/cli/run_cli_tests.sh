@@ -152,6 +152,23 @@ if [[ -n "${stop// /}" ]]; then
   [[ "$cut" == "stop ${full:0:3}" ]] && ok || bad "generate --stop '$stop': '$cut' from '$full'"
 fi
 
+# perplexity and benchmark model on the tiny model.
+"$bin" perplexity -m "$work/model.gguf" -f "$tdir/tinystories-sample.txt" -c 64 --json --autotune off |
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert 1 < d["perplexity"] < 5000 and d["bits_per_byte"] > 0, d
+assert d["scored_tokens"] == d["chunks"] * 31, d' && ok || bad "perplexity --json"
+"$bin" benchmark model -m "$work/model.gguf" -p 16 -n 8 -t 1 -r 2 -o json --autotune off 2>/dev/null |
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+tests = {r["test"] for r in d["results"]}
+assert tests == {"pp16", "tg8"}, tests
+assert all(r["tokens_per_second"] > 0 for r in d["results"]) and d["bytes_per_token"] > 0' && ok || bad "benchmark model"
+"$bin" model random --vocab 300 -o "$work/shape.gguf" --layers 1 2>/dev/null &&
+  "$bin" generate -m "$work/shape.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --vocab"
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
@@ -180,6 +197,9 @@ expect_fail "generate: bad -n" "-n -5" "$bin" generate -m "$work/model.gguf" -p 
 expect_fail "generate: not a model" "architecture 'gpt2' is not one nanochat runs" "$bin" generate -m "$vdir/ggml-vocab-gpt-2.gguf" -p x --autotune off
 expect_fail "generate: missing model" "/nonexistent/m.gguf: cannot open" "$bin" generate -m /nonexistent/m.gguf -p x
 expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
+expect_fail "perplexity: short text" "fewer than one chunk" "$bin" perplexity -m "$work/model.gguf" -f "$work/code.py" -c 128 --autotune off
+expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --vocab N" "$bin" model random -o "$work/x.gguf"
+expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
 expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt

@@ -13,5 +13,8 @@ void add_tokenize(CLI::App& app);
 void add_tokenizer(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_model(CLI::App& app);
+void add_perplexity(CLI::App& app);
+// `benchmark model`, added under `benchmark` by add_benchmark.
+void add_benchmark_model(CLI::App& bench);
 
 }  // namespace nanochat::cli

@@ -55,6 +55,8 @@ class Model {
   ~Model();
 
   const ModelConfig& config() const;
+  // Bytes one decoded token reads: every ternary matrix plus, for a tied head, the embedding.
+  std::size_t bytes_per_token() const;
 
   // Runs `tokens` at positions cache.length() ... through the model, appends their keys and
   // values to `cache`, and writes logits: [vocab] for the last token, or [tokens][vocab] when
