@@ -326,10 +326,17 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
                  std::span<const float>(out.data() + t * dim, sz(dim)));
     }
   };
+  // Quantizes `in` once; the matrices that read the same input (Q/K/V, gate/up) share it.
+  auto quantize = [&](const float* in, std::int64_t in_dim) {
+    kernels::pack_activations(in, T, in_dim, acts);
+  };
+  auto apply = [&](const kernels::PackedMatrix& wm, float* y) {
+    kernels_.matmul(wm, acts, y, static_cast<std::size_t>(wm.rows));
+  };
   auto linear = [&](const kernels::PackedMatrix& wm, const float* in, std::int64_t in_dim,
                     float* y) {
-    kernels::pack_activations(in, T, in_dim, acts);
-    kernels_.matmul(wm, acts, y, static_cast<std::size_t>(wm.rows));
+    quantize(in, in_dim);
+    apply(wm, y);
   };
 
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
@@ -339,9 +346,10 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     for (std::int64_t t = 0; t < T; ++t) {
       rms_norm(u.data() + t * dim, L.attn_norm.data(), h.data() + t * dim, dim, c.norm_eps);
     }
-    linear(L.wq, h.data(), dim, q.data());
-    linear(L.wk, h.data(), dim, k.data());
-    linear(L.wv, h.data(), dim, v.data());
+    quantize(h.data(), dim);
+    apply(L.wq, q.data());
+    apply(L.wk, k.data());
+    apply(L.wv, v.data());
     float* kc = cache.keys(l);
     float* vc = cache.values(l);
     for (std::int64_t t = 0; t < T; ++t) {
@@ -389,8 +397,9 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     for (std::int64_t t = 0; t < T; ++t) {
       rms_norm(u.data() + t * dim, L.ffn_norm.data(), h.data() + t * dim, dim, c.norm_eps);
     }
-    linear(L.w_gate, h.data(), dim, gate.data());
-    linear(L.w_up, h.data(), dim, up.data());
+    quantize(h.data(), dim);
+    apply(L.w_gate, gate.data());
+    apply(L.w_up, up.data());
     for (std::size_t i = 0; i < gate.size(); ++i) {
       const float g = gate[i];
       const float a = c.ffn_activation == FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g))
