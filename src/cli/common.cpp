@@ -1,6 +1,7 @@
 #include "nanochat/cli/common.hpp"
 
 #include <charconv>
+#include <chrono>
 
 #include "nanochat/util/error.hpp"
 
@@ -68,6 +69,30 @@ kernels::KernelOptions KernelFlags::options(int thread_count) const {
   o.tune = kernels::parse_tune_mode(autotune);
   o.isa = kernels::isa_override(isa);
   return o;
+}
+
+void SamplingFlags::add_to(CLI::App& app) {
+  app.add_option("--temp", params.temperature, "Temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", params.top_k, "Top-k (0: off)")->capture_default_str();
+  app.add_option("--top-p", params.top_p, "Top-p (1: off)")->capture_default_str();
+  app.add_option("--min-p", params.min_p, "Min-p (0: off)")->capture_default_str();
+  app.add_option("--repeat-penalty", params.repeat_penalty, "Repetition penalty (1: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-last-n", params.repeat_last_n,
+                 "Tokens the penalty looks back (0: off, -1: all)")
+      ->capture_default_str();
+  app.add_option("-s,--seed", seed, "Random seed (-1: from the clock; printed at the end)")
+      ->capture_default_str();
+}
+
+model::SamplerParams SamplingFlags::resolve() const {
+  model::SamplerParams p = params;
+  p.seed =
+      seed >= 0
+          ? static_cast<std::uint64_t>(seed)
+          : static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  p.validate();
+  return p;
 }
 
 }  // namespace nanochat::cli

@@ -28,11 +28,10 @@ struct Options {
   std::string file;
   int n_predict = 128;
   std::int64_t context = 0;
-  std::int64_t seed = -1;
   std::vector<std::string> stop;
   bool json = false;
   bool special = false;
-  model::SamplerParams sampling;
+  SamplingFlags sampling;
   KernelFlags kernel;
 };
 
@@ -50,11 +49,7 @@ void run(Options o, bool prompt_given) {
   if (o.n_predict < -1)
     fail<UsageError>("-n {}: use -1 (until the context is full) or more", o.n_predict);
   if (o.context < 0) fail<UsageError>("-c {}: must be 0 (the model's) or positive", o.context);
-  o.sampling.seed =
-      o.seed >= 0
-          ? static_cast<std::uint64_t>(o.seed)
-          : static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  o.sampling.validate();
+  const model::SamplerParams sampling = o.sampling.resolve();
   int threads = 0;
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
 
@@ -68,7 +63,7 @@ void run(Options o, bool prompt_given) {
 
   engine::GenerateOptions g;
   g.n_predict = o.n_predict;
-  g.sampling = o.sampling;
+  g.sampling = sampling;
   g.stop = o.stop;
   g.parse_special = o.special;
   engine::TextCallback stream;
@@ -93,7 +88,7 @@ void run(Options o, bool prompt_given) {
         {"tokens", r.tokens},
         {"token_count", r.tokens.size()},
         {"finish_reason", engine::finish_reason_name(r.finish)},
-        {"seed", o.sampling.seed},
+        {"seed", sampling.seed},
         {"timings",
          {{"load_ms", load_ms},
           {"prompt_tokens", t.prompt_tokens},
@@ -115,7 +110,7 @@ void run(Options o, bool prompt_given) {
              t.generated_tokens, t.eval_ms, per_token(t.eval_ms, t.generated_tokens),
              per_second(t.eval_ms, t.generated_tokens));
   fmt::print(stderr, "finish:      {} (seed {})\n", engine::finish_reason_name(r.finish),
-             o.sampling.seed);
+             sampling.seed);
 }
 
 }  // namespace
@@ -134,18 +129,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("-c,--ctx-size", opts->context, "Context size in tokens (0: the model's)")
       ->capture_default_str()
       ->envname("NANOCHAT_ARG_CTX_SIZE");
-  sub->add_option("--temp", opts->sampling.temperature, "Temperature (0: greedy)")
-      ->capture_default_str();
-  sub->add_option("--top-k", opts->sampling.top_k, "Top-k (0: off)")->capture_default_str();
-  sub->add_option("--top-p", opts->sampling.top_p, "Top-p (1: off)")->capture_default_str();
-  sub->add_option("--min-p", opts->sampling.min_p, "Min-p (0: off)")->capture_default_str();
-  sub->add_option("--repeat-penalty", opts->sampling.repeat_penalty, "Repetition penalty (1: off)")
-      ->capture_default_str();
-  sub->add_option("--repeat-last-n", opts->sampling.repeat_last_n,
-                  "Tokens the penalty looks back (0: off, -1: all)")
-      ->capture_default_str();
-  sub->add_option("-s,--seed", opts->seed, "Random seed (-1: from the clock; printed at the end)")
-      ->capture_default_str();
+  opts->sampling.add_to(*sub);
   sub->add_option("--stop", opts->stop, "Stop before this text (repeatable)");
   sub->add_flag("--json", opts->json,
                 "Print one JSON object (text, tokens, timings, finish reason)");

@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/util/error.hpp"
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
       [&] { nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format)); });
 
   nanochat::cli::add_system_info(app);
+  nanochat::cli::add_chat(app);
   nanochat::cli::add_generate(app);
   nanochat::cli::add_perplexity(app);
   nanochat::cli::add_info(app);
@@ -56,8 +59,15 @@ int main(int argc, char** argv) {
   nanochat::cli::add_model(app);
   nanochat::cli::add_benchmark(app);
 
+  // llama.cpp spells the system prompt flag -sys, which CLI11 cannot declare: rewrite it.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (auto& a : args) {
+    if (a == "-sys") a = "--system-prompt";
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const nanochat::UsageError& e) {

@@ -152,6 +152,11 @@ if [[ -n "${stop// /}" ]]; then
   [[ "$cut" == "stop ${full:0:3}" ]] && ok || bad "generate --stop '$stop': '$cut' from '$full'"
 fi
 
+# chat without a terminal answers one turn and exits; -sys as llama.cpp spells it.
+out=$(echo "First Citizen" | "$bin" chat -m "$work/model.gguf" -n 6 --temp 0 -sys "Speak." --autotune off 2>"$work/chat.err") &&
+  [[ -n "$out" ]] && ok || bad "chat one turn: $(cat "$work/chat.err")"
+echo "hi" | "$bin" chat -m "$work/model.gguf" -n 4 --chat-template chatml --autotune off >/dev/null 2>&1 && ok || bad "chat --chat-template"
+
 # perplexity and benchmark model on the tiny model.
 "$bin" perplexity -m "$work/model.gguf" -f "$tdir/tinystories-sample.txt" -c 64 --json --autotune off |
   python3 -c '
@@ -200,6 +205,8 @@ expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples o
 expect_fail "perplexity: short text" "fewer than one chunk" "$bin" perplexity -m "$work/model.gguf" -f "$work/code.py" -c 128 --autotune off
 expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --vocab N" "$bin" model random -o "$work/x.gguf"
 expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
+expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat -m '$work/model.gguf' --autotune off"
+expect_fail "chat: unknown template" "chat template 'jinja9' is unknown" sh -c "echo hi | '$bin' chat -m '$work/model.gguf' --chat-template jinja9 --autotune off"
 expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt

@@ -12,6 +12,7 @@ void add_info(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_tokenizer(CLI::App& app);
 void add_generate(CLI::App& app);
+void add_chat(CLI::App& app);
 void add_model(CLI::App& app);
 void add_perplexity(CLI::App& app);
 // `benchmark model`, added under `benchmark` by add_benchmark.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/model/sampler.hpp"
 
 namespace nanochat::cli {
 
@@ -31,6 +32,16 @@ struct KernelFlags {
   void add_to(CLI::App& app, bool thread_list);
   // Validated kernel options for a given thread count (0 = default).
   kernels::KernelOptions options(int threads) const;
+};
+
+// Sampling options shared by generate and chat (llama.cpp's flag names).
+struct SamplingFlags {
+  model::SamplerParams params;
+  std::int64_t seed = -1;  // -1: from the clock
+
+  void add_to(CLI::App& app);
+  // The parameters with the seed resolved; validated (UsageError naming the flag).
+  model::SamplerParams resolve() const;
 };
 
 }  // namespace nanochat::cli
