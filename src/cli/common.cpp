@@ -1,9 +1,14 @@
 #include "nanochat/cli/common.hpp"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <chrono>
+#include <iostream>
+#include <iterator>
 
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -69,6 +74,19 @@ kernels::KernelOptions KernelFlags::options(int thread_count) const {
   o.tune = kernels::parse_tune_mode(autotune);
   o.isa = kernels::isa_override(isa);
   return o;
+}
+
+std::string read_text_input(const std::string& prompt, bool prompt_given, const std::string& file,
+                            bool allow_stdin) {
+  if (prompt_given && !file.empty())
+    fail<UsageError>("-p and -f both given; pass the text one way");
+  if (prompt_given) return prompt;
+  if (!file.empty()) return read_file(file);
+  if (!allow_stdin || ::isatty(0)) {
+    fail<UsageError>("no text: pass -p TEXT or -f FILE{}",
+                     allow_stdin ? ", or pipe it on stdin" : "");
+  }
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
 }
 
 void SamplingFlags::add_to(CLI::App& app) {

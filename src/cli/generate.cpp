@@ -35,17 +35,8 @@ struct Options {
   KernelFlags kernel;
 };
 
-std::string read_prompt(const Options& o, bool prompt_given) {
-  if (prompt_given && !o.file.empty())
-    fail<UsageError>("-p and -f both given; pass the prompt one way");
-  if (prompt_given) return o.prompt;
-  if (!o.file.empty()) return read_file(o.file);
-  if (::isatty(0)) fail<UsageError>("no prompt: pass -p TEXT, -f FILE, or pipe text on stdin");
-  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-}
-
 void run(Options o, bool prompt_given) {
-  const std::string prompt = read_prompt(o, prompt_given);
+  const std::string prompt = read_text_input(o.prompt, prompt_given, o.file, true);
   if (o.n_predict < -1)
     fail<UsageError>("-n {}: use -1 (until the context is full) or more", o.n_predict);
   if (o.context < 0) fail<UsageError>("-c {}: must be 0 (the model's) or positive", o.context);

@@ -9,6 +9,7 @@
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/byte_level.hpp"
 #include "nanochat/model/random_model.hpp"
 #include "nanochat/util/error.hpp"
 
@@ -29,17 +30,9 @@ struct Options {
 // A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
 // characters, then placeholder tokens, no merges.
 void synthetic_tokenizer(gguf::GgufWriter& w, std::int64_t n) {
-  std::vector<std::string> tokens;
-  std::vector<std::int32_t> types;
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-    const int cp = printable ? b : next++;
-    tokens.push_back(cp < 0x80 ? std::string(1, static_cast<char>(cp))
-                               : std::string{static_cast<char>(0xc0 | (cp >> 6)),
-                                             static_cast<char>(0x80 | (cp & 0x3f))});
-    types.push_back(1);
-  }
+  const auto& bytes = model::byte_level_chars();
+  std::vector<std::string> tokens(bytes.begin(), bytes.end());
+  std::vector<std::int32_t> types(256, 1);
   for (std::int64_t i = 256; i < n - 1; ++i) {
     tokens.push_back(fmt::format("<|placeholder_{}|>", i));
     types.push_back(4);

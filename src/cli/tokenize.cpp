@@ -9,6 +9,7 @@
 #include <string>
 
 #include "nanochat/cli/commands.hpp"
+#include "nanochat/cli/common.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/error.hpp"
@@ -28,17 +29,7 @@ struct Options {
 };
 
 void run(const Options& o, bool prompt_given) {
-  if (prompt_given && !o.file.empty()) {
-    fail<UsageError>("-p and -f both given; pass the text one way");
-  }
-  std::string text;
-  if (prompt_given) {
-    text = o.prompt;
-  } else if (!o.file.empty()) {
-    text = read_file(o.file);
-  } else {
-    fail<UsageError>("no text: pass -p TEXT or -f FILE");
-  }
+  const std::string text = read_text_input(o.prompt, prompt_given, o.file, false);
   const auto file = gguf::GgufFile::open(o.model, gguf::ReadOptions{true});
   const model::Tokenizer tok = model::Tokenizer::from_gguf(file);
   const auto ids = tok.encode(text, !o.no_bos, o.special);

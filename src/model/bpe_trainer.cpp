@@ -5,8 +5,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "byte_level.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/byte_level.hpp"
 #include "nanochat/util/error.hpp"
 #include "pretokenize.hpp"
 

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <queue>
 
-#include "byte_level.hpp"
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/model/byte_level.hpp"
 #include "nanochat/util/error.hpp"
 #include "pretokenize.hpp"
 

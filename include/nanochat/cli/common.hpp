@@ -34,6 +34,11 @@ struct KernelFlags {
   kernels::KernelOptions options(int threads) const;
 };
 
+// The text a command works on: -p TEXT (when `prompt_given`), else -f FILE, else stdin when
+// `allow_stdin` and stdin is not a terminal. UsageError when none or both are given.
+std::string read_text_input(const std::string& prompt, bool prompt_given, const std::string& file,
+                            bool allow_stdin);
+
 // Sampling options shared by generate and chat (llama.cpp's flag names).
 struct SamplingFlags {
   model::SamplerParams params;

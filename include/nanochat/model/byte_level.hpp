@@ -1,4 +1,4 @@
-// Internal to src/model: GPT-2's reversible byte -> character map used by byte-level BPE. Bytes
+// GPT-2's reversible byte -> character map used by byte-level BPE. Bytes
 // that are printable Latin-1 stand for themselves; the others map to U+0100 onwards in byte
 // order, so every byte becomes a printable character and no token contains a raw space.
 #pragma once
