@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -127,6 +128,12 @@ Plan Autotuner::plan(const PlanRequest& request, ThreadPool& pool) {
     if (auto it = measured_this_run_.find(key); it != measured_this_run_.end()) return it->second;
   } else if (auto it = plans_.find(key); it != plans_.end()) {
     return it->second;
+  }
+  // Tuning a large model takes seconds on its first run: say so once, so nobody thinks it hangs.
+  static std::atomic<bool> announced{false};
+  if (!announced.exchange(true)) {
+    spdlog::warn("autotune: timing kernels for this CPU (first run only; kept in {})",
+                 cache_file_.empty() ? std::string("memory") : cache_file_.string());
   }
   spdlog::info("autotune: measuring {}", key);
   Plan best = measure(request, pool);
