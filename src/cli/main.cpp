@@ -23,11 +23,13 @@ std::string version_line() {
       *nanochat::build::kSanitizers ? ", sanitizers " : "", nanochat::build::kSanitizers);
 }
 
-// CLI11 errors as one line: what is wrong and where to read more.
+// CLI11 errors as one line: what is wrong and which --help to read (that of the deepest
+// subcommand given, e.g. 'nanochat benchmark kernels --help').
 std::string one_line_failure(const CLI::App* app, const CLI::Error& e) {
   std::string name = app->get_name();
-  for (const CLI::App* p = app->get_parent(); p != nullptr; p = p->get_parent()) {
-    name = p->get_name() + " " + name;
+  for (const CLI::App* sub = app; !sub->get_subcommands().empty();) {
+    sub = sub->get_subcommands().front();
+    name += " " + sub->get_name();
   }
   return fmt::format("nanochat: {}; see '{} --help'\n", e.what(), name);
 }
