@@ -431,14 +431,19 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   }
   logits.assign(sz(rows * c.vocab_size), 0.0f);
   if (c.tied_embeddings) {
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (std::int64_t tok = 0; tok < c.vocab_size; ++tok) {
-        const float* e = w_->embedding.data() + tok * dim;
-        float dot = 0;
-        for (std::int64_t i = 0; i < dim; ++i) dot += e[i] * final_h[sz(r * dim + i)];
-        logits[sz(r * c.vocab_size + tok)] = dot;
+    // Float head over the embedding rows, split over the pool (each logit by one thread, so
+    // results do not depend on the thread count).
+    kernels_.pool().parallel_for(c.vocab_size, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const float* hr = final_h.data() + r * dim;
+        for (std::int64_t tok = begin; tok < end; ++tok) {
+          const float* e = w_->embedding.data() + tok * dim;
+          float dot = 0;
+          for (std::int64_t i = 0; i < dim; ++i) dot += e[i] * hr[i];
+          logits[sz(r * c.vocab_size + tok)] = dot;
+        }
       }
-    }
+    });
   } else {
     kernels::pack_activations(final_h.data(), rows, dim, acts);
     kernels_.matmul(w_->output, acts, logits.data(), static_cast<std::size_t>(c.vocab_size));
