@@ -25,6 +25,7 @@ struct Options {
   std::string ternary = "tq2_0";
   std::uint64_t seed = 1;
   std::string embedding = "f32";
+  std::string output_type = "ternary";
 };
 
 // A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
@@ -76,6 +77,10 @@ void run(Options o) {
   if (o.embedding != "f32" && o.embedding != "f16")
     fail<UsageError>("--embedding {}: use f32 or f16", o.embedding);
   r.embedding_type = o.embedding == "f16" ? 1 : 0;
+  if (o.output_type != "ternary" && o.output_type != "q8_0") {
+    fail<UsageError>("--output-type {}: use ternary or q8_0", o.output_type);
+  }
+  r.output_type = o.output_type == "q8_0" ? 8 : 0;
   if (o.ternary == "tq2_0") {
     r.ternary_type = 35;
   } else if (o.ternary == "tq1_0") {
@@ -144,6 +149,8 @@ void add_model(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   sub->add_option("--embedding", o->embedding, "Embedding type: f32 or f16")->capture_default_str();
+  sub->add_option("--output-type", o->output_type, "Output layer: ternary or q8_0")
+      ->capture_default_str();
   sub->callback([o] { run(*o); });
 }
 

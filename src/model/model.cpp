@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/kernels/q8.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
@@ -215,7 +217,8 @@ struct Model::Weights {
   };
   std::vector<Layer> layers;
   std::vector<float> output_norm;
-  kernels::PackedMatrix output;  // unless tied
+  kernels::PackedMatrix output;                // ternary head
+  std::optional<kernels::Q8Matrix> output_q8;  // Q8_0 head (as BitNet files carry it)
 };
 
 Model::Model(std::unique_ptr<Weights> w, kernels::KernelContext& kernels)
@@ -280,7 +283,16 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     fail<FormatError>("{}: {}", f.name(), e.what());
   }
   w->output_norm = load_vector(f, "output_norm.weight", c.dim);
-  if (!c.tied_embeddings) w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
+  if (!c.tied_embeddings) {
+    const gguf::TensorInfo& out = need_tensor(f, "output.weight");
+    if (out.type.id == 8) {
+      check_shape(f, out,
+                  {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
+      w->output_q8 = kernels::pack_q8_0(f.tensor_data(out), c.vocab_size, c.dim);
+    } else {
+      w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
+    }
+  }
   return std::unique_ptr<Model>(new Model(std::move(w), ctx));
 }
 
@@ -444,6 +456,10 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
         }
       }
     });
+  } else if (w_->output_q8) {
+    kernels::pack_activations(final_h.data(), rows, dim, acts);
+    kernels::q8_matmul(*w_->output_q8, acts, kernels_.isa(), kernels_.pool(), logits.data(),
+                       static_cast<std::size_t>(c.vocab_size));
   } else {
     kernels::pack_activations(final_h.data(), rows, dim, acts);
     kernels_.matmul(w_->output, acts, logits.data(), static_cast<std::size_t>(c.vocab_size));

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "nanochat/gguf/writer.hpp"
@@ -102,7 +104,24 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     }
   }
   f32("output_norm.weight", vec(c.dim, 1.0f, 0.1f));
-  if (!c.tied_embeddings) ternary("output.weight", c.dim, c.vocab_size);
+  if (!c.tied_embeddings && o.output_type == 8) {
+    // Q8_0: blocks of 32 int8 with an fp16 scale, weights ~ N(0, 1/dim).
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(c.vocab_size * c.dim / 32 * 34));
+    for (std::size_t b = 0; b < bytes.size() / 34; ++b) {
+      const std::uint16_t d =
+          fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(c.dim)) / 64.0f);
+      std::memcpy(&bytes[b * 34], &d, 2);
+      for (std::size_t i = 0; i < 32; ++i) {
+        const float v = std::clamp(std::round(64.0f * normal(rng)), -127.0f, 127.0f);
+        bytes[b * 34 + 2 + i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
+      }
+    }
+    w.add_tensor("output.weight", 8,
+                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
+                 bytes);
+  } else if (!c.tied_embeddings) {
+    ternary("output.weight", c.dim, c.vocab_size);
+  }
   w.write(path);
 }
 

@@ -71,6 +71,10 @@ struct RefLinear {
 RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
   RefLinear r{static_cast<std::int64_t>(t->dims[0]), static_cast<std::int64_t>(t->dims[1]), {}};
+  if (t->type.id == 8) {  // Q8_0 head: its float values
+    r.w = dequantize_tensor(f, name);
+    return r;
+  }
   const auto n = static_cast<std::size_t>(r.in * r.out);
   std::vector<std::int8_t> trits(n);
   std::vector<float> scales(n / 256);
@@ -253,6 +257,7 @@ struct Variant {
   FfnActivation act;
   bool sub_norms, tied;
   std::uint32_t ternary_type;
+  std::uint32_t output_type = 0;
 };
 
 class ModelVariant : public ::testing::TestWithParam<Variant> {};
@@ -270,6 +275,7 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   RandomModelOptions o;
   o.seed = 7;
   o.ternary_type = v.ternary_type;
+  o.output_type = v.output_type;
   const fs::path path = write_model(tiny_config(v.streams, v.act, v.sub_norms, v.tied), o, v.name);
   const auto file = gguf::GgufFile::open(path);
   kernels::KernelContext ctx(quiet_kernels(2));
@@ -307,7 +313,8 @@ INSTANTIATE_TEST_SUITE_P(
         Variant{"plain_swiglu_tq2", 1, FfnActivation::kSwiGlu, false, false, 35},
         Variant{"mhc2_relu2_subnorm_tq1", 2, FfnActivation::kReluSquared, true, false, 34},
         Variant{"mhc4_swiglu_tied_tq2", 4, FfnActivation::kSwiGlu, false, true, 35},
-        Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, 34}),
+        Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, 34},
+        Variant{"bitnet_like_q8_head", 1, FfnActivation::kReluSquared, true, false, 35, 8}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Model, SameResultsAtAnyThreadCount) {

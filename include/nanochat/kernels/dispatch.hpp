@@ -34,6 +34,8 @@ class KernelContext {
   ThreadPool& pool() { return pool_; }
   Autotuner& tuner() { return tuner_; }
   int threads() const { return pool_.size(); }
+  // The forced ISA, else the best this CPU has (for kernels the tuner does not plan, e.g. Q8_0).
+  Isa isa() const { return options_.isa ? *options_.isa : available_isas().front(); }
 
   // The plan for a (rows x cols) matrix used with `batch` tokens.
   Plan plan(std::int64_t rows, std::int64_t cols, std::int64_t batch);

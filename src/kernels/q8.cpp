@@ -1,0 +1,52 @@
+#include "nanochat/kernels/q8.hpp"
+
+#include <cstring>
+
+#include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::kernels {
+
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols) {
+  if (rows <= 0 || cols <= 0 || cols % 32 != 0) {
+    fail<FormatError>("a Q8_0 matrix needs rows of a multiple of 32 weights, not {}", cols);
+  }
+  const auto n_blocks = static_cast<std::size_t>(rows * cols / 32);
+  if (blocks.size() != n_blocks * 34) {
+    fail<FormatError>("a {}x{} Q8_0 matrix has {} bytes, not {}", rows, cols, n_blocks * 34,
+                      blocks.size());
+  }
+  Q8Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
+  m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
+  m.d = AlignedBuffer<float>(static_cast<std::size_t>(rows * m.cols_padded / 32));
+  const std::int64_t per_row = cols / 32, per_row_padded = m.cols_padded / 32;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t b = 0; b < per_row; ++b) {
+      const std::uint8_t* src = blocks.data() + static_cast<std::size_t>((r * per_row + b) * 34);
+      std::uint16_t h;
+      std::memcpy(&h, src, 2);
+      m.d[static_cast<std::size_t>(r * per_row_padded + b)] = fp16_to_fp32(h);
+      std::memcpy(m.q.data() + r * m.cols_padded + b * 32, src + 2, 32);
+    }
+  }
+  return m;
+}
+
+void q8_matmul(const Q8Matrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool, float* y,
+               std::size_t ldy) {
+  if (x.cols != w.cols)
+    fail("activations have {} features but the Q8_0 matrix takes {}", x.cols, w.cols);
+  const Q8RowsFn rows = isa == Isa::kAvx512 ? q8_rows_avx512()
+                        : isa == Isa::kAvx2 ? q8_rows_avx2()
+                                            : q8_rows_scalar();
+  pool.parallel_for(w.rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t b = 0; b < x.tokens; ++b)
+      rows(w, x, b, begin, end, y + static_cast<std::size_t>(b) * ldy);
+  });
+}
+
+}  // namespace nanochat::kernels
