@@ -171,7 +171,7 @@ d = json.load(sys.stdin)
 tests = {r["test"] for r in d["results"]}
 assert tests == {"pp16", "tg8"}, tests
 assert all(r["tokens_per_second"] > 0 for r in d["results"]) and d["bytes_per_token"] > 0' && ok || bad "benchmark model"
-"$bin" model random --vocab 300 -o "$work/shape.gguf" --layers 1 2>/dev/null &&
+"$bin" model random --vocab 300 -o "$work/shape.gguf" --layers 1 --output-type q8_0 --embedding f16 2>/dev/null &&
   "$bin" generate -m "$work/shape.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --vocab"
 
 # Bad input: one clear line, non-zero exit.
@@ -203,6 +203,7 @@ expect_fail "generate: not a model" "architecture 'gpt2' is not one nanochat run
 expect_fail "generate: missing model" "/nonexistent/m.gguf: cannot open" "$bin" generate -m /nonexistent/m.gguf -p x
 expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
 expect_fail "perplexity: short text" "fewer than one chunk" "$bin" perplexity -m "$work/model.gguf" -f "$work/code.py" -c 128 --autotune off
+expect_fail "model random: output type" "--output-type q4: use ternary or q8_0" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
 expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --vocab N" "$bin" model random -o "$work/x.gguf"
 expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
 expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat -m '$work/model.gguf' --autotune off"
