@@ -1,12 +1,8 @@
 // nanochat generate: continue a prompt with a model, streaming tokens to stdout and timings to
 // stderr (or one JSON object on stdout with --json).
 #include <fmt/format.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
-#include <iostream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,7 +12,6 @@
 #include "nanochat/engine/session.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/util/error.hpp"
-#include "nanochat/util/file.hpp"
 #include "nanochat/util/stats.hpp"
 
 namespace nanochat::cli {

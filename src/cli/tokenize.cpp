@@ -2,8 +2,6 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <iostream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -13,7 +11,6 @@
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/error.hpp"
-#include "nanochat/util/file.hpp"
 
 namespace nanochat::cli {
 namespace {

@@ -17,6 +17,10 @@ namespace nanochat {
 namespace fs = std::filesystem;
 
 std::string read_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    fail<IoError>("{}: is a folder; pass a file", path.string());
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail<IoError>("{}: cannot open for reading: {}", path.string(), std::strerror(errno));
   std::ostringstream out;

@@ -210,6 +210,7 @@ expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat 
 expect_fail "chat: unknown template" "chat template 'jinja9' is unknown" sh -c "echo hi | '$bin' chat -m '$work/model.gguf' --chat-template jinja9 --autotune off"
 expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
+expect_fail "tokenize: -f folder" "is a folder; pass a file" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f "$work"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt
 expect_fail "tokenize: no tokenizer" "sample-notok.gguf: has no tokenizer" "$bin" tokenize -m "$work/sample-notok.gguf" -p x
 printf 'GGUF\x03\x00\x00\x00' >"$work/trunc.gguf"
