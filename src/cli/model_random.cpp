@@ -1,5 +1,5 @@
-// nanochat model random: a tiny random-weight model (for tests and benchmarks) with the
-// tokenizer of another GGUF file.
+// nanochat model random: a random-weight model of any architecture nanochat runs (for tests and
+// benchmarks) with the tokenizer of another GGUF file or a placeholder vocabulary.
 #include <fmt/format.h>
 
 #include <memory>
@@ -21,12 +21,23 @@ struct Options {
   std::string tokenizer;
   std::int64_t vocab = 0;
   model::ModelConfig config;
-  std::string activation = "swiglu";
+  std::string activation;
   std::string ternary = "tq2_0";
   std::uint64_t seed = 1;
   std::string embedding = "f32";
-  std::string output_type = "ternary";
+  std::string output_type;
+  std::string arch = "nanochat";
+  bool scale_tensors = false;
 };
+
+// ggml type of a float tensor named on the command line.
+std::uint32_t float_type(const std::string& flag, const std::string& name) {
+  if (name == "f32") return 0;
+  if (name == "f16") return 1;
+  if (name == "bf16") return 30;
+  if (name == "q8_0") return 8;
+  fail<UsageError>("{} {}: use f32, f16, bf16 or q8_0", flag, name);
+}
 
 // A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
 // characters, then placeholder tokens, no merges.
@@ -65,6 +76,9 @@ void run(Options o) {
       fail<UsageError>("--vocab {}: use 257 to 4194304", o.vocab);
     o.config.vocab_size = o.vocab;
   }
+  if (o.activation.empty()) {
+    o.activation = o.arch == "bitnet-b1.58" ? "relu2" : "swiglu";
+  }
   if (o.activation == "swiglu") {
     o.config.ffn_activation = model::FfnActivation::kSwiGlu;
   } else if (o.activation == "relu2") {
@@ -74,13 +88,45 @@ void run(Options o) {
   }
   model::RandomModelOptions r;
   r.seed = o.seed;
-  if (o.embedding != "f32" && o.embedding != "f16")
-    fail<UsageError>("--embedding {}: use f32 or f16", o.embedding);
-  r.embedding_type = o.embedding == "f16" ? 1 : 0;
-  if (o.output_type != "ternary" && o.output_type != "q8_0") {
-    fail<UsageError>("--output-type {}: use ternary or q8_0", o.output_type);
+  if (!model::is_supported_architecture(o.arch)) {
+    fail<UsageError>("--arch {}: use nanochat, bitnet, bitnet-b1.58 or llama", o.arch);
   }
-  r.output_type = o.output_type == "q8_0" ? 8 : 0;
+  const model::ModelConfig fixed = model::config_for_architecture(o.arch);
+  o.config.architecture = o.arch;
+  o.config.rope_style = fixed.rope_style;
+  if (o.arch != "nanochat") {
+    if (o.config.mhc_streams != 1) {
+      fail<UsageError>("--streams {}: only --arch nanochat has mHC-lite streams",
+                       o.config.mhc_streams);
+    }
+    if (o.config.sub_norms && !fixed.sub_norms) {
+      fail<UsageError>("--sub-norms: --arch {} has none", o.arch);
+    }
+    o.config.sub_norms = fixed.sub_norms;
+    if (o.arch == "llama" && o.activation != "swiglu") {
+      fail<UsageError>("--act {}: --arch llama uses swiglu", o.activation);
+    }
+  }
+  if (o.arch == "bitnet" || o.arch == "bitnet-b1.58") {
+    // llama.cpp's bitnet always uses the embedding as the head and refuses extra tensors.
+    if (!o.output_type.empty()) {
+      fail<UsageError>(
+          "--output-type: --arch {} uses the embedding as output head; set "
+          "--embedding instead",
+          o.arch);
+    }
+    o.config.tied_embeddings = true;
+  }
+  r.scale_tensors = o.scale_tensors;
+  r.embedding_type = float_type("--embedding", o.embedding);
+  if (o.output_type.empty() || o.output_type == "ternary") {
+    r.output_type = -1;
+  } else {
+    r.output_type = static_cast<std::int32_t>(float_type("--output-type", o.output_type));
+  }
+  if (o.config.tied_embeddings && !o.output_type.empty()) {
+    fail<UsageError>("--output-type {}: a --tied model has no output layer", o.output_type);
+  }
   if (o.ternary == "tq2_0") {
     r.ternary_type = 35;
   } else if (o.ternary == "tq1_0") {
@@ -111,8 +157,8 @@ void run(Options o) {
         }
       },
       o.output);
-  fmt::print(stderr, "wrote {} ({} layers, dim {}, vocab {})\n", o.output, o.config.n_layers,
-             o.config.dim, o.config.vocab_size);
+  fmt::print(stderr, "wrote {} ({}, {} layers, dim {}, vocab {})\n", o.output, o.arch,
+             o.config.n_layers, o.config.dim, o.config.vocab_size);
 }
 
 }  // namespace
@@ -142,15 +188,25 @@ void add_model(CLI::App& app) {
   sub->add_option("--ctx", o->config.context_length, "Context length")->capture_default_str();
   sub->add_option("--streams", o->config.mhc_streams, "mHC-lite residual streams: 1, 2 or 4")
       ->capture_default_str();
-  sub->add_option("--act", o->activation, "FFN activation: swiglu or relu2")->capture_default_str();
+  sub->add_option("--arch", o->arch,
+                  "Architecture: nanochat, bitnet or bitnet-b1.58 (llama.cpp's / bitnet.cpp's "
+                  "BitNet b1.58 layout: sub-norms, head tied to the embedding) or llama (ternary "
+                  "llama, as TriLM)")
+      ->capture_default_str();
+  sub->add_option("--act", o->activation,
+                  "FFN activation: swiglu or relu2 (default swiglu; relu2 for bitnet-b1.58)");
   sub->add_flag("--sub-norms", o->config.sub_norms, "RMSNorm before attn_output and ffn_down");
   sub->add_flag("--tied", o->config.tied_embeddings, "Output head tied to the embedding");
   sub->add_option("--ternary", o->ternary, "Ternary block format: tq2_0 or tq1_0")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
-  sub->add_option("--embedding", o->embedding, "Embedding type: f32 or f16")->capture_default_str();
-  sub->add_option("--output-type", o->output_type, "Output layer: ternary or q8_0")
+  sub->add_option("--embedding", o->embedding, "Embedding type: f32, f16, bf16 or q8_0")
       ->capture_default_str();
+  sub->add_option("--output-type", o->output_type,
+                  "Output layer: ternary (default), q8_0, f16, bf16 or f32");
+  sub->add_flag("--scale-tensors", o->scale_tensors,
+                "Put each ternary layer's scale in a one-value .scale tensor (llama.cpp's bitnet "
+                "layout) instead of the blocks");
   sub->callback([o] { run(*o); });
 }
 

@@ -10,9 +10,30 @@ const char* ffn_activation_name(FfnActivation a) {
   return a == FfnActivation::kSwiGlu ? "swiglu" : "relu2";
 }
 
+bool is_supported_architecture(const std::string& arch) {
+  return arch == "nanochat" || arch == "bitnet" || arch == "bitnet-b1.58" || arch == "llama";
+}
+
+ModelConfig config_for_architecture(const std::string& arch) {
+  ModelConfig c;
+  c.architecture = arch;
+  if (arch == "bitnet" || arch == "bitnet-b1.58") {
+    c.sub_norms = true;
+    c.rope_style = RopeStyle::kHalves;
+    c.ffn_activation = arch == "bitnet" ? FfnActivation::kSwiGlu : FfnActivation::kReluSquared;
+  }
+  return c;
+}
+
 void ModelConfig::validate(const std::string& source) const {
+  const std::string& a = architecture;
+  if (!is_supported_architecture(a)) {
+    fail<FormatError>(
+        "{}: architecture '{}' is not one nanochat runs (nanochat, bitnet, bitnet-b1.58, llama)",
+        source, a.empty() ? "(none)" : a);
+  }
   auto positive = [&](std::int64_t v, const char* key) {
-    if (v <= 0) fail<FormatError>("{}: nanochat.{} is {}, it must be positive", source, key, v);
+    if (v <= 0) fail<FormatError>("{}: {}.{} is {}, it must be positive", source, a, key, v);
   };
   positive(dim, "embedding_length");
   positive(n_layers, "block_count");
@@ -32,58 +53,118 @@ void ModelConfig::validate(const std::string& source) const {
   if (mhc_streams != 1 && mhc_streams != 2 && mhc_streams != 4) {
     fail<FormatError>("{}: nanochat.mhc.n_streams is {}; use 1, 2 or 4", source, mhc_streams);
   }
+  if (a != "nanochat" && mhc_streams != 1) {
+    fail<FormatError>("{}: architecture '{}' has one residual stream; mHC-lite needs 'nanochat'",
+                      source, a);
+  }
+  const ModelConfig fixed = config_for_architecture(a);
+  if (a != "nanochat" && (sub_norms != fixed.sub_norms || rope_style != fixed.rope_style)) {
+    fail<FormatError>("{}: architecture '{}' {} sub-norms; use 'nanochat' for other layouts",
+                      source, a, fixed.sub_norms ? "always has" : "has no");
+  }
+  if (a == "llama" && ffn_activation != FfnActivation::kSwiGlu) {
+    fail<FormatError>("{}: architecture 'llama' uses SwiGLU; use 'nanochat' for relu2", source);
+  }
   if (!(norm_eps > 0) || !(rope_theta > 0)) {
     fail<FormatError>("{}: layer_norm_rms_epsilon and rope.freq_base must be positive", source);
   }
 }
 
+namespace {
+
+FfnActivation parse_activation(const gguf::GgufFile& f, const std::string& key,
+                               const std::string& name) {
+  if (name == "swiglu" || name == "silu" || name == "swish") return FfnActivation::kSwiGlu;
+  if (name == "relu2" || name == "relu_sqr" || name == "relu_squared") {
+    return FfnActivation::kReluSquared;
+  }
+  fail<FormatError>("{}: {} is '{}'; nanochat runs swiglu (silu) or relu2", f.name(), key, name);
+}
+
+}  // namespace
+
 ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
-  ModelConfig c;
+  const std::string arch = f.architecture();
+  if (!is_supported_architecture(arch)) {
+    fail<FormatError>(
+        "{}: architecture '{}' is not one nanochat runs (nanochat, bitnet, bitnet-b1.58, llama)",
+        f.name(), arch.empty() ? "(none)" : arch);
+  }
+  ModelConfig c = config_for_architecture(arch);
+  const std::string prefix = arch + ".";
   auto need = [&](const char* key) -> std::int64_t {
-    const auto v = f.get_int(std::string("nanochat.") + key);
-    if (!v) fail<FormatError>("{}: missing nanochat.{}", f.name(), key);
+    const auto v = f.get_int(prefix + key);
+    if (!v) fail<FormatError>("{}: missing {}{}", f.name(), prefix, key);
     return *v;
   };
   c.dim = need("embedding_length");
   c.n_layers = need("block_count");
   c.n_heads = need("attention.head_count");
-  c.n_kv_heads = f.get_int("nanochat.attention.head_count_kv").value_or(c.n_heads);
+  c.n_kv_heads = f.get_int(prefix + "attention.head_count_kv").value_or(c.n_heads);
   c.ffn_dim = need("feed_forward_length");
   c.context_length = need("context_length");
-  c.vocab_size = need("vocab_size");
-  c.norm_eps =
-      static_cast<float>(f.get_float("nanochat.attention.layer_norm_rms_epsilon").value_or(1e-5));
-  c.rope_theta = static_cast<float>(f.get_float("nanochat.rope.freq_base").value_or(10000.0));
-  const std::string act = f.get_string("nanochat.ffn_activation").value_or("swiglu");
-  if (act == "swiglu") {
-    c.ffn_activation = FfnActivation::kSwiGlu;
-  } else if (act == "relu2") {
-    c.ffn_activation = FfnActivation::kReluSquared;
+  if (const auto v = f.get_int(prefix + "vocab_size")) {
+    c.vocab_size = *v;
+  } else if (const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+             emb != nullptr && emb->dims.size() == 2) {
+    c.vocab_size = static_cast<std::int64_t>(emb->dims[1]);
   } else {
-    fail<FormatError>("{}: nanochat.ffn_activation '{}' is not swiglu or relu2", f.name(), act);
+    fail<FormatError>("{}: missing {}vocab_size and token_embd.weight", f.name(), prefix);
   }
-  c.sub_norms = f.get_bool("nanochat.sub_norms").value_or(false);
-  c.tied_embeddings = f.get_bool("nanochat.tied_embeddings").value_or(false);
-  c.mhc_streams = static_cast<int>(f.get_int("nanochat.mhc.n_streams").value_or(1));
+  c.norm_eps =
+      static_cast<float>(f.get_float(prefix + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rope_theta = static_cast<float>(f.get_float(prefix + "rope.freq_base").value_or(10000.0));
+  if (const auto rot = f.get_int(prefix + "rope.dimension_count");
+      rot && c.n_heads > 0 && *rot != c.dim / c.n_heads) {
+    fail<FormatError>("{}: {}rope.dimension_count is {}; nanochat rotates whole heads ({})",
+                      f.name(), prefix, *rot, c.dim / c.n_heads);
+  }
+  if (const auto scaling = f.get_string(prefix + "rope.scaling.type");
+      scaling && *scaling != "none") {
+    fail<FormatError>("{}: {}rope.scaling.type '{}' is not supported yet", f.name(), prefix,
+                      *scaling);
+  }
+  if (arch == "nanochat") {
+    const std::string act = f.get_string("nanochat.ffn_activation").value_or("swiglu");
+    c.ffn_activation = parse_activation(f, "nanochat.ffn_activation", act);
+    c.sub_norms = f.get_bool("nanochat.sub_norms").value_or(false);
+    c.tied_embeddings = f.get_bool("nanochat.tied_embeddings").value_or(false);
+    c.mhc_streams = static_cast<int>(f.get_int("nanochat.mhc.n_streams").value_or(1));
+  } else {
+    for (const char* key : {"hidden_act", "hidden_activation"}) {
+      if (const auto act = f.get_string(prefix + key)) {
+        c.ffn_activation = parse_activation(f, prefix + key, *act);
+      }
+    }
+    // llama.cpp's loaders fall back to the embedding when output.weight is absent.
+    c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  }
   c.validate(f.name());
   return c;
 }
 
 void ModelConfig::write_gguf(gguf::GgufWriter& w) const {
   using gguf::Value;
-  w.set("nanochat.context_length", Value(static_cast<std::uint32_t>(context_length)));
-  w.set("nanochat.embedding_length", Value(static_cast<std::uint32_t>(dim)));
-  w.set("nanochat.block_count", Value(static_cast<std::uint32_t>(n_layers)));
-  w.set("nanochat.feed_forward_length", Value(static_cast<std::uint32_t>(ffn_dim)));
-  w.set("nanochat.attention.head_count", Value(static_cast<std::uint32_t>(n_heads)));
-  w.set("nanochat.attention.head_count_kv", Value(static_cast<std::uint32_t>(n_kv_heads)));
-  w.set("nanochat.attention.layer_norm_rms_epsilon", Value(norm_eps));
-  w.set("nanochat.rope.freq_base", Value(rope_theta));
-  w.set("nanochat.vocab_size", Value(static_cast<std::uint32_t>(vocab_size)));
-  w.set("nanochat.ffn_activation", Value(ffn_activation_name(ffn_activation)));
-  w.set("nanochat.sub_norms", Value(sub_norms));
-  w.set("nanochat.tied_embeddings", Value(tied_embeddings));
-  w.set("nanochat.mhc.n_streams", Value(static_cast<std::uint32_t>(mhc_streams)));
+  const std::string p = architecture + ".";
+  auto u32 = [](std::int64_t v) { return Value(static_cast<std::uint32_t>(v)); };
+  w.set(p + "context_length", u32(context_length));
+  w.set(p + "embedding_length", u32(dim));
+  w.set(p + "block_count", u32(n_layers));
+  w.set(p + "feed_forward_length", u32(ffn_dim));
+  w.set(p + "attention.head_count", u32(n_heads));
+  w.set(p + "attention.head_count_kv", u32(n_kv_heads));
+  w.set(p + "attention.layer_norm_rms_epsilon", Value(norm_eps));
+  w.set(p + "rope.freq_base", Value(rope_theta));
+  w.set(p + "rope.dimension_count", u32(head_dim()));
+  w.set(p + "vocab_size", u32(vocab_size));
+  if (architecture == "nanochat") {
+    w.set("nanochat.ffn_activation", Value(ffn_activation_name(ffn_activation)));
+    w.set("nanochat.sub_norms", Value(sub_norms));
+    w.set("nanochat.tied_embeddings", Value(tied_embeddings));
+    w.set("nanochat.mhc.n_streams", u32(mhc_streams));
+  } else if (architecture == "bitnet" && ffn_activation == FfnActivation::kReluSquared) {
+    w.set("bitnet.hidden_act", Value("relu2"));
+  }
 }
 
 }  // namespace nanochat::model

@@ -71,6 +71,8 @@ struct TernarySource {
   }
 };
 
+bool is_float_type(std::uint32_t id) { return id == 0 || id == 1 || id == 30 || id == 8; }
+
 const gguf::TensorInfo& need_tensor(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
   if (t == nullptr) fail<FormatError>("{}: tensor '{}' is missing", f.name(), name);
@@ -101,9 +103,20 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
   if (id == 36) {
     std::memcpy(&src.i2s_scale, src.data.data() + in * out / 4, sizeof(float));
   }
+  // llama.cpp's bitnet layout may carry a one-value `.scale` tensor that multiplies the output.
+  float extra = 1.0f;
+  const std::string scale_name = name.substr(0, name.size() - 7) + ".scale";
+  if (f.find_tensor(scale_name) != nullptr) {
+    const std::vector<float> s = dequantize_tensor(f, scale_name);
+    if (s.size() != 1) {
+      fail<FormatError>("{}: tensor '{}' has {} values; a layer scale has one", f.name(),
+                        scale_name, s.size());
+    }
+    extra = s[0];
+  }
   std::vector<float> scales(static_cast<std::size_t>(out));
   kernels::PackedMatrix m = ctx.pack(out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
-    scales[static_cast<std::size_t>(row)] = src.decode_row(row, trits);
+    scales[static_cast<std::size_t>(row)] = src.decode_row(row, trits) * extra;
   });
   m.row_scales = std::move(scales);
   return m;
@@ -139,62 +152,109 @@ void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float 
   for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-// Rotates adjacent pairs (2i, 2i+1) of each head by pos * theta^(-2i / head_dim).
-void rope(float* v, std::int64_t heads, std::int64_t head_dim, std::int64_t pos, float theta) {
-  for (std::int64_t i = 0; i < head_dim / 2; ++i) {
+// Rotates pairs of each head by pos * theta^(-2i / head_dim): (2i, 2i+1) for kAdjacent,
+// (i, i + head_dim/2) for kHalves.
+void rope(float* v, std::int64_t heads, std::int64_t head_dim, std::int64_t pos, float theta,
+          RopeStyle style) {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t i = 0; i < half; ++i) {
     const double freq = std::pow(static_cast<double>(theta),
                                  -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
     const double angle = static_cast<double>(pos) * freq;
     const auto c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    const std::int64_t first = style == RopeStyle::kAdjacent ? 2 * i : i;
+    const std::int64_t second = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
     for (std::int64_t h = 0; h < heads; ++h) {
-      float* p = v + h * head_dim + 2 * i;
-      const float a = p[0], b = p[1];
-      p[0] = a * c - b * s;
-      p[1] = a * s + b * c;
+      float* p = v + h * head_dim;
+      const float a = p[first], b = p[second];
+      p[first] = a * c - b * s;
+      p[second] = a * s + b * c;
     }
   }
 }
 
+// Attention kernels, cloned per ISA (the loader picks the widest the CPU has). Sixteen
+// independent lanes let the compiler vectorize the sum without reordering it freely.
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] float dot(const float* a,
+                                                                                const float* b,
+                                                                                std::int64_t n) {
+  float lanes[16] = {};
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) lanes[j] += a[i + j] * b[i + j];
+  }
+  float sum = 0;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void axpy(float w,
+                                                                                const float* x,
+                                                                                float* y,
+                                                                                std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += w * x[i];
+}
+
+// One head of causal attention: q [hd] against `len` cached positions of keys/values whose rows
+// are `stride` floats apart; writes softmax(q.k / sqrt(hd)) . v to out [hd].
+void attend_head(const float* q, const float* keys, const float* values, std::int64_t stride,
+                 std::int64_t len, std::int64_t hd, float scale, float* scores, float* out) {
+  float top = -INFINITY;
+  for (std::int64_t p = 0; p < len; ++p) {
+    scores[p] = dot(q, keys + p * stride, hd) * scale;
+    top = std::max(top, scores[p]);
+  }
+  float sum = 0;
+  for (std::int64_t p = 0; p < len; ++p) {
+    scores[p] = std::exp(scores[p] - top);
+    sum += scores[p];
+  }
+  std::fill_n(out, hd, 0.0f);
+  for (std::int64_t p = 0; p < len; ++p) axpy(scores[p] / sum, values + p * stride, out, hd);
+}
+
 }  // namespace
 
-std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string& name) {
-  const gguf::TensorInfo& t = need_tensor(f, name);
-  const auto data = f.tensor_data(t);
-  const auto n = static_cast<std::size_t>(t.elements());
-  std::vector<float> out(n);
-  switch (t.type.id) {
+void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
+                     std::span<float> out) {
+  const std::size_t n = out.size();
+  switch (type) {
     case 0:
-      std::memcpy(out.data(), data.data(), n * 4);
-      break;
+      std::memcpy(out.data(), data.data() + first * 4, n * 4);
+      return;
     case 1:
-      for (std::size_t i = 0; i < n; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, data.data() + 2 * i, 2);
-        out[i] = fp16_to_fp32(h);
-      }
-      break;
     case 30:
       for (std::size_t i = 0; i < n; ++i) {
         std::uint16_t h;
-        std::memcpy(&h, data.data() + 2 * i, 2);
-        out[i] = bf16_to_fp32(h);
+        std::memcpy(&h, data.data() + 2 * (first + i), 2);
+        out[i] = type == 1 ? fp16_to_fp32(h) : bf16_to_fp32(h);
       }
-      break;
+      return;
     case 8:
-      for (std::size_t b = 0; b < n / 32; ++b) {
+      for (std::size_t i = 0; i < n; i += 32) {
+        const std::uint8_t* block = data.data() + (first + i) / 32 * 34;
         std::uint16_t d;
-        std::memcpy(&d, data.data() + b * 34, 2);
+        std::memcpy(&d, block, 2);
         const float scale = fp16_to_fp32(d);
-        for (std::size_t i = 0; i < 32; ++i) {
-          out[b * 32 + i] =
-              scale * static_cast<float>(static_cast<std::int8_t>(data[b * 34 + 2 + i]));
+        for (std::size_t j = 0; j < 32; ++j) {
+          out[i + j] = scale * static_cast<float>(static_cast<std::int8_t>(block[2 + j]));
         }
       }
-      break;
+      return;
     default:
-      fail<FormatError>("{}: tensor '{}' has type {}; expected F32, F16, BF16 or Q8_0", f.name(),
-                        name, t.type.name);
+      fail("dequantize_rows: type {} is not F32, F16, BF16 or Q8_0", type);
   }
+}
+
+std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string& name) {
+  const gguf::TensorInfo& t = need_tensor(f, name);
+  if (!is_float_type(t.type.id)) {
+    fail<FormatError>("{}: tensor '{}' has type {}; expected F32, F16, BF16 or Q8_0", f.name(),
+                      name, t.type.name);
+  }
+  std::vector<float> out(static_cast<std::size_t>(t.elements()));
+  dequantize_rows(t.type.id, f.tensor_data(t), 0, out);
   return out;
 }
 
@@ -208,7 +268,9 @@ KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
 
 struct Model::Weights {
   ModelConfig config;
-  std::vector<float> embedding;  // [vocab][dim]
+  // token_embd rows, read from the mapped file on lookup (F32, F16, BF16 or Q8_0)
+  std::uint32_t embedding_type = 0;
+  std::span<const std::uint8_t> embedding;
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm;
     kernels::PackedMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
@@ -217,8 +279,11 @@ struct Model::Weights {
   };
   std::vector<Layer> layers;
   std::vector<float> output_norm;
-  kernels::PackedMatrix output;                // ternary head
-  std::optional<kernels::Q8Matrix> output_q8;  // Q8_0 head (as BitNet files carry it)
+  kernels::PackedMatrix output;  // ternary head
+  // Q8_0 head: a Q8_0 output.weight as BitNet files carry it, or a float output.weight or tied
+  // embedding quantized to Q8_0 at load (a third of a 2B model's bytes; 8 bits keep it exact
+  // enough and halve what F16 would stream).
+  std::optional<kernels::Q8Matrix> output_q8;
 };
 
 Model::Model(std::unique_ptr<Weights> w, kernels::KernelContext& kernels)
@@ -233,23 +298,29 @@ std::size_t Model::bytes_per_token() const {
       bytes += m->weight_bytes();
     }
   }
-  bytes +=
-      w_->config.tied_embeddings ? w_->embedding.size() * sizeof(float) : w_->output.weight_bytes();
+  if (w_->output_q8) {
+    bytes += w_->output_q8->q.size() + w_->output_q8->d.size() * sizeof(float);
+  } else {
+    bytes += w_->output.weight_bytes();
+  }
   return bytes;
 }
 
 std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelContext& ctx) {
-  if (f.architecture() != "nanochat") {
-    fail<FormatError>("{}: architecture '{}' is not one nanochat runs yet (nanochat)", f.name(),
-                      f.architecture().empty() ? "(none)" : f.architecture());
-  }
   auto w = std::make_unique<Weights>();
   ModelConfig& c = w->config;
   c = ModelConfig::from_gguf(f);
   const gguf::TensorInfo& emb = need_tensor(f, "token_embd.weight");
   check_shape(f, emb,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
-  w->embedding = dequantize_tensor(f, "token_embd.weight");
+  if (!is_float_type(emb.type.id) || (emb.type.id == 8 && c.dim % 32 != 0)) {
+    fail<FormatError>(
+        "{}: tensor 'token_embd.weight' has type {}; nanochat reads F32, F16, BF16 "
+        "or Q8_0 embeddings",
+        f.name(), emb.type.name);
+  }
+  w->embedding_type = emb.type.id;
+  w->embedding = f.tensor_data(emb);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
     Weights::Layer layer;
@@ -283,15 +354,24 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     fail<FormatError>("{}: {}", f.name(), e.what());
   }
   w->output_norm = load_vector(f, "output_norm.weight", c.dim);
-  if (!c.tied_embeddings) {
-    const gguf::TensorInfo& out = need_tensor(f, "output.weight");
-    if (out.type.id == 8) {
-      check_shape(f, out,
-                  {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
-      w->output_q8 = kernels::pack_q8_0(f.tensor_data(out), c.vocab_size, c.dim);
-    } else {
-      w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
+  const gguf::TensorInfo& head =
+      need_tensor(f, c.tied_embeddings ? "token_embd.weight" : "output.weight");
+  check_shape(f, head,
+              {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
+  if (head.type.id == 8) {
+    w->output_q8 = kernels::pack_q8_0(f.tensor_data(head), c.vocab_size, c.dim);
+  } else if (is_float_type(head.type.id)) {
+    if (c.dim % 32 != 0) {
+      fail<FormatError>("{}: a float output head needs a width that is a multiple of 32, not {}",
+                        f.name(), c.dim);
     }
+    const auto data = f.tensor_data(head);
+    w->output_q8 = kernels::quantize_q8_0_matrix(
+        c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {
+          dequantize_rows(head.type.id, data, static_cast<std::size_t>(row * c.dim), values);
+        });
+  } else {
+    w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
   }
   return std::unique_ptr<Model>(new Model(std::move(w), ctx));
 }
@@ -315,14 +395,14 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   for (std::int64_t t = 0; t < T; ++t) {
     const TokenId tok = tokens[sz(t)];
     if (tok < 0 || tok >= c.vocab_size) fail("token id {} is outside the vocabulary", tok);
-    for (std::int64_t s = 0; s < n; ++s) {
-      std::copy_n(w_->embedding.data() + tok * dim, dim, x.data() + (t * n + s) * dim);
-    }
+    float* x0 = x.data() + t * n * dim;
+    dequantize_rows(w_->embedding_type, w_->embedding, static_cast<std::size_t>(tok * dim),
+                    std::span<float>(x0, sz(dim)));
+    for (std::int64_t s = 1; s < n; ++s) std::copy_n(x0, dim, x0 + s * dim);
   }
   std::vector<float> u(sz(T * dim)), h(sz(T * std::max(dim, c.ffn_dim)));
   std::vector<float> q(sz(T * dim)), k(sz(T * kvd)), v(sz(T * kvd)), att(sz(T * dim));
   std::vector<float> gate(sz(T * c.ffn_dim)), up(sz(T * c.ffn_dim)), out(sz(T * dim));
-  std::vector<float> scores(sz(pos0 + T));
   kernels::PackedActivations acts;
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -365,38 +445,23 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     float* kc = cache.keys(l);
     float* vc = cache.values(l);
     for (std::int64_t t = 0; t < T; ++t) {
-      rope(q.data() + t * dim, c.n_heads, hd, pos0 + t, c.rope_theta);
-      rope(k.data() + t * kvd, c.n_kv_heads, hd, pos0 + t, c.rope_theta);
+      rope(q.data() + t * dim, c.n_heads, hd, pos0 + t, c.rope_theta, c.rope_style);
+      rope(k.data() + t * kvd, c.n_kv_heads, hd, pos0 + t, c.rope_theta, c.rope_style);
       std::copy_n(k.data() + t * kvd, kvd, kc + (pos0 + t) * kvd);
       std::copy_n(v.data() + t * kvd, kvd, vc + (pos0 + t) * kvd);
     }
-    for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t len = pos0 + t + 1;  // causal
-      for (std::int64_t head = 0; head < c.n_heads; ++head) {
-        const float* qh = q.data() + t * dim + head * hd;
-        const std::int64_t kvh = head / group;
-        float top = -INFINITY;
-        for (std::int64_t p = 0; p < len; ++p) {
-          const float* kp = kc + p * kvd + kvh * hd;
-          float dot = 0;
-          for (std::int64_t i = 0; i < hd; ++i) dot += qh[i] * kp[i];
-          scores[sz(p)] = dot * inv_sqrt_hd;
-          top = std::max(top, scores[sz(p)]);
-        }
-        float sum = 0;
-        for (std::int64_t p = 0; p < len; ++p) {
-          scores[sz(p)] = std::exp(scores[sz(p)] - top);
-          sum += scores[sz(p)];
-        }
-        float* o = att.data() + t * dim + head * hd;
-        std::fill_n(o, hd, 0.0f);
-        for (std::int64_t p = 0; p < len; ++p) {
-          const float wgt = scores[sz(p)] / sum;
-          const float* vp = vc + p * kvd + kvh * hd;
-          for (std::int64_t i = 0; i < hd; ++i) o[i] += wgt * vp[i];
-        }
+    // Causal attention, heads split over the pool (each head's output by one thread).
+    kernels_.pool().parallel_for(T * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
+      std::vector<float> scores(sz(pos0 + T));
+      for (std::int64_t job = begin; job < end; ++job) {
+        const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
+        attend_head(q.data() + t * dim + head * hd, kc + (head / group) * hd,
+                    vc + (head / group) * hd, kvd, pos0 + t + 1, hd, inv_sqrt_hd, scores.data(),
+                    att.data() + t * dim + head * hd);
       }
-      if (c.sub_norms) {
+    });
+    if (c.sub_norms) {
+      for (std::int64_t t = 0; t < T; ++t) {
         rms_norm(att.data() + t * dim, L.attn_sub_norm.data(), att.data() + t * dim, dim,
                  c.norm_eps);
       }
@@ -442,21 +507,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     rms_norm(u.data(), w_->output_norm.data(), final_h.data() + (t - first) * dim, dim, c.norm_eps);
   }
   logits.assign(sz(rows * c.vocab_size), 0.0f);
-  if (c.tied_embeddings) {
-    // Float head over the embedding rows, split over the pool (each logit by one thread, so
-    // results do not depend on the thread count).
-    kernels_.pool().parallel_for(c.vocab_size, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const float* hr = final_h.data() + r * dim;
-        for (std::int64_t tok = begin; tok < end; ++tok) {
-          const float* e = w_->embedding.data() + tok * dim;
-          float dot = 0;
-          for (std::int64_t i = 0; i < dim; ++i) dot += e[i] * hr[i];
-          logits[sz(r * c.vocab_size + tok)] = dot;
-        }
-      }
-    });
-  } else if (w_->output_q8) {
+  if (w_->output_q8) {
     kernels::pack_activations(final_h.data(), rows, dim, acts);
     kernels::q8_matmul(*w_->output_q8, acts, kernels_.isa(), kernels_.pool(), logits.data(),
                        static_cast<std::size_t>(c.vocab_size));

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/kernels/q8.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -26,14 +27,20 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
                         const std::filesystem::path& path) {
   c.validate("random model");
   if (o.ternary_type != 34 && o.ternary_type != 35) fail("random models use TQ1_0 or TQ2_0");
+  for (const std::int64_t type :
+       {static_cast<std::int64_t>(o.embedding_type), static_cast<std::int64_t>(o.output_type)}) {
+    if (type != -1 && type != 0 && type != 1 && type != 30 && type != 8) {
+      fail("random models store embeddings and heads as F32, F16, BF16 or Q8_0, not type {}", type);
+    }
+  }
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> trit(-1, 1);
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
 
   gguf::GgufWriter w;
-  w.set("general.architecture", gguf::Value("nanochat"));
-  w.set("general.name", gguf::Value(fmt::format("nanochat-random-{}", o.seed)));
+  w.set("general.architecture", gguf::Value(c.architecture));
+  w.set("general.name", gguf::Value(fmt::format("{}-random-{}", c.architecture, o.seed)));
   c.write_gguf(w);
   add_tokenizer(w);
 
@@ -42,6 +49,9 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     for (auto& x : v) x = mean + spread * normal(rng);
     return v;
   };
+  auto f32 = [&](const std::string& name, const std::vector<float>& v) {
+    w.add_tensor(name, 0, {v.size()}, as_bytes(v));
+  };
   auto ternary = [&](const std::string& name, std::int64_t in, std::int64_t out) {
     if (in % 256 != 0) fail("random model: {} has rows of {}, not a multiple of 256", name, in);
     std::vector<std::int8_t> trits(static_cast<std::size_t>(in * out));
@@ -49,7 +59,8 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     // One scale per tensor, ~ 1/sqrt(fan-in) so activations keep their size.
     const float scale =
         fp16_to_fp32(fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(in))));
-    std::vector<float> scales(trits.size() / 256, scale);
+    std::vector<float> scales(trits.size() / 256, o.scale_tensors ? 1.0f : scale);
+    if (o.scale_tensors) f32(name.substr(0, name.size() - 7) + ".scale", {scale});
     std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(in * out)
                                                          : ternary::tq1_0_bytes(in * out));
     if (o.ternary_type == 35) {
@@ -60,22 +71,38 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     w.add_tensor(name, o.ternary_type,
                  {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)}, bytes);
   };
-  auto f32 = [&](const std::string& name, const std::vector<float>& v) {
-    w.add_tensor(name, 0, {v.size()}, as_bytes(v));
-  };
 
-  const auto emb = vec(c.vocab_size * c.dim, 0.0f, 1.0f);
-  if (o.embedding_type == 1) {
-    std::vector<std::uint16_t> half(emb.size());
-    for (std::size_t i = 0; i < emb.size(); ++i) half[i] = fp32_to_fp16(emb[i]);
-    w.add_tensor("token_embd.weight", 1,
-                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
-                 {reinterpret_cast<const std::uint8_t*>(half.data()), half.size() * 2});
-  } else {
-    w.add_tensor("token_embd.weight", 0,
-                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
-                 as_bytes(emb));
-  }
+  // A float tensor [cols, rows] in `type` (F32, F16, BF16 or Q8_0).
+  auto float_tensor = [&](const std::string& name, std::uint32_t type, std::int64_t cols,
+                          std::int64_t rows, const std::vector<float>& v) {
+    const std::vector<std::uint64_t> dims = {static_cast<std::uint64_t>(cols),
+                                             static_cast<std::uint64_t>(rows)};
+    std::vector<std::uint8_t> bytes;
+    if (type == 0) {
+      w.add_tensor(name, 0, dims, as_bytes(v));
+      return;
+    }
+    if (type == 8) {
+      bytes.resize(v.size() / 32 * 34);
+      kernels::quantize_row_q8_0(v, bytes);
+    } else {
+      bytes.resize(v.size() * 2);
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        std::uint16_t h;
+        if (type == 1) {
+          h = fp32_to_fp16(v[i]);
+        } else {  // BF16, rounded to nearest even
+          std::uint32_t bits;
+          std::memcpy(&bits, &v[i], 4);
+          h = static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+        }
+        std::memcpy(&bytes[2 * i], &h, 2);
+      }
+    }
+    w.add_tensor(name, type, dims, bytes);
+  };
+  float_tensor("token_embd.weight", o.embedding_type, c.dim, c.vocab_size,
+               vec(c.vocab_size * c.dim, 0.0f, 1.0f));
   const int n = c.mhc_streams;
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
@@ -104,21 +131,10 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     }
   }
   f32("output_norm.weight", vec(c.dim, 1.0f, 0.1f));
-  if (!c.tied_embeddings && o.output_type == 8) {
-    // Q8_0: blocks of 32 int8 with an fp16 scale, weights ~ N(0, 1/dim).
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(c.vocab_size * c.dim / 32 * 34));
-    for (std::size_t b = 0; b < bytes.size() / 34; ++b) {
-      const std::uint16_t d =
-          fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(c.dim)) / 64.0f);
-      std::memcpy(&bytes[b * 34], &d, 2);
-      for (std::size_t i = 0; i < 32; ++i) {
-        const float v = std::clamp(std::round(64.0f * normal(rng)), -127.0f, 127.0f);
-        bytes[b * 34 + 2 + i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
-      }
-    }
-    w.add_tensor("output.weight", 8,
-                 {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)},
-                 bytes);
+  if (!c.tied_embeddings && o.output_type >= 0) {
+    // ~ N(0, 1/dim) so logits have unit size.
+    float_tensor("output.weight", static_cast<std::uint32_t>(o.output_type), c.dim, c.vocab_size,
+                 vec(c.vocab_size * c.dim, 0.0f, 1.0f / std::sqrt(static_cast<float>(c.dim))));
   } else if (!c.tied_embeddings) {
     ternary("output.weight", c.dim, c.vocab_size);
   }

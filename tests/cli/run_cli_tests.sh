@@ -173,6 +173,13 @@ assert tests == {"pp16", "tg8"}, tests
 assert all(r["tokens_per_second"] > 0 for r in d["results"]) and d["bytes_per_token"] > 0' && ok || bad "benchmark model"
 "$bin" model random --vocab 300 -o "$work/shape.gguf" --layers 1 --output-type q8_0 --embedding f16 2>/dev/null &&
   "$bin" generate -m "$work/shape.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --vocab"
+# llama.cpp's architectures: bitnet (tied F16 embedding, .scale tensors) and ternary llama.
+"$bin" model random --arch bitnet --tokenizer "$work/tok.gguf" --embedding f16 --scale-tensors -o "$work/bitnet.gguf" 2>/dev/null &&
+  [[ "$("$bin" info -m "$work/bitnet.gguf" 2>/dev/null)" == *"architecture:   bitnet"* ]] &&
+  "$bin" generate -m "$work/bitnet.gguf" -p "def" -n 4 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "bitnet model"
+"$bin" model random --arch llama --tokenizer "$work/tok.gguf" --embedding bf16 --output-type f16 --ternary tq1_0 -o "$work/llama.gguf" 2>/dev/null &&
+  "$bin" generate -m "$work/llama.gguf" -p "def" -n 4 --temp 0 --autotune off --json 2>/dev/null |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["token_count"] == 4, d' && ok || bad "llama model"
 
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
@@ -203,7 +210,10 @@ expect_fail "generate: not a model" "architecture 'gpt2' is not one nanochat run
 expect_fail "generate: missing model" "/nonexistent/m.gguf: cannot open" "$bin" generate -m /nonexistent/m.gguf -p x
 expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
 expect_fail "perplexity: short text" "fewer than one chunk" "$bin" perplexity -m "$work/model.gguf" -f "$work/code.py" -c 128 --autotune off
-expect_fail "model random: output type" "--output-type q4: use ternary or q8_0" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
+expect_fail "model random: output type" "--output-type q4: use f32, f16, bf16 or q8_0" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
+expect_fail "model random: bad arch" "--arch gpt2: use nanochat, bitnet" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch gpt2
+expect_fail "model random: bitnet head" "--arch bitnet uses the embedding as output head" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch bitnet --output-type q8_0
+expect_fail "model random: llama streams" "--streams 2: only --arch nanochat" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch llama --streams 2
 expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --vocab N" "$bin" model random -o "$work/x.gguf"
 expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
 expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat -m '$work/model.gguf' --autotune off"

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
 
 namespace nanochat::model {
 namespace {
@@ -75,6 +77,19 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
     r.w = dequantize_tensor(f, name);
     return r;
   }
+  if (t->type.id == 0 || t->type.id == 1 || t->type.id == 30) {
+    // Float head: the engine quantizes it to Q8_0 (32-value blocks, d = max|w| / 127).
+    const auto w = dequantize_tensor(f, name);
+    r.w.resize(w.size());
+    for (std::size_t b = 0; b < w.size(); b += 32) {
+      float amax = 0;
+      for (std::size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(w[b + i]));
+      const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      const float dh = fp16_to_fp32(fp32_to_fp16(d));
+      for (std::size_t i = 0; i < 32; ++i) r.w[b + i] = dh * std::nearbyint(w[b + i] * id);
+    }
+    return r;
+  }
   const auto n = static_cast<std::size_t>(r.in * r.out);
   std::vector<std::int8_t> trits(n);
   std::vector<float> scales(n / 256);
@@ -83,8 +98,11 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   } else {
     ternary::decode_tq1_0(f.tensor_data(*t), trits, scales);
   }
+  // An optional one-value `.scale` tensor multiplies the layer (llama.cpp's bitnet layout).
+  const std::string scale_name = name.substr(0, name.size() - 7) + ".scale";
+  const float extra = f.find_tensor(scale_name) ? dequantize_tensor(f, scale_name).at(0) : 1.0f;
   r.w.resize(n);
-  for (std::size_t i = 0; i < n; ++i) r.w[i] = trits[i] * scales[i / 256];
+  for (std::size_t i = 0; i < n; ++i) r.w[i] = trits[i] * scales[i / 256] * extra;
   return r;
 }
 
@@ -114,14 +132,15 @@ std::vector<float> ref_norm(const std::vector<float>& x, const std::vector<float
 }
 
 void ref_rope(std::vector<float>& v, std::int64_t heads, std::int64_t hd, std::int64_t pos,
-              float theta) {
+              float theta, RopeStyle style) {
   for (std::int64_t h = 0; h < heads; ++h)
     for (std::int64_t i = 0; i < hd / 2; ++i) {
       const double angle = static_cast<double>(pos) *
                            std::pow(static_cast<double>(theta),
                                     -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-      float& a = v[static_cast<std::size_t>(h * hd + 2 * i)];
-      float& b = v[static_cast<std::size_t>(h * hd + 2 * i + 1)];
+      const bool adjacent = style == RopeStyle::kAdjacent;
+      float& a = v[static_cast<std::size_t>(h * hd + (adjacent ? 2 * i : i))];
+      float& b = v[static_cast<std::size_t>(h * hd + (adjacent ? 2 * i + 1 : i + hd / 2))];
       const double x0 = a, x1 = b;
       a = static_cast<float>(x0 * std::cos(angle) - x1 * std::sin(angle));
       b = static_cast<float>(x0 * std::sin(angle) + x1 * std::cos(angle));
@@ -189,8 +208,8 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
       auto q = ref_apply(wq, h);
       keys[t] = ref_apply(wk, h);
       vals[t] = ref_apply(wv, h);
-      ref_rope(q, c.n_heads, hd, static_cast<std::int64_t>(t), c.rope_theta);
-      ref_rope(keys[t], c.n_kv_heads, hd, static_cast<std::int64_t>(t), c.rope_theta);
+      ref_rope(q, c.n_heads, hd, static_cast<std::int64_t>(t), c.rope_theta, c.rope_style);
+      ref_rope(keys[t], c.n_kv_heads, hd, static_cast<std::int64_t>(t), c.rope_theta, c.rope_style);
       std::vector<float> a(static_cast<std::size_t>(dim), 0.0f);
       for (std::int64_t head = 0; head < c.n_heads; ++head) {
         const std::int64_t kvh = head / (c.n_heads / c.n_kv_heads);
@@ -236,16 +255,9 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
       for (std::int64_t i = 0; i < dim; ++i)
         m[static_cast<std::size_t>(i)] += s[static_cast<std::size_t>(i)] / static_cast<float>(n);
     const auto h = ref_norm(m, vecf("output_norm.weight"), c.norm_eps);
-    if (c.tied_embeddings) {
-      logits[t].resize(static_cast<std::size_t>(c.vocab_size));
-      for (std::int64_t v = 0; v < c.vocab_size; ++v) {
-        double dot = 0;
-        for (std::int64_t i = 0; i < dim; ++i)
-          dot += emb[static_cast<std::size_t>(v * dim + i)] * h[static_cast<std::size_t>(i)];
-        logits[t][static_cast<std::size_t>(v)] = static_cast<float>(dot);
-      }
-    } else {
-      logits[t] = ref_apply(ref_linear(f, "output.weight"), h);
+    {
+      logits[t] =
+          ref_apply(ref_linear(f, c.tied_embeddings ? "token_embd.weight" : "output.weight"), h);
     }
   }
   return logits;
@@ -257,8 +269,13 @@ struct Variant {
   FfnActivation act;
   bool sub_norms, tied;
   std::uint32_t ternary_type;
-  std::uint32_t output_type = 0;
+  std::int32_t output_type = -1;
+  const char* arch = "nanochat";
+  std::uint32_t embedding_type = 0;
+  bool scale_tensors = false;
 };
+
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
 class ModelVariant : public ::testing::TestWithParam<Variant> {};
 
@@ -276,7 +293,12 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   o.seed = 7;
   o.ternary_type = v.ternary_type;
   o.output_type = v.output_type;
-  const fs::path path = write_model(tiny_config(v.streams, v.act, v.sub_norms, v.tied), o, v.name);
+  o.embedding_type = v.embedding_type;
+  o.scale_tensors = v.scale_tensors;
+  ModelConfig config = tiny_config(v.streams, v.act, v.sub_norms, v.tied);
+  config.architecture = v.arch;
+  config.rope_style = config_for_architecture(v.arch).rope_style;
+  const fs::path path = write_model(config, o, v.name);
   const auto file = gguf::GgufFile::open(path);
   kernels::KernelContext ctx(quiet_kernels(2));
   auto model = Model::load(file, ctx);
@@ -314,7 +336,19 @@ INSTANTIATE_TEST_SUITE_P(
         Variant{"mhc2_relu2_subnorm_tq1", 2, FfnActivation::kReluSquared, true, false, 34},
         Variant{"mhc4_swiglu_tied_tq2", 4, FfnActivation::kSwiGlu, false, true, 35},
         Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, 34},
-        Variant{"bitnet_like_q8_head", 1, FfnActivation::kReluSquared, true, false, 35, 8}),
+        Variant{"nanochat_q8_head", 1, FfnActivation::kReluSquared, true, false, 35, 8},
+        Variant{"nanochat_f16_head_bf16_embd", 1, FfnActivation::kSwiGlu, false, false, 35, 1,
+                "nanochat", 30},
+        Variant{"nanochat_f32_head_q8_embd", 2, FfnActivation::kSwiGlu, false, false, 34, 0,
+                "nanochat", 8},
+        // llama.cpp's bitnet: tied F16 embedding (as BitNet b1.58 2B4T), NeoX RoPE, relu2 via
+        // bitnet.hidden_act, layer scales in `.scale` tensors.
+        Variant{"bitnet_tied_f16", 1, FfnActivation::kReluSquared, true, true, 35, -1, "bitnet", 1,
+                true},
+        Variant{"bitnet_silu_q8_head", 1, FfnActivation::kSwiGlu, true, false, 34, 8, "bitnet"},
+        // Ternary llama (TriLM): SwiGLU, adjacent RoPE, F16 head and embedding.
+        Variant{"llama_f16_head", 1, FfnActivation::kSwiGlu, false, false, 34, 1, "llama", 1},
+        Variant{"llama_tied_bf16", 1, FfnActivation::kSwiGlu, false, true, 35, -1, "llama", 30}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Model, SameResultsAtAnyThreadCount) {
@@ -356,6 +390,82 @@ TEST(Model, ErrorsNameTheProblem) {
     EXPECT_NE(std::string(e.what()).find("architecture 'gpt2'"), std::string::npos) << e.what();
   }
   fs::remove(path);
+}
+
+// Rewrites `src` with `edit` applied to its metadata and tensors (for files other tools write).
+fs::path rewrite(const fs::path& src, const std::string& name,
+                 const std::function<void(gguf::GgufWriter&, const gguf::GgufFile&)>& edit) {
+  const auto in = gguf::GgufFile::open(src);
+  gguf::GgufWriter w;
+  for (const auto& [key, value] : in.metadata()) w.set(key, value);
+  edit(w, in);
+  const fs::path out = fs::path(src).replace_filename(name);
+  w.write(out);
+  return out;
+}
+
+void copy_tensors(gguf::GgufWriter& w, const gguf::GgufFile& in, const std::string& skip) {
+  for (const auto& t : in.tensors()) {
+    if (t.name != skip) w.add_tensor(t.name, t.type.id, t.dims, in.tensor_data(t));
+  }
+}
+
+TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
+  ModelConfig c = tiny_config(1, FfnActivation::kSwiGlu, false, false);
+  c.architecture = "llama";
+  RandomModelOptions o;
+  o.output_type = 1;
+  const fs::path base = write_model(c, o, "foreign");
+  kernels::KernelContext ctx(quiet_kernels(1));
+  auto expect_error = [&](const fs::path& path, const std::string& want) {
+    const auto file = gguf::GgufFile::open(path);
+    try {
+      (void)Model::load(file, ctx);
+      ADD_FAILURE() << "loaded " << path;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+    fs::remove(path);
+  };
+  // An F16 linear layer (a llama file that is not ternary).
+  expect_error(rewrite(base, "f16-layer.gguf",
+                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                         copy_tensors(w, in, "blk.0.attn_q.weight");
+                         std::vector<std::uint8_t> half(256 * 256 * 2, 0);
+                         w.add_tensor("blk.0.attn_q.weight", 1, {256, 256}, half);
+                       }),
+               "tensor 'blk.0.attn_q.weight' has type F16; nanochat's linear layers are ternary");
+  // Partial rotary embeddings.
+  expect_error(rewrite(base, "partial-rope.gguf",
+                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                         w.set("llama.rope.dimension_count", gguf::Value(std::uint32_t{32}));
+                         copy_tensors(w, in, "");
+                       }),
+               "llama.rope.dimension_count is 32");
+  // A missing layer.
+  expect_error(rewrite(base, "missing.gguf",
+                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                         copy_tensors(w, in, "blk.1.ffn_down.weight");
+                       }),
+               "tensor 'blk.1.ffn_down.weight' is missing");
+  // An architecture nanochat does not run.
+  expect_error(rewrite(base, "qwen.gguf",
+                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                         w.set("general.architecture", gguf::Value("qwen2"));
+                         copy_tensors(w, in, "");
+                       }),
+               "architecture 'qwen2' is not one nanochat runs");
+  // The file itself loads, and without output.weight the head is the embedding.
+  const auto tied_path = rewrite(
+      base, "tied.gguf",
+      [](gguf::GgufWriter& w, const gguf::GgufFile& in) { copy_tensors(w, in, "output.weight"); });
+  {
+    const auto file = gguf::GgufFile::open(tied_path);
+    EXPECT_TRUE(ModelConfig::from_gguf(file).tied_embeddings);
+    EXPECT_NO_THROW((void)Model::load(file, ctx));
+  }
+  fs::remove(tied_path);
+  fs::remove(base);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "nanochat/kernels/isa.hpp"
@@ -26,6 +27,14 @@ struct Q8Matrix {
 // Repacks ggml Q8_0 bytes of a [rows][cols] matrix. Throws FormatError when cols % 32 != 0 or the
 // byte count is wrong.
 Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols);
+
+// Quantizes 32 floats per block as ggml does: d = max|x| / 127 (stored fp16), q = round(x / d).
+// x.size() must be a multiple of 32 and out.size() == x.size() / 32 * 34.
+void quantize_row_q8_0(std::span<const float> x, std::span<std::uint8_t> out);
+
+// A Q8Matrix quantized from float rows that `row` fills in (for float heads and tied embeddings).
+Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
+                              const std::function<void(std::int64_t, std::span<float>)>& row);
 
 // y[b * ldy + m] (fp32) for every token of `x` (x.cols == w.cols), rows split over the pool.
 void q8_matmul(const Q8Matrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool, float* y,

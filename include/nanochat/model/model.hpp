@@ -1,6 +1,7 @@
-// The nanochat transformer: BitNet b1.58 layers (RMSNorm pre-norm, optional sub-norms before
-// attn_output and ffn_down, RoPE, grouped-query attention, SwiGLU or squared-ReLU gated FFN),
-// ternary linear layers with per-token int8 activations run by the kernel dispatch, mHC-lite
+// The transformer nanochat runs — its own architecture and llama.cpp's bitnet and ternary llama
+// (see config.hpp for what each fixes): BitNet b1.58 layers (RMSNorm pre-norm, optional sub-norms
+// before attn_output and ffn_down, RoPE, grouped-query attention, SwiGLU or squared-ReLU gated
+// FFN), ternary linear layers with per-token int8 activations run by the kernel dispatch, mHC-lite
 // residual streams (1, 2 or 4), tied or ternary output head.
 //
 // GGUF layout (general.architecture = "nanochat"; shapes as ggml writes them, row length first):
@@ -9,8 +10,11 @@
 //   blk.N.attn_q/k/v/output.weight  ternary     blk.N.ffn_gate/up/down.weight ternary
 //   blk.N.attn_sub_norm.weight [dim]            blk.N.ffn_sub_norm.weight [ffn]   (sub_norms)
 //   blk.N.attn_mhc.weight, blk.N.ffn_mhc.weight F32 [2n + logits]  (mhc.n_streams > 1)
-//   output_norm.weight [dim] F32, output.weight [dim, vocab] ternary (unless tied)
+//   output_norm.weight [dim] F32, output.weight [dim, vocab] ternary, Q8_0 or float (unless tied)
+//   blk.N.<linear>.scale [1] (optional, bitnet): multiplies that layer's output
 // Ternary tensors are TQ2_0, TQ1_0 or I2_S with one scale per row (per tensor in practice).
+// A float head (F32/F16/BF16 output.weight, or the embedding when tied) is quantized to Q8_0 at
+// load and runs through the Q8_0 kernels.
 //
 // Thread-safety: forward() uses the KernelContext's pool; one session at a time per context.
 #pragma once
@@ -74,5 +78,9 @@ class Model {
 
 // Float values of an F32 / F16 / BF16 / Q8_0 tensor. Throws FormatError for other types.
 std::vector<float> dequantize_tensor(const gguf::GgufFile& file, const std::string& name);
+// out.size() values of a tensor of ggml type `type` (F32 0, F16 1, BF16 30, Q8_0 8) from element
+// `first` on; for Q8_0, `first` and out.size() are multiples of 32.
+void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
+                     std::span<float> out);
 
 }  // namespace nanochat::model

@@ -1,5 +1,6 @@
-// Tiny random-weight nanochat models, for tests and benchmarks: every tensor the architecture
-// has, ternary layers in the chosen block format, a tokenizer supplied by the caller.
+// Random-weight models of every architecture nanochat runs (config.architecture), for tests and
+// benchmarks: every tensor the architecture has, ternary layers in the chosen block format, a
+// tokenizer supplied by the caller.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,12 @@ namespace nanochat::model {
 struct RandomModelOptions {
   std::uint64_t seed = 1;
   std::uint32_t ternary_type = 35;   // 35 TQ2_0, 34 TQ1_0
-  std::uint32_t embedding_type = 0;  // 0 F32, 1 F16
-  std::uint32_t output_type = 0;     // 0: the ternary type; 8: Q8_0 (as BitNet b1.58 files have)
+  std::uint32_t embedding_type = 0;  // 0 F32, 1 F16, 30 BF16, 8 Q8_0
+  // -1: the ternary type; else a float type as for the embedding (8, Q8_0, as BitNet files have)
+  std::int32_t output_type = -1;
+  // Ternary blocks with scale 1 and the layer's scale in a one-value `.scale` tensor, as
+  // llama.cpp's bitnet layout allows.
+  bool scale_tensors = false;
 };
 
 // Writes a model with `config` (vocab_size must match the tokenizer `add_tokenizer` writes).
