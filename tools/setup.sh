@@ -3,17 +3,20 @@
 # Idempotent: prints nothing and returns quickly when everything is already there.
 #   tools/setup.sh          build + test dependencies
 #   tools/setup.sh --fuzz   also clang's sanitizer/libFuzzer runtime, for the `fuzz` preset
+#   tools/setup.sh --torch  also PyTorch (python3-torch), for bench/train_reference.py
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev
+  libopenblas-dev libopenblas0-pthread
 )
 for arg in "$@"; do
   case "$arg" in
     --fuzz) packages+=(libclang-rt-14-dev) ;;
-    *) echo "setup: unknown option '$arg'; the only option is --fuzz" >&2; exit 2 ;;
+    --torch) packages+=(python3-torch python3-numpy) ;;
+    *) echo "setup: unknown option '$arg'; use --fuzz or --torch" >&2; exit 2 ;;
   esac
 done
 

@@ -9,6 +9,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/kernels/q8.hpp"
+#include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
@@ -173,36 +174,13 @@ void rope(float* v, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
   }
 }
 
-// Attention kernels, cloned per ISA (the loader picks the widest the CPU has). Sixteen
-// independent lanes let the compiler vectorize the sum without reordering it freely.
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] float dot(const float* a,
-                                                                                const float* b,
-                                                                                std::int64_t n) {
-  float lanes[16] = {};
-  std::int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) lanes[j] += a[i + j] * b[i + j];
-  }
-  float sum = 0;
-  for (; i < n; ++i) sum += a[i] * b[i];
-  for (float lane : lanes) sum += lane;
-  return sum;
-}
-
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void axpy(float w,
-                                                                                const float* x,
-                                                                                float* y,
-                                                                                std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] += w * x[i];
-}
-
 // One head of causal attention: q [hd] against `len` cached positions of keys/values whose rows
 // are `stride` floats apart; writes softmax(q.k / sqrt(hd)) . v to out [hd].
 void attend_head(const float* q, const float* keys, const float* values, std::int64_t stride,
                  std::int64_t len, std::int64_t hd, float scale, float* scores, float* out) {
   float top = -INFINITY;
   for (std::int64_t p = 0; p < len; ++p) {
-    scores[p] = dot(q, keys + p * stride, hd) * scale;
+    scores[p] = kernels::dot_f32(q, keys + p * stride, hd) * scale;
     top = std::max(top, scores[p]);
   }
   float sum = 0;
@@ -211,7 +189,9 @@ void attend_head(const float* q, const float* keys, const float* values, std::in
     sum += scores[p];
   }
   std::fill_n(out, hd, 0.0f);
-  for (std::int64_t p = 0; p < len; ++p) axpy(scores[p] / sum, values + p * stride, out, hd);
+  for (std::int64_t p = 0; p < len; ++p) {
+    kernels::axpy_f32(scores[p] / sum, values + p * stride, out, hd);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,124 @@
+// Training ops, each a forward/backward pair, in graph order. Shapes are written as in llm.c:
+// N = B*T rows (tokens), C = model width, H = heads, D = head size, V = vocabulary.
+// Backward functions *accumulate* into parameter gradients (d_w += ...) and, unless said
+// otherwise, *overwrite* input gradients. Rows are split over the thread pool; every output
+// element is computed by one thread in a fixed order, so results do not depend on timing, and
+// runs with the same thread count are bit-identical.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/packed.hpp"
+#include "nanochat/mhc/mhc.hpp"
+#include "nanochat/model/config.hpp"
+
+namespace nanochat::kernels {
+class ThreadPool;
+}
+
+namespace nanochat::train {
+
+using kernels::ThreadPool;
+
+// C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
+// the pool (OpenBLAS single-threaded per slice).
+void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, bool accumulate);
+
+// ---- embedding: out (N, C) = table[tokens] ----
+void embedding_forward(std::span<const std::int32_t> tokens, const float* table, std::int64_t c,
+                       float* out);
+void embedding_backward(std::span<const std::int32_t> tokens, const float* d_out, std::int64_t c,
+                        float* d_table);
+
+// ---- RMSNorm: out (N, C) = x * rstd * w, rstd (N) kept for backward ----
+void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, std::int64_t n,
+                     std::int64_t c, float eps, float* out, float* rstd);
+void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const float* rstd,
+                      const float* d_out, std::int64_t n, std::int64_t c, float* d_x, float* d_w);
+
+// ---- RoPE on (N, heads, D) in place; position of row r is r % T ----
+struct RopeTable {
+  std::int64_t head_dim = 0;
+  std::vector<float> cos, sin;  // [T][D/2], angles computed in double as inference does
+  RopeTable(std::int64_t t, std::int64_t head_dim, float theta);
+};
+void rope_forward(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
+                  std::int64_t heads, model::RopeStyle style);
+void rope_backward(const RopeTable& rope, float* d_x, std::int64_t n, std::int64_t t,
+                   std::int64_t heads, model::RopeStyle style);
+
+// ---- causal grouped-query attention ----
+// q (B, T, H, D), k and v (B, T, KV, D) -> out (B, T, H, D); probs (B, H, T, T) kept.
+struct AttentionShape {
+  std::int64_t b, t, heads, kv_heads, head_dim;
+};
+void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
+                       const float* v, float* out, float* probs);
+// d_q overwritten; d_k and d_v overwritten.
+void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
+                        const float* v, const float* probs, const float* d_out, float* d_q,
+                        float* d_k, float* d_v);
+
+// ---- ternary linear: y (N, out) = ternary(W) (out, in) x int8(x) (N, in) ----
+// Forward quantizes exactly as inference does: W to absmean trits with an fp16 scale, x per
+// token to int8, products summed in int32 by the kernels. Backward is straight-through: the
+// quantizers pass gradients unchanged, so d_x = d_y * (s q) and d_W = d_y^T * dequant(x_q).
+struct TernaryLinear {
+  std::int64_t in = 0, out = 0;
+  float scale = 0;                 // fp16-exact absmean scale
+  std::vector<std::int8_t> trits;  // (out, in)
+  std::vector<float> dequant;      // (out, in) = trits * scale, for backward
+  kernels::PackedMatrix packed;
+};
+// Re-quantizes from the latent weights `w` (out, in).
+void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
+                     TernaryLinear& layer);
+// Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations.
+void quantize_input(const float* x, std::int64_t n, std::int64_t in,
+                    kernels::PackedActivations& acts, float* x_hat);
+void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
+                     const kernels::PackedActivations& acts, float* y);
+// d_x: overwritten, or added to when `accumulate_dx` (inputs shared by several layers).
+void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
+                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w);
+
+// ---- Q8_0 head (tied embedding): y (N, V) = q8(table) (V, C) x int8(x) ----
+// The table is quantized to Q8_0 as inference does at load; backward is straight-through.
+void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out);
+
+// ---- gated FFN activation: h (N, F) = act(gate) * up ----
+void ffn_act_forward(model::FfnActivation act, const float* gate, const float* up,
+                     std::int64_t count, float* h);
+void ffn_act_backward(model::FfnActivation act, const float* gate, const float* up,
+                      const float* d_h, std::int64_t count, float* d_gate, float* d_up);
+
+// ---- mHC-lite read/write over streams x (N, n, C) ----
+// u (N, C) = sum_j h_pre[j] x_j
+void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_rows, std::int64_t c,
+                      float* u);
+// d_x (N, n, C) += h_pre[j] d_u; d_params[0..n) += sum x_j . d_u
+void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
+                       std::int64_t n_rows, std::int64_t c, float* d_x, float* d_params);
+// x_new (N, n, C) = H x_old + h_post y
+void mhc_write_forward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
+                       const float* y, std::int64_t n_rows, std::int64_t c, float* x_new);
+// From d_x_new: d_x_old (overwritten), d_y (overwritten), d_params (h_post and res logits) +=.
+void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
+                        const float* y, const float* d_x_new, std::int64_t n_rows, std::int64_t c,
+                        float* d_x_old, float* d_y, float* d_params);
+
+// ---- loss over logits (N, V): cross-entropy minus entropy_weight * entropy ----
+struct LossStats {
+  double loss = 0, ce = 0, entropy = 0;  // means over rows
+};
+// d_logits (N, V) receives d(mean loss)/d logits scaled by `grad_scale` (1 / accumulation).
+LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
+                                std::span<const std::int32_t> targets, std::int64_t v,
+                                double entropy_weight, float grad_scale, float* d_logits);
+
+}  // namespace nanochat::train

@@ -1,0 +1,449 @@
+#include "nanochat/train/ops.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "nanochat/kernels/q8.hpp"
+#include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/kernels/vec.hpp"
+#include "nanochat/ternary/quantize.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::train {
+namespace {
+
+std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
+
+}  // namespace
+
+void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, bool accumulate) {
+  // Our pool splits the rows; OpenBLAS's own threads would compete with it.
+  static std::once_flag single_threaded;
+  std::call_once(single_threaded, [] { openblas_set_num_threads(1); });
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) {
+      for (std::int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, 0.0f);
+    }
+    return;
+  }
+  pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
+    const float* a_rows = trans_a ? a + begin : a + begin * lda;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(end - begin),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, a_rows, static_cast<int>(lda), b,
+                static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c + begin * ldc,
+                static_cast<int>(ldc));
+  });
+}
+
+// ---- embedding ----
+void embedding_forward(std::span<const std::int32_t> tokens, const float* table, std::int64_t c,
+                       float* out) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    std::copy_n(table + std::int64_t{tokens[i]} * c, c, out + static_cast<std::int64_t>(i) * c);
+  }
+}
+
+void embedding_backward(std::span<const std::int32_t> tokens, const float* d_out, std::int64_t c,
+                        float* d_table) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    kernels::axpy_f32(1.0f, d_out + static_cast<std::int64_t>(i) * c,
+                      d_table + std::int64_t{tokens[i]} * c, c);
+  }
+}
+
+// ---- RMSNorm ----
+void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, std::int64_t n,
+                     std::int64_t c, float eps, float* out, float* rstd) {
+  pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * c;
+      double ss = 0;  // as inference: sum of squares in double
+      for (std::int64_t i = 0; i < c; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+      rstd[r] = inv;
+      float* o = out + r * c;
+      for (std::int64_t i = 0; i < c; ++i) o[i] = xr[i] * inv * w[i];
+    }
+  });
+}
+
+void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const float* rstd,
+                      const float* d_out, std::int64_t n, std::int64_t c, float* d_x, float* d_w) {
+  // y_i = x_i r w_i, r = (mean x^2 + eps)^-1/2:
+  // dx_i = r w_i dy_i - x_i r^3 / C * sum_j w_j dy_j x_j
+  pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = begin; row < end; ++row) {
+      const float* xr = x + row * c;
+      const float* dy = d_out + row * c;
+      const float r = rstd[row];
+      double dot = 0;
+      for (std::int64_t i = 0; i < c; ++i) dot += static_cast<double>(w[i]) * dy[i] * xr[i];
+      const auto k = static_cast<float>(dot * r * r * r / static_cast<double>(c));
+      float* dx = d_x + row * c;
+      for (std::int64_t i = 0; i < c; ++i) dx[i] = r * w[i] * dy[i] - xr[i] * k;
+    }
+  });
+  for (std::int64_t row = 0; row < n; ++row) {  // in row order: deterministic
+    const float* xr = x + row * c;
+    const float* dy = d_out + row * c;
+    const float r = rstd[row];
+    for (std::int64_t i = 0; i < c; ++i) d_w[i] += dy[i] * xr[i] * r;
+  }
+}
+
+// ---- RoPE ----
+RopeTable::RopeTable(std::int64_t t, std::int64_t hd, float theta) : head_dim(hd) {
+  cos.resize(sz(t * hd / 2));
+  sin.resize(sz(t * hd / 2));
+  for (std::int64_t pos = 0; pos < t; ++pos) {
+    for (std::int64_t i = 0; i < hd / 2; ++i) {
+      const double freq = std::pow(static_cast<double>(theta),
+                                   -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      const double angle = static_cast<double>(pos) * freq;
+      cos[sz(pos * hd / 2 + i)] = static_cast<float>(std::cos(angle));
+      sin[sz(pos * hd / 2 + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+namespace {
+
+// Rotates every pair of (N, heads, D) by +angle (forward) or -angle (backward: the transpose).
+void rope_apply(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t, std::int64_t heads,
+                model::RopeStyle style, float direction) {
+  const std::int64_t hd = rope.head_dim, half = hd / 2;
+  for (std::int64_t row = 0; row < n; ++row) {
+    const std::int64_t pos = row % t;
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float c = rope.cos[sz(pos * half + i)];
+      const float s = direction * rope.sin[sz(pos * half + i)];
+      const std::int64_t first = style == model::RopeStyle::kAdjacent ? 2 * i : i;
+      const std::int64_t second = style == model::RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* p = x + (row * heads + h) * hd;
+        const float a = p[first], b = p[second];
+        p[first] = a * c - b * s;
+        p[second] = a * s + b * c;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void rope_forward(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
+                  std::int64_t heads, model::RopeStyle style) {
+  rope_apply(rope, x, n, t, heads, style, 1.0f);
+}
+
+void rope_backward(const RopeTable& rope, float* d_x, std::int64_t n, std::int64_t t,
+                   std::int64_t heads, model::RopeStyle style) {
+  rope_apply(rope, d_x, n, t, heads, style, -1.0f);
+}
+
+// ---- attention ----
+void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
+                       const float* v, float* out, float* probs) {
+  const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
+  const std::int64_t group = H / KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  pool.parallel_for(s.b * H, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t job = begin; job < end; ++job) {
+      const std::int64_t b = job / H, h = job % H, kvh = h / group;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const float* qt = q + ((b * T + t) * H + h) * D;
+        float* p = probs + ((b * H + h) * T + t) * T;
+        float top = -INFINITY;
+        for (std::int64_t j = 0; j <= t; ++j) {
+          p[j] = kernels::dot_f32(qt, k + ((b * T + j) * KV + kvh) * D, D) * scale;
+          top = std::max(top, p[j]);
+        }
+        float sum = 0;
+        for (std::int64_t j = 0; j <= t; ++j) {
+          p[j] = std::exp(p[j] - top);
+          sum += p[j];
+        }
+        float* o = out + ((b * T + t) * H + h) * D;
+        std::fill_n(o, D, 0.0f);
+        for (std::int64_t j = 0; j <= t; ++j) {
+          p[j] /= sum;
+          kernels::axpy_f32(p[j], v + ((b * T + j) * KV + kvh) * D, o, D);
+        }
+        std::fill(p + t + 1, p + T, 0.0f);
+      }
+    }
+  });
+}
+
+void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
+                        const float* v, const float* probs, const float* d_out, float* d_q,
+                        float* d_k, float* d_v) {
+  const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
+  const std::int64_t group = H / KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // One job per (batch, kv head): it owns d_k/d_v of that head and d_q of the heads sharing it.
+  pool.parallel_for(s.b * KV, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<float> d_s(sz(T));
+    for (std::int64_t job = begin; job < end; ++job) {
+      const std::int64_t b = job / KV, kvh = job % KV;
+      for (std::int64_t t = 0; t < T; ++t) {
+        std::fill_n(d_k + ((b * T + t) * KV + kvh) * D, D, 0.0f);
+        std::fill_n(d_v + ((b * T + t) * KV + kvh) * D, D, 0.0f);
+      }
+      for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        for (std::int64_t t = 0; t < T; ++t) {
+          const float* p = probs + ((b * H + h) * T + t) * T;
+          const float* d_o = d_out + ((b * T + t) * H + h) * D;
+          const float* qt = q + ((b * T + t) * H + h) * D;
+          // dP_j = dO . v_j; dS_j = P_j (dP_j - sum_i P_i dP_i)
+          float weighted = 0;
+          for (std::int64_t j = 0; j <= t; ++j) {
+            d_s[sz(j)] = kernels::dot_f32(d_o, v + ((b * T + j) * KV + kvh) * D, D);
+            weighted += p[j] * d_s[sz(j)];
+          }
+          float* dq = d_q + ((b * T + t) * H + h) * D;
+          std::fill_n(dq, D, 0.0f);
+          for (std::int64_t j = 0; j <= t; ++j) {
+            const float ds = p[j] * (d_s[sz(j)] - weighted) * scale;
+            kernels::axpy_f32(ds, k + ((b * T + j) * KV + kvh) * D, dq, D);
+            kernels::axpy_f32(ds, qt, d_k + ((b * T + j) * KV + kvh) * D, D);
+            kernels::axpy_f32(p[j], d_o, d_v + ((b * T + j) * KV + kvh) * D, D);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- ternary linear ----
+void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
+                     TernaryLinear& layer) {
+  const ternary::TernaryTensor t =
+      ternary::quantize_absmean(std::span<const float>(w, sz(out * in)), out, in, 0);
+  layer.in = in;
+  layer.out = out;
+  // The file stores the scale as fp16 (TQ2_0 blocks); the forward uses exactly that value.
+  layer.scale = fp16_to_fp32(fp32_to_fp16(t.scales[0]));
+  layer.trits = t.trits;
+  layer.dequant.resize(t.trits.size());
+  for (std::size_t i = 0; i < t.trits.size(); ++i) {
+    layer.dequant[i] = static_cast<float>(t.trits[i]) * layer.scale;
+  }
+  layer.packed = ctx.pack(out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
+    std::copy_n(layer.trits.data() + row * in, in, trits.data());
+  });
+  layer.packed.row_scales.assign(sz(out), layer.scale);
+}
+
+void quantize_input(const float* x, std::int64_t n, std::int64_t in,
+                    kernels::PackedActivations& acts, float* x_hat) {
+  kernels::pack_activations(x, n, in, acts);
+  for (std::int64_t r = 0; r < n; ++r) {
+    const std::int8_t* q = acts.token(r);
+    const float scale = acts.scales[sz(r)];
+    for (std::int64_t i = 0; i < in; ++i) x_hat[r * in + i] = static_cast<float>(q[i]) * scale;
+  }
+}
+
+void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
+                     const kernels::PackedActivations& acts, float* y) {
+  ctx.matmul(layer.packed, acts, y, sz(layer.out));
+}
+
+void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
+                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx,
+                      float* d_w) {
+  // d_x (N, in) = d_y (N, out) . W (out, in)
+  gemm(pool, false, false, n, layer.in, layer.out, d_y, layer.out, layer.dequant.data(), layer.in,
+       d_x, layer.in, accumulate_dx);
+  // d_W (out, in) += d_y^T (out, N) . x_hat (N, in)
+  gemm(pool, true, false, layer.out, layer.in, n, d_y, layer.out, x_hat, layer.in, d_w, layer.in,
+       true);
+}
+
+void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out) {
+  std::vector<std::uint8_t> bytes(sz(c / 32 * 34));
+  for (std::int64_t r = 0; r < v; ++r) {
+    kernels::quantize_row_q8_0(std::span<const float>(table + r * c, sz(c)), bytes);
+    for (std::int64_t b = 0; b < c / 32; ++b) {
+      std::uint16_t h;
+      std::memcpy(&h, bytes.data() + b * 34, 2);
+      const float d = fp16_to_fp32(h);
+      for (std::int64_t i = 0; i < 32; ++i) {
+        out[r * c + b * 32 + i] =
+            d * static_cast<float>(static_cast<std::int8_t>(bytes[sz(b * 34 + 2 + i)]));
+      }
+    }
+  }
+}
+
+// ---- FFN activation ----
+void ffn_act_forward(model::FfnActivation act, const float* gate, const float* up,
+                     std::int64_t count, float* h) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    const float a =
+        act == model::FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g)) : (g > 0 ? g * g : 0.0f);
+    h[i] = a * up[i];
+  }
+}
+
+void ffn_act_backward(model::FfnActivation act, const float* gate, const float* up,
+                      const float* d_h, std::int64_t count, float* d_gate, float* d_up) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    float a, da;
+    if (act == model::FfnActivation::kSwiGlu) {
+      const float sig = 1.0f / (1.0f + std::exp(-g));
+      a = g * sig;
+      da = sig * (1.0f + g * (1.0f - sig));
+    } else {
+      a = g > 0 ? g * g : 0.0f;
+      da = g > 0 ? 2.0f * g : 0.0f;
+    }
+    d_up[i] = d_h[i] * a;
+    d_gate[i] = d_h[i] * up[i] * da;
+  }
+}
+
+// ---- mHC-lite ----
+void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_rows, std::int64_t c,
+                      float* u) {
+  const std::int64_t n = p.n;
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    mhc::read(p, std::span<const float>(x + r * n * c, sz(n * c)), sz(c),
+              std::span<float>(u + r * c, sz(c)));
+  }
+}
+
+void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
+                       std::int64_t n_rows, std::int64_t c, float* d_x, float* d_params) {
+  const std::int64_t n = p.n;
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    const float* du = d_u + r * c;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float* xj = x + (r * n + j) * c;
+      kernels::axpy_f32(p.h_pre[sz(j)], du, d_x + (r * n + j) * c, c);
+      if (n > 1) d_params[j] += kernels::dot_f32(xj, du, c);
+    }
+  }
+}
+
+void mhc_write_forward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
+                       const float* y, std::int64_t n_rows, std::int64_t c, float* x_new) {
+  const std::int64_t n = p.n;
+  std::copy_n(x_old, n_rows * n * c, x_new);
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    mhc::write(p, h, std::span<float>(x_new + r * n * c, sz(n * c)), sz(c),
+               std::span<const float>(y + r * c, sz(c)));
+  }
+}
+
+void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
+                        const float* y, const float* d_x_new, std::int64_t n_rows, std::int64_t c,
+                        float* d_x_old, float* d_y, float* d_params) {
+  const std::int64_t n = p.n;
+  std::vector<double> d_h(sz(n * n), 0.0);
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    float* dy = d_y + r * c;
+    std::fill_n(dy, c, 0.0f);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* dn = d_x_new + (r * n + i) * c;
+      kernels::axpy_f32(p.h_post[sz(i)], dn, dy, c);
+      if (n > 1) {
+        d_params[n + i] += kernels::dot_f32(dn, y + r * c, c);
+        for (std::int64_t j = 0; j < n; ++j) {
+          d_h[sz(i * n + j)] += kernels::dot_f32(dn, x_old + (r * n + j) * c, c);
+        }
+      }
+    }
+    for (std::int64_t j = 0; j < n; ++j) {
+      float* dx = d_x_old + (r * n + j) * c;
+      std::fill_n(dx, c, 0.0f);
+      for (std::int64_t i = 0; i < n; ++i) {
+        kernels::axpy_f32(h[sz(i * n + j)], d_x_new + (r * n + i) * c, dx, c);
+      }
+    }
+  }
+  if (n == 2) {
+    // H = a I + (1 - a) swap, a = sigmoid(l): dH/da = I - swap
+    const double a = 1.0 / (1.0 + std::exp(-static_cast<double>(p.res_logits[0])));
+    const double da = d_h[0] + d_h[3] - d_h[1] - d_h[2];
+    d_params[2 * n] += static_cast<float>(da * a * (1.0 - a));
+  } else if (n == 4) {
+    // H = sum_k w_k P_k, w = softmax(l): dl_k = w_k (dw_k - sum_j w_j dw_j)
+    const auto& perms = mhc::permutations4();
+    double top = -1e300;
+    for (float l : p.res_logits) top = std::max(top, static_cast<double>(l));
+    std::vector<double> w(24), dw(24);
+    double sum = 0;
+    for (int k = 0; k < 24; ++k) sum += (w[sz(k)] = std::exp(p.res_logits[sz(k)] - top));
+    double mean = 0;
+    for (int k = 0; k < 24; ++k) {
+      w[sz(k)] /= sum;
+      for (int i = 0; i < 4; ++i) dw[sz(k)] += d_h[sz(i * 4 + perms[sz(k)][sz(i)])];
+      mean += w[sz(k)] * dw[sz(k)];
+    }
+    for (int k = 0; k < 24; ++k) {
+      d_params[2 * n + k] += static_cast<float>(w[sz(k)] * (dw[sz(k)] - mean));
+    }
+  }
+}
+
+// ---- loss ----
+LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
+                                std::span<const std::int32_t> targets, std::int64_t v,
+                                double entropy_weight, float grad_scale, float* d_logits) {
+  const auto n = static_cast<std::int64_t>(targets.size());
+  std::vector<double> ce(sz(n)), ent(sz(n));
+  const double inv_n = 1.0 / static_cast<double>(n);
+  pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const float* z = logits + r * v;
+      float* dz = d_logits + r * v;
+      float top = z[0];
+      for (std::int64_t i = 1; i < v; ++i) top = std::max(top, z[i]);
+      double sum = 0;
+      for (std::int64_t i = 0; i < v; ++i) sum += std::exp(static_cast<double>(z[i] - top));
+      const double log_z = static_cast<double>(top) + std::log(sum);
+      double pz = 0;  // sum p_i z_i
+      for (std::int64_t i = 0; i < v; ++i) {
+        const double pi = std::exp(static_cast<double>(z[i]) - log_z);
+        pz += pi * z[i];
+      }
+      const double entropy = log_z - pz;  // -sum p log p
+      const std::int32_t target = targets[sz(r)];
+      ce[sz(r)] = log_z - z[target];
+      ent[sz(r)] = entropy;
+      // loss = ce - w H: dz_i = (p_i - [i = target]) + w p_i (log p_i + H)
+      const double g = static_cast<double>(grad_scale) * inv_n;
+      for (std::int64_t i = 0; i < v; ++i) {
+        const double log_p = static_cast<double>(z[i]) - log_z;
+        const double pi = std::exp(log_p);
+        double d = pi - (i == target ? 1.0 : 0.0);
+        if (entropy_weight != 0) d += entropy_weight * pi * (log_p + entropy);
+        dz[i] = static_cast<float>(d * g);
+      }
+    }
+  });
+  LossStats s;
+  for (std::int64_t r = 0; r < n; ++r) {
+    s.ce += ce[sz(r)];
+    s.entropy += ent[sz(r)];
+  }
+  s.ce *= inv_n;
+  s.entropy *= inv_n;
+  s.loss = s.ce - entropy_weight * s.entropy;
+  return s;
+}
+
+}  // namespace nanochat::train

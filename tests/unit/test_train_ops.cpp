@@ -1,0 +1,243 @@
+// Every training op's backward against central finite differences of its forward: for a random
+// projection r, L(x) = sum r . op(x) and dL/dx from the backward must match
+// (L(x + h e_i) - L(x - h e_i)) / 2h. The ternary linear layer's quantizers are piecewise constant,
+// so its straight-through backward is checked against plain loops instead.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/train/ops.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::train {
+namespace {
+
+std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float spread = 1.0f) {
+  std::normal_distribution<float> d(0.0f, spread);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+double project(const std::vector<float>& r, const std::vector<float>& y) {
+  double s = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) s += static_cast<double>(r[i]) * y[i];
+  return s;
+}
+
+// Checks `analytic` (dL/dx) against finite differences of `loss` over `x`, at up to 40 entries.
+void expect_gradient(const char* what, std::vector<float>& x, const std::vector<float>& analytic,
+                     const std::function<double()>& loss, double h = 1e-2, double tol = 2e-2) {
+  ASSERT_EQ(x.size(), analytic.size()) << what;
+  const std::size_t step = std::max<std::size_t>(1, x.size() / 40);
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); i += step) {
+    const float keep = x[i];
+    x[i] = keep + static_cast<float>(h);
+    const double up = loss();
+    x[i] = keep - static_cast<float>(h);
+    const double down = loss();
+    x[i] = keep;
+    const double numeric = (up - down) / (2 * h);
+    const double err = std::fabs(numeric - analytic[i]) / std::max(1.0, std::fabs(numeric));
+    worst = std::max(worst, err);
+    EXPECT_LE(err, tol) << what << "[" << i << "]: analytic " << analytic[i] << " numeric "
+                        << numeric;
+  }
+  ::testing::Test::RecordProperty(what, std::to_string(worst));
+}
+
+class TrainOps : public ::testing::Test {
+ protected:
+  kernels::ThreadPool pool{2};
+  std::mt19937_64 rng{42};
+};
+
+TEST_F(TrainOps, RmsNormGradients) {
+  const std::int64_t n = 3, c = 16;
+  auto x = random_vector(n * c, rng), w = random_vector(c, rng), r = random_vector(n * c, rng);
+  std::vector<float> y(n * c), rstd(n), dx(n * c), dw(c, 0.0f);
+  auto loss = [&] {
+    rmsnorm_forward(pool, x.data(), w.data(), n, c, 1e-5f, y.data(), rstd.data());
+    return project(r, y);
+  };
+  loss();
+  rmsnorm_backward(pool, x.data(), w.data(), rstd.data(), r.data(), n, c, dx.data(), dw.data());
+  expect_gradient("rmsnorm dx", x, dx, loss);
+  expect_gradient("rmsnorm dw", w, dw, loss);
+}
+
+TEST_F(TrainOps, RopeGradientsBothStyles) {
+  const std::int64_t t = 5, heads = 2, hd = 8, n = 2 * t;
+  const RopeTable table(t, hd, 10000.0f);
+  for (auto style : {model::RopeStyle::kAdjacent, model::RopeStyle::kHalves}) {
+    auto x = random_vector(n * heads * hd, rng), r = random_vector(x.size(), rng);
+    auto loss = [&] {
+      auto y = x;
+      rope_forward(table, y.data(), n, t, heads, style);
+      return project(r, y);
+    };
+    auto dx = r;
+    rope_backward(table, dx.data(), n, t, heads, style);
+    expect_gradient("rope dx", x, dx, loss);
+  }
+}
+
+TEST_F(TrainOps, AttentionGradients) {
+  const AttentionShape s{2, 5, 4, 2, 8};
+  const std::int64_t n = s.b * s.t;
+  auto q = random_vector(n * s.heads * s.head_dim, rng);
+  auto k = random_vector(n * s.kv_heads * s.head_dim, rng);
+  auto v = random_vector(k.size(), rng);
+  auto r = random_vector(q.size(), rng);
+  std::vector<float> out(q.size()), probs(s.b * s.heads * s.t * s.t);
+  auto loss = [&] {
+    attention_forward(pool, s, q.data(), k.data(), v.data(), out.data(), probs.data());
+    return project(r, out);
+  };
+  loss();
+  // Causality: each row of probabilities sums to 1 over j <= t and is 0 beyond.
+  for (std::int64_t row = 0; row < s.b * s.heads * s.t; ++row) {
+    const std::int64_t t = row % s.t;
+    double sum = 0;
+    for (std::int64_t j = 0; j < s.t; ++j) {
+      if (j > t) {
+        EXPECT_EQ(probs[row * s.t + j], 0.0f);
+      }
+      sum += probs[row * s.t + j];
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+  }
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+  attention_backward(pool, s, q.data(), k.data(), v.data(), probs.data(), r.data(), dq.data(),
+                     dk.data(), dv.data());
+  expect_gradient("attention dq", q, dq, loss);
+  expect_gradient("attention dk", k, dk, loss);
+  expect_gradient("attention dv", v, dv, loss);
+}
+
+TEST_F(TrainOps, FfnActivationGradients) {
+  for (auto act : {model::FfnActivation::kSwiGlu, model::FfnActivation::kReluSquared}) {
+    const std::int64_t n = 64;
+    auto g = random_vector(n, rng), u = random_vector(n, rng), r = random_vector(n, rng);
+    for (auto& x : g) {
+      if (std::fabs(x) < 0.05f) x = 0.3f;  // keep relu2's kink away from the probes
+    }
+    std::vector<float> h(n), dg(n), du(n);
+    auto loss = [&] {
+      ffn_act_forward(act, g.data(), u.data(), n, h.data());
+      return project(r, h);
+    };
+    ffn_act_backward(act, g.data(), u.data(), r.data(), n, dg.data(), du.data());
+    expect_gradient("ffn dgate", g, dg, loss, 1e-3);
+    expect_gradient("ffn dup", u, du, loss, 1e-3);
+  }
+}
+
+TEST_F(TrainOps, MhcGradientsForTwoAndFourStreams) {
+  for (int streams : {2, 4}) {
+    const std::int64_t rows = 3, c = 8;
+    mhc::MhcParams p = mhc::MhcParams::identity(streams);
+    // Packed parameters as the model stores them: h_pre, h_post, logits.
+    std::vector<float> packed;
+    for (int i = 0; i < streams; ++i) packed.push_back(0.3f + 0.1f * static_cast<float>(i));
+    for (int i = 0; i < streams; ++i) packed.push_back(0.8f + 0.2f * static_cast<float>(i));
+    for (std::size_t i = 0; i < p.res_logits.size(); ++i) {
+      packed.push_back(std::normal_distribution<float>(0.0f, 1.0f)(rng));
+    }
+    auto unpack = [&] {
+      p.h_pre.assign(packed.begin(), packed.begin() + streams);
+      p.h_post.assign(packed.begin() + streams, packed.begin() + 2 * streams);
+      p.res_logits.assign(packed.begin() + 2 * streams, packed.end());
+    };
+    auto x = random_vector(rows * streams * c, rng), y = random_vector(rows * c, rng);
+    auto r_new = random_vector(x.size(), rng), r_u = random_vector(rows * c, rng);
+    // L = r_new . write(x, y) + r_u . read(x)
+    auto loss = [&] {
+      unpack();
+      std::vector<float> x_new(x.size()), u(rows * c);
+      mhc_write_forward(p, mhc::residual_matrix(p), x.data(), y.data(), rows, c, x_new.data());
+      mhc_read_forward(p, x.data(), rows, c, u.data());
+      return project(r_new, x_new) + project(r_u, u);
+    };
+    unpack();
+    std::vector<float> dx(x.size()), dy(y.size()), dparams(packed.size(), 0.0f);
+    mhc_write_backward(p, mhc::residual_matrix(p), x.data(), y.data(), r_new.data(), rows, c,
+                       dx.data(), dy.data(), dparams.data());
+    mhc_read_backward(p, x.data(), r_u.data(), rows, c, dx.data(), dparams.data());
+    expect_gradient("mhc dx", x, dx, loss);
+    expect_gradient("mhc dy", y, dy, loss);
+    expect_gradient("mhc dparams", packed, dparams, loss, 1e-3);
+  }
+}
+
+TEST_F(TrainOps, LossGradientsWithEntropyTerm) {
+  const std::int64_t n = 4, v = 11;
+  auto z = random_vector(n * v, rng, 2.0f);
+  const std::vector<std::int32_t> targets = {3, 0, 10, 7};
+  std::vector<float> dz(z.size()), scratch(z.size());
+  for (double w : {0.0, 0.3}) {
+    auto loss = [&] {
+      return loss_forward_backward(pool, z.data(), targets, v, w, 1.0f, scratch.data()).loss;
+    };
+    const LossStats s = loss_forward_backward(pool, z.data(), targets, v, w, 1.0f, dz.data());
+    EXPECT_NEAR(s.loss, s.ce - w * s.entropy, 1e-12);
+    EXPECT_GT(s.entropy, 0.0);
+    EXPECT_LT(s.entropy, std::log(11.0) + 1e-9);
+    expect_gradient("loss dz", z, dz, loss, 1e-3, 1e-3);
+  }
+}
+
+TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
+  kernels::KernelOptions o;
+  o.threads = 2;
+  o.tune = kernels::TuneMode::kOff;
+  o.tune_cache.clear();
+  kernels::KernelContext ctx(o);
+  const std::int64_t n = 3, in = 256, out = 40;
+  auto w = random_vector(out * in, rng, 0.05f), x = random_vector(n * in, rng);
+  TernaryLinear layer;
+  ternary_prepare(ctx, w.data(), out, in, layer);
+  kernels::PackedActivations acts;
+  std::vector<float> x_hat(n * in), y(n * out);
+  quantize_input(x.data(), n, in, acts, x_hat.data());
+  ternary_forward(ctx, layer, acts, y.data());
+  // Forward: the int32 sum of trits times int8 codes, scaled — the inference rule.
+  for (std::int64_t r = 0; r < n; ++r) {
+    for (std::int64_t o2 = 0; o2 < out; ++o2) {
+      std::int64_t acc = 0;
+      for (std::int64_t i = 0; i < in; ++i) {
+        acc += layer.trits[o2 * in + i] * static_cast<std::int64_t>(acts.token(r)[i]);
+      }
+      const float want = static_cast<float>(acc) * layer.scale * acts.scales[r];
+      EXPECT_NEAR(y[r * out + o2], want, 1e-5f * std::max(1.0f, std::fabs(want)));
+    }
+  }
+  // Backward: d_x = d_y W_q, d_W = d_y^T x_hat.
+  auto dy = random_vector(n * out, rng);
+  std::vector<float> dx(n * in), dw(out * in, 0.0f);
+  ternary_backward(ctx.pool(), layer, x_hat.data(), dy.data(), n, dx.data(), false, dw.data());
+  for (std::int64_t r = 0; r < n; ++r) {
+    for (std::int64_t i = 0; i < in; i += 17) {
+      double want = 0;
+      for (std::int64_t o2 = 0; o2 < out; ++o2)
+        want += dy[r * out + o2] * layer.dequant[o2 * in + i];
+      EXPECT_NEAR(dx[r * in + i], want, 1e-4);
+    }
+  }
+  for (std::int64_t o2 = 0; o2 < out; o2 += 7) {
+    for (std::int64_t i = 0; i < in; i += 13) {
+      double want = 0;
+      for (std::int64_t r = 0; r < n; ++r) want += dy[r * out + o2] * x_hat[r * in + i];
+      EXPECT_NEAR(dw[o2 * in + i], want, 1e-4);
+    }
+  }
+  EXPECT_EQ(layer.scale, fp16_to_fp32(fp32_to_fp16(layer.scale)));  // what the file stores
+}
+
+}  // namespace
+}  // namespace nanochat::train
