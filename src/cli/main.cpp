@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   nanochat::cli::add_chat(app);
   nanochat::cli::add_generate(app);
   nanochat::cli::add_perplexity(app);
+  nanochat::cli::add_train(app);
   nanochat::cli::add_info(app);
   nanochat::cli::add_tokenize(app);
   nanochat::cli::add_tokenizer(app);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <set>
@@ -110,7 +111,10 @@ Schema make_schema(TrainConfig& c, std::string& activation, std::string& schedul
   mk["group_size"] = {int_in(&c.group_size, 0, 0, "model.group_size",
                              "0 (one absmean scale per tensor; nanochat's kernels carry one "
                              "scale per row, so smaller groups cannot be exported yet)")};
-  mk["mhc_n_streams"] = {int_in(&mhc_streams, 1, 4, "model.mhc_n_streams", "1, 2 or 4")};
+  mk["mhc_n_streams"] = {[&mhc_streams](const toml::node& n, const Origin& o) {
+    int_in(&mhc_streams, 1, 4, "model.mhc_n_streams", "1, 2 or 4")(n, o);
+    if (mhc_streams == 3) bad_value(o, "model.mhc_n_streams", "1, 2 or 4");
+  }};
   mk["ffn_activation"] = {string_of(&activation, {"swiglu", "relu2"}, "model.ffn_activation",
                                     "\"swiglu\" or \"relu2\"")};
   mk["sub_norms"] = {boolean(&m.sub_norms, "model.sub_norms")};
@@ -236,7 +240,7 @@ TrainConfig parse_train_config(std::string_view text, const std::string& name,
   const Schema schema =
       make_schema(c, activation, schedule, optimizer, checkpoint_dir, mhc_streams);
 
-  std::set<std::string> kv_heads_given;
+  std::set<std::string> given;  // "section.key" set by the file or --set
   for (const auto& [section_key, section_node] : root) {
     const std::string section(section_key.str());
     const auto it = schema.find(section);
@@ -257,7 +261,7 @@ TrainConfig parse_train_config(std::string_view text, const std::string& name,
                          key, section, key_list(it->second));
       }
       k->second.set(node, Origin{origin_of(name, node)});
-      if (section == "model" && key == "n_kv_heads") kv_heads_given.insert(key);
+      given.insert(section + "." + key);
     }
   }
   for (const std::string& o : overrides) {
@@ -285,13 +289,19 @@ TrainConfig parse_train_config(std::string_view text, const std::string& name,
       parsed.insert("v", value);  // a bare word: a string
     }
     k->second.set(*parsed.get("v"), Origin{"--set " + o});
-    if (section == "model" && key == "n_kv_heads") kv_heads_given.insert(key);
+    given.insert(section + "." + key);
   }
   c.model.architecture = "nanochat";
   c.model.ffn_activation =
       activation == "relu2" ? model::FfnActivation::kReluSquared : model::FfnActivation::kSwiGlu;
   c.model.mhc_streams = static_cast<int>(mhc_streams);
-  if (kv_heads_given.empty()) c.model.n_kv_heads = c.model.n_heads;
+  if (!given.count("model.n_kv_heads")) c.model.n_kv_heads = c.model.n_heads;
+  if (!given.count("training.warmup_steps")) {
+    c.training.warmup_steps = std::min(c.training.warmup_steps, c.training.total_steps / 10);
+  }
+  if (!given.count("training.seq_len")) {
+    c.training.seq_len = std::min(c.training.seq_len, c.model.context_length);
+  }
   c.training.schedule = schedule == "cosine" ? Schedule::kCosine : Schedule::kWsd;
   c.training.optimizer = optimizer == "lion" ? ScalarOptimizer::kLion : ScalarOptimizer::kAdamW;
   c.output.checkpoint_dir = checkpoint_dir;

@@ -15,6 +15,8 @@ void add_generate(CLI::App& app);
 void add_chat(CLI::App& app);
 void add_model(CLI::App& app);
 void add_perplexity(CLI::App& app);
+// `train` and `export`.
+void add_train(CLI::App& app);
 // `benchmark model`, added under `benchmark` by add_benchmark.
 void add_benchmark_model(CLI::App& bench);
 

@@ -1,0 +1,39 @@
+// The training loop: data -> micro-batches -> forward/backward -> clip -> optimizer -> schedule,
+// with JSON-lines logging, validation, atomic checkpoints, exact resume and a final export.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/train/config.hpp"
+
+namespace nanochat::train {
+
+struct TrainRunOptions {
+  TrainConfig config;
+  bool resume = false;          // continue from the newest good checkpoint
+  std::int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
+  bool table = false;           // a readable table on stdout (a terminal) instead of JSON lines
+  bool progress = false;        // a progress bar with ETA on stderr
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;  // optimizer steps completed in total
+  bool finished = false;   // reached total_steps (and exported)
+  double last_loss = 0;
+  double val_loss = 0, val_bpb = 0;  // last validation (0 when none ran)
+  double tokens_per_second = 0;      // this run's mean
+  double peak_memory_mib = 0;
+  std::filesystem::path checkpoint, exported;
+};
+
+// Runs (or resumes) training. `log` receives human-readable progress lines (stderr). Throws
+// UsageError for configuration and data problems and Error when the loss turns NaN/Inf (the
+// last good checkpoint is kept).
+TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
+                         const std::function<void(const std::string&)>& log);
+
+}  // namespace nanochat::train

@@ -1,0 +1,128 @@
+// nanochat train: ternary quantization-aware training from a TOML config, and nanochat export:
+// a checkpoint to a GGUF inference file.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanochat/cli/commands.hpp"
+#include "nanochat/cli/common.hpp"
+#include "nanochat/train/checkpoint.hpp"
+#include "nanochat/train/export.hpp"
+#include "nanochat/train/trainer.hpp"
+#include "nanochat/util/error.hpp"
+
+namespace nanochat::cli {
+namespace {
+
+struct TrainOptions {
+  std::string config;
+  std::vector<std::string> set;
+  bool resume = false;
+  std::int64_t stop_after = 0;
+  bool json = false;
+  KernelFlags kernel;
+};
+
+void run_train(const TrainOptions& o) {
+  train::TrainRunOptions r;
+  r.config = train::load_train_config(o.config, o.set);
+  r.resume = o.resume;
+  if (o.stop_after < 0) fail<UsageError>("--stop-after {}: must be 0 or more", o.stop_after);
+  r.stop_after = o.stop_after;
+  const bool tty = isatty(STDOUT_FILENO) != 0;
+  r.table = tty && !o.json;
+  r.progress = isatty(STDERR_FILENO) != 0 && !o.json;
+  int threads = 0;
+  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
+  kernels::KernelContext ctx(o.kernel.options(threads));
+  auto log = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
+  const train::TrainResult res = train::run_training(r, ctx, log);
+  log(fmt::format("{} after {} steps: loss {:.4f}{}; {:.0f} tokens/s; peak memory {:.0f} MiB",
+                  res.finished ? "finished" : "stopped", res.steps, res.last_loss,
+                  res.val_loss > 0 ? fmt::format(", validation {:.4f} ({:.3f} bits/byte)",
+                                                 res.val_loss, res.val_bpb)
+                                   : "",
+                  res.tokens_per_second, res.peak_memory_mib));
+  if (!res.checkpoint.empty()) log(fmt::format("checkpoint: {}", res.checkpoint.string()));
+  if (!res.exported.empty()) log(fmt::format("model: {}", res.exported.string()));
+}
+
+struct ExportCliOptions {
+  std::string checkpoint;
+  std::string output;
+  std::string arch = "nanochat";
+  std::string ternary = "tq2_0";
+};
+
+void run_export(const ExportCliOptions& o) {
+  std::filesystem::path path = o.checkpoint;
+  if (std::filesystem::is_directory(path)) {
+    const auto all = train::list_checkpoints(path);
+    if (all.empty())
+      fail<UsageError>("{}: no checkpoint (step-*.nckpt) in this folder", o.checkpoint);
+    path = all.front();
+  }
+  const train::Checkpoint c = train::load_checkpoint(path);
+  const model::ModelConfig config = train::checkpoint_model_config(c);
+  train::ExportOptions eo;
+  eo.arch = o.arch;
+  if (o.ternary != "tq2_0" && o.ternary != "tq1_0") {
+    fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
+  }
+  eo.ternary_type = o.ternary == "tq2_0" ? 35 : 34;
+  eo.name = path.stem().string();
+  std::vector<train::CheckpointTensor> weights;
+  for (const auto& t : c.tensors) {
+    if (!t.name.ends_with(".m") && !t.name.ends_with(".v")) weights.push_back(t);
+  }
+  // The checkpoint's config has vocab_size from the tokenizer.
+  model::ModelConfig full = config;
+  if (full.vocab_size == 0) {
+    for (const auto& t : weights) {
+      if (t.name == "token_embd.weight") {
+        full.vocab_size = static_cast<std::int64_t>(t.data.size()) / full.dim;
+      }
+    }
+  }
+  train::export_gguf(full, weights, c.tokenizer_gguf, eo, o.output);
+  fmt::print(stderr, "wrote {} ({}, step {})\n", o.output, o.arch, c.step);
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  auto o = std::make_shared<TrainOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "train",
+      "Train a ternary model from a TOML config (see configs/): data preparation, "
+      "quantization-aware training, checkpoints, export to <checkpoint_dir>/model.gguf");
+  cmd->add_option("-c,--config", o->config, "Training config (TOML)")->required();
+  cmd->add_option("--set", o->set,
+                  "Override a config value: section.key=value (repeatable), e.g. "
+                  "--set training.total_steps=200");
+  cmd->add_flag("--resume", o->resume, "Continue from the newest good checkpoint");
+  cmd->add_option("--stop-after", o->stop_after,
+                  "Checkpoint and stop after N steps of this run (continue with --resume)");
+  cmd->add_flag("--json", o->json, "JSON lines on stdout even on a terminal");
+  o->kernel.add_to(*cmd, false);
+  cmd->callback([o] { run_train(*o); });
+
+  auto e = std::make_shared<ExportCliOptions>();
+  CLI::App* ex = app.add_subcommand(
+      "export", "Write a training checkpoint as a GGUF model file nanochat (and llama.cpp) runs");
+  ex->add_option("checkpoint", e->checkpoint, "A step-*.nckpt file or a checkpoint folder (newest)")
+      ->required();
+  ex->add_option("-o,--output", e->output, "Output GGUF file")->required();
+  ex->add_option("--arch", e->arch,
+                 "nanochat (any model), or for one residual stream llama (no sub-norms), bitnet "
+                 "(sub-norms, SwiGLU, tied head) or bitnet-b1.58 (sub-norms, relu2, tied head)")
+      ->capture_default_str();
+  ex->add_option("--ternary", e->ternary, "Ternary block format: tq2_0 or tq1_0")
+      ->capture_default_str();
+  ex->callback([e] { run_export(*e); });
+}
+
+}  // namespace nanochat::cli

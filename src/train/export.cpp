@@ -1,0 +1,122 @@
+#include "nanochat/train/export.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "nanochat/gguf/reader.hpp"
+#include "nanochat/gguf/writer.hpp"
+#include "nanochat/ternary/blocks.hpp"
+#include "nanochat/ternary/quantize.hpp"
+#include "nanochat/train/config.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::train {
+namespace {
+
+// Rows of a (heads * D, C) projection reordered from adjacent RoPE pairs (2i, 2i+1) to NeoX
+// halves (i, i + D/2), head by head.
+std::vector<float> neox_rows(const std::vector<float>& w, std::int64_t heads, std::int64_t d,
+                             std::int64_t cols) {
+  std::vector<float> out(w.size());
+  for (std::int64_t h = 0; h < heads; ++h) {
+    for (std::int64_t j = 0; j < d; ++j) {
+      const std::int64_t src = j < d / 2 ? 2 * j : 2 * (j - d / 2) + 1;
+      std::copy_n(w.data() + (h * d + src) * cols, cols, out.data() + (h * d + j) * cols);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+model::ModelConfig checkpoint_model_config(const Checkpoint& c) {
+  return parse_train_config(c.config_toml, "checkpoint config").model;
+}
+
+void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointTensor>& tensors,
+                 std::span<const std::uint8_t> tokenizer_gguf, const ExportOptions& o,
+                 const std::filesystem::path& out) {
+  model::ModelConfig c = config;
+  const std::string& arch = o.arch;
+  if (arch != "nanochat") {
+    auto need = [&](bool ok, const char* why) {
+      if (!ok) fail<UsageError>("--arch {}: {}; export it as --arch nanochat", arch, why);
+    };
+    need(arch == "llama" || arch == "bitnet" || arch == "bitnet-b1.58",
+         "unknown architecture (use nanochat, llama, bitnet or bitnet-b1.58)");
+    need(c.mhc_streams == 1, "the model has mHC-lite streams, which only nanochat runs");
+    if (arch == "llama") {
+      need(!c.sub_norms, "the model has sub-norms, which llama lacks (use bitnet)");
+      need(c.ffn_activation == model::FfnActivation::kSwiGlu, "llama's FFN is SwiGLU");
+    } else {
+      need(c.sub_norms, "BitNet layouts have sub-norms and this model has none (use llama)");
+      need(c.tied_embeddings, "llama.cpp's bitnet uses the embedding as head; the model is untied");
+      if (arch == "bitnet") {
+        need(c.ffn_activation == model::FfnActivation::kSwiGlu,
+             "llama.cpp runs bitnet with SiLU; export relu2 models as bitnet-b1.58");
+      } else {
+        need(c.ffn_activation == model::FfnActivation::kReluSquared,
+             "bitnet-b1.58 is the squared-ReLU layout; this model is SwiGLU (use bitnet)");
+      }
+    }
+    c.architecture = arch;
+    c.rope_style = model::config_for_architecture(arch).rope_style;
+  }
+  if (o.ternary_type != 34 && o.ternary_type != 35)
+    fail("export: ternary type must be TQ1_0/TQ2_0");
+
+  gguf::GgufWriter w;
+  w.set("general.architecture", gguf::Value(arch));
+  w.set("general.name", gguf::Value(o.name.empty() ? std::string("nanochat") : o.name));
+  w.set("general.file_type", gguf::Value(std::uint32_t{o.ternary_type == 35 ? 37u : 36u}));
+  c.write_gguf(w);
+  const auto tok = gguf::GgufFile::parse(tokenizer_gguf, "tokenizer");
+  for (const auto& [key, value] : tok.metadata()) {
+    if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
+  }
+
+  const bool permute = c.rope_style == model::RopeStyle::kHalves;
+  for (const auto& t : tensors) {
+    const std::string& name = t.name;
+    auto is = [&](const char* suffix) { return name.ends_with(suffix); };
+    const bool ternary_layer = is("attn_q.weight") || is("attn_k.weight") || is("attn_v.weight") ||
+                               is("attn_output.weight") || is("ffn_gate.weight") ||
+                               is("ffn_up.weight") || is("ffn_down.weight") ||
+                               name == "output.weight";
+    if (!ternary_layer) {
+      std::vector<std::uint64_t> dims = {t.data.size()};
+      if (name == "token_embd.weight") {
+        dims = {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)};
+      }
+      w.add_tensor(name, 0, dims,
+                   {reinterpret_cast<const std::uint8_t*>(t.data.data()), t.data.size() * 4});
+      continue;
+    }
+    const auto in = static_cast<std::int64_t>(is("ffn_down.weight") ? c.ffn_dim : c.dim);
+    const auto rows = static_cast<std::int64_t>(t.data.size()) / in;
+    // The trits and fp16 scale the trainer's forward uses (same quantizer, same input).
+    const ternary::TernaryTensor q = ternary::quantize_absmean(t.data, rows, in, 0);
+    const float scale = fp16_to_fp32(fp32_to_fp16(q.scales[0]));
+    std::vector<float> trits_f(q.trits.begin(), q.trits.end());
+    if (permute && (is("attn_q.weight") || is("attn_k.weight"))) {
+      trits_f = neox_rows(trits_f, rows / c.head_dim(), c.head_dim(), in);
+    }
+    std::vector<std::int8_t> trits(trits_f.size());
+    for (std::size_t i = 0; i < trits.size(); ++i) trits[i] = static_cast<std::int8_t>(trits_f[i]);
+    const std::vector<float> scales(trits.size() / ternary::kQkK, scale);
+    std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(rows * in)
+                                                         : ternary::tq1_0_bytes(rows * in));
+    if (o.ternary_type == 35) {
+      ternary::encode_tq2_0(trits, scales, bytes);
+    } else {
+      ternary::encode_tq1_0(trits, scales, bytes);
+    }
+    w.add_tensor(name, o.ternary_type,
+                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(rows)}, bytes);
+  }
+  w.write(out);
+}
+
+}  // namespace nanochat::train

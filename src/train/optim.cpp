@@ -1,0 +1,156 @@
+#include "nanochat/train/optim.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "nanochat/kernels/thread_pool.hpp"
+
+namespace nanochat::train {
+namespace {
+
+std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
+
+constexpr float kMuonMomentum = 0.95f;
+constexpr float kAdamBeta1 = 0.9f, kAdamBeta2 = 0.95f, kAdamEps = 1e-8f;
+constexpr float kLionBeta1 = 0.9f, kLionBeta2 = 0.99f;
+
+}  // namespace
+
+double lr_multiplier(const TrainingSection& t, std::int64_t step) {
+  if (step < t.warmup_steps) {
+    return static_cast<double>(step + 1) / static_cast<double>(t.warmup_steps);
+  }
+  const double floor = t.min_lr_fraction;
+  if (t.schedule == Schedule::kWsd) {
+    const auto decay_steps =
+        static_cast<std::int64_t>(std::ceil(t.decay_fraction * static_cast<double>(t.total_steps)));
+    const std::int64_t decay_start = std::max(t.warmup_steps, t.total_steps - decay_steps);
+    if (step < decay_start || decay_steps == 0) return 1.0;
+    const double left = static_cast<double>(t.total_steps - step) /
+                        static_cast<double>(t.total_steps - decay_start);
+    return floor + (1.0 - floor) * std::clamp(left, 0.0, 1.0);
+  }
+  const double progress =
+      static_cast<double>(step - t.warmup_steps) /
+      static_cast<double>(std::max<std::int64_t>(1, t.total_steps - t.warmup_steps));
+  return floor + (1.0 - floor) * 0.5 * (1.0 + std::cos(std::numbers::pi * std::min(1.0, progress)));
+}
+
+double clip_gradients(std::vector<Param>& params, double max_norm) {
+  double ss = 0;
+  for (const auto& p : params) {
+    for (float g : p.grad) ss += static_cast<double>(g) * g;
+  }
+  const double norm = std::sqrt(ss);
+  if (max_norm > 0 && norm > max_norm) {
+    const auto scale = static_cast<float>(max_norm / (norm + 1e-6));
+    for (auto& p : params) {
+      for (auto& g : p.grad) g *= scale;
+    }
+  }
+  return norm;
+}
+
+void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols) {
+  // Work on the wide orientation (r <= c) so the Gram matrix is the small one.
+  const bool transpose = rows > cols;
+  const std::int64_t r = transpose ? cols : rows, c = transpose ? rows : cols;
+  std::vector<float> x(g.size());
+  if (transpose) {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      for (std::int64_t j = 0; j < cols; ++j) x[sz(j * rows + i)] = g[sz(i * cols + j)];
+    }
+  } else {
+    x = g;
+  }
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const auto inv = static_cast<float>(1.0 / (std::sqrt(ss) + 1e-7));
+  for (auto& v : x) v *= inv;
+  // Quintic coefficients that push every singular value towards 1 quickly (Jordan et al.).
+  constexpr float a = 3.4445f, b = -4.7750f, cc = 2.0315f;
+  std::vector<float> gram(sz(r * r)), gram2(sz(r * r)), next(x.size());
+  for (int it = 0; it < 5; ++it) {
+    gemm(pool, false, true, r, r, c, x.data(), c, x.data(), c, gram.data(), r, false);  // X X^T
+    gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false);
+    for (std::size_t i = 0; i < gram.size(); ++i) gram[i] = b * gram[i] + cc * gram2[i];
+    gemm(pool, false, false, r, c, r, gram.data(), r, x.data(), c, next.data(), c, false);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = a * x[i] + next[i];
+  }
+  if (transpose) {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      for (std::int64_t j = 0; j < cols; ++j) g[sz(i * cols + j)] = x[sz(j * rows + i)];
+    }
+  } else {
+    g = x;
+  }
+}
+
+Optimizer::Optimizer(const TrainingSection& t, const std::vector<Param>& params) : t_(t) {
+  for (const auto& p : params) {
+    m_.emplace_back(p.size(), 0.0f);
+    const bool adam = !p.matrix && t.optimizer == ScalarOptimizer::kAdamW;
+    v_.emplace_back(adam ? p.size() : 0, 0.0f);
+    names_.push_back(p.name);
+  }
+}
+
+std::vector<Optimizer::Slot> Optimizer::slots() {
+  std::vector<Slot> s;
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    s.push_back({names_[i] + ".m", &m_[i]});
+    if (!v_[i].empty()) s.push_back({names_[i] + ".v", &v_[i]});
+  }
+  return s;
+}
+
+void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_scale) {
+  ++steps_;
+  const auto step = static_cast<double>(steps_);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Param& p = params[i];
+    std::vector<float>& m = m_[i];
+    const float wd = p.decay ? static_cast<float>(t_.weight_decay) : 0.0f;
+    if (p.matrix) {
+      // Muon: Nesterov momentum, orthogonalized, scaled for non-square shapes.
+      const auto lr = static_cast<float>(t_.muon_lr * lr_scale);
+      std::vector<float> u(p.size());
+      for (std::size_t j = 0; j < p.size(); ++j) {
+        m[j] = kMuonMomentum * m[j] + p.grad[j];
+        u[j] = p.grad[j] + kMuonMomentum * m[j];
+      }
+      const std::int64_t rows = p.shape[0], cols = p.shape[1];
+      newton_schulz5(pool, u, rows, cols);
+      const auto shape_scale = static_cast<float>(
+          std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols))));
+      for (std::size_t j = 0; j < p.size(); ++j) {
+        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * shape_scale * u[j];
+      }
+    } else if (t_.optimizer == ScalarOptimizer::kAdamW) {
+      const auto lr = static_cast<float>(t_.adamw_lr * lr_scale);
+      std::vector<float>& v = v_[i];
+      const auto c1 = static_cast<float>(1.0 - std::pow(kAdamBeta1, step));
+      const auto c2 = static_cast<float>(1.0 - std::pow(kAdamBeta2, step));
+      for (std::size_t j = 0; j < p.size(); ++j) {
+        const float g = p.grad[j];
+        m[j] = kAdamBeta1 * m[j] + (1.0f - kAdamBeta1) * g;
+        v[j] = kAdamBeta2 * v[j] + (1.0f - kAdamBeta2) * g * g;
+        const float update = (m[j] / c1) / (std::sqrt(v[j] / c2) + kAdamEps);
+        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
+      }
+    } else {
+      // Lion: the sign of an interpolated momentum.
+      const auto lr = static_cast<float>(t_.lion_lr * lr_scale);
+      for (std::size_t j = 0; j < p.size(); ++j) {
+        const float g = p.grad[j];
+        const float c = kLionBeta1 * m[j] + (1.0f - kLionBeta1) * g;
+        const float update = c > 0 ? 1.0f : (c < 0 ? -1.0f : 0.0f);
+        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
+        m[j] = kLionBeta2 * m[j] + (1.0f - kLionBeta2) * g;
+      }
+    }
+  }
+}
+
+}  // namespace nanochat::train
