@@ -10,12 +10,12 @@ packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev
-  libopenblas-dev libopenblas0-pthread
+  libdnnl-dev
 )
 for arg in "$@"; do
   case "$arg" in
     --fuzz) packages+=(libclang-rt-14-dev) ;;
-    --torch) packages+=(python3-torch python3-numpy) ;;
+    --torch) packages+=(python3-torch python3-numpy libopenblas0-pthread) ;;
     *) echo "setup: unknown option '$arg'; use --fuzz or --torch" >&2; exit 2 ;;
   esac
 done

@@ -174,26 +174,6 @@ void rope(float* v, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
   }
 }
 
-// One head of causal attention: q [hd] against `len` cached positions of keys/values whose rows
-// are `stride` floats apart; writes softmax(q.k / sqrt(hd)) . v to out [hd].
-void attend_head(const float* q, const float* keys, const float* values, std::int64_t stride,
-                 std::int64_t len, std::int64_t hd, float scale, float* scores, float* out) {
-  float top = -INFINITY;
-  for (std::int64_t p = 0; p < len; ++p) {
-    scores[p] = kernels::dot_f32(q, keys + p * stride, hd) * scale;
-    top = std::max(top, scores[p]);
-  }
-  float sum = 0;
-  for (std::int64_t p = 0; p < len; ++p) {
-    scores[p] = std::exp(scores[p] - top);
-    sum += scores[p];
-  }
-  std::fill_n(out, hd, 0.0f);
-  for (std::int64_t p = 0; p < len; ++p) {
-    kernels::axpy_f32(scores[p] / sum, values + p * stride, out, hd);
-  }
-}
-
 }  // namespace
 
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
@@ -435,9 +415,9 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
       std::vector<float> scores(sz(pos0 + T));
       for (std::int64_t job = begin; job < end; ++job) {
         const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
-        attend_head(q.data() + t * dim + head * hd, kc + (head / group) * hd,
-                    vc + (head / group) * hd, kvd, pos0 + t + 1, hd, inv_sqrt_hd, scores.data(),
-                    att.data() + t * dim + head * hd);
+        kernels::attention_row(q.data() + t * dim + head * hd, kc + (head / group) * hd,
+                               vc + (head / group) * hd, kvd, pos0 + t + 1, hd, inv_sqrt_hd,
+                               scores.data(), att.data() + t * dim + head * hd);
       }
     });
     if (c.sub_norms) {

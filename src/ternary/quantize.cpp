@@ -8,8 +8,16 @@
 namespace nanochat::ternary {
 namespace {
 
+// Round to nearest, ties to even — what std::nearbyint does in the default rounding mode — for
+// |x| < 2^22, inline: adding 1.5 * 2^23 leaves no fraction bits, so the FPU rounds (this runs on
+// every weight and activation of every training step; the libm call cost 10% of a step).
+inline float round_even(float x) {
+  constexpr float kMagic = 12582912.0f;
+  return (x + kMagic) - kMagic;
+}
+
 std::int8_t ternarize(float w, float inv_scale) {
-  const float r = std::nearbyint(w * inv_scale);
+  const float r = round_even(std::clamp(w * inv_scale, -2.0f, 2.0f));
   return static_cast<std::int8_t>(std::clamp(r, -1.0f, 1.0f));
 }
 
@@ -53,8 +61,8 @@ void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols
     amax = std::max(amax, kScaleEps);
     const float mul = 127.0f / amax;
     for (std::int64_t i = 0; i < cols; ++i) {
-      const float r = std::nearbyint(row[i] * mul);
-      out[i] = static_cast<std::int8_t>(std::clamp(r, -128.0f, 127.0f));
+      const float r = round_even(std::clamp(row[i] * mul, -128.0f, 127.0f));  // |x * mul| <= 127
+      out[i] = static_cast<std::int8_t>(r);
     }
     scales[t] = amax / 127.0f;
   }

@@ -1,11 +1,11 @@
 #include "nanochat/train/ops.hpp"
 
-#include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <mutex>
 
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
@@ -19,14 +19,32 @@ namespace {
 
 std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
 
+// Our pool splits the work; oneDNN's OpenMP threads would compete with it, so each pool thread
+// runs its GEMMs single-threaded (omp_set_num_threads sets the calling thread's own setting).
+void single_threaded_blas() {
+  thread_local bool done = false;
+  if (!done) {
+    omp_set_num_threads(1);
+    done = true;
+  }
+}
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C through oneDNN's JIT sgemm (AVX-512 where
+// the CPU has it).
+void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+           std::int64_t ldc) {
+  single_threaded_blas();
+  const dnnl_status_t st =
+      dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success) fail("oneDNN sgemm failed (status {})", static_cast<int>(st));
+}
+
 }  // namespace
 
 void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
           float* c, std::int64_t ldc, bool accumulate) {
-  // Our pool splits the rows; OpenBLAS's own threads would compete with it.
-  static std::once_flag single_threaded;
-  std::call_once(single_threaded, [] { openblas_set_num_threads(1); });
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate) {
@@ -36,11 +54,8 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
   }
   pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
     const float* a_rows = trans_a ? a + begin : a + begin * lda;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(end - begin),
-                static_cast<int>(n), static_cast<int>(k), 1.0f, a_rows, static_cast<int>(lda), b,
-                static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, c + begin * ldc,
-                static_cast<int>(ldc));
+    sgemm(trans_a, trans_b, end - begin, n, k, 1.0f, a_rows, lda, b, ldb, accumulate ? 1.0f : 0.0f,
+          c + begin * ldc, ldc);
   });
 }
 
@@ -151,6 +166,10 @@ void rope_backward(const RopeTable& rope, float* d_x, std::int64_t n, std::int64
 }
 
 // ---- attention ----
+// The forward computes every score, softmax and weighted sum in the same order and with the same
+// vector helpers as inference (src/model/model.cpp), so the trainer's logits and the exported
+// file's agree to rounding; the backward is a few small GEMMs per (batch, head) over the whole
+// (T, T) matrix — the masked upper triangle costs flops but keeps the work in oneDNN's kernels.
 void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
                        const float* v, float* out, float* probs) {
   const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
@@ -160,24 +179,10 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / H, h = job % H, kvh = h / group;
       for (std::int64_t t = 0; t < T; ++t) {
-        const float* qt = q + ((b * T + t) * H + h) * D;
         float* p = probs + ((b * H + h) * T + t) * T;
-        float top = -INFINITY;
-        for (std::int64_t j = 0; j <= t; ++j) {
-          p[j] = kernels::dot_f32(qt, k + ((b * T + j) * KV + kvh) * D, D) * scale;
-          top = std::max(top, p[j]);
-        }
-        float sum = 0;
-        for (std::int64_t j = 0; j <= t; ++j) {
-          p[j] = std::exp(p[j] - top);
-          sum += p[j];
-        }
-        float* o = out + ((b * T + t) * H + h) * D;
-        std::fill_n(o, D, 0.0f);
-        for (std::int64_t j = 0; j <= t; ++j) {
-          p[j] /= sum;
-          kernels::axpy_f32(p[j], v + ((b * T + j) * KV + kvh) * D, o, D);
-        }
+        kernels::attention_row(q + ((b * T + t) * H + h) * D, k + (b * T * KV + kvh) * D,
+                               v + (b * T * KV + kvh) * D, KV * D, t + 1, D, scale, p,
+                               out + ((b * T + t) * H + h) * D);
         std::fill(p + t + 1, p + T, 0.0f);
       }
     }
@@ -189,36 +194,36 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
                         float* d_k, float* d_v) {
   const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
   const std::int64_t group = H / KV;
+  const std::int64_t ldq = H * D, ldk = KV * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One job per (batch, kv head): it owns d_k/d_v of that head and d_q of the heads sharing it.
   pool.parallel_for(s.b * KV, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<float> d_s(sz(T));
+    std::vector<float> ds(sz(T * T));
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / KV, kvh = job % KV;
-      for (std::int64_t t = 0; t < T; ++t) {
-        std::fill_n(d_k + ((b * T + t) * KV + kvh) * D, D, 0.0f);
-        std::fill_n(d_v + ((b * T + t) * KV + kvh) * D, D, 0.0f);
-      }
+      const float* kh = k + (b * T * KV + kvh) * D;
+      const float* vh = v + (b * T * KV + kvh) * D;
+      float* dkh = d_k + (b * T * KV + kvh) * D;
+      float* dvh = d_v + (b * T * KV + kvh) * D;
       for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const float* p = probs + (b * H + h) * T * T;
+        const float* qh = q + (b * T * H + h) * D;
+        const float* doh = d_out + (b * T * H + h) * D;
+        const float beta = h == kvh * group ? 0.0f : 1.0f;
+        // dP = dO V^T; dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal
+        sgemm(false, true, T, T, D, 1.0f, doh, ldq, vh, ldk, 0.0f, ds.data(), T);
         for (std::int64_t t = 0; t < T; ++t) {
-          const float* p = probs + ((b * H + h) * T + t) * T;
-          const float* d_o = d_out + ((b * T + t) * H + h) * D;
-          const float* qt = q + ((b * T + t) * H + h) * D;
-          // dP_j = dO . v_j; dS_j = P_j (dP_j - sum_i P_i dP_i)
+          float* row = ds.data() + t * T;
+          const float* pr = p + t * T;
           float weighted = 0;
-          for (std::int64_t j = 0; j <= t; ++j) {
-            d_s[sz(j)] = kernels::dot_f32(d_o, v + ((b * T + j) * KV + kvh) * D, D);
-            weighted += p[j] * d_s[sz(j)];
-          }
-          float* dq = d_q + ((b * T + t) * H + h) * D;
-          std::fill_n(dq, D, 0.0f);
-          for (std::int64_t j = 0; j <= t; ++j) {
-            const float ds = p[j] * (d_s[sz(j)] - weighted) * scale;
-            kernels::axpy_f32(ds, k + ((b * T + j) * KV + kvh) * D, dq, D);
-            kernels::axpy_f32(ds, qt, d_k + ((b * T + j) * KV + kvh) * D, D);
-            kernels::axpy_f32(p[j], d_o, d_v + ((b * T + j) * KV + kvh) * D, D);
-          }
+          for (std::int64_t j = 0; j <= t; ++j) weighted += pr[j] * row[j];
+          for (std::int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - weighted) * scale;
+          std::fill(row + t + 1, row + T, 0.0f);
         }
+        sgemm(false, false, T, D, T, 1.0f, ds.data(), T, kh, ldk, 0.0f, d_q + (b * T * H + h) * D,
+              ldq);                                                                // dQ = dS K
+        sgemm(true, false, T, D, T, 1.0f, ds.data(), T, qh, ldq, beta, dkh, ldk);  // dK += dS^T Q
+        sgemm(true, false, T, D, T, 1.0f, p, T, doh, ldq, beta, dvh, ldk);         // dV += P^T dO
       }
     }
   });
@@ -413,26 +418,35 @@ LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
       float top = z[0];
       for (std::int64_t i = 1; i < v; ++i) top = std::max(top, z[i]);
       double sum = 0;
-      for (std::int64_t i = 0; i < v; ++i) sum += std::exp(static_cast<double>(z[i] - top));
-      const double log_z = static_cast<double>(top) + std::log(sum);
-      double pz = 0;  // sum p_i z_i
       for (std::int64_t i = 0; i < v; ++i) {
-        const double pi = std::exp(static_cast<double>(z[i]) - log_z);
-        pz += pi * z[i];
+        dz[i] = std::exp(z[i] - top);  // unnormalized p, reused below
+        sum += dz[i];
       }
-      const double entropy = log_z - pz;  // -sum p log p
+      const double log_sum = std::log(sum);
+      const double log_z = static_cast<double>(top) + log_sum;
+      const auto inv_sum = static_cast<float>(1.0 / sum);
+      double pz = 0;  // sum p_i (z_i - top)
+      for (std::int64_t i = 0; i < v; ++i) {
+        dz[i] *= inv_sum;
+        pz += static_cast<double>(dz[i]) * (z[i] - top);
+      }
+      const double entropy = log_sum - pz;  // -sum p log p
       const std::int32_t target = targets[sz(r)];
       ce[sz(r)] = log_z - z[target];
       ent[sz(r)] = entropy;
       // loss = ce - w H: dz_i = (p_i - [i = target]) + w p_i (log p_i + H)
-      const double g = static_cast<double>(grad_scale) * inv_n;
-      for (std::int64_t i = 0; i < v; ++i) {
-        const double log_p = static_cast<double>(z[i]) - log_z;
-        const double pi = std::exp(log_p);
-        double d = pi - (i == target ? 1.0 : 0.0);
-        if (entropy_weight != 0) d += entropy_weight * pi * (log_p + entropy);
-        dz[i] = static_cast<float>(d * g);
+      const auto g = static_cast<float>(static_cast<double>(grad_scale) * inv_n);
+      if (entropy_weight != 0) {
+        const auto w = static_cast<float>(entropy_weight);
+        const auto shift = static_cast<float>(entropy - log_z);
+        for (std::int64_t i = 0; i < v; ++i) {
+          const float pi = dz[i];
+          dz[i] = (pi + w * pi * (z[i] + shift)) * g;  // log p_i = z_i - log_z
+        }
+      } else {
+        for (std::int64_t i = 0; i < v; ++i) dz[i] *= g;
       }
+      dz[target] -= g;
     }
   });
   LossStats s;

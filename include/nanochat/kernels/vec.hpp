@@ -12,4 +12,10 @@ float dot_f32(const float* a, const float* b, std::int64_t n);
 // y[i] += w * x[i]
 void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 
+// One query of causal attention over `len` cached positions whose key and value rows are
+// `stride` floats apart: p[j] = softmax_j(q . k_j * scale), out (d) = sum_j p[j] v_j. Inference
+// and training both call this, so their attention agrees bit for bit.
+void attention_row(const float* q, const float* keys, const float* values, std::int64_t stride,
+                   std::int64_t len, std::int64_t d, float scale, float* p, float* out);
+
 }  // namespace nanochat::kernels

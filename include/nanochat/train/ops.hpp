@@ -24,7 +24,7 @@ namespace nanochat::train {
 using kernels::ThreadPool;
 
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
-// the pool (OpenBLAS single-threaded per slice).
+// the pool (oneDNN's sgemm, single-threaded per slice).
 void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
           float* c, std::int64_t ldc, bool accumulate);
