@@ -390,6 +390,7 @@ void add_benchmark(CLI::App& app) {
   sub->add_flag("--no-bandwidth", opts->no_bandwidth, "Skip the memory bandwidth measurement");
   sub->callback([opts] { run(*opts); });
   add_benchmark_model(*bench);
+  add_benchmark_train(*bench);
 }
 
 }  // namespace nanochat::cli

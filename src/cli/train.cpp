@@ -73,7 +73,7 @@ void run_export(const ExportCliOptions& o) {
     fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
   }
   eo.ternary_type = o.ternary == "tq2_0" ? 35 : 34;
-  eo.name = path.stem().string();
+  eo.name = path.parent_path().filename().string();  // the run's folder, as train names it
   std::vector<train::CheckpointTensor> weights;
   for (const auto& t : c.tensors) {
     if (!t.name.ends_with(".m") && !t.name.ends_with(".v")) weights.push_back(t);

@@ -314,13 +314,13 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       step > first_step
           ? static_cast<double>((step - first_step) * tokens_per_step) / std::max(run_s, 1e-9)
           : 0;
-  if (step == t.total_steps) {
+  if (step >= t.total_steps) {
     result.finished = true;
     std::vector<CheckpointTensor> weights;
     for (const auto& p : model.params()) weights.push_back({p.name, p.value});
     result.exported = dir / "model.gguf";
     ExportOptions eo;
-    eo.name = cfg.source.stem().string();
+    eo.name = dir.filename().string();
     export_gguf(cfg.model, weights, data.tokenizer_gguf(), eo, result.exported);
   }
   result.peak_memory_mib = peak_rss_mib();

@@ -181,6 +181,53 @@ assert all(r["tokens_per_second"] > 0 for r in d["results"]) and d["bytes_per_to
   "$bin" generate -m "$work/llama.gguf" -p "def" -n 4 --temp 0 --autotune off --json 2>/dev/null |
   python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["token_count"] == 4, d' && ok || bad "llama model"
 
+# Training: the tiny config on a slice of nanochat's own sources, a few steps.
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+train_args=(-c "$repo/configs/tiny.toml" --set "data.inputs=[\"$repo/src/train\", \"$repo/src/model\"]"
+  --set data.max_bytes=60000 --set data.tokenizer_vocab_size=300 --set training.total_steps=6
+  --set training.warmup_steps=1 --set training.checkpoint_interval=2 --set training.eval_interval=3
+  --autotune off)
+"$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\"" >"$work/train.out" 2>"$work/train.err" &&
+  python3 - "$work/train.out" <<'PY' && ok || bad "train: $(tail -3 "$work/train.err")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+steps = [l for l in lines if "loss" in l]
+assert [l["step"] for l in steps] == list(range(1, 7)), steps
+for l in steps:
+    assert set(l) >= {"step", "loss", "ce_loss", "entropy", "lr", "grad_norm", "tokens_per_sec", "elapsed"}, l
+assert any("val_bpb" in l for l in lines), lines
+assert lines[-1]["done"] is True and lines[-1]["peak_memory_mib"] > 0
+PY
+[[ -s "$work/run/model.gguf" && $(ls "$work/run"/step-*.nckpt | wc -l) -eq 2 ]] && ok || bad "train: model.gguf or keep_last"
+"$bin" generate -m "$work/run/model.gguf" -p "int" -n 5 --autotune off >/dev/null 2>&1 && ok || bad "train: generate on the exported model"
+"$bin" export "$work/run" -o "$work/exported.gguf" 2>/dev/null && cmp -s "$work/exported.gguf" "$work/run/model.gguf" && ok ||
+  bad "export: differs from the model train wrote"
+expect_fail "train: existing run" "already holds checkpoints.*--resume" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\""
+expect_fail "train: resume nothing" "--resume: .* holds no checkpoint" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/none\"" --resume
+expect_fail "export: mHC as llama" "--arch llama: the model has mHC-lite streams" "$bin" export "$work/run" -o "$work/x.gguf" --arch llama
+cp "$(ls "$work/run"/step-*.nckpt | tail -1)" "$work/cut.nckpt" && truncate -s 5000 "$work/cut.nckpt"
+expect_fail "export: truncated checkpoint" "cut.nckpt: checksum mismatch" "$bin" export "$work/cut.nckpt" -o "$work/x.gguf"
+
+# kill -9 at arbitrary moments never leaves a bad newest checkpoint, and --resume finishes the run.
+kill_args=("${train_args[@]}" --set training.total_steps=80 --set training.checkpoint_interval=1
+  --set "output.checkpoint_dir=\"$work/killed\"")
+"$bin" train "${kill_args[@]}" >/dev/null 2>&1 &
+pid=$!
+killed_ok=1
+for delay in 1.2 0.4 0.6; do
+  sleep "$delay"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  "$bin" export "$work/killed" -o "$work/k.gguf" 2>"$work/k.err" || { killed_ok=0; cat "$work/k.err" >&2; }
+  "$bin" train "${kill_args[@]}" --resume >/dev/null 2>&1 &
+  pid=$!
+done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+"$bin" train "${kill_args[@]}" --resume >/dev/null 2>"$work/k.err" &&
+  [[ $killed_ok -eq 1 && -s "$work/killed/model.gguf" ]] && ok || bad "kill -9 / resume: $(tail -2 "$work/k.err")"
+ls "$work/killed" | grep -q '\.tmp' && bad "kill -9 left temporary files behind" || ok
+
 # Bad input: one clear line, non-zero exit.
 expect_fail "unknown ISA env" "NANOCHAT_ISA=avx9000: unknown instruction set" env NANOCHAT_ISA=avx9000 "$bin" benchmark kernels --shape 8x8
 expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchmark kernels --isa neon --shape 8x8
@@ -198,6 +245,11 @@ expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
 expect_fail "no subcommand" "subcommand" "$bin"
 expect_fail "info: missing file" "/nonexistent/x.gguf: cannot open" "$bin" info -m /nonexistent/x.gguf
 expect_fail "info: no -m" "--model is required" "$bin" info
+printf '[model]\ndim = 256\nn_layers = 1\nn_heads = 2\nffn_dim = 256\n[training]\nlr = 1\n[data]\ninputs = ["x"]\n' >"$work/bad.toml"
+expect_fail "train: unknown key" "bad.toml:7: unknown key 'training.lr'; \[training\] takes adamw_lr" "$bin" train -c "$work/bad.toml"
+printf '[model]\ndim = 256\nn_layers = 1\nn_heads = 2\nffn_dim = 256\n[data]\ninputs = ["x"]\n' >"$work/good.toml"
+expect_fail "train: bad --set" "--set training.batch_size=0: training.batch_size must be 1 or more" "$bin" train -c "$work/good.toml" --set training.batch_size=0
+expect_fail "train: missing config" "/nonexistent.toml: cannot open" "$bin" train -c /nonexistent.toml
 expect_fail "train: missing input" "/nonexistent/corpus: no such file or folder" "$bin" tokenizer train /nonexistent/corpus -o "$work/x.gguf"
 expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work/*.nothing" -o "$work/x.gguf"
 expect_fail "train: tiny vocab" "--vocab-size 10: must be at least 259" "$bin" tokenizer train "$work/code.py" -o "$work/x.gguf" --vocab-size 10

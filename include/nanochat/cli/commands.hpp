@@ -19,5 +19,7 @@ void add_perplexity(CLI::App& app);
 void add_train(CLI::App& app);
 // `benchmark model`, added under `benchmark` by add_benchmark.
 void add_benchmark_model(CLI::App& bench);
+// `benchmark train`, likewise.
+void add_benchmark_train(CLI::App& bench);
 
 }  // namespace nanochat::cli
