@@ -18,9 +18,15 @@ to OpenBLAS. Run with /usr/bin/python3 (Debian's interpreter, where python3-torc
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
+
+# OpenBLAS reads its thread count when it loads, so --blas-threads must act before torch is
+# imported: PyTorch's intra-op threads and OpenBLAS's own pool oversubscribe 2 cores otherwise.
+if "--blas-threads" in sys.argv:
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[sys.argv.index("--blas-threads") + 1]
 
 try:
     import torch
@@ -160,7 +166,8 @@ class Muon(torch.optim.Optimizer):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="PyTorch intra-op threads")
+    ap.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
@@ -197,6 +204,7 @@ def main():
     print(json.dumps({
         "framework": f"pytorch {torch.__version__}",
         "threads": a.threads,
+        "blas_threads": a.blas_threads,
         "tokens_per_second": statistics.median(rates),
         "steps": a.steps,
         "loss": loss.item(),

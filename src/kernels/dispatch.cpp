@@ -32,6 +32,17 @@ PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const Row
   return pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
 }
 
+void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols,
+                              const RowSource& source) {
+  const Plan p = plan(rows, cols, 1);
+  if (m.rows == rows && m.cols == cols && m.isa == p.isa && m.tile_rows == p.tile_rows &&
+      m.codes.data() != nullptr) {
+    repack_matrix(m, source);
+  } else {
+    m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+  }
+}
+
 void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, std::int32_t* y,
                              std::size_t ldy) {
   int token_block = 1;

@@ -33,6 +33,27 @@ std::size_t offset_of(const PackedMatrix& m, std::int64_t row, std::int64_t chun
 
 }  // namespace
 
+void repack_matrix(PackedMatrix& m, const RowSource& source) {
+  std::memset(m.codes.data(), kAllZeroWeights, m.codes.bytes());
+  m.row_scales.assign(static_cast<std::size_t>(m.rows), 1.0f);
+  Slot slots[kChunk];
+  for (int i = 0; i < kChunk; ++i) slots[i] = slot_of(m.layout, i);
+  std::vector<std::int8_t> trits(static_cast<std::size_t>(m.chunks * kChunk), 0);
+  for (std::int64_t row = 0; row < m.rows; ++row) {
+    source(row, std::span<std::int8_t>(trits.data(), static_cast<std::size_t>(m.cols)));
+    for (std::int64_t c = 0; c < m.chunks; ++c) {
+      std::uint8_t bytes[kChunkBytes] = {};
+      const std::int8_t* w = trits.data() + c * kChunk;
+      for (int i = 0; i < kChunk; ++i) {
+        if (w[i] < -1 || w[i] > 1)
+          fail("row {} holds {}, which is not a ternary weight", row, w[i]);
+        bytes[slots[i].byte] |= static_cast<std::uint8_t>((w[i] + 1) << slots[i].shift);
+      }
+      std::memcpy(m.codes.data() + offset_of(m, row, c), bytes, kChunkBytes);
+    }
+  }
+}
+
 PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
                          int tile_rows, int numa_node) {
   const KernelInfo& kernel = kernel_info(isa);
@@ -51,25 +72,7 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
   m.layout = kernel.layout;
   m.codes =
       AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
-  std::memset(m.codes.data(), kAllZeroWeights, m.codes.bytes());
-  m.row_scales.assign(static_cast<std::size_t>(rows), 1.0f);
-
-  Slot slots[kChunk];
-  for (int i = 0; i < kChunk; ++i) slots[i] = slot_of(m.layout, i);
-  std::vector<std::int8_t> trits(static_cast<std::size_t>(m.chunks * kChunk), 0);
-  for (std::int64_t row = 0; row < rows; ++row) {
-    source(row, std::span<std::int8_t>(trits.data(), static_cast<std::size_t>(cols)));
-    for (std::int64_t c = 0; c < m.chunks; ++c) {
-      std::uint8_t bytes[kChunkBytes] = {};
-      const std::int8_t* w = trits.data() + c * kChunk;
-      for (int i = 0; i < kChunk; ++i) {
-        if (w[i] < -1 || w[i] > 1)
-          fail("row {} holds {}, which is not a ternary weight", row, w[i]);
-        bytes[slots[i].byte] |= static_cast<std::uint8_t>((w[i] + 1) << slots[i].shift);
-      }
-      std::memcpy(m.codes.data() + offset_of(m, row, c), bytes, kChunkBytes);
-    }
-  }
+  repack_matrix(m, source);
   return m;
 }
 

@@ -59,6 +59,27 @@ TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows
   return t;
 }
 
+float quantize_absmean_into(std::span<const float> weights, std::span<std::int8_t> trits) {
+  if (trits.size() != weights.size()) {
+    fail("quantize_absmean_into: {} weights but room for {} trits", weights.size(), trits.size());
+  }
+  const float* w = weights.data();
+  const std::size_t span = weights.size();
+  double lanes[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= span; i += 8) {
+    for (std::size_t j = 0; j < 8; ++j) lanes[j] += std::fabs(w[i + j]);
+  }
+  double sum = 0;
+  for (; i < span; ++i) sum += std::fabs(w[i]);
+  for (double lane : lanes) sum += lane;
+  const float scale = std::max(
+      static_cast<float>(sum / static_cast<double>(std::max<std::size_t>(span, 1))), kScaleEps);
+  const float inv = 1.0f / scale;
+  for (i = 0; i < span; ++i) trits[i] = ternarize(w[i], inv);
+  return scale;
+}
+
 void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q,
                           std::size_t q_stride, float* scales) {
   for (std::int64_t t = 0; t < tokens; ++t) {

@@ -198,7 +198,8 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // One job per (batch, kv head): it owns d_k/d_v of that head and d_q of the heads sharing it.
   pool.parallel_for(s.b * KV, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<float> ds(sz(T * T));
+    thread_local std::vector<float> ds;  // (T, T), kept between calls
+    ds.resize(sz(T * T));
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / KV, kvh = job % KV;
       const float* kh = k + (b * T * KV + kvh) * D;
@@ -232,21 +233,21 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 // ---- ternary linear ----
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
                      TernaryLinear& layer) {
-  const ternary::TernaryTensor t =
-      ternary::quantize_absmean(std::span<const float>(w, sz(out * in)), out, in, 0);
+  layer.trits.resize(sz(out * in));
+  const float scale =
+      ternary::quantize_absmean_into(std::span<const float>(w, sz(out * in)), layer.trits);
   layer.in = in;
   layer.out = out;
   // The file stores the scale as fp16 (TQ2_0 blocks); the forward uses exactly that value.
-  layer.scale = fp16_to_fp32(fp32_to_fp16(t.scales[0]));
-  layer.trits = t.trits;
-  layer.dequant.resize(t.trits.size());
-  for (std::size_t i = 0; i < t.trits.size(); ++i) {
-    layer.dequant[i] = static_cast<float>(t.trits[i]) * layer.scale;
-  }
-  layer.packed = ctx.pack(out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
+  layer.scale = fp16_to_fp32(fp32_to_fp16(scale));
+  ctx.pack_into(layer.packed, out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
     std::copy_n(layer.trits.data() + row * in, in, trits.data());
   });
   layer.packed.row_scales.assign(sz(out), layer.scale);
+  layer.dequant.resize(layer.trits.size());
+  for (std::size_t i = 0; i < layer.trits.size(); ++i) {
+    layer.dequant[i] = static_cast<float>(layer.trits[i]) * layer.scale;
+  }
 }
 
 void quantize_input(const float* x, std::int64_t n, std::int64_t in,

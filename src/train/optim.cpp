@@ -56,13 +56,16 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   // Work on the wide orientation (r <= c) so the Gram matrix is the small one.
   const bool transpose = rows > cols;
   const std::int64_t r = transpose ? cols : rows, c = transpose ? rows : cols;
-  std::vector<float> x(g.size());
+  // Scratch kept between calls: every step orthogonalizes every matrix, and fresh large vectors
+  // would cost page faults each time.
+  thread_local std::vector<float> x, gram, gram2, next;
+  x.resize(g.size());
   if (transpose) {
     for (std::int64_t i = 0; i < rows; ++i) {
       for (std::int64_t j = 0; j < cols; ++j) x[sz(j * rows + i)] = g[sz(i * cols + j)];
     }
   } else {
-    x = g;
+    std::copy(g.begin(), g.end(), x.begin());
   }
   double ss = 0;
   for (float v : x) ss += static_cast<double>(v) * v;
@@ -70,7 +73,9 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   for (auto& v : x) v *= inv;
   // Quintic coefficients that push every singular value towards 1 quickly (Jordan et al.).
   constexpr float a = 3.4445f, b = -4.7750f, cc = 2.0315f;
-  std::vector<float> gram(sz(r * r)), gram2(sz(r * r)), next(x.size());
+  gram.resize(sz(r * r));
+  gram2.resize(sz(r * r));
+  next.resize(x.size());
   for (int it = 0; it < 5; ++it) {
     gemm(pool, false, true, r, r, c, x.data(), c, x.data(), c, gram.data(), r, false);  // X X^T
     gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false);
@@ -83,7 +88,7 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
       for (std::int64_t j = 0; j < cols; ++j) g[sz(i * cols + j)] = x[sz(j * rows + i)];
     }
   } else {
-    g = x;
+    std::copy(x.begin(), x.end(), g.begin());
   }
 }
 
@@ -115,7 +120,8 @@ void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_sca
     if (p.matrix) {
       // Muon: Nesterov momentum, orthogonalized, scaled for non-square shapes.
       const auto lr = static_cast<float>(t_.muon_lr * lr_scale);
-      std::vector<float> u(p.size());
+      std::vector<float>& u = scratch_;
+      u.resize(p.size());
       for (std::size_t j = 0; j < p.size(); ++j) {
         m[j] = kMuonMomentum * m[j] + p.grad[j];
         u[j] = p.grad[j] + kMuonMomentum * m[j];

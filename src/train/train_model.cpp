@@ -63,6 +63,9 @@ struct TrainModel::Impl {
   std::vector<float> x, x_final, mean, rstd_out, h_out, xhat_head, logits, d_logits;
   std::optional<RopeTable> rope;
   kernels::PackedActivations packed;
+  // Backward scratch, kept between steps (fresh large vectors cost page faults every step).
+  std::vector<float> emb, d_h, d_mean, d_x, d_x_mid, d_y, d_u, d_att, d_att_n, d_act, d_act_n,
+      d_gate, d_up, d_q, d_k, d_v, d_emb;
 };
 
 TrainModel::TrainModel(const model::ModelConfig& c, kernels::KernelContext& kernels)
@@ -218,7 +221,8 @@ struct Forward {
       if (t < 0 || t >= c.vocab_size) fail("token id {} is outside the vocabulary", t);
     }
     // Embedding into every stream.
-    std::vector<float> emb(sz(N * C));
+    std::vector<float>& emb = m.emb;
+    emb.resize(sz(N * C));
     embedding_forward(tokens, val(m.embedding), C, emb.data());
     for (std::int64_t r = 0; r < N; ++r) {
       for (std::int64_t s = 0; s < n; ++s) {
@@ -300,7 +304,12 @@ struct Forward {
     auto& pool = ctx.pool();
     auto grad = [&](int i) { return params[sz(i)].grad.data(); };
     const AttentionShape shape{N / seq, seq, c.n_heads, c.n_kv_heads, c.head_dim()};
-    std::vector<float> d_h(sz(N * C)), d_mean(sz(N * C));
+    auto sized = [](std::vector<float>& v, std::int64_t count) -> std::vector<float>& {
+      v.resize(sz(count));
+      return v;
+    };
+    std::vector<float>& d_h = sized(m.d_h, N * C);
+    std::vector<float>& d_mean = sized(m.d_mean, N * C);
     // Head.
     if (c.tied_embeddings) {
       gemm(pool, false, false, N, C, V, m.d_logits.data(), V, m.tied_dequant.data(), C, d_h.data(),
@@ -313,7 +322,8 @@ struct Forward {
     }
     rmsnorm_backward(pool, m.mean.data(), val(m.output_norm), m.rstd_out.data(), d_h.data(), N, C,
                      d_mean.data(), grad(m.output_norm));
-    std::vector<float> d_x(sz(N * n * C)), d_x_mid(sz(N * n * C));
+    std::vector<float>& d_x = sized(m.d_x, N * n * C);
+    std::vector<float>& d_x_mid = sized(m.d_x_mid, N * n * C);
     for (std::int64_t r = 0; r < N; ++r) {
       for (std::int64_t s = 0; s < n; ++s) {
         for (std::int64_t i = 0; i < C; ++i) {
@@ -321,9 +331,17 @@ struct Forward {
         }
       }
     }
-    std::vector<float> d_y(sz(N * C)), d_u(sz(N * C)), d_att(sz(N * C)), d_att_n(sz(N * C));
-    std::vector<float> d_act(sz(N * F)), d_act_n(sz(N * F)), d_gate(sz(N * F)), d_up(sz(N * F));
-    std::vector<float> d_q(sz(N * C)), d_k(sz(N * KVD)), d_v(sz(N * KVD));
+    std::vector<float>& d_y = sized(m.d_y, N * C);
+    std::vector<float>& d_u = sized(m.d_u, N * C);
+    std::vector<float>& d_att = sized(m.d_att, N * C);
+    std::vector<float>& d_att_n = sized(m.d_att_n, N * C);
+    std::vector<float>& d_act = sized(m.d_act, N * F);
+    std::vector<float>& d_act_n = sized(m.d_act_n, N * F);
+    std::vector<float>& d_gate = sized(m.d_gate, N * F);
+    std::vector<float>& d_up = sized(m.d_up, N * F);
+    std::vector<float>& d_q = sized(m.d_q, N * C);
+    std::vector<float>& d_k = sized(m.d_k, N * KVD);
+    std::vector<float>& d_v = sized(m.d_v, N * KVD);
     for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {
       const LayerParams& L = m.layers[sz(l)];
       LayerActs& a = m.acts[sz(l)];
@@ -376,7 +394,8 @@ struct Forward {
       mhc_read_backward(attn_mhc, a.x_in.data(), d_u.data(), N, C, d_x.data(), d_attn_mhc);
     }
     // Embedding: every stream started as the token's row.
-    std::vector<float> d_emb(sz(N * C), 0.0f);
+    std::vector<float>& d_emb = sized(m.d_emb, N * C);
+    std::fill(d_emb.begin(), d_emb.end(), 0.0f);
     for (std::int64_t r = 0; r < N; ++r) {
       for (std::int64_t s = 0; s < n; ++s) {
         kernels::axpy_f32(1.0f, d_x.data() + (r * n + s) * C, d_emb.data() + r * C, C);

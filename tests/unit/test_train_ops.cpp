@@ -200,43 +200,52 @@ TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
   kernels::KernelContext ctx(o);
   const std::int64_t n = 3, in = 256, out = 40;
   auto w = random_vector(out * in, rng, 0.05f), x = random_vector(n * in, rng);
-  TernaryLinear layer;
-  ternary_prepare(ctx, w.data(), out, in, layer);
-  kernels::PackedActivations acts;
-  std::vector<float> x_hat(n * in), y(n * out);
-  quantize_input(x.data(), n, in, acts, x_hat.data());
-  ternary_forward(ctx, layer, acts, y.data());
-  // Forward: the int32 sum of trits times int8 codes, scaled — the inference rule.
-  for (std::int64_t r = 0; r < n; ++r) {
-    for (std::int64_t o2 = 0; o2 < out; ++o2) {
-      std::int64_t acc = 0;
-      for (std::int64_t i = 0; i < in; ++i) {
-        acc += layer.trits[o2 * in + i] * static_cast<std::int64_t>(acts.token(r)[i]);
-      }
-      const float want = static_cast<float>(acc) * layer.scale * acts.scales[r];
-      EXPECT_NEAR(y[r * out + o2], want, 1e-5f * std::max(1.0f, std::fabs(want)));
-    }
-  }
-  // Backward: d_x = d_y W_q, d_W = d_y^T x_hat.
   auto dy = random_vector(n * out, rng);
-  std::vector<float> dx(n * in), dw(out * in, 0.0f);
-  ternary_backward(ctx.pool(), layer, x_hat.data(), dy.data(), n, dx.data(), false, dw.data());
-  for (std::int64_t r = 0; r < n; ++r) {
-    for (std::int64_t i = 0; i < in; i += 17) {
-      double want = 0;
-      for (std::int64_t o2 = 0; o2 < out; ++o2)
-        want += dy[r * out + o2] * layer.dequant[o2 * in + i];
-      EXPECT_NEAR(dx[r * in + i], want, 1e-4);
+  {
+    TernaryLinear layer;
+    ternary_prepare(ctx, w.data(), out, in, layer);
+    EXPECT_EQ(layer.scale, fp16_to_fp32(fp32_to_fp16(layer.scale)));  // what the file stores
+    kernels::PackedActivations acts;
+    std::vector<float> x_hat(n * in), y(n * out);
+    quantize_input(x.data(), n, in, acts, x_hat.data());
+    ternary_forward(ctx, layer, acts, y.data());
+    // Forward: the int32 sum of trits times int8 codes, scaled — the inference rule.
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t o2 = 0; o2 < out; ++o2) {
+        std::int64_t acc = 0;
+        for (std::int64_t i = 0; i < in; ++i) {
+          acc += layer.trits[o2 * in + i] * static_cast<std::int64_t>(acts.token(r)[i]);
+        }
+        const float want = static_cast<float>(acc) * layer.scale * acts.scales[r];
+        EXPECT_NEAR(y[r * out + o2], want, 1e-5f * std::max(1.0f, std::fabs(want)));
+      }
+    }
+    // Backward: d_x = d_y W_q, d_W = d_y^T x_hat; an accumulating call adds.
+    std::vector<float> dx(n * in), dx2(n * in, 1.0f), dw(out * in, 0.0f);
+    ternary_backward(ctx.pool(), layer, x_hat.data(), dy.data(), n, dx.data(), false, dw.data());
+    ternary_backward(ctx.pool(), layer, x_hat.data(), dy.data(), n, dx2.data(), true, dw.data());
+    double err2 = 0, ref2 = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t i = 0; i < in; ++i) {
+        double want = 0;
+        for (std::int64_t o2 = 0; o2 < out; ++o2) {
+          want += dy[r * out + o2] * layer.trits[o2 * in + i] * static_cast<double>(layer.scale);
+        }
+        EXPECT_NEAR(dx[r * in + i], want, 1e-4);
+        EXPECT_NEAR(dx2[r * in + i], 1.0 + dx[r * in + i], 1e-5);
+        err2 += (dx[r * in + i] - want) * (dx[r * in + i] - want);
+        ref2 += want * want;
+      }
+    }
+    EXPECT_LT(std::sqrt(err2 / ref2), 1e-6);
+    for (std::int64_t o2 = 0; o2 < out; o2 += 7) {
+      for (std::int64_t i = 0; i < in; i += 13) {
+        double want = 0;
+        for (std::int64_t r = 0; r < n; ++r) want += dy[r * out + o2] * x_hat[r * in + i];
+        EXPECT_NEAR(dw[o2 * in + i], 2 * want, 1e-4);  // two backward calls accumulated
+      }
     }
   }
-  for (std::int64_t o2 = 0; o2 < out; o2 += 7) {
-    for (std::int64_t i = 0; i < in; i += 13) {
-      double want = 0;
-      for (std::int64_t r = 0; r < n; ++r) want += dy[r * out + o2] * x_hat[r * in + i];
-      EXPECT_NEAR(dw[o2 * in + i], want, 1e-4);
-    }
-  }
-  EXPECT_EQ(layer.scale, fp16_to_fp32(fp32_to_fp16(layer.scale)));  // what the file stores
 }
 
 }  // namespace

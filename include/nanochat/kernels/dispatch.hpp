@@ -42,6 +42,8 @@ class KernelContext {
 
   // Packs a matrix in the layout its single-token plan wants (decode dominates run time).
   PackedMatrix pack(std::int64_t rows, std::int64_t cols, const RowSource& source);
+  // The same into `m`, reusing its memory when it already holds a matrix of this shape.
+  void pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols, const RowSource& source);
 
   // Exact int32 products, token_block from the tuner for this layout and batch.
   void gemm_i32(const PackedMatrix& w, const PackedActivations& x, std::int32_t* y,

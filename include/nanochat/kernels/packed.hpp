@@ -62,6 +62,10 @@ using RowSource = std::function<void(std::int64_t row, std::span<std::int8_t> tr
 PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
                          int tile_rows, int numa_node = -1);
 
+// Refills an already packed matrix with new trits (same shape and layout; row scales reset to 1)
+// without reallocating — the trainer re-quantizes every matrix every step.
+void repack_matrix(PackedMatrix& m, const RowSource& source);
+
 // Reads back the trit at (row, col) — for tests and debugging, not for speed.
 int packed_trit(const PackedMatrix& m, std::int64_t row, std::int64_t col);
 

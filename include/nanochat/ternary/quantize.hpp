@@ -36,6 +36,10 @@ struct TernaryTensor {
 TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows, std::int64_t cols,
                                std::int64_t group = 0);
 
+// Per-tensor absmean quantization into caller-owned trits (same results as quantize_absmean with
+// group 0); returns the scale. trits.size() must equal weights.size().
+float quantize_absmean_into(std::span<const float> weights, std::span<std::int8_t> trits);
+
 // Absmax int8 quantization of `tokens` rows of `cols` activations. x is [tokens][cols]
 // row-major; q is [tokens][q_stride] (q_stride >= cols; the padding is left untouched).
 // scales[t] = m / 127, so x ~= q * scales[t].

@@ -45,6 +45,7 @@ class Optimizer {
   TrainingSection t_;
   std::vector<std::vector<float>> m_, v_;  // per parameter (v_ empty unless AdamW)
   std::vector<std::string> names_;
+  std::vector<float> scratch_;  // Muon's update, reused across parameters and steps
   std::int64_t steps_ = 0;
 };
 

@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""Training speed: nanochat against PyTorch on the CPU, same model, same settings.
+
+Reads a training config (default configs/small.toml: dim 256, 4 layers, seq 256, batch 8), runs
+`nanochat benchmark train` and bench/train_reference.py (PyTorch, Debian's python3-torch on
+OpenBLAS) alternately, twice each, at each thread count, and prints median tokens/s and the
+ratio. At more than one thread PyTorch gets its better split between its own threads and
+OpenBLAS's (both busy at once oversubscribe the cores).
+
+  bench/compare_training.py [--nanochat build/release/src/nanochat] [--config configs/small.toml]
+                            [--threads 1,2] [--steps 10]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tomllib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def nanochat_rate(binary, config, threads, steps):
+    out = subprocess.run([binary, "benchmark", "train", "-c", config, "-t", str(threads),
+                          "--steps", str(steps), "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["results"][0]["tokens_per_second"]
+
+
+def torch_rate(shape, threads, blas_threads, steps):
+    args = [sys.executable, os.path.join(HERE, "train_reference.py"), "--threads", str(threads),
+            "--blas-threads", str(blas_threads), "--steps", str(steps)]
+    for key, value in shape.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["tokens_per_second"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nanochat", default=os.path.join(REPO, "build/release/src/nanochat"))
+    ap.add_argument("--config", default=os.path.join(REPO, "configs/small.toml"))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=10)
+    a = ap.parse_args()
+    with open(a.config, "rb") as f:
+        cfg = tomllib.load(f)
+    m, t = cfg["model"], cfg["training"]
+    if m.get("mhc_n_streams", 1) != 1 or m.get("sub_norms") or m.get("tied_embeddings") or \
+            m.get("ffn_activation", "swiglu") != "swiglu" or t.get("grad_accum", 1) != 1:
+        sys.exit("compare_training.py: the PyTorch reference builds one-stream, untied SwiGLU "
+                 "models without sub-norms or accumulation; use a config like configs/small.toml")
+    vocab = m.get("vocab_size", 0) or cfg.get("data", {}).get("tokenizer_vocab_size", 4096)
+    shape = dict(dim=m["dim"], layers=m["n_layers"], heads=m["n_heads"],
+                 kv_heads=m.get("n_kv_heads", m["n_heads"]), ffn=m["ffn_dim"], vocab=vocab,
+                 seq=t["seq_len"], batch=t["batch_size"])
+    print(f"config: {a.config} ({', '.join(f'{k} {v}' for k, v in shape.items())})\n")
+    print("| threads | nanochat tokens/s | PyTorch tokens/s | ratio |")
+    print("| ---: | ---: | ---: | ---: |")
+    for threads in (int(x) for x in a.threads.split(",")):
+        splits = [(threads, 1)] if threads == 1 else [(threads, 1), (1, threads)]
+        ours, theirs = [], []
+        for _ in range(2):
+            ours.append(nanochat_rate(a.nanochat, a.config, threads, a.steps))
+            theirs.append(max(torch_rate(shape, tt, bt, a.steps) for tt, bt in splits))
+        n, p = statistics.median(ours), statistics.median(theirs)
+        print(f"| {threads} | {n:.0f} | {p:.0f} | {n / p:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
