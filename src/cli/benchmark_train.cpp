@@ -57,6 +57,7 @@ void run(const Options& o) {
     flags.autotune = o.autotune;
     kernels::KernelContext ctx(flags.options(threads));
     train::TrainModel model(cfg.model, ctx);
+    model.set_gemm_precision(train::parse_gemm_precision(t.matmul_precision));
     model.init(t.seed);
     train::Optimizer optim(t, model.params());
     std::mt19937_64 rng(t.seed);

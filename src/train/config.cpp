@@ -151,6 +151,9 @@ Schema make_schema(TrainConfig& c, std::string& activation, std::string& schedul
       float_in(&t.entropy_weight, 0, 10, "training.entropy_weight", "a number from 0 to 10")};
   tk["grad_clip"] = {
       float_in(&t.grad_clip, 0, 1e6, "training.grad_clip", "0 (off) or a positive number")};
+  tk["matmul_precision"] = {string_of(&t.matmul_precision, {"auto", "fp32", "bf16"},
+                                      "training.matmul_precision",
+                                      "\"auto\", \"fp32\" or \"bf16\"")};
   tk["grad_accum"] = {int_in(&t.grad_accum, 1, 4096, "training.grad_accum", "1 to 4096")};
   tk["checkpoint_interval"] = {int_in(&t.checkpoint_interval, 0, kBig,
                                       "training.checkpoint_interval",
@@ -351,7 +354,8 @@ std::string to_toml(const TrainConfig& c) {
       "[training]\nbatch_size = {}\nseq_len = {}\ntotal_steps = {}\nwarmup_steps = {}\n"
       "schedule = \"{}\"\ndecay_fraction = {}\nmin_lr_fraction = {}\nmuon_lr = {}\n"
       "optimizer = \"{}\"\nlion_lr = {}\nadamw_lr = {}\nweight_decay = {}\nentropy_weight = {}\n"
-      "grad_clip = {}\ngrad_accum = {}\ncheckpoint_interval = {}\nkeep_last = {}\n"
+      "grad_clip = {}\ngrad_accum = {}\nmatmul_precision = \"{}\"\ncheckpoint_interval = "
+      "{}\nkeep_last = {}\n"
       "eval_interval = {}\neval_batches = {}\nseed = {}\n\n"
       "[data]\ninputs = {}\ninclude = {}\nexclude = {}\ntokenizer = {}\n"
       "tokenizer_vocab_size = {}\nvalidation_fraction = {}\nmax_bytes = {}\n\n"
@@ -362,10 +366,10 @@ std::string to_toml(const TrainConfig& c) {
       t.warmup_steps, t.schedule == Schedule::kWsd ? "wsd" : "cosine", t.decay_fraction,
       t.min_lr_fraction, t.muon_lr, t.optimizer == ScalarOptimizer::kLion ? "lion" : "adamw",
       t.lion_lr, t.adamw_lr, t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum,
-      t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches, t.seed, list(d.inputs),
-      list(d.include), list(d.exclude), quoted(d.tokenizer), d.tokenizer_vocab_size,
-      d.validation_fraction, d.max_bytes, quoted(c.output.checkpoint_dir.string()),
-      c.output.log_level, c.output.log_format);
+      t.matmul_precision, t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches,
+      t.seed, list(d.inputs), list(d.include), list(d.exclude), quoted(d.tokenizer),
+      d.tokenizer_vocab_size, d.validation_fraction, d.max_bytes,
+      quoted(c.output.checkpoint_dir.string()), c.output.log_level, c.output.log_format);
 }
 
 }  // namespace nanochat::train

@@ -6,11 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
 
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/ternary/quantize.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
 
@@ -40,11 +44,87 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
   if (st != dnnl_success) fail("oneDNN sgemm failed (status {})", static_cast<int>(st));
 }
 
+std::uint16_t to_bf16(float f) {  // round to nearest even (finite inputs)
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+// The same product with A and B rounded to bf16 and fp32 accumulation, through oneDNN's matmul
+// (AVX512_BF16 kernels). A transposed operand keeps its stored orientation and is described by
+// strides, so conversion reads memory in order.
+void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
+               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+               std::int64_t ldc) {
+  using dnnl::memory;
+  single_threaded_blas();
+  thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  thread_local dnnl::stream stream(engine);
+  thread_local std::vector<std::uint16_t> a16, b16;
+  thread_local std::map<
+      std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, bool>,
+      std::pair<dnnl::matmul, memory::desc>>
+      cache;
+  // Stored shapes: A is (m, k) or, transposed, (k, m); B is (k, n) or (n, k).
+  const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
+  const std::int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
+  a16.resize(sz(a_rows * a_cols));
+  b16.resize(sz(b_rows * b_cols));
+  for (std::int64_t r = 0; r < a_rows; ++r) {
+    for (std::int64_t j = 0; j < a_cols; ++j) a16[sz(r * a_cols + j)] = to_bf16(a[r * lda + j]);
+  }
+  for (std::int64_t r = 0; r < b_rows; ++r) {
+    for (std::int64_t j = 0; j < b_cols; ++j) b16[sz(r * b_cols + j)] = to_bf16(b[r * ldb + j]);
+  }
+  const memory::desc a_md({m, k}, memory::data_type::bf16,
+                          ta ? memory::dims{1, m} : memory::dims{k, 1});
+  const memory::desc b_md({k, n}, memory::data_type::bf16,
+                          tb ? memory::dims{1, k} : memory::dims{n, 1});
+  const memory::desc c_md({m, n}, memory::data_type::f32, memory::dims{ldc, 1});
+  const auto key = std::make_tuple(m, n, k, ta, tb, ldc, beta != 0.0f);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::primitive_attr attr;
+    if (beta != 0.0f) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::desc desc(a_md, b_md, c_md);
+    const dnnl::matmul::primitive_desc pd(desc, attr, engine);
+    it = cache.emplace(key, std::make_pair(dnnl::matmul(pd), c_md)).first;
+  }
+  memory am(a_md, engine, a16.data()), bm(b_md, engine, b16.data()), cm(c_md, engine, c);
+  it->second.first.execute(stream,
+                           {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
+              float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+              float beta, float* c, std::int64_t ldc) {
+  if (p == GemmPrecision::kBf16 && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+    gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
 }  // namespace
+
+GemmPrecision parse_gemm_precision(const std::string& name) {
+  if (name == "fp32") return GemmPrecision::kF32;
+  if (name == "bf16") return GemmPrecision::kBf16;
+  if (name == "auto") {
+    return cpu_info().features.avx512bf16 ? GemmPrecision::kBf16 : GemmPrecision::kF32;
+  }
+  fail<UsageError>("matmul precision '{}': use auto, fp32 or bf16", name);
+}
 
 void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
-          float* c, std::int64_t ldc, bool accumulate) {
+          float* c, std::int64_t ldc, bool accumulate, GemmPrecision precision) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate) {
@@ -54,8 +134,8 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
   }
   pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
     const float* a_rows = trans_a ? a + begin : a + begin * lda;
-    sgemm(trans_a, trans_b, end - begin, n, k, 1.0f, a_rows, lda, b, ldb, accumulate ? 1.0f : 0.0f,
-          c + begin * ldc, ldc);
+    gemm_any(precision, trans_a, trans_b, end - begin, n, k, 1.0f, a_rows, lda, b, ldb,
+             accumulate ? 1.0f : 0.0f, c + begin * ldc, ldc);
   });
 }
 
@@ -191,7 +271,7 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q
 
 void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
                         const float* v, const float* probs, const float* d_out, float* d_q,
-                        float* d_k, float* d_v) {
+                        float* d_k, float* d_v, GemmPrecision precision) {
   const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
   const std::int64_t group = H / KV;
   const std::int64_t ldq = H * D, ldk = KV * D;
@@ -212,7 +292,7 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
         const float* doh = d_out + (b * T * H + h) * D;
         const float beta = h == kvh * group ? 0.0f : 1.0f;
         // dP = dO V^T; dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal
-        sgemm(false, true, T, T, D, 1.0f, doh, ldq, vh, ldk, 0.0f, ds.data(), T);
+        gemm_any(precision, false, true, T, T, D, 1.0f, doh, ldq, vh, ldk, 0.0f, ds.data(), T);
         for (std::int64_t t = 0; t < T; ++t) {
           float* row = ds.data() + t * T;
           const float* pr = p + t * T;
@@ -266,14 +346,14 @@ void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
 }
 
 void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
-                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx,
-                      float* d_w) {
+                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w,
+                      GemmPrecision precision) {
   // d_x (N, in) = d_y (N, out) . W (out, in)
   gemm(pool, false, false, n, layer.in, layer.out, d_y, layer.out, layer.dequant.data(), layer.in,
-       d_x, layer.in, accumulate_dx);
+       d_x, layer.in, accumulate_dx, precision);
   // d_W (out, in) += d_y^T (out, N) . x_hat (N, in)
   gemm(pool, true, false, layer.out, layer.in, n, d_y, layer.out, x_hat, layer.in, d_w, layer.in,
-       true);
+       true, precision);
 }
 
 void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out) {

@@ -52,7 +52,8 @@ double clip_gradients(std::vector<Param>& params, double max_norm) {
   return norm;
 }
 
-void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols) {
+void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols,
+                    GemmPrecision precision) {
   // Work on the wide orientation (r <= c) so the Gram matrix is the small one.
   const bool transpose = rows > cols;
   const std::int64_t r = transpose ? cols : rows, c = transpose ? rows : cols;
@@ -77,10 +78,13 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   gram2.resize(sz(r * r));
   next.resize(x.size());
   for (int it = 0; it < 5; ++it) {
-    gemm(pool, false, true, r, r, c, x.data(), c, x.data(), c, gram.data(), r, false);  // X X^T
-    gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false);
+    gemm(pool, false, true, r, r, c, x.data(), c, x.data(), c, gram.data(), r, false,
+         precision);  // X X^T
+    gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false,
+         precision);
     for (std::size_t i = 0; i < gram.size(); ++i) gram[i] = b * gram[i] + cc * gram2[i];
-    gemm(pool, false, false, r, c, r, gram.data(), r, x.data(), c, next.data(), c, false);
+    gemm(pool, false, false, r, c, r, gram.data(), r, x.data(), c, next.data(), c, false,
+         precision);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = a * x[i] + next[i];
   }
   if (transpose) {
@@ -92,7 +96,8 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   }
 }
 
-Optimizer::Optimizer(const TrainingSection& t, const std::vector<Param>& params) : t_(t) {
+Optimizer::Optimizer(const TrainingSection& t, const std::vector<Param>& params)
+    : t_(t), precision_(parse_gemm_precision(t.matmul_precision)) {
   for (const auto& p : params) {
     m_.emplace_back(p.size(), 0.0f);
     const bool adam = !p.matrix && t.optimizer == ScalarOptimizer::kAdamW;
@@ -127,7 +132,7 @@ void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_sca
         u[j] = p.grad[j] + kMuonMomentum * m[j];
       }
       const std::int64_t rows = p.shape[0], cols = p.shape[1];
-      newton_schulz5(pool, u, rows, cols);
+      newton_schulz5(pool, u, rows, cols, precision_);
       const auto shape_scale = static_cast<float>(
           std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols))));
       for (std::size_t j = 0; j < p.size(); ++j) {

@@ -55,6 +55,7 @@ struct TrainModel::Impl {
   int embedding = -1, output_norm = -1, output = -1;
   // Quantized weights of the current forward, by parameter index.
   std::vector<TernaryLinear> ternary;
+  GemmPrecision precision = GemmPrecision::kF32;
   std::optional<kernels::Q8Matrix> tied_q8;
   std::vector<float> tied_dequant;  // (V, C)
   // Activations.
@@ -115,6 +116,8 @@ TrainModel::TrainModel(const model::ModelConfig& c, kernels::KernelContext& kern
 }
 
 TrainModel::~TrainModel() = default;
+
+void TrainModel::set_gemm_precision(GemmPrecision p) { impl_->precision = p; }
 
 std::size_t TrainModel::parameter_count() const {
   std::size_t n = 0;
@@ -318,7 +321,7 @@ struct Forward {
            grad(m.embedding), C, true);
     } else {
       ternary_backward(pool, m.ternary[sz(m.output)], m.xhat_head.data(), m.d_logits.data(), N,
-                       d_h.data(), false, grad(m.output));
+                       d_h.data(), false, grad(m.output), m.precision);
     }
     rmsnorm_backward(pool, m.mean.data(), val(m.output_norm), m.rstd_out.data(), d_h.data(), N, C,
                      d_mean.data(), grad(m.output_norm));
@@ -356,7 +359,8 @@ struct Forward {
       mhc_write_backward(ffn_mhc, mhc::residual_matrix(ffn_mhc), a.x_mid.data(), a.y_ffn.data(),
                          d_x.data(), N, C, d_x_mid.data(), d_y.data(), d_ffn_mhc);
       ternary_backward(pool, m.ternary[sz(L.w_down)], a.xhat_down.data(), d_y.data(), N,
-                       c.sub_norms ? d_act_n.data() : d_act.data(), false, grad(L.w_down));
+                       c.sub_norms ? d_act_n.data() : d_act.data(), false, grad(L.w_down),
+                       m.precision);
       if (c.sub_norms) {
         rmsnorm_backward(pool, a.act.data(), val(L.ffn_sub_norm), a.rstd_act_sub.data(),
                          d_act_n.data(), N, F, d_act.data(), grad(L.ffn_sub_norm));
@@ -364,9 +368,9 @@ struct Forward {
       ffn_act_backward(c.ffn_activation, a.gate.data(), a.up.data(), d_act.data(), N * F,
                        d_gate.data(), d_up.data());
       ternary_backward(pool, m.ternary[sz(L.w_gate)], a.xhat_ffn.data(), d_gate.data(), N,
-                       d_h.data(), false, grad(L.w_gate));
+                       d_h.data(), false, grad(L.w_gate), m.precision);
       ternary_backward(pool, m.ternary[sz(L.w_up)], a.xhat_ffn.data(), d_up.data(), N, d_h.data(),
-                       true, grad(L.w_up));
+                       true, grad(L.w_up), m.precision);
       rmsnorm_backward(pool, a.u_ffn.data(), val(L.ffn_norm), a.rstd_ffn.data(), d_h.data(), N, C,
                        d_u.data(), grad(L.ffn_norm));
       mhc_read_backward(ffn_mhc, a.x_mid.data(), d_u.data(), N, C, d_x_mid.data(), d_ffn_mhc);
@@ -374,21 +378,21 @@ struct Forward {
       mhc_write_backward(attn_mhc, mhc::residual_matrix(attn_mhc), a.x_in.data(), a.y_attn.data(),
                          d_x_mid.data(), N, C, d_x.data(), d_y.data(), d_attn_mhc);
       ternary_backward(pool, m.ternary[sz(L.wo)], a.xhat_o.data(), d_y.data(), N,
-                       c.sub_norms ? d_att_n.data() : d_att.data(), false, grad(L.wo));
+                       c.sub_norms ? d_att_n.data() : d_att.data(), false, grad(L.wo), m.precision);
       if (c.sub_norms) {
         rmsnorm_backward(pool, a.att.data(), val(L.attn_sub_norm), a.rstd_att_sub.data(),
                          d_att_n.data(), N, C, d_att.data(), grad(L.attn_sub_norm));
       }
       attention_backward(pool, shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                         d_att.data(), d_q.data(), d_k.data(), d_v.data());
+                         d_att.data(), d_q.data(), d_k.data(), d_v.data(), m.precision);
       rope_backward(*m.rope, d_q.data(), N, seq, c.n_heads, c.rope_style);
       rope_backward(*m.rope, d_k.data(), N, seq, c.n_kv_heads, c.rope_style);
       ternary_backward(pool, m.ternary[sz(L.wq)], a.xhat_qkv.data(), d_q.data(), N, d_h.data(),
-                       false, grad(L.wq));
+                       false, grad(L.wq), m.precision);
       ternary_backward(pool, m.ternary[sz(L.wk)], a.xhat_qkv.data(), d_k.data(), N, d_h.data(),
-                       true, grad(L.wk));
+                       true, grad(L.wk), m.precision);
       ternary_backward(pool, m.ternary[sz(L.wv)], a.xhat_qkv.data(), d_v.data(), N, d_h.data(),
-                       true, grad(L.wv));
+                       true, grad(L.wv), m.precision);
       rmsnorm_backward(pool, a.u_attn.data(), val(L.attn_norm), a.rstd_attn.data(), d_h.data(), N,
                        C, d_u.data(), grad(L.attn_norm));
       mhc_read_backward(attn_mhc, a.x_in.data(), d_u.data(), N, C, d_x.data(), d_attn_mhc);

@@ -128,6 +128,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   }
 
   TrainModel model(cfg.model, kernels);
+  model.set_gemm_precision(parse_gemm_precision(t.matmul_precision));
   Optimizer optim(t, model.params());
   std::int64_t step = 0;
   double elapsed_before = 0;

@@ -61,6 +61,7 @@ CpuFeatures detect_features() {
     f.avx512vnni = f.avx512f && bit(l7.c, 11);
     const Regs l71 = cpuid(7, 1);
     f.avx_vnni = f.avx2 && bit(l71.a, 4);
+    f.avx512bf16 = f.avx512f && bit(l71.a, 5);
   }
   return f;
 }
@@ -172,6 +173,7 @@ std::string CpuInfo::feature_list() const {
       {features.avx512dq, "avx512dq"},
       {features.avx512vnni, "avx512vnni"},
       {features.avx512vbmi, "avx512vbmi"},
+      {features.avx512bf16, "avx512bf16"},
   };
   std::string out;
   for (const auto& [present, name] : all) {

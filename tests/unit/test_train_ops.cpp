@@ -192,6 +192,43 @@ TEST_F(TrainOps, LossGradientsWithEntropyTerm) {
   }
 }
 
+TEST_F(TrainOps, Bf16GemmTracksFp32WithinBf16Rounding) {
+  // Every transpose combination, overwrite and accumulate, split over the pool.
+  const std::int64_t m = 37, n = 29, k = 70;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (bool acc : {false, true}) {
+        auto a = random_vector(m * k, rng), b = random_vector(k * n, rng);
+        auto c32 = random_vector(m * n, rng);
+        auto c16 = c32;
+        const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
+        gemm(pool, ta, tb, m, n, k, a.data(), lda, b.data(), ldb, c32.data(), n, acc,
+             GemmPrecision::kF32);
+        gemm(pool, ta, tb, m, n, k, a.data(), lda, b.data(), ldb, c16.data(), n, acc,
+             GemmPrecision::kBf16);
+        for (std::int64_t i = 0; i < m; ++i) {
+          for (std::int64_t j = 0; j < n; ++j) {
+            double want = 0.0, magnitude = 0.0;
+            for (std::int64_t l = 0; l < k; ++l) {
+              const double p = static_cast<double>(ta ? a[l * lda + i] : a[i * lda + l]) *
+                               (tb ? b[j * ldb + l] : b[l * ldb + j]);
+              want += p;
+              magnitude += std::fabs(p);
+            }
+            const float got32 = c32[i * n + j], got16 = c16[i * n + j];
+            // fp32: exact to rounding; bf16 rounds each factor by at most 2^-9 relative, so each
+            // product moves by at most ~2^-8 of its size.
+            if (!acc) {
+              EXPECT_NEAR(got32, want, 1e-3) << ta << tb << acc;
+            }
+            EXPECT_NEAR(got16, got32, magnitude / 256 + 1e-4) << ta << tb << acc;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
   kernels::KernelOptions o;
   o.threads = 2;

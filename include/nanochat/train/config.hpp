@@ -32,6 +32,9 @@ struct TrainingSection {
   double entropy_weight = 0.0;  // loss = ce - entropy_weight * entropy (keeps outputs spread)
   double grad_clip = 1.0;       // global norm; 0 = off
   std::int64_t grad_accum = 1;
+  // Float GEMMs of the backward pass and Muon: "auto" (bf16 where the CPU has AVX512_BF16), "fp32"
+  // or "bf16". The forward is int8 either way.
+  std::string matmul_precision = "auto";
   std::int64_t checkpoint_interval = 100;
   std::int64_t keep_last = 3;
   std::int64_t eval_interval = 100;

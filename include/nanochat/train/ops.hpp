@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "nanochat/kernels/dispatch.hpp"
@@ -23,11 +24,20 @@ namespace nanochat::train {
 
 using kernels::ThreadPool;
 
+// Precision of the float GEMMs (backward and Muon; the forward is int8 either way). kBf16 rounds
+// A and B to bfloat16 and accumulates in fp32 — twice fp32's throughput on CPUs with
+// AVX512_BF16, as mixed-precision training does on GPUs. Thread-local: set it on the thread that
+// calls the ops (the pool's threads follow the caller's setting per call).
+enum class GemmPrecision { kF32, kBf16 };
+// "auto" picks bf16 when the CPU has AVX512_BF16.
+GemmPrecision parse_gemm_precision(const std::string& name);
+
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
-// the pool (oneDNN's sgemm, single-threaded per slice).
+// the pool (oneDNN, single-threaded per slice).
 void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
-          float* c, std::int64_t ldc, bool accumulate);
+          float* c, std::int64_t ldc, bool accumulate,
+          GemmPrecision precision = GemmPrecision::kF32);
 
 // ---- embedding: out (N, C) = table[tokens] ----
 void embedding_forward(std::span<const std::int32_t> tokens, const float* table, std::int64_t c,
@@ -62,7 +72,7 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q
 // d_q overwritten; d_k and d_v overwritten.
 void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
                         const float* v, const float* probs, const float* d_out, float* d_q,
-                        float* d_k, float* d_v);
+                        float* d_k, float* d_v, GemmPrecision precision = GemmPrecision::kF32);
 
 // ---- ternary linear: y (N, out) = ternary(W) (out, in) x int8(x) (N, in) ----
 // Forward quantizes exactly as inference does: W to absmean trits with an fp16 scale, x per
@@ -85,7 +95,8 @@ void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y);
 // d_x: overwritten, or added to when `accumulate_dx` (inputs shared by several layers).
 void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
-                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w);
+                      const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w,
+                      GemmPrecision precision = GemmPrecision::kF32);
 
 // ---- Q8_0 head (tied embedding): y (N, V) = q8(table) (V, C) x int8(x) ----
 // The table is quantized to Q8_0 as inference does at load; backward is straight-through.

@@ -23,7 +23,8 @@ double clip_gradients(std::vector<Param>& params, double max_norm);
 
 // Newton-Schulz iteration (quintic, 5 steps) towards the nearest semi-orthogonal matrix of
 // g (rows, cols); the result replaces g. Exposed for tests.
-void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols);
+void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols,
+                    GemmPrecision precision = GemmPrecision::kF32);
 
 class Optimizer {
  public:
@@ -43,6 +44,7 @@ class Optimizer {
 
  private:
   TrainingSection t_;
+  GemmPrecision precision_;
   std::vector<std::vector<float>> m_, v_;  // per parameter (v_ empty unless AdamW)
   std::vector<std::string> names_;
   std::vector<float> scratch_;  // Muon's update, reused across parameters and steps

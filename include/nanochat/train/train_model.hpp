@@ -41,6 +41,9 @@ class TrainModel {
   const std::vector<Param>& params() const { return params_; }
   std::size_t parameter_count() const;
 
+  // Precision of the backward's float GEMMs (the forward is int8 and exact either way).
+  void set_gemm_precision(GemmPrecision p);
+
   // Random initialization from `seed` (normal weights, unit gains, identity-like mHC).
   void init(std::uint64_t seed);
 

@@ -20,6 +20,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512vnni = false;
   bool avx512vbmi = false;
+  bool avx512bf16 = false;  // vdpbf16ps: bf16 products (the trainer's backward GEMMs)
 };
 
 struct CpuInfo {
