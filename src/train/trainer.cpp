@@ -194,6 +194,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   };
   auto evaluate = [&](std::int64_t at) {
     if (!val_batches) return;
+    if (options.progress) fmt::print(stderr, "\r\033[K");
     double ce = 0, bytes = 0;
     std::vector<std::int32_t> in, tg;
     std::vector<double> row_ce;
@@ -268,6 +269,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
           {"tokens_per_sec", tok_s},
           {"elapsed", elapsed_before + run_s}});
     if (options.table && (step % print_every == 0 || step == t.total_steps || step == 1)) {
+      if (options.progress) fmt::print(stderr, "\r\033[K");  // the bar is redrawn below
       fmt::print("{:>8} {:>9.4f} {:>9.4f} {:>8.3f} {:>9.2e} {:>9.3f} {:>9.0f} {:>9}\n", step,
                  s.loss, s.ce, s.entropy, t.muon_lr * lr_scale, grad_norm, tok_s,
                  duration(elapsed_before + run_s));
@@ -280,7 +282,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       fmt::print(stderr, "\r[{}{}] {}/{} loss {:.4f} ETA {}   ", std::string(filled, '#'),
                  std::string(30 - filled, '.'), step, t.total_steps, s.loss,
                  duration(per_step * static_cast<double>(t.total_steps - step)));
-      if (step == t.total_steps) fmt::print(stderr, "\n");
+      if (step == t.total_steps) fmt::print(stderr, "\r\033[K");
     }
     // Early warnings.
     if (s.entropy < 0.05 && step - last_entropy_warning >= 100) {
