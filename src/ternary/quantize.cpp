@@ -17,7 +17,8 @@ inline float round_even(float x) {
 }
 
 std::int8_t ternarize(float w, float inv_scale) {
-  const float r = round_even(std::clamp(w * inv_scale, -2.0f, 2.0f));
+  // fmin/fmax map a NaN weight to a finite code instead of an undefined conversion.
+  const float r = round_even(std::fmax(-2.0f, std::fmin(2.0f, w * inv_scale)));
   return static_cast<std::int8_t>(std::clamp(r, -1.0f, 1.0f));
 }
 
@@ -90,7 +91,8 @@ void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols
     amax = std::max(amax, kScaleEps);
     const float mul = 127.0f / amax;
     for (std::int64_t i = 0; i < cols; ++i) {
-      const float r = round_even(std::clamp(row[i] * mul, -128.0f, 127.0f));  // |x * mul| <= 127
+      // |x * mul| <= 127; fmin/fmax send a NaN to a finite code (no undefined conversion).
+      const float r = round_even(std::fmax(-128.0f, std::fmin(127.0f, row[i] * mul)));
       out[i] = static_cast<std::int8_t>(r);
     }
     scales[t] = amax / 127.0f;

@@ -241,17 +241,19 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       s.ce += m.ce / static_cast<double>(t.grad_accum);
       s.entropy += m.entropy / static_cast<double>(t.grad_accum);
     }
-    if (!std::isfinite(s.loss)) {
+    // A NaN or Inf anywhere (weights, activations, gradients) shows in the loss or the norm.
+    const double grad_norm = clip_gradients(model.params(), t.grad_clip);
+    if (!std::isfinite(s.loss) || !std::isfinite(grad_norm)) {
       const auto kept = list_checkpoints(dir);
       fail(
-          "step {}: the loss is {}; stopping. {} Lower the learning rates or raise "
-          "training.grad_clip's strictness, then --resume.",
-          step + 1, s.loss,
+          "step {}: the {} is {}; stopping. {} Lower the learning rates or tighten "
+          "training.grad_clip, then --resume.",
+          step + 1, std::isfinite(s.loss) ? "gradient norm" : "loss",
+          std::isfinite(s.loss) ? grad_norm : s.loss,
           kept.empty() ? std::string("No checkpoint was written yet.")
                        : fmt::format("The last good checkpoint, {}, is kept.",
                                      kept.front().filename().string()));
     }
-    const double grad_norm = clip_gradients(model.params(), t.grad_clip);
     optim.step(kernels.pool(), model.params(), lr_scale);
     ++step;
     const double step_s = std::chrono::duration<double>(Clock::now() - step_start).count();

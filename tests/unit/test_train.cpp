@@ -409,5 +409,38 @@ TEST(Trainer, DamagedCheckpointsAreDetectedAndTheOlderOneIsUsed) {
   fs::remove_all(dir);
 }
 
+TEST(Trainer, ANanLossStopsTheRunAndKeepsTheCheckpoints) {
+  const fs::path dir = temp_dir("nan");
+  kernels::KernelContext ctx(quiet_kernels(1));
+  TrainRunOptions o;
+  o.config = run_config(dir, sample_text(), 10);
+  o.stop_after = 2;
+  run_training(o, ctx, [](const std::string&) {});
+  // Poison the weights of the newest checkpoint (a valid file whose training diverged). The
+  // int8 activation quantizer turns NaN activations into finite codes, so the loss stays finite;
+  // the gradient norm does not.
+  const auto saved = list_checkpoints(dir / "run");
+  ASSERT_FALSE(saved.empty());
+  Checkpoint c = load_checkpoint(saved.front());
+  for (auto& t : c.tensors) {
+    if (t.name == "output_norm.weight") std::fill(t.data.begin(), t.data.end(), NAN);
+  }
+  save_checkpoint(dir / "run", c, 5);
+  o.resume = true;
+  o.stop_after = 0;
+  try {
+    run_training(o, ctx, [](const std::string&) {});
+    FAIL() << "a NaN loss did not stop the run";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    SCOPED_TRACE(what);
+    EXPECT_NE(what.find("step 3: the gradient norm is nan"), std::string::npos) << what;
+    EXPECT_NE(what.find("step-00000002.nckpt, is kept"), std::string::npos) << what;
+  }
+  EXPECT_EQ(list_checkpoints(dir / "run").size(), saved.size());  // nothing new written
+  EXPECT_FALSE(fs::exists(dir / "run" / "model.gguf"));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace nanochat::train
