@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "nanochat/kernels/registry.hpp"
+#include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
 
@@ -96,8 +97,8 @@ void reshape(PackedActivations& out, std::int64_t tokens, std::int64_t cols) {
   out.scales.assign(static_cast<std::size_t>(tokens), 1.0f);
 }
 
-void finish(PackedActivations& out) {
-  for (std::int64_t t = 0; t < out.tokens; ++t) {
+void finish_rows(PackedActivations& out, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t t = begin; t < end; ++t) {
     std::int8_t* row = out.q.data() + t * out.cols_padded;
     std::memset(row + out.cols, 0, static_cast<std::size_t>(out.cols_padded - out.cols));
     std::int32_t sum = 0;
@@ -105,6 +106,8 @@ void finish(PackedActivations& out) {
     out.sums[static_cast<std::size_t>(t)] = sum;
   }
 }
+
+void finish(PackedActivations& out) { finish_rows(out, 0, out.tokens); }
 
 }  // namespace
 
@@ -114,6 +117,17 @@ void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
   ternary::quantize_activations(x, tokens, cols, out.q.data(),
                                 static_cast<std::size_t>(out.cols_padded), out.scales.data());
   finish(out);
+}
+
+void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
+                      PackedActivations& out, ThreadPool& pool) {
+  reshape(out, tokens, cols);
+  pool.parallel_for(tokens, [&](std::int64_t begin, std::int64_t end) {
+    ternary::quantize_activations(
+        x + begin * cols, end - begin, cols, out.q.data() + begin * out.cols_padded,
+        static_cast<std::size_t>(out.cols_padded), out.scales.data() + begin);
+    finish_rows(out, begin, end);
+  });
 }
 
 void pack_activations_i8(const std::int8_t* x, std::int64_t tokens, std::int64_t cols,

@@ -213,36 +213,38 @@ RopeTable::RopeTable(std::int64_t t, std::int64_t hd, float theta) : head_dim(hd
 namespace {
 
 // Rotates every pair of (N, heads, D) by +angle (forward) or -angle (backward: the transpose).
-void rope_apply(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t, std::int64_t heads,
-                model::RopeStyle style, float direction) {
+void rope_apply(ThreadPool& pool, const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
+                std::int64_t heads, model::RopeStyle style, float direction) {
   const std::int64_t hd = rope.head_dim, half = hd / 2;
-  for (std::int64_t row = 0; row < n; ++row) {
-    const std::int64_t pos = row % t;
-    for (std::int64_t i = 0; i < half; ++i) {
-      const float c = rope.cos[sz(pos * half + i)];
-      const float s = direction * rope.sin[sz(pos * half + i)];
-      const std::int64_t first = style == model::RopeStyle::kAdjacent ? 2 * i : i;
-      const std::int64_t second = style == model::RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
-      for (std::int64_t h = 0; h < heads; ++h) {
-        float* p = x + (row * heads + h) * hd;
-        const float a = p[first], b = p[second];
-        p[first] = a * c - b * s;
-        p[second] = a * s + b * c;
+  pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = begin; row < end; ++row) {
+      const std::int64_t pos = row % t;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float c = rope.cos[sz(pos * half + i)];
+        const float s = direction * rope.sin[sz(pos * half + i)];
+        const std::int64_t first = style == model::RopeStyle::kAdjacent ? 2 * i : i;
+        const std::int64_t second = style == model::RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
+        for (std::int64_t h = 0; h < heads; ++h) {
+          float* p = x + (row * heads + h) * hd;
+          const float a = p[first], b = p[second];
+          p[first] = a * c - b * s;
+          p[second] = a * s + b * c;
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace
 
-void rope_forward(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
+void rope_forward(ThreadPool& pool, const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
                   std::int64_t heads, model::RopeStyle style) {
-  rope_apply(rope, x, n, t, heads, style, 1.0f);
+  rope_apply(pool, rope, x, n, t, heads, style, 1.0f);
 }
 
-void rope_backward(const RopeTable& rope, float* d_x, std::int64_t n, std::int64_t t,
-                   std::int64_t heads, model::RopeStyle style) {
-  rope_apply(rope, d_x, n, t, heads, style, -1.0f);
+void rope_backward(ThreadPool& pool, const RopeTable& rope, float* d_x, std::int64_t n,
+                   std::int64_t t, std::int64_t heads, model::RopeStyle style) {
+  rope_apply(pool, rope, d_x, n, t, heads, style, -1.0f);
 }
 
 // ---- attention ----
@@ -330,14 +332,16 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
   }
 }
 
-void quantize_input(const float* x, std::int64_t n, std::int64_t in,
+void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
                     kernels::PackedActivations& acts, float* x_hat) {
-  kernels::pack_activations(x, n, in, acts);
-  for (std::int64_t r = 0; r < n; ++r) {
-    const std::int8_t* q = acts.token(r);
-    const float scale = acts.scales[sz(r)];
-    for (std::int64_t i = 0; i < in; ++i) x_hat[r * in + i] = static_cast<float>(q[i]) * scale;
-  }
+  kernels::pack_activations(x, n, in, acts, pool);
+  pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const std::int8_t* q = acts.token(r);
+      const float scale = acts.scales[sz(r)];
+      for (std::int64_t i = 0; i < in; ++i) x_hat[r * in + i] = static_cast<float>(q[i]) * scale;
+    }
+  });
 }
 
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
@@ -373,32 +377,37 @@ void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, flo
 }
 
 // ---- FFN activation ----
-void ffn_act_forward(model::FfnActivation act, const float* gate, const float* up,
+void ffn_act_forward(ThreadPool& pool, model::FfnActivation act, const float* gate, const float* up,
                      std::int64_t count, float* h) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    const float g = gate[i];
-    const float a =
-        act == model::FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g)) : (g > 0 ? g * g : 0.0f);
-    h[i] = a * up[i];
-  }
+  pool.parallel_for(count, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float g = gate[i];
+      const float a =
+          act == model::FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g)) : (g > 0 ? g * g : 0.0f);
+      h[i] = a * up[i];
+    }
+  });
 }
 
-void ffn_act_backward(model::FfnActivation act, const float* gate, const float* up,
-                      const float* d_h, std::int64_t count, float* d_gate, float* d_up) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    const float g = gate[i];
-    float a, da;
-    if (act == model::FfnActivation::kSwiGlu) {
-      const float sig = 1.0f / (1.0f + std::exp(-g));
-      a = g * sig;
-      da = sig * (1.0f + g * (1.0f - sig));
-    } else {
-      a = g > 0 ? g * g : 0.0f;
-      da = g > 0 ? 2.0f * g : 0.0f;
+void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* gate,
+                      const float* up, const float* d_h, std::int64_t count, float* d_gate,
+                      float* d_up) {
+  pool.parallel_for(count, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float g = gate[i];
+      float a, da;
+      if (act == model::FfnActivation::kSwiGlu) {
+        const float sig = 1.0f / (1.0f + std::exp(-g));
+        a = g * sig;
+        da = sig * (1.0f + g * (1.0f - sig));
+      } else {
+        a = g > 0 ? g * g : 0.0f;
+        da = g > 0 ? 2.0f * g : 0.0f;
+      }
+      d_up[i] = d_h[i] * a;
+      d_gate[i] = d_h[i] * up[i] * da;
     }
-    d_up[i] = d_h[i] * a;
-    d_gate[i] = d_h[i] * up[i] * da;
-  }
+  });
 }
 
 // ---- mHC-lite ----

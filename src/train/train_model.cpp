@@ -244,12 +244,12 @@ struct Forward {
       mhc_read_forward(attn_mhc, a.x_in.data(), N, C, a.u_attn.data());
       rmsnorm_forward(pool, a.u_attn.data(), val(L.attn_norm), N, C, c.norm_eps, a.h_attn.data(),
                       a.rstd_attn.data());
-      quantize_input(a.h_attn.data(), N, C, m.packed, a.xhat_qkv.data());
+      quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv.data());
       ternary_forward(ctx, m.ternary[sz(L.wq)], m.packed, a.q.data());
       ternary_forward(ctx, m.ternary[sz(L.wk)], m.packed, a.k.data());
       ternary_forward(ctx, m.ternary[sz(L.wv)], m.packed, a.v.data());
-      rope_forward(*m.rope, a.q.data(), N, seq, c.n_heads, c.rope_style);
-      rope_forward(*m.rope, a.k.data(), N, seq, c.n_kv_heads, c.rope_style);
+      rope_forward(pool, *m.rope, a.q.data(), N, seq, c.n_heads, c.rope_style);
+      rope_forward(pool, *m.rope, a.k.data(), N, seq, c.n_kv_heads, c.rope_style);
       attention_forward(pool, shape, a.q.data(), a.k.data(), a.v.data(), a.att.data(),
                         a.probs.data());
       float* att_n = a.att.data();
@@ -258,7 +258,7 @@ struct Forward {
                         a.rstd_att_sub.data());
         att_n = a.att_n.data();
       }
-      quantize_input(att_n, N, C, m.packed, a.xhat_o.data());
+      quantize_input(pool, att_n, N, C, m.packed, a.xhat_o.data());
       ternary_forward(ctx, m.ternary[sz(L.wo)], m.packed, a.y_attn.data());
       const auto h_attn = mhc::residual_matrix(attn_mhc);
       mhc_write_forward(attn_mhc, h_attn, a.x_in.data(), a.y_attn.data(), N, C, a.x_mid.data());
@@ -266,17 +266,17 @@ struct Forward {
       mhc_read_forward(ffn_mhc, a.x_mid.data(), N, C, a.u_ffn.data());
       rmsnorm_forward(pool, a.u_ffn.data(), val(L.ffn_norm), N, C, c.norm_eps, a.h_ffn.data(),
                       a.rstd_ffn.data());
-      quantize_input(a.h_ffn.data(), N, C, m.packed, a.xhat_ffn.data());
+      quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn.data());
       ternary_forward(ctx, m.ternary[sz(L.w_gate)], m.packed, a.gate.data());
       ternary_forward(ctx, m.ternary[sz(L.w_up)], m.packed, a.up.data());
-      ffn_act_forward(c.ffn_activation, a.gate.data(), a.up.data(), N * F, a.act.data());
+      ffn_act_forward(pool, c.ffn_activation, a.gate.data(), a.up.data(), N * F, a.act.data());
       float* act_n = a.act.data();
       if (c.sub_norms) {
         rmsnorm_forward(pool, a.act.data(), val(L.ffn_sub_norm), N, F, c.norm_eps, a.act_n.data(),
                         a.rstd_act_sub.data());
         act_n = a.act_n.data();
       }
-      quantize_input(act_n, N, F, m.packed, a.xhat_down.data());
+      quantize_input(pool, act_n, N, F, m.packed, a.xhat_down.data());
       ternary_forward(ctx, m.ternary[sz(L.w_down)], m.packed, a.y_ffn.data());
       const auto h_ffn = mhc::residual_matrix(ffn_mhc);
       mhc_write_forward(ffn_mhc, h_ffn, a.x_mid.data(), a.y_ffn.data(), N, C, m.x.data());
@@ -293,7 +293,7 @@ struct Forward {
     }
     rmsnorm_forward(pool, m.mean.data(), val(m.output_norm), N, C, c.norm_eps, m.h_out.data(),
                     m.rstd_out.data());
-    quantize_input(m.h_out.data(), N, C, m.packed, m.xhat_head.data());
+    quantize_input(pool, m.h_out.data(), N, C, m.packed, m.xhat_head.data());
     if (c.tied_embeddings) {
       kernels::q8_matmul(*m.tied_q8, m.packed, ctx.isa(), pool, m.logits.data(), sz(c.vocab_size));
     } else {
@@ -365,7 +365,7 @@ struct Forward {
         rmsnorm_backward(pool, a.act.data(), val(L.ffn_sub_norm), a.rstd_act_sub.data(),
                          d_act_n.data(), N, F, d_act.data(), grad(L.ffn_sub_norm));
       }
-      ffn_act_backward(c.ffn_activation, a.gate.data(), a.up.data(), d_act.data(), N * F,
+      ffn_act_backward(pool, c.ffn_activation, a.gate.data(), a.up.data(), d_act.data(), N * F,
                        d_gate.data(), d_up.data());
       ternary_backward(pool, m.ternary[sz(L.w_gate)], a.xhat_ffn.data(), d_gate.data(), N,
                        d_h.data(), false, grad(L.w_gate), m.precision);
@@ -385,8 +385,8 @@ struct Forward {
       }
       attention_backward(pool, shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                          d_att.data(), d_q.data(), d_k.data(), d_v.data(), m.precision);
-      rope_backward(*m.rope, d_q.data(), N, seq, c.n_heads, c.rope_style);
-      rope_backward(*m.rope, d_k.data(), N, seq, c.n_kv_heads, c.rope_style);
+      rope_backward(pool, *m.rope, d_q.data(), N, seq, c.n_heads, c.rope_style);
+      rope_backward(pool, *m.rope, d_k.data(), N, seq, c.n_kv_heads, c.rope_style);
       ternary_backward(pool, m.ternary[sz(L.wq)], a.xhat_qkv.data(), d_q.data(), N, d_h.data(),
                        false, grad(L.wq), m.precision);
       ternary_backward(pool, m.ternary[sz(L.wk)], a.xhat_qkv.data(), d_k.data(), N, d_h.data(),

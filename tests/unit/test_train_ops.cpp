@@ -78,11 +78,11 @@ TEST_F(TrainOps, RopeGradientsBothStyles) {
     auto x = random_vector(n * heads * hd, rng), r = random_vector(x.size(), rng);
     auto loss = [&] {
       auto y = x;
-      rope_forward(table, y.data(), n, t, heads, style);
+      rope_forward(pool, table, y.data(), n, t, heads, style);
       return project(r, y);
     };
     auto dx = r;
-    rope_backward(table, dx.data(), n, t, heads, style);
+    rope_backward(pool, table, dx.data(), n, t, heads, style);
     expect_gradient("rope dx", x, dx, loss);
   }
 }
@@ -129,10 +129,10 @@ TEST_F(TrainOps, FfnActivationGradients) {
     }
     std::vector<float> h(n), dg(n), du(n);
     auto loss = [&] {
-      ffn_act_forward(act, g.data(), u.data(), n, h.data());
+      ffn_act_forward(pool, act, g.data(), u.data(), n, h.data());
       return project(r, h);
     };
-    ffn_act_backward(act, g.data(), u.data(), r.data(), n, dg.data(), du.data());
+    ffn_act_backward(pool, act, g.data(), u.data(), r.data(), n, dg.data(), du.data());
     expect_gradient("ffn dgate", g, dg, loss, 1e-3);
     expect_gradient("ffn dup", u, du, loss, 1e-3);
   }
@@ -244,7 +244,7 @@ TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
     EXPECT_EQ(layer.scale, fp16_to_fp32(fp32_to_fp16(layer.scale)));  // what the file stores
     kernels::PackedActivations acts;
     std::vector<float> x_hat(n * in), y(n * out);
-    quantize_input(x.data(), n, in, acts, x_hat.data());
+    quantize_input(ctx.pool(), x.data(), n, in, acts, x_hat.data());
     ternary_forward(ctx, layer, acts, y.data());
     // Forward: the int32 sum of trits times int8 codes, scaled — the inference rule.
     for (std::int64_t r = 0; r < n; ++r) {

@@ -88,6 +88,10 @@ struct PackedActivations {
 // storage when the shape allows.
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out);
+// The same with the tokens split over `pool` (identical results).
+class ThreadPool;
+void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
+                      PackedActivations& out, ThreadPool& pool);
 // Takes already-quantized int8 activations [tokens][cols] (scales set to 1).
 void pack_activations_i8(const std::int8_t* x, std::int64_t tokens, std::int64_t cols,
                          PackedActivations& out);

@@ -57,10 +57,10 @@ struct RopeTable {
   std::vector<float> cos, sin;  // [T][D/2], angles computed in double as inference does
   RopeTable(std::int64_t t, std::int64_t head_dim, float theta);
 };
-void rope_forward(const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
+void rope_forward(ThreadPool& pool, const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
                   std::int64_t heads, model::RopeStyle style);
-void rope_backward(const RopeTable& rope, float* d_x, std::int64_t n, std::int64_t t,
-                   std::int64_t heads, model::RopeStyle style);
+void rope_backward(ThreadPool& pool, const RopeTable& rope, float* d_x, std::int64_t n,
+                   std::int64_t t, std::int64_t heads, model::RopeStyle style);
 
 // ---- causal grouped-query attention ----
 // q (B, T, H, D), k and v (B, T, KV, D) -> out (B, T, H, D); probs (B, H, T, T) kept.
@@ -89,7 +89,7 @@ struct TernaryLinear {
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
                      TernaryLinear& layer);
 // Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations.
-void quantize_input(const float* x, std::int64_t n, std::int64_t in,
+void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
                     kernels::PackedActivations& acts, float* x_hat);
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y);
@@ -103,10 +103,11 @@ void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float*
 void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out);
 
 // ---- gated FFN activation: h (N, F) = act(gate) * up ----
-void ffn_act_forward(model::FfnActivation act, const float* gate, const float* up,
+void ffn_act_forward(ThreadPool& pool, model::FfnActivation act, const float* gate, const float* up,
                      std::int64_t count, float* h);
-void ffn_act_backward(model::FfnActivation act, const float* gate, const float* up,
-                      const float* d_h, std::int64_t count, float* d_gate, float* d_up);
+void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* gate,
+                      const float* up, const float* d_h, std::int64_t count, float* d_gate,
+                      float* d_up);
 
 // ---- mHC-lite read/write over streams x (N, n, C) ----
 // u (N, C) = sum_j h_pre[j] x_j
