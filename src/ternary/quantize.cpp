@@ -22,6 +22,25 @@ std::int8_t ternarize(float w, float inv_scale) {
   return static_cast<std::int8_t>(std::clamp(r, -1.0f, 1.0f));
 }
 
+// One absmean group: scale = max(mean |w|, eps), trits = ternarize(w / scale). Returns the scale.
+float quantize_group(const float* w, std::size_t n, std::int8_t* trits) {
+  // Double: per-tensor sums run over millions of weights; eight lanes keep the adds from
+  // waiting on each other (the trainer re-quantizes every matrix every step).
+  double lanes[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (std::size_t j = 0; j < 8; ++j) lanes[j] += std::fabs(w[i + j]);
+  }
+  double sum = 0;
+  for (; i < n; ++i) sum += std::fabs(w[i]);
+  for (double lane : lanes) sum += lane;
+  const float scale = std::max(
+      static_cast<float>(sum / static_cast<double>(std::max<std::size_t>(n, 1))), kScaleEps);
+  const float inv = 1.0f / scale;
+  for (i = 0; i < n; ++i) trits[i] = ternarize(w[i], inv);
+  return scale;
+}
+
 }  // namespace
 
 TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows, std::int64_t cols,
@@ -41,21 +60,7 @@ TernaryTensor quantize_absmean(std::span<const float> weights, std::int64_t rows
   const std::size_t groups = weights.size() / span;
   t.scales.resize(groups);
   for (std::size_t g = 0; g < groups; ++g) {
-    const float* w = weights.data() + g * span;
-    // Double: per-tensor sums run over millions of weights; eight lanes keep the adds from
-    // waiting on each other (the trainer re-quantizes every matrix every step).
-    double lanes[8] = {};
-    std::size_t i = 0;
-    for (; i + 8 <= span; i += 8) {
-      for (std::size_t j = 0; j < 8; ++j) lanes[j] += std::fabs(w[i + j]);
-    }
-    double sum = 0;
-    for (; i < span; ++i) sum += std::fabs(w[i]);
-    for (double lane : lanes) sum += lane;
-    const float scale = std::max(static_cast<float>(sum / static_cast<double>(span)), kScaleEps);
-    const float inv = 1.0f / scale;
-    t.scales[g] = scale;
-    for (i = 0; i < span; ++i) t.trits[g * span + i] = ternarize(w[i], inv);
+    t.scales[g] = quantize_group(weights.data() + g * span, span, t.trits.data() + g * span);
   }
   return t;
 }
@@ -64,21 +69,7 @@ float quantize_absmean_into(std::span<const float> weights, std::span<std::int8_
   if (trits.size() != weights.size()) {
     fail("quantize_absmean_into: {} weights but room for {} trits", weights.size(), trits.size());
   }
-  const float* w = weights.data();
-  const std::size_t span = weights.size();
-  double lanes[8] = {};
-  std::size_t i = 0;
-  for (; i + 8 <= span; i += 8) {
-    for (std::size_t j = 0; j < 8; ++j) lanes[j] += std::fabs(w[i + j]);
-  }
-  double sum = 0;
-  for (; i < span; ++i) sum += std::fabs(w[i]);
-  for (double lane : lanes) sum += lane;
-  const float scale = std::max(
-      static_cast<float>(sum / static_cast<double>(std::max<std::size_t>(span, 1))), kScaleEps);
-  const float inv = 1.0f / scale;
-  for (i = 0; i < span; ++i) trits[i] = ternarize(w[i], inv);
-  return scale;
+  return quantize_group(weights.data(), weights.size(), trits.data());
 }
 
 void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q,

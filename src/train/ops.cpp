@@ -1,6 +1,5 @@
 #include "nanochat/train/ops.hpp"
 
-#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
@@ -18,6 +17,10 @@
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
 
+// oneDNN runs on OpenMP (Debian builds it against libgomp, which it loads); nanochat itself is not
+// an OpenMP program, so the one call it needs is declared weak and resolved from that library.
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
+
 namespace nanochat::train {
 namespace {
 
@@ -28,7 +31,7 @@ std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
 void single_threaded_blas() {
   thread_local bool done = false;
   if (!done) {
-    omp_set_num_threads(1);
+    if (omp_set_num_threads != nullptr) omp_set_num_threads(1);
     done = true;
   }
 }

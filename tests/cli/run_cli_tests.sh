@@ -214,7 +214,12 @@ kill_args=("${train_args[@]}" --set training.total_steps=80 --set training.check
 "$bin" train "${kill_args[@]}" >/dev/null 2>&1 &
 pid=$!
 killed_ok=1
-for delay in 1.2 0.4 0.6; do
+# Wait for the first checkpoint (data preparation comes first; slow on a loaded machine).
+for _ in $(seq 300); do
+  ls "$work/killed"/step-*.nckpt >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for delay in 0.3 0.4 0.6; do
   sleep "$delay"
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
