@@ -17,13 +17,19 @@ inline float round_even(float x) {
 }
 
 std::int8_t ternarize(float w, float inv_scale) {
-  // fmin/fmax map a NaN weight to a finite code instead of an undefined conversion.
-  const float r = round_even(std::fmax(-2.0f, std::fmin(2.0f, w * inv_scale)));
+  // Written as selects: a NaN weight becomes -1 instead of an undefined conversion (and
+  // std::fmax/fmin would be library calls).
+  float v = w * inv_scale;
+  v = v >= -2.0f ? v : -2.0f;
+  v = v <= 2.0f ? v : 2.0f;
+  const float r = round_even(v);
   return static_cast<std::int8_t>(std::clamp(r, -1.0f, 1.0f));
 }
 
 // One absmean group: scale = max(mean |w|, eps), trits = ternarize(w / scale). Returns the scale.
-float quantize_group(const float* w, std::size_t n, std::int8_t* trits) {
+// Cloned per ISA (identical results: no step can be fused differently).
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] float quantize_group(
+    const float* w, std::size_t n, std::int8_t* trits) {
   // Double: per-tensor sums run over millions of weights; eight lanes keep the adds from
   // waiting on each other (the trainer re-quantizes every matrix every step).
   double lanes[8] = {};
@@ -72,8 +78,10 @@ float quantize_absmean_into(std::span<const float> weights, std::span<std::int8_
   return quantize_group(weights.data(), weights.size(), trits.data());
 }
 
-void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q,
-                          std::size_t q_stride, float* scales) {
+// Cloned per ISA like quantize_group; every clone computes the same codes.
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void quantize_activations(
+    const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q, std::size_t q_stride,
+    float* scales) {
   for (std::int64_t t = 0; t < tokens; ++t) {
     const float* row = x + t * cols;
     std::int8_t* out = q + static_cast<std::size_t>(t) * q_stride;
@@ -82,8 +90,11 @@ void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols
     amax = std::max(amax, kScaleEps);
     const float mul = 127.0f / amax;
     for (std::int64_t i = 0; i < cols; ++i) {
-      // |x * mul| <= 127; fmin/fmax send a NaN to a finite code (no undefined conversion).
-      const float r = round_even(std::fmax(-128.0f, std::fmin(127.0f, row[i] * mul)));
+      // |x * mul| <= 127; the selects send a NaN to -128 (no undefined conversion).
+      float v = row[i] * mul;
+      v = v >= -128.0f ? v : -128.0f;
+      v = v <= 127.0f ? v : 127.0f;
+      const float r = round_even(v);
       out[i] = static_cast<std::int8_t>(r);
     }
     scales[t] = amax / 127.0f;

@@ -47,13 +47,6 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
   if (st != dnnl_success) fail("oneDNN sgemm failed (status {})", static_cast<int>(st));
 }
 
-std::uint16_t to_bf16(float f) {  // round to nearest even (finite inputs)
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
 // The same product with A and B rounded to bf16 and fp32 accumulation, through oneDNN's matmul
 // (AVX512_BF16 kernels). A transposed operand keeps its stored orientation and is described by
 // strides, so conversion reads memory in order.
@@ -74,12 +67,8 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   const std::int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
   a16.resize(sz(a_rows * a_cols));
   b16.resize(sz(b_rows * b_cols));
-  for (std::int64_t r = 0; r < a_rows; ++r) {
-    for (std::int64_t j = 0; j < a_cols; ++j) a16[sz(r * a_cols + j)] = to_bf16(a[r * lda + j]);
-  }
-  for (std::int64_t r = 0; r < b_rows; ++r) {
-    for (std::int64_t j = 0; j < b_cols; ++j) b16[sz(r * b_cols + j)] = to_bf16(b[r * ldb + j]);
-  }
+  kernels::to_bf16(a, a_rows, a_cols, lda, a16.data());
+  kernels::to_bf16(b, b_rows, b_cols, ldb, b16.data());
   const memory::desc a_md({m, k}, memory::data_type::bf16,
                           ta ? memory::dims{1, m} : memory::dims{k, 1});
   const memory::desc b_md({k, n}, memory::data_type::bf16,
@@ -510,11 +499,9 @@ LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
       float* dz = d_logits + r * v;
       float top = z[0];
       for (std::int64_t i = 1; i < v; ++i) top = std::max(top, z[i]);
+      kernels::exp_shifted(z, top, dz, v);  // unnormalized p, reused below
       double sum = 0;
-      for (std::int64_t i = 0; i < v; ++i) {
-        dz[i] = std::exp(z[i] - top);  // unnormalized p, reused below
-        sum += dz[i];
-      }
+      for (std::int64_t i = 0; i < v; ++i) sum += dz[i];
       const double log_sum = std::log(sum);
       const double log_z = static_cast<double>(top) + log_sum;
       const auto inv_sum = static_cast<float>(1.0 / sum);

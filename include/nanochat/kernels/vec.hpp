@@ -12,6 +12,14 @@ float dot_f32(const float* a, const float* b, std::int64_t n);
 // y[i] += w * x[i]
 void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 
+// out[i] = exp(z[i] - shift) for z[i] <= shift (softmax numerators), vectorized, within ~2 ulp.
+void exp_shifted(const float* z, float shift, float* out, std::int64_t n);
+
+// Rounds fp32 to bf16 (nearest even) for a rows x cols block with row stride ld into a packed
+// rows x cols array.
+void to_bf16(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+             std::uint16_t* out);
+
 // One query of causal attention over `len` cached positions whose key and value rows are
 // `stride` floats apart: p[j] = softmax_j(q . k_j * scale), out (d) = sum_j p[j] v_j. Inference
 // and training both call this, so their attention agrees bit for bit.
