@@ -134,21 +134,22 @@ class Model(nn.Module):
         return self.head(self.norm(x))
 
 
-def newton_schulz5(g):
+def newton_schulz5(g, dtype=torch.float32):
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g / (g.norm() + 1e-7)
+    x = (g / (g.norm() + 1e-7)).to(dtype)
     transpose = x.shape[0] > x.shape[1]
     if transpose:
         x = x.T
     for _ in range(5):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transpose else x
+    return (x.T if transpose else x).float()
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr=0.02, momentum=0.95):
+    def __init__(self, params, lr=0.02, momentum=0.95, dtype=torch.float32):
         super().__init__(params, dict(lr=lr, momentum=momentum))
+        self.dtype = dtype  # Newton-Schulz in bf16, as Muon's reference runs it, with --bf16
 
     @torch.no_grad()
     def step(self):
@@ -159,7 +160,7 @@ class Muon(torch.optim.Optimizer):
                     state["m"] = torch.zeros_like(p)
                 m = state["m"]
                 m.mul_(group["momentum"]).add_(p.grad)
-                u = newton_schulz5(p.grad + group["momentum"] * m)
+                u = newton_schulz5(p.grad + group["momentum"] * m, self.dtype)
                 scale = max(1.0, p.shape[0] / p.shape[1]) ** 0.5
                 p.add_(u, alpha=-group["lr"] * scale)
 
@@ -178,21 +179,26 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="forward and backward under torch.autocast(cpu, bfloat16), Muon's "
+                         "Newton-Schulz in bf16 (what nanochat's matmul_precision=bf16 does)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     model = Model(a)
     hidden = [p for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks.")]
     rest = [p for n, p in model.named_parameters() if not (p.ndim == 2 and n.startswith("blocks."))]
-    muon = Muon(hidden)
+    muon = Muon(hidden, dtype=torch.bfloat16 if a.bf16 else torch.float32)
     adamw = torch.optim.AdamW(rest, lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     gen = torch.Generator().manual_seed(2)
     rates = []
     for step in range(a.warmup + a.steps):
         tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen)
         start = time.perf_counter()
-        logits = model(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, a.vocab), tokens[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            logits = model(tokens[:, :-1])
+            loss = F.cross_entropy(logits.float().reshape(-1, a.vocab),
+                                   tokens[:, 1:].reshape(-1))
         model.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -205,6 +211,7 @@ def main():
         "framework": f"pytorch {torch.__version__}",
         "threads": a.threads,
         "blas_threads": a.blas_threads,
+        "bf16": a.bf16,
         "tokens_per_second": statistics.median(rates),
         "steps": a.steps,
         "loss": loss.item(),
