@@ -216,7 +216,8 @@ void check_consistency(const TrainConfig& c, const std::string& name) {
        fmt::format("training.seq_len {} exceeds model.max_seq_len {}", c.training.seq_len,
                    m.context_length));
   need(c.training.warmup_steps < c.training.total_steps,
-       "training.warmup_steps must be below training.total_steps");
+       fmt::format("training.warmup_steps {} must be below training.total_steps {}",
+                   c.training.warmup_steps, c.training.total_steps));
   need(!c.data.inputs.empty(), "data.inputs is empty; name the files or folders to train on");
 }
 

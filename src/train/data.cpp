@@ -87,6 +87,12 @@ std::vector<std::uint8_t> tokenizer_only_gguf(const fs::path& path) {
 Dataset Dataset::prepare(const TrainConfig& config,
                          const std::function<void(const std::string&)>& log) {
   const DataSection& d = config.data;
+  if (d.tokenizer != "train" && !fs::is_regular_file(d.tokenizer)) {
+    fail<UsageError>(
+        "data.tokenizer {}: no such file; name a GGUF file with a tokenizer, or "
+        "\"train\"",
+        d.tokenizer);
+  }
   const std::vector<fs::path> files = select_files(d);
   const std::int64_t vocab = d.tokenizer_vocab_size > 0
                                  ? d.tokenizer_vocab_size

@@ -255,6 +255,8 @@ expect_fail "train: unknown key" "bad.toml:7: unknown key 'training.lr'; \[train
 printf '[model]\ndim = 256\nn_layers = 1\nn_heads = 2\nffn_dim = 256\n[data]\ninputs = ["x"]\n' >"$work/good.toml"
 expect_fail "train: bad --set" "--set training.batch_size=0: training.batch_size must be 1 or more" "$bin" train -c "$work/good.toml" --set training.batch_size=0
 expect_fail "train: missing config" "/nonexistent.toml: cannot open" "$bin" train -c /nonexistent.toml
+expect_fail "train: missing tokenizer" "data.tokenizer /nonexistent.gguf: no such file" "$bin" train -c "$work/good.toml" --set 'data.tokenizer="/nonexistent.gguf"' --set "output.checkpoint_dir=\"$work/tk\""
+expect_fail "train: warmup" "training.warmup_steps 50 must be below training.total_steps 10" "$bin" train -c "$work/good.toml" --set training.total_steps=10 --set training.warmup_steps=50
 expect_fail "train: missing input" "/nonexistent/corpus: no such file or folder" "$bin" tokenizer train /nonexistent/corpus -o "$work/x.gguf"
 expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work/*.nothing" -o "$work/x.gguf"
 expect_fail "train: tiny vocab" "--vocab-size 10: must be at least 259" "$bin" tokenizer train "$work/code.py" -o "$work/x.gguf" --vocab-size 10
