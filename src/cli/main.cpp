@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "nanochat/cli/commands.hpp"
+#include "nanochat/cli/common.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/log.hpp"
 #include "nanochat/version.hpp"
@@ -73,6 +74,8 @@ int main(int argc, char** argv) {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const nanochat::cli::Interrupted&) {
+    return 130;
   } catch (const nanochat::UsageError& e) {
     std::fprintf(stderr, "nanochat: %s\n", e.what());
     return 2;

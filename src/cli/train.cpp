@@ -1,8 +1,10 @@
 // nanochat train: ternary quantization-aware training from a TOML config, and nanochat export:
 // a checkpoint to a GGUF inference file.
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +18,14 @@
 
 namespace nanochat::cli {
 namespace {
+
+// Ctrl-C during training: finish the step, checkpoint, stop (a second Ctrl-C kills at once).
+std::atomic<bool> g_interrupt{false};
+
+void on_sigint(int) {
+  g_interrupt.store(true);
+  ::signal(SIGINT, SIG_DFL);
+}
 
 struct TrainOptions {
   std::string config;
@@ -39,15 +49,24 @@ void run_train(const TrainOptions& o) {
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
   kernels::KernelContext ctx(o.kernel.options(threads));
   auto log = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
+  r.interrupt = &g_interrupt;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   const train::TrainResult res = train::run_training(r, ctx, log);
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
   log(fmt::format("{} after {} steps: loss {:.4f}{}; {:.0f} tokens/s; peak memory {:.0f} MiB",
-                  res.finished ? "finished" : "stopped", res.steps, res.last_loss,
+                  res.finished ? "finished" : (res.interrupted ? "interrupted" : "stopped"),
+                  res.steps, res.last_loss,
                   res.val_loss > 0 ? fmt::format(", validation {:.4f} ({:.3f} bits/byte)",
                                                  res.val_loss, res.val_bpb)
                                    : "",
                   res.tokens_per_second, res.peak_memory_mib));
   if (!res.checkpoint.empty()) log(fmt::format("checkpoint: {}", res.checkpoint.string()));
   if (!res.exported.empty()) log(fmt::format("model: {}", res.exported.string()));
+  if (res.interrupted) throw Interrupted();
 }
 
 struct ExportCliOptions {

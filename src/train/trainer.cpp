@@ -302,14 +302,18 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     grad_ema = step - first_step == 1 ? grad_norm : 0.95 * grad_ema + 0.05 * grad_norm;
 
     const bool last = step == t.total_steps;
-    const bool stop = options.stop_after > 0 && step - first_step >= options.stop_after;
+    const bool interrupted = options.interrupt != nullptr && options.interrupt->load();
+    const bool stop =
+        (options.stop_after > 0 && step - first_step >= options.stop_after) || interrupted;
     if ((t.eval_interval > 0 && step % t.eval_interval == 0) || last) evaluate(step);
     if ((t.checkpoint_interval > 0 && step % t.checkpoint_interval == 0) || last || stop) {
       result.checkpoint = save(step, elapsed_before + run_s);
     }
     if (stop && !last) {
-      log(fmt::format("stopping after {} steps of this run (--stop-after); continue with --resume",
-                      step - first_step));
+      if (options.progress) fmt::print(stderr, "\r\033[K");
+      log(fmt::format("stopping at step {} ({}) with a checkpoint; continue with --resume", step,
+                      interrupted ? "interrupted" : "--stop-after"));
+      result.interrupted = interrupted;
       break;
     }
   }

@@ -208,6 +208,21 @@ expect_fail "export: mHC as llama" "--arch llama: the model has mHC-lite streams
 cp "$(ls "$work/run"/step-*.nckpt | tail -1)" "$work/cut.nckpt" && truncate -s 5000 "$work/cut.nckpt"
 expect_fail "export: truncated checkpoint" "cut.nckpt: checksum mismatch" "$bin" export "$work/cut.nckpt" -o "$work/x.gguf"
 
+# Ctrl-C (SIGINT) finishes the step, writes a checkpoint and exits 130; --resume continues.
+"$bin" train "${train_args[@]}" --set training.total_steps=5000 --set training.checkpoint_interval=0 \
+  --set "output.checkpoint_dir=\"$work/int\"" >/dev/null 2>"$work/int.err" &
+pid=$!
+for _ in $(seq 300); do
+  [[ $(wc -l <"$work/int/train.jsonl" 2>/dev/null || echo 0) -ge 3 ]] && break
+  sleep 0.1
+done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+last=$(ls "$work/int"/step-*.nckpt 2>/dev/null | tail -1)
+[[ $rc -eq 130 && -n "$last" ]] && grep -q "interrupted) with a checkpoint; continue with --resume" "$work/int.err" && ok ||
+  bad "train: Ctrl-C gave rc=$rc, checkpoint '$last': $(tail -2 "$work/int.err")"
+
 # kill -9 at arbitrary moments never leaves a bad newest checkpoint, and --resume finishes the run.
 kill_args=("${train_args[@]}" --set training.total_steps=80 --set training.checkpoint_interval=1
   --set "output.checkpoint_dir=\"$work/killed\"")

@@ -16,6 +16,10 @@ namespace nanochat::cli {
 // "1,2,4" -> {1, 2, 4}; every value must be >= min_value. Throws UsageError naming `flag`.
 std::vector<int> parse_int_list(std::string_view text, std::string_view flag, int min_value = 1);
 
+// Thrown by a command that stopped on Ctrl-C after saving its work; main exits with 130 (the
+// shell's code for SIGINT) and prints nothing more.
+struct Interrupted {};
+
 struct Shape {
   std::int64_t rows = 0;
   std::int64_t cols = 0;

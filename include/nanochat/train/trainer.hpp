@@ -2,6 +2,7 @@
 // with JSON-lines logging, validation, atomic checkpoints, exact resume and a final export.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -18,11 +19,14 @@ struct TrainRunOptions {
   std::int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
   bool table = false;           // a readable table on stdout (a terminal) instead of JSON lines
   bool progress = false;        // a progress bar with ETA on stderr
+  // Set (e.g. by a SIGINT handler) to stop after the current step with a checkpoint.
+  const std::atomic<bool>* interrupt = nullptr;
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;  // optimizer steps completed in total
-  bool finished = false;   // reached total_steps (and exported)
+  std::int64_t steps = 0;    // optimizer steps completed in total
+  bool finished = false;     // reached total_steps (and exported)
+  bool interrupted = false;  // stopped early by `interrupt`
   double last_loss = 0;
   double val_loss = 0, val_bpb = 0;  // last validation (0 when none ran)
   double tokens_per_second = 0;      // this run's mean
