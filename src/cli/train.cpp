@@ -24,7 +24,8 @@ std::atomic<bool> g_interrupt{false};
 
 void on_sigint(int) {
   g_interrupt.store(true);
-  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGINT, SIG_DFL);  // async-signal-safe; the next signal ends the process
+  ::signal(SIGTERM, SIG_DFL);
 }
 
 struct TrainOptions {
