@@ -27,9 +27,8 @@ namespace {
 // e^x for x <= 0 (softmax arguments), within ~2 ulp of expf: Cody-Waite reduction by ln 2 and
 // Cephes' degree-6 polynomial, written so the compiler vectorizes a loop of them (a libm call
 // per score cost a third of attention).
-[[gnu::always_inline]] inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: round to nearest even
+[[gnu::always_inline]] inline float exp_core(float x) {  // x in [-87, 88]
+  constexpr float kMagic = 12582912.0f;                  // 1.5 * 2^23: round to nearest even
   const float n = (x * 1.44269504088896341f + kMagic) - kMagic;
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -43,6 +42,15 @@ namespace {
   float scale;
   std::memcpy(&scale, &bits, 4);
   return y * scale;
+}
+
+[[gnu::always_inline]] inline float exp_nonpositive(float x) {
+  return exp_core(std::max(x, -87.0f));
+}
+
+// e^x for any x, clamped to [-87, 88] (the range whose powers of two are normal floats).
+[[gnu::always_inline]] inline float exp_any(float x) {
+  return exp_core(std::min(std::max(x, -87.0f), 88.0f));
 }
 
 }  // namespace
@@ -120,6 +128,30 @@ namespace nanochat::kernels {
       dst[j] = static_cast<std::uint16_t>(bits >> 16);
     }
   }
+}
+
+}  // namespace nanochat::kernels
+
+namespace nanochat::kernels {
+
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void gated_activation(
+    const float* gate, const float* up, float* out, std::int64_t n, bool relu2) {
+  if (relu2) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float g = gate[i];
+      out[i] = (g > 0 ? g * g : 0.0f) * up[i];
+    }
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + exp_any(-g)) * up[i];
+  }
+}
+
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void sigmoid_f32(
+    const float* x, float* out, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + exp_any(-x[i]));
 }
 
 }  // namespace nanochat::kernels

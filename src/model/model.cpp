@@ -437,12 +437,9 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     quantize(h.data(), dim);
     apply(L.w_gate, gate.data());
     apply(L.w_up, up.data());
-    for (std::size_t i = 0; i < gate.size(); ++i) {
-      const float g = gate[i];
-      const float a = c.ffn_activation == FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g))
-                                                                 : (g > 0 ? g * g : 0.0f);
-      gate[i] = a * up[i];
-    }
+    kernels::gated_activation(gate.data(), up.data(), gate.data(),
+                              static_cast<std::int64_t>(gate.size()),
+                              c.ffn_activation == FfnActivation::kReluSquared);
     if (c.sub_norms) {
       for (std::int64_t t = 0; t < T; ++t) {
         rms_norm(gate.data() + t * c.ffn_dim, L.ffn_sub_norm.data(), gate.data() + t * c.ffn_dim,

@@ -371,13 +371,10 @@ void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, flo
 // ---- FFN activation ----
 void ffn_act_forward(ThreadPool& pool, model::FfnActivation act, const float* gate, const float* up,
                      std::int64_t count, float* h) {
+  // The inference engine's function, so the activations (which feed a quantizer) agree exactly.
   pool.parallel_for(count, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      const float a =
-          act == model::FfnActivation::kSwiGlu ? g / (1.0f + std::exp(-g)) : (g > 0 ? g * g : 0.0f);
-      h[i] = a * up[i];
-    }
+    kernels::gated_activation(gate + begin, up + begin, h + begin, end - begin,
+                              act == model::FfnActivation::kReluSquared);
   });
 }
 
@@ -385,19 +382,20 @@ void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* g
                       const float* up, const float* d_h, std::int64_t count, float* d_gate,
                       float* d_up) {
   pool.parallel_for(count, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      float a, da;
-      if (act == model::FfnActivation::kSwiGlu) {
-        const float sig = 1.0f / (1.0f + std::exp(-g));
-        a = g * sig;
-        da = sig * (1.0f + g * (1.0f - sig));
-      } else {
-        a = g > 0 ? g * g : 0.0f;
-        da = g > 0 ? 2.0f * g : 0.0f;
+    if (act == model::FfnActivation::kSwiGlu) {
+      // a = g sig(g), da/dg = sig (1 + g (1 - sig)); d_gate holds sig first.
+      kernels::sigmoid_f32(gate + begin, d_gate + begin, end - begin);
+      for (std::int64_t i = begin; i < end; ++i) {
+        const float g = gate[i], sig = d_gate[i];
+        d_up[i] = d_h[i] * g * sig;
+        d_gate[i] = d_h[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
       }
-      d_up[i] = d_h[i] * a;
-      d_gate[i] = d_h[i] * up[i] * da;
+    } else {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const float g = gate[i];
+        d_up[i] = d_h[i] * (g > 0 ? g * g : 0.0f);
+        d_gate[i] = d_h[i] * up[i] * (g > 0 ? 2.0f * g : 0.0f);
+      }
     }
   });
 }

@@ -15,6 +15,14 @@ void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 // out[i] = exp(z[i] - shift) for z[i] <= shift (softmax numerators), vectorized, within ~2 ulp.
 void exp_shifted(const float* z, float shift, float* out, std::int64_t n);
 
+// Gated FFN activations, out[i] = act(gate[i]) * up[i] (out may alias gate): SwiGLU
+// g / (1 + e^-g) or squared ReLU. Inference and training both call this, so they agree bit for
+// bit. `relu2` selects the squared ReLU.
+void gated_activation(const float* gate, const float* up, float* out, std::int64_t n, bool relu2);
+
+// out[i] = 1 / (1 + e^-x[i]) with the same exponential.
+void sigmoid_f32(const float* x, float* out, std::int64_t n);
+
 // Rounds fp32 to bf16 (nearest even) for a rows x cols block with row stride ld into a packed
 // rows x cols array.
 void to_bf16(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
