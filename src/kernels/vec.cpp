@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "nanochat/util/clones.hpp"
+
 namespace nanochat::kernels {
 namespace {
 
@@ -56,8 +58,7 @@ namespace {
 }  // namespace
 
 // Sixteen independent lanes let the compiler vectorize the sum without reordering it freely.
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] float dot_f32(
-    const float* a, const float* b, std::int64_t n) {
+NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   float lanes[16] = {};
   std::int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -69,8 +70,7 @@ namespace {
   return sum;
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void axpy_f32(
-    float w, const float* x, float* y, std::int64_t n) {
+NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += w * x[i];
 }
 
@@ -78,9 +78,9 @@ namespace {
 
 namespace nanochat::kernels {
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void attention_row(
-    const float* q, const float* keys, const float* values, std::int64_t stride, std::int64_t len,
-    std::int64_t d, float scale, float* p, float* out) {
+NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const float* values,
+                                   std::int64_t stride, std::int64_t len, std::int64_t d,
+                                   float scale, float* p, float* out) {
   float top = -INFINITY;
   for (std::int64_t j = 0; j < len; ++j) {
     p[j] = dot16(q, keys + j * stride, d) * scale;
@@ -111,13 +111,12 @@ namespace nanochat::kernels {
 
 namespace nanochat::kernels {
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void exp_shifted(
-    const float* z, float shift, float* out, std::int64_t n) {
+NANOCHAT_CLONES void exp_shifted(const float* z, float shift, float* out, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = exp_nonpositive(z[i] - shift);
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void to_bf16(
-    const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::uint16_t* out) {
+NANOCHAT_CLONES void to_bf16(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                             std::uint16_t* out) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* src = x + r * ld;
     std::uint16_t* dst = out + r * cols;
@@ -134,8 +133,8 @@ namespace nanochat::kernels {
 
 namespace nanochat::kernels {
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void gated_activation(
-    const float* gate, const float* up, float* out, std::int64_t n, bool relu2) {
+NANOCHAT_CLONES void gated_activation(const float* gate, const float* up, float* out,
+                                      std::int64_t n, bool relu2) {
   if (relu2) {
     for (std::int64_t i = 0; i < n; ++i) {
       const float g = gate[i];
@@ -149,8 +148,7 @@ namespace nanochat::kernels {
   }
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void sigmoid_f32(
-    const float* x, float* out, std::int64_t n) {
+NANOCHAT_CLONES void sigmoid_f32(const float* x, float* out, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + exp_any(-x[i]));
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "nanochat/util/clones.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::ternary {
@@ -28,8 +29,7 @@ std::int8_t ternarize(float w, float inv_scale) {
 
 // One absmean group: scale = max(mean |w|, eps), trits = ternarize(w / scale). Returns the scale.
 // Cloned per ISA (identical results: no step can be fused differently).
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] float quantize_group(
-    const float* w, std::size_t n, std::int8_t* trits) {
+NANOCHAT_CLONES float quantize_group(const float* w, std::size_t n, std::int8_t* trits) {
   // Double: per-tensor sums run over millions of weights; eight lanes keep the adds from
   // waiting on each other (the trainer re-quantizes every matrix every step).
   double lanes[8] = {};
@@ -79,9 +79,8 @@ float quantize_absmean_into(std::span<const float> weights, std::span<std::int8_
 }
 
 // Cloned per ISA like quantize_group; every clone computes the same codes.
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]] void quantize_activations(
-    const float* x, std::int64_t tokens, std::int64_t cols, std::int8_t* q, std::size_t q_stride,
-    float* scales) {
+NANOCHAT_CLONES void quantize_activations(const float* x, std::int64_t tokens, std::int64_t cols,
+                                          std::int8_t* q, std::size_t q_stride, float* scales) {
   for (std::int64_t t = 0; t < tokens; ++t) {
     const float* row = x + t * cols;
     std::int8_t* out = q + static_cast<std::size_t>(t) * q_stride;
