@@ -1,6 +1,8 @@
 #include "nanochat/gguf/reader.hpp"
 
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -397,6 +399,17 @@ const TensorInfo* GgufFile::find_tensor(std::string_view name) const {
     if (t.name == name) return &t;
   }
   return nullptr;
+}
+
+void GgufFile::release(const TensorInfo& tensor) const {
+  if (!file_) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(tensor_data(tensor).data());
+  const std::uintptr_t first = (begin + page - 1) / page * page;  // whole pages inside only
+  const std::uintptr_t last = (begin + tensor.bytes) / page * page;
+  if (last > first) {
+    (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
 }
 
 std::span<const std::uint8_t> GgufFile::tensor_data(const TensorInfo& tensor) const {

@@ -120,6 +120,7 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
     scales[static_cast<std::size_t>(row)] = src.decode_row(row, trits) * extra;
   });
   m.row_scales = std::move(scales);
+  f.release(t);  // repacked: the mapped copy need not stay resident
   return m;
 }
 
@@ -320,6 +321,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
   if (head.type.id == 8) {
     w->output_q8 = kernels::pack_q8_0(f.tensor_data(head), c.vocab_size, c.dim);
+
   } else if (is_float_type(head.type.id)) {
     if (c.dim % 32 != 0) {
       fail<FormatError>("{}: a float output head needs a width that is a multiple of 32, not {}",
@@ -333,6 +335,9 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   } else {
     w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
   }
+  // Repacked: the mapped copy leaves the resident set. A tied head's rows are still read as
+  // embeddings; those few pages fault back in from the page cache.
+  f.release(head);
   return std::unique_ptr<Model>(new Model(std::move(w), ctx));
 }
 

@@ -69,6 +69,10 @@ class GgufFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find_tensor(std::string_view name) const;
   std::span<const std::uint8_t> tensor_data(const TensorInfo& tensor) const;
+  // Tells the kernel a mapped tensor's pages are no longer needed (after it was repacked), so
+  // they leave the resident set; reading the tensor again still works (pages come back from the
+  // file). No effect for files parsed from memory.
+  void release(const TensorInfo& tensor) const;
 
  private:
   GgufFile() = default;
