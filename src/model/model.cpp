@@ -89,39 +89,64 @@ void check_shape(const gguf::GgufFile& f, const gguf::TensorInfo& t,
   }
 }
 
+struct TernaryPart {
+  std::string name;
+  std::int64_t out;  // rows
+};
+
+// Packs the ternary tensors `parts` (each [in, out_i]) as one matrix with their rows stacked in
+// order — Q, K and V, or gate and up, which read the same input, become one GEMV per token.
 kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelContext& ctx,
-                                   const std::string& name, std::int64_t in, std::int64_t out) {
-  const gguf::TensorInfo& t = need_tensor(f, name);
-  check_shape(f, t, {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)});
-  const auto id = t.type.id;
-  if (id != 34 && id != 35 && id != 36) {
-    fail<FormatError>(
-        "{}: tensor '{}' has type {}; nanochat's linear layers are ternary (TQ2_0, "
-        "TQ1_0 or I2_S)",
-        f.name(), name, t.type.name);
-  }
-  TernarySource src{f, t, f.tensor_data(t), in};
-  if (id == 36) {
-    std::memcpy(&src.i2s_scale, src.data.data() + in * out / 4, sizeof(float));
-  }
-  // llama.cpp's bitnet layout may carry a one-value `.scale` tensor that multiplies the output.
-  float extra = 1.0f;
-  const std::string scale_name = name.substr(0, name.size() - 7) + ".scale";
-  if (f.find_tensor(scale_name) != nullptr) {
-    const std::vector<float> s = dequantize_tensor(f, scale_name);
-    if (s.size() != 1) {
-      fail<FormatError>("{}: tensor '{}' has {} values; a layer scale has one", f.name(),
-                        scale_name, s.size());
+                                   const std::vector<TernaryPart>& parts, std::int64_t in) {
+  std::vector<TernarySource> sources;
+  std::vector<float> extras;
+  std::vector<std::int64_t> first_row;
+  std::int64_t rows = 0;
+  for (const TernaryPart& part : parts) {
+    const gguf::TensorInfo& t = need_tensor(f, part.name);
+    check_shape(f, t, {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(part.out)});
+    const auto id = t.type.id;
+    if (id != 34 && id != 35 && id != 36) {
+      fail<FormatError>(
+          "{}: tensor '{}' has type {}; nanochat's linear layers are ternary (TQ2_0, "
+          "TQ1_0 or I2_S)",
+          f.name(), part.name, t.type.name);
     }
-    extra = s[0];
+    TernarySource src{f, t, f.tensor_data(t), in};
+    if (id == 36) {
+      std::memcpy(&src.i2s_scale, src.data.data() + in * part.out / 4, sizeof(float));
+    }
+    // llama.cpp's bitnet layout may carry a one-value `.scale` tensor that multiplies the output.
+    float extra = 1.0f;
+    const std::string scale_name = part.name.substr(0, part.name.size() - 7) + ".scale";
+    if (f.find_tensor(scale_name) != nullptr) {
+      const std::vector<float> s = dequantize_tensor(f, scale_name);
+      if (s.size() != 1) {
+        fail<FormatError>("{}: tensor '{}' has {} values; a layer scale has one", f.name(),
+                          scale_name, s.size());
+      }
+      extra = s[0];
+    }
+    sources.push_back(src);
+    extras.push_back(extra);
+    first_row.push_back(rows);
+    rows += part.out;
   }
-  std::vector<float> scales(static_cast<std::size_t>(out));
-  kernels::PackedMatrix m = ctx.pack(out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
-    scales[static_cast<std::size_t>(row)] = src.decode_row(row, trits) * extra;
+  std::vector<float> scales(static_cast<std::size_t>(rows));
+  kernels::PackedMatrix m = ctx.pack(rows, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
+    std::size_t i = parts.size() - 1;
+    while (row < first_row[i]) --i;
+    scales[static_cast<std::size_t>(row)] =
+        sources[i].decode_row(row - first_row[i], trits) * extras[i];
   });
   m.row_scales = std::move(scales);
-  f.release(t);  // repacked: the mapped copy need not stay resident
+  for (const auto& src : sources) f.release(src.info);  // repacked: the mapped copies may go
   return m;
+}
+
+kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelContext& ctx,
+                                   const std::string& name, std::int64_t in, std::int64_t out) {
+  return load_ternary(f, ctx, {{name, out}}, in);
 }
 
 std::vector<float> load_vector(const gguf::GgufFile& f, const std::string& name, std::int64_t n) {
@@ -234,7 +259,9 @@ struct Model::Weights {
   std::span<const std::uint8_t> embedding;
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm;
-    kernels::PackedMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+    kernels::PackedMatrix wqkv;      // Q, K and V rows stacked: one pass over the input
+    kernels::PackedMatrix w_gateup;  // gate and up rows stacked
+    kernels::PackedMatrix wo, w_down;
     mhc::MhcParams attn_mhc, ffn_mhc;
     std::vector<float> attn_h, ffn_h;  // their residual matrices
   };
@@ -255,7 +282,7 @@ const ModelConfig& Model::config() const { return w_->config; }
 std::size_t Model::bytes_per_token() const {
   std::size_t bytes = 0;
   for (const auto& l : w_->layers) {
-    for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const auto* m : {&l.wqkv, &l.wo, &l.w_gateup, &l.w_down}) {
       bytes += m->weight_bytes();
     }
   }
@@ -287,12 +314,14 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     Weights::Layer layer;
     layer.attn_norm = load_vector(f, p + "attn_norm.weight", c.dim);
     layer.ffn_norm = load_vector(f, p + "ffn_norm.weight", c.dim);
-    layer.wq = load_ternary(f, ctx, p + "attn_q.weight", c.dim, c.dim);
-    layer.wk = load_ternary(f, ctx, p + "attn_k.weight", c.dim, c.kv_dim());
-    layer.wv = load_ternary(f, ctx, p + "attn_v.weight", c.dim, c.kv_dim());
+    layer.wqkv = load_ternary(f, ctx,
+                              {{p + "attn_q.weight", c.dim},
+                               {p + "attn_k.weight", c.kv_dim()},
+                               {p + "attn_v.weight", c.kv_dim()}},
+                              c.dim);
     layer.wo = load_ternary(f, ctx, p + "attn_output.weight", c.dim, c.dim);
-    layer.w_gate = load_ternary(f, ctx, p + "ffn_gate.weight", c.dim, c.ffn_dim);
-    layer.w_up = load_ternary(f, ctx, p + "ffn_up.weight", c.dim, c.ffn_dim);
+    layer.w_gateup = load_ternary(
+        f, ctx, {{p + "ffn_gate.weight", c.ffn_dim}, {p + "ffn_up.weight", c.ffn_dim}}, c.dim);
     layer.w_down = load_ternary(f, ctx, p + "ffn_down.weight", c.ffn_dim, c.dim);
     if (c.sub_norms) {
       layer.attn_sub_norm = load_vector(f, p + "attn_sub_norm.weight", c.dim);
@@ -368,6 +397,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   std::vector<float> u(sz(T * dim)), h(sz(T * std::max(dim, c.ffn_dim)));
   std::vector<float> q(sz(T * dim)), k(sz(T * kvd)), v(sz(T * kvd)), att(sz(T * dim));
   std::vector<float> gate(sz(T * c.ffn_dim)), up(sz(T * c.ffn_dim)), out(sz(T * dim));
+  std::vector<float> qkv(sz(T * (dim + 2 * kvd))), gateup(sz(T * 2 * c.ffn_dim));
   kernels::PackedActivations acts;
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -404,9 +434,13 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
       rms_norm(u.data() + t * dim, L.attn_norm.data(), h.data() + t * dim, dim, c.norm_eps);
     }
     quantize(h.data(), dim);
-    apply(L.wq, q.data());
-    apply(L.wk, k.data());
-    apply(L.wv, v.data());
+    apply(L.wqkv, qkv.data());
+    for (std::int64_t t = 0; t < T; ++t) {
+      const float* row = qkv.data() + t * (dim + 2 * kvd);
+      std::copy_n(row, dim, q.data() + t * dim);
+      std::copy_n(row + dim, kvd, k.data() + t * kvd);
+      std::copy_n(row + dim + kvd, kvd, v.data() + t * kvd);
+    }
     float* kc = cache.keys(l);
     float* vc = cache.values(l);
     for (std::int64_t t = 0; t < T; ++t) {
@@ -440,8 +474,12 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
       rms_norm(u.data() + t * dim, L.ffn_norm.data(), h.data() + t * dim, dim, c.norm_eps);
     }
     quantize(h.data(), dim);
-    apply(L.w_gate, gate.data());
-    apply(L.w_up, up.data());
+    apply(L.w_gateup, gateup.data());
+    for (std::int64_t t = 0; t < T; ++t) {
+      const float* row = gateup.data() + t * 2 * c.ffn_dim;
+      std::copy_n(row, c.ffn_dim, gate.data() + t * c.ffn_dim);
+      std::copy_n(row + c.ffn_dim, c.ffn_dim, up.data() + t * c.ffn_dim);
+    }
     kernels::gated_activation(gate.data(), up.data(), gate.data(),
                               static_cast<std::int64_t>(gate.size()),
                               c.ffn_activation == FfnActivation::kReluSquared);
