@@ -363,7 +363,8 @@ void run(const Options& o) {
 }  // namespace
 
 void add_benchmark(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("benchmark", "Measure speed: kernels, a model (prefill and decode), training");
+  CLI::App* bench = app.add_subcommand(
+      "benchmark", "Measure speed: kernels, a model (prefill and decode), training");
   bench->require_subcommand(1);
   auto opts = std::make_shared<Options>();
   CLI::App* sub = bench->add_subcommand(

@@ -150,7 +150,14 @@ Dataset Dataset::prepare(const TrainConfig& config,
       model::BpeTrainer trainer(o);
       for (const auto& t : texts) trainer.add_text(t);
       log(fmt::format("data: training a {}-token BPE tokenizer", vocab));
-      const model::BpeVocab v = trainer.train();
+      int reported = 0;  // progress in tenths, for large corpora
+      const model::BpeVocab v = trainer.train([&](std::size_t done, std::size_t merges) {
+        const int tenth = merges > 0 ? static_cast<int>(10 * done / merges) : 10;
+        if (tenth > reported && tenth < 10) {
+          reported = tenth;
+          log(fmt::format("data: tokenizer {}% ({} of {} merges)", 10 * tenth, done, merges));
+        }
+      });
       gguf::GgufWriter w;
       model::write_tokenizer_metadata(w, v, false);
       tok_bytes = w.bytes();
@@ -161,8 +168,17 @@ Dataset Dataset::prepare(const TrainConfig& config,
     const model::Tokenizer tok = model::Tokenizer::from_gguf(tok_file);
     std::vector<std::int32_t> tokens;
     const auto eos = tok.eos();
+    std::size_t encoded = 0, encoded_bytes = 0;
+    int reported_tenth = 0;
     for (const auto& t : texts) {
       const auto ids = tok.encode(t, false, false);
+      ++encoded;
+      encoded_bytes += t.size();
+      const int tenth = static_cast<int>(10 * encoded_bytes / std::max<std::int64_t>(total, 1));
+      if (total > (8 << 20) && tenth > reported_tenth && tenth < 10) {  // only big corpora
+        reported_tenth = tenth;
+        log(fmt::format("data: tokenized {}% ({} files)", 10 * tenth, encoded));
+      }
       tokens.insert(tokens.end(), ids.begin(), ids.end());
       if (eos) tokens.push_back(*eos);  // documents end with EOS
     }

@@ -200,6 +200,8 @@ struct ParityCase {
   std::uint32_t ternary_type;
 };
 
+void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.name; }
+
 class ExportParity : public ::testing::TestWithParam<ParityCase> {};
 
 TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
