@@ -32,7 +32,7 @@ bool isa_supported(Isa isa, const CpuFeatures& f) {
     case Isa::kScalar:
       return true;
     case Isa::kAvx2:
-      return f.avx2;
+      return f.avx2 && f.fma && f.f16c;
     case Isa::kAvx512:
       return f.avx512f && f.avx512bw && f.avx512vnni;
   }
@@ -44,7 +44,7 @@ const char* isa_requirements(Isa isa) {
     case Isa::kScalar:
       return "nothing";
     case Isa::kAvx2:
-      return "AVX2";
+      return "AVX2, FMA and F16C";
     case Isa::kAvx512:
       return "AVX-512 F, BW and VNNI";
   }

@@ -24,14 +24,14 @@ Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std:
   m.cols = cols;
   m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
   m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
-  m.d = AlignedBuffer<float>(static_cast<std::size_t>(rows * m.cols_padded / 32));
+  m.d = AlignedBuffer<std::uint16_t>(static_cast<std::size_t>(rows * m.cols_padded / 32));
   const std::int64_t per_row = cols / 32, per_row_padded = m.cols_padded / 32;
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t b = 0; b < per_row; ++b) {
       const std::uint8_t* src = blocks.data() + static_cast<std::size_t>((r * per_row + b) * 34);
       std::uint16_t h;
       std::memcpy(&h, src, 2);
-      m.d[static_cast<std::size_t>(r * per_row_padded + b)] = fp16_to_fp32(h);
+      m.d[static_cast<std::size_t>(r * per_row_padded + b)] = h;
       std::memcpy(m.q.data() + r * m.cols_padded + b * 32, src + 2, 32);
     }
   }
@@ -68,7 +68,7 @@ Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
   m.cols = cols;
   m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
   m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
-  m.d = AlignedBuffer<float>(static_cast<std::size_t>(rows * m.cols_padded / 32));
+  m.d = AlignedBuffer<std::uint16_t>(static_cast<std::size_t>(rows * m.cols_padded / 32));
   const auto per_row = static_cast<std::size_t>(cols / 32);
   std::vector<float> values(static_cast<std::size_t>(cols));
   std::vector<std::uint8_t> bytes(per_row * 34);
@@ -78,7 +78,7 @@ Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
     for (std::size_t b = 0; b < per_row; ++b) {
       std::uint16_t h;
       std::memcpy(&h, bytes.data() + b * 34, 2);
-      m.d[static_cast<std::size_t>(r * m.cols_padded / 32) + b] = fp16_to_fp32(h);
+      m.d[static_cast<std::size_t>(r * m.cols_padded / 32) + b] = h;
       std::memcpy(m.q.data() + r * m.cols_padded + static_cast<std::int64_t>(b) * 32,
                   bytes.data() + b * 34 + 2, 32);
     }

@@ -24,14 +24,14 @@ void rows(const Q8Matrix& w, const PackedActivations& x, std::int64_t b, std::in
   const __m256i ones = _mm256_set1_epi16(1);
   for (std::int64_t r = begin; r < end; ++r) {
     const std::int8_t* q = w.q.data() + r * w.cols_padded;
-    const float* d = w.d.data() + r * blocks;
+    const std::uint16_t* d = w.d.data() + r * blocks;
     __m256 acc = _mm256_setzero_ps();
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
       const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + blk * 32));
       const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb + blk * 32));
       const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
       const __m256i s = _mm256_madd_epi16(p, ones);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d[blk]), _mm256_cvtepi32_ps(s), acc);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d[blk])), _mm256_cvtepi32_ps(s), acc);
     }
     y[r] = hsum(acc) * xs;
   }

@@ -25,7 +25,7 @@ void rows(const Q8Matrix& w, const PackedActivations& x, std::int64_t b, std::in
   const __m512i zero = _mm512_setzero_si512();
   for (std::int64_t r = begin; r < end; ++r) {
     const std::int8_t* q = w.q.data() + r * w.cols_padded;
-    const float* d = w.d.data() + r * blocks;
+    const std::uint16_t* d = w.d.data() + r * blocks;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     for (std::int64_t blk = 0; blk < blocks; blk += 2) {
       _mm_prefetch(reinterpret_cast<const char*>(q + blk * 32 + kPrefetchBytes), _MM_HINT_T0);
@@ -34,7 +34,8 @@ void rows(const Q8Matrix& w, const PackedActivations& x, std::int64_t b, std::in
       const __mmask64 neg = _mm512_movepi8_mask(wv);
       const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
       const __m512i s = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), sx);
-      const __m512 dv = _mm512_insertf32x8(_mm512_set1_ps(d[blk]), _mm256_set1_ps(d[blk + 1]), 1);
+      const __m512 dv = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(d[blk])),
+                                           _mm256_set1_ps(_cvtsh_ss(d[blk + 1])), 1);
       if ((blk / 2) % 2 == 0) {
         acc0 = _mm512_fmadd_ps(dv, _mm512_cvtepi32_ps(s), acc0);
       } else {

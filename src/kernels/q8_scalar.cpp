@@ -2,6 +2,7 @@
 #include <cstdint>
 
 #include "nanochat/kernels/q8.hpp"
+#include "nanochat/util/fp16.hpp"
 
 namespace nanochat::kernels {
 namespace {
@@ -13,12 +14,12 @@ void rows(const Q8Matrix& w, const PackedActivations& x, std::int64_t b, std::in
   const std::int64_t blocks = w.cols_padded / 32;
   for (std::int64_t r = begin; r < end; ++r) {
     const std::int8_t* q = w.q.data() + r * w.cols_padded;
-    const float* d = w.d.data() + r * blocks;
+    const std::uint16_t* d = w.d.data() + r * blocks;
     float acc = 0;
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
       std::int32_t sum = 0;
       for (int i = 0; i < 32; ++i) sum += q[blk * 32 + i] * xb[blk * 32 + i];
-      acc += d[blk] * static_cast<float>(sum);
+      acc += fp16_to_fp32(d[blk]) * static_cast<float>(sum);
     }
     y[r] = acc * xs;
   }

@@ -287,7 +287,7 @@ std::size_t Model::bytes_per_token() const {
     }
   }
   if (w_->output_q8) {
-    bytes += w_->output_q8->q.size() + w_->output_q8->d.size() * sizeof(float);
+    bytes += w_->output_q8->q.size() + w_->output_q8->d.size() * sizeof(std::uint16_t);
   } else {
     bytes += w_->output.weight_bytes();
   }

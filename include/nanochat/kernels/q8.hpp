@@ -21,7 +21,8 @@ struct Q8Matrix {
   std::int64_t cols = 0;         // a multiple of 32
   std::int64_t cols_padded = 0;  // a multiple of 256 (activation padding), zero weights beyond cols
   AlignedBuffer<std::int8_t> q;  // [rows][cols_padded]
-  AlignedBuffer<float> d;        // [rows][cols_padded / 32]
+  AlignedBuffer<std::uint16_t> d;  // [rows][cols_padded / 32] fp16 block scales, as the file
+                                   // stores them (half the bytes of fp32 per decoded token)
 };
 
 // Repacks ggml Q8_0 bytes of a [rows][cols] matrix. Throws FormatError when cols % 32 != 0 or the
