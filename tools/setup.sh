@@ -10,7 +10,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev
-  libdnnl-dev
+  libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
 )
 for arg in "$@"; do
   case "$arg" in
