@@ -32,8 +32,8 @@ struct TrainingSection {
   double entropy_weight = 0.0;  // loss = ce - entropy_weight * entropy (keeps outputs spread)
   double grad_clip = 1.0;       // global norm; 0 = off
   std::int64_t grad_accum = 1;
-  // Float GEMMs of the backward pass and Muon: "auto" (bf16 where the CPU has AVX512_BF16), "fp32"
-  // or "bf16". The forward is int8 either way.
+  // Float GEMMs of the backward pass and Muon: "auto" or "bf16" (bf16 where the CPU has
+  // AVX512_BF16, fp32 elsewhere) or "fp32". The forward is int8 either way.
   std::string matmul_precision = "auto";
   std::int64_t checkpoint_interval = 100;
   std::int64_t keep_last = 3;

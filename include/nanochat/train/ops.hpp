@@ -29,7 +29,7 @@ using kernels::ThreadPool;
 // AVX512_BF16, as mixed-precision training does on GPUs. Thread-local: set it on the thread that
 // calls the ops (the pool's threads follow the caller's setting per call).
 enum class GemmPrecision { kF32, kBf16 };
-// "auto" picks bf16 when the CPU has AVX512_BF16.
+// "auto" and "bf16" mean bf16 when the CPU has AVX512_BF16 and fp32 otherwise; "fp32" is fp32.
 GemmPrecision parse_gemm_precision(const std::string& name);
 
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
