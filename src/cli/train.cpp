@@ -94,20 +94,13 @@ void run_export(const ExportCliOptions& o) {
   }
   eo.ternary_type = o.ternary == "tq2_0" ? 35 : 34;
   eo.name = path.parent_path().filename().string();  // the run's folder, as train names it
+  // Weights are the ".weight" tensors; optimizer state is stored as "<name>.m" / "<name>.v".
+  // The saved config already holds the tokenizer's vocab_size.
   std::vector<train::CheckpointTensor> weights;
   for (const auto& t : c.tensors) {
-    if (!t.name.ends_with(".m") && !t.name.ends_with(".v")) weights.push_back(t);
+    if (t.name.ends_with(".weight")) weights.push_back(t);
   }
-  // The checkpoint's config has vocab_size from the tokenizer.
-  model::ModelConfig full = config;
-  if (full.vocab_size == 0) {
-    for (const auto& t : weights) {
-      if (t.name == "token_embd.weight") {
-        full.vocab_size = static_cast<std::int64_t>(t.data.size()) / full.dim;
-      }
-    }
-  }
-  train::export_gguf(full, weights, c.tokenizer_gguf, eo, o.output);
+  train::export_gguf(config, weights, c.tokenizer_gguf, eo, o.output);
   fmt::print(stderr, "wrote {} ({}, step {})\n", o.output, o.arch, c.step);
 }
 

@@ -38,7 +38,7 @@ const CheckpointTensor* Checkpoint::find(const std::string& name) const {
 }
 
 fs::path save_checkpoint(const fs::path& dir, const Checkpoint& c, std::int64_t keep_last) {
-  fs::create_directories(dir);
+  make_directories(dir);
   nlohmann::json h;
   h["step"] = c.step;
   h["elapsed_s"] = c.elapsed_s;

@@ -127,7 +127,7 @@ Dataset Dataset::prepare(const TrainConfig& config,
     }
   }
   if (!reuse) {
-    fs::create_directories(dir);
+    make_directories(dir);
     // Read the text (up to max_bytes).
     std::vector<std::string> texts;
     std::int64_t total = 0;

@@ -17,9 +17,9 @@ namespace {
 
 // Rows of a (heads * D, C) projection reordered from adjacent RoPE pairs (2i, 2i+1) to NeoX
 // halves (i, i + D/2), head by head.
-std::vector<float> neox_rows(const std::vector<float>& w, std::int64_t heads, std::int64_t d,
-                             std::int64_t cols) {
-  std::vector<float> out(w.size());
+std::vector<std::int8_t> neox_rows(const std::vector<std::int8_t>& w, std::int64_t heads,
+                                   std::int64_t d, std::int64_t cols) {
+  std::vector<std::int8_t> out(w.size());
   for (std::int64_t h = 0; h < heads; ++h) {
     for (std::int64_t j = 0; j < d; ++j) {
       const std::int64_t src = j < d / 2 ? 2 * j : 2 * (j - d / 2) + 1;
@@ -99,12 +99,10 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
     // The trits and fp16 scale the trainer's forward uses (same quantizer, same input).
     const ternary::TernaryTensor q = ternary::quantize_absmean(t.data, rows, in, 0);
     const float scale = fp16_to_fp32(fp32_to_fp16(q.scales[0]));
-    std::vector<float> trits_f(q.trits.begin(), q.trits.end());
+    std::vector<std::int8_t> trits = q.trits;
     if (permute && (is("attn_q.weight") || is("attn_k.weight"))) {
-      trits_f = neox_rows(trits_f, rows / c.head_dim(), c.head_dim(), in);
+      trits = neox_rows(trits, rows / c.head_dim(), c.head_dim(), in);
     }
-    std::vector<std::int8_t> trits(trits_f.size());
-    for (std::size_t i = 0; i < trits.size(); ++i) trits[i] = static_cast<std::int8_t>(trits_f[i]);
     const std::vector<float> scales(trits.size() / ternary::kQkK, scale);
     std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(rows * in)
                                                          : ternary::tq1_0_bytes(rows * in));

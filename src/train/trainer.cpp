@@ -75,7 +75,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   TrainConfig cfg = options.config;
   const TrainingSection& t = cfg.training;
   const fs::path dir = cfg.output.checkpoint_dir;
-  fs::create_directories(dir);
+  make_directories(dir);
 
   // Checkpoints decide whether this is a new run.
   const auto existing = list_checkpoints(dir);
@@ -113,9 +113,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   if (ckpt) {
     const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
     std::string what;
-    TrainConfig saved_full = saved;
-    saved_full.model.vocab_size = saved.model.vocab_size;
-    if (!same_model(saved_full, cfg, what)) {
+    if (!same_model(saved, cfg, what)) {
       fail<UsageError>("--resume: {}; the checkpoint cannot continue with this config", what);
     }
     if (to_toml(saved) != to_toml(cfg)) {

@@ -44,11 +44,15 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
 
 }  // namespace
 
-AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
-  const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
+void make_directories(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail<IoError>("{}: cannot create directory: {}", dir.string(), ec.message());
+}
+
+AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
+  const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
+  make_directories(dir);
   tmp_ = (dir / ("." + path_.filename().string() + ".tmp-XXXXXX")).string();
   fd_ = ::mkstemp(tmp_.data());
   if (fd_ < 0) {

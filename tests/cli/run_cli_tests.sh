@@ -271,6 +271,8 @@ printf '[model]\ndim = 256\nn_layers = 1\nn_heads = 2\nffn_dim = 256\n[data]\nin
 expect_fail "train: bad --set" "--set training.batch_size=0: training.batch_size must be 1 or more" "$bin" train -c "$work/good.toml" --set training.batch_size=0
 expect_fail "train: missing config" "/nonexistent.toml: cannot open" "$bin" train -c /nonexistent.toml
 expect_fail "train: missing tokenizer" "data.tokenizer /nonexistent.gguf: no such file" "$bin" train -c "$work/good.toml" --set 'data.tokenizer="/nonexistent.gguf"' --set "output.checkpoint_dir=\"$work/tk\""
+expect_fail "train: unwritable checkpoint_dir" "/proc/nanochat-run: cannot create directory" "$bin" train -c "$work/good.toml" --set 'output.checkpoint_dir="/proc/nanochat-run"'
+expect_fail "export: not a checkpoint" "not a nanochat checkpoint" "$bin" export "$work/bitnet.gguf" -o "$work/x.gguf"
 expect_fail "train: warmup" "training.warmup_steps 50 must be below training.total_steps 10" "$bin" train -c "$work/good.toml" --set training.total_steps=10 --set training.warmup_steps=50
 expect_fail "train: missing input" "/nonexistent/corpus: no such file or folder" "$bin" tokenizer train /nonexistent/corpus -o "$work/x.gguf"
 expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work/*.nothing" -o "$work/x.gguf"

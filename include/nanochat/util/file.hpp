@@ -55,6 +55,9 @@ class AtomicFile {
   std::uint64_t written_ = 0;
 };
 
+// Creates `dir` and its parents if missing; throws IoError naming it when that fails.
+void make_directories(const std::filesystem::path& dir);
+
 // Reads a whole file; throws IoError naming the path.
 std::string read_file(const std::filesystem::path& path);
 
