@@ -10,14 +10,12 @@
 
 namespace nanochat::kernels {
 
-Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols) {
+namespace {
+
+// An empty (zeroed) Q8Matrix for rows x cols; cols a positive multiple of 32.
+Q8Matrix allocate(std::int64_t rows, std::int64_t cols) {
   if (rows <= 0 || cols <= 0 || cols % 32 != 0) {
     fail<FormatError>("a Q8_0 matrix needs rows of a multiple of 32 weights, not {}", cols);
-  }
-  const auto n_blocks = static_cast<std::size_t>(rows * cols / 32);
-  if (blocks.size() != n_blocks * 34) {
-    fail<FormatError>("a {}x{} Q8_0 matrix has {} bytes, not {}", rows, cols, n_blocks * 34,
-                      blocks.size());
   }
   Q8Matrix m;
   m.rows = rows;
@@ -25,15 +23,30 @@ Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std:
   m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
   m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
   m.d = AlignedBuffer<std::uint16_t>(static_cast<std::size_t>(rows * m.cols_padded / 32));
-  const std::int64_t per_row = cols / 32, per_row_padded = m.cols_padded / 32;
+  return m;
+}
+
+// Copies row `r` from ggml Q8_0 blocks (fp16 scale, 32 int8) into the runtime layout.
+void store_row(Q8Matrix& m, std::int64_t r, const std::uint8_t* blocks) {
+  const std::int64_t per_row = m.cols / 32;
+  for (std::int64_t b = 0; b < per_row; ++b) {
+    const std::uint8_t* src = blocks + b * 34;
+    std::memcpy(&m.d[static_cast<std::size_t>(r * m.cols_padded / 32 + b)], src, 2);
+    std::memcpy(m.q.data() + r * m.cols_padded + b * 32, src + 2, 32);
+  }
+}
+
+}  // namespace
+
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols) {
+  Q8Matrix m = allocate(rows, cols);
+  const auto row_bytes = static_cast<std::size_t>(cols / 32 * 34);
+  if (blocks.size() != static_cast<std::size_t>(rows) * row_bytes) {
+    fail<FormatError>("a {}x{} Q8_0 matrix has {} bytes, not {}", rows, cols,
+                      static_cast<std::size_t>(rows) * row_bytes, blocks.size());
+  }
   for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t b = 0; b < per_row; ++b) {
-      const std::uint8_t* src = blocks.data() + static_cast<std::size_t>((r * per_row + b) * 34);
-      std::uint16_t h;
-      std::memcpy(&h, src, 2);
-      m.d[static_cast<std::size_t>(r * per_row_padded + b)] = h;
-      std::memcpy(m.q.data() + r * m.cols_padded + b * 32, src + 2, 32);
-    }
+    store_row(m, r, blocks.data() + static_cast<std::size_t>(r) * row_bytes);
   }
   return m;
 }
@@ -60,28 +73,13 @@ void quantize_row_q8_0(std::span<const float> x, std::span<std::uint8_t> out) {
 
 Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
                               const std::function<void(std::int64_t, std::span<float>)>& row) {
-  if (rows <= 0 || cols <= 0 || cols % 32 != 0) {
-    fail<FormatError>("a Q8_0 matrix needs rows of a multiple of 32 weights, not {}", cols);
-  }
-  Q8Matrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
-  m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
-  m.d = AlignedBuffer<std::uint16_t>(static_cast<std::size_t>(rows * m.cols_padded / 32));
-  const auto per_row = static_cast<std::size_t>(cols / 32);
+  Q8Matrix m = allocate(rows, cols);
   std::vector<float> values(static_cast<std::size_t>(cols));
-  std::vector<std::uint8_t> bytes(per_row * 34);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(cols / 32 * 34));
   for (std::int64_t r = 0; r < rows; ++r) {
     row(r, values);
     quantize_row_q8_0(values, bytes);
-    for (std::size_t b = 0; b < per_row; ++b) {
-      std::uint16_t h;
-      std::memcpy(&h, bytes.data() + b * 34, 2);
-      m.d[static_cast<std::size_t>(r * m.cols_padded / 32) + b] = h;
-      std::memcpy(m.q.data() + r * m.cols_padded + static_cast<std::int64_t>(b) * 32,
-                  bytes.data() + b * 34 + 2, 32);
-    }
+    store_row(m, r, bytes.data());
   }
   return m;
 }

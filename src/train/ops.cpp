@@ -352,18 +352,12 @@ void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float*
        true, precision);
 }
 
-void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out) {
-  std::vector<std::uint8_t> bytes(sz(c / 32 * 34));
-  for (std::int64_t r = 0; r < v; ++r) {
-    kernels::quantize_row_q8_0(std::span<const float>(table + r * c, sz(c)), bytes);
-    for (std::int64_t b = 0; b < c / 32; ++b) {
-      std::uint16_t h;
-      std::memcpy(&h, bytes.data() + b * 34, 2);
-      const float d = fp16_to_fp32(h);
-      for (std::int64_t i = 0; i < 32; ++i) {
-        out[r * c + b * 32 + i] =
-            d * static_cast<float>(static_cast<std::int8_t>(bytes[sz(b * 34 + 2 + i)]));
-      }
+void q8_dequantize(const kernels::Q8Matrix& m, float* out) {
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    for (std::int64_t b = 0; b < m.cols / 32; ++b) {
+      const float d = fp16_to_fp32(m.d[sz(r * m.cols_padded / 32 + b)]);
+      const std::int8_t* q = m.q.data() + r * m.cols_padded + b * 32;
+      for (std::int64_t i = 0; i < 32; ++i) out[r * m.cols + b * 32 + i] = d * q[i];
     }
   }
 }

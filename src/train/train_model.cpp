@@ -178,7 +178,7 @@ struct Forward {
             std::copy_n(e.value.data() + row * c.dim, c.dim, values.data());
           });
       m.tied_dequant.resize(e.value.size());
-      q8_dequantize_table(e.value.data(), c.vocab_size, c.dim, m.tied_dequant.data());
+      q8_dequantize(*m.tied_q8, m.tied_dequant.data());
     }
   }
 

@@ -13,6 +13,7 @@
 
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/kernels/packed.hpp"
+#include "nanochat/kernels/q8.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/config.hpp"
 
@@ -99,8 +100,9 @@ void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float*
                       GemmPrecision precision = GemmPrecision::kF32);
 
 // ---- Q8_0 head (tied embedding): y (N, V) = q8(table) (V, C) x int8(x) ----
-// The table is quantized to Q8_0 as inference does at load; backward is straight-through.
-void q8_dequantize_table(const float* table, std::int64_t v, std::int64_t c, float* out);
+// The table is quantized to Q8_0 as inference does at load (kernels::quantize_q8_0_matrix);
+// backward is straight-through through these dequantized values, out (rows, cols).
+void q8_dequantize(const kernels::Q8Matrix& m, float* out);
 
 // ---- gated FFN activation: h (N, F) = act(gate) * up ----
 void ffn_act_forward(ThreadPool& pool, model::FfnActivation act, const float* gate, const float* up,
