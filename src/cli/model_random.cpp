@@ -11,6 +11,7 @@
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/byte_level.hpp"
 #include "nanochat/model/random_model.hpp"
+#include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::cli {
@@ -152,9 +153,7 @@ void run(Options o) {
           synthetic_tokenizer(w, o.vocab);
           return;
         }
-        for (const auto& [key, value] : tok->metadata()) {
-          if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
-        }
+        model::copy_tokenizer_metadata(*tok, w);
       },
       o.output);
   fmt::print(stderr, "wrote {} ({}, {} layers, dim {}, vocab {})\n", o.output, o.arch,

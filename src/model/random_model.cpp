@@ -9,6 +9,7 @@
 
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/kernels/q8.hpp"
+#include "nanochat/kernels/vec.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -86,18 +87,15 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
       bytes.resize(v.size() / 32 * 34);
       kernels::quantize_row_q8_0(v, bytes);
     } else {
-      bytes.resize(v.size() * 2);
-      for (std::size_t i = 0; i < v.size(); ++i) {
-        std::uint16_t h;
-        if (type == 1) {
-          h = fp32_to_fp16(v[i]);
-        } else {  // BF16, rounded to nearest even
-          std::uint32_t bits;
-          std::memcpy(&bits, &v[i], 4);
-          h = static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-        }
-        std::memcpy(&bytes[2 * i], &h, 2);
+      std::vector<std::uint16_t> half(v.size());
+      if (type == 1) {
+        for (std::size_t i = 0; i < v.size(); ++i) half[i] = fp32_to_fp16(v[i]);
+      } else {
+        kernels::to_bf16(v.data(), 1, static_cast<std::int64_t>(v.size()),
+                         static_cast<std::int64_t>(v.size()), half.data());
       }
+      bytes.resize(v.size() * 2);
+      std::memcpy(bytes.data(), half.data(), bytes.size());
     }
     w.add_tensor(name, type, dims, bytes);
   };

@@ -6,6 +6,7 @@
 #include <queue>
 
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/byte_level.hpp"
 #include "nanochat/util/error.hpp"
 #include "pretokenize.hpp"
@@ -623,5 +624,16 @@ TokenType Tokenizer::token_type(TokenId id) const {
   return impl_->types.at(static_cast<std::size_t>(id));
 }
 std::optional<TokenId> Tokenizer::find(std::string_view text) const { return impl_->lookup(text); }
+
+std::size_t copy_tokenizer_metadata(const gguf::GgufFile& from, gguf::GgufWriter& to) {
+  std::size_t copied = 0;
+  for (const auto& [key, value] : from.metadata()) {
+    if (key.rfind("tokenizer.", 0) == 0) {
+      to.set(key, value);
+      ++copied;
+    }
+  }
+  return copied;
+}
 
 }  // namespace nanochat::model

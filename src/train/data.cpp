@@ -9,6 +9,7 @@
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
+#include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/corpus.hpp"
 #include "nanochat/util/error.hpp"
 
@@ -73,14 +74,8 @@ std::span<const std::int32_t> as_tokens(const MappedFile& f) {
 std::vector<std::uint8_t> tokenizer_only_gguf(const fs::path& path) {
   const auto file = gguf::GgufFile::open(path, gguf::ReadOptions{true});
   gguf::GgufWriter w;
-  bool any = false;
-  for (const auto& [key, value] : file.metadata()) {
-    if (key.rfind("tokenizer.", 0) == 0) {
-      w.set(key, value);
-      any = true;
-    }
-  }
-  if (!any) fail<UsageError>("data.tokenizer {}: the file has no tokenizer", path.string());
+  if (model::copy_tokenizer_metadata(file, w) == 0)
+    fail<UsageError>("data.tokenizer {}: the file has no tokenizer", path.string());
   return w.bytes();
 }
 

@@ -6,6 +6,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/tokenizer.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/train/config.hpp"
@@ -72,10 +73,7 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
   w.set("general.name", gguf::Value(o.name.empty() ? std::string("nanochat") : o.name));
   w.set("general.file_type", gguf::Value(std::uint32_t{o.ternary_type == 35 ? 37u : 36u}));
   c.write_gguf(w);
-  const auto tok = gguf::GgufFile::parse(tokenizer_gguf, "tokenizer");
-  for (const auto& [key, value] : tok.metadata()) {
-    if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
-  }
+  model::copy_tokenizer_metadata(gguf::GgufFile::parse(tokenizer_gguf, "tokenizer"), w);
 
   const bool permute = c.rope_style == model::RopeStyle::kHalves;
   for (const auto& t : tensors) {

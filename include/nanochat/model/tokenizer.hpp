@@ -22,7 +22,8 @@
 
 namespace nanochat::gguf {
 class GgufFile;
-}
+class GgufWriter;
+}  // namespace nanochat::gguf
 
 namespace nanochat::model {
 
@@ -75,5 +76,9 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Copies every tokenizer.* key of `from` into `to` (a file that carries another file's
+// tokenizer). Returns how many keys were copied: 0 when `from` has no tokenizer.
+std::size_t copy_tokenizer_metadata(const gguf::GgufFile& from, gguf::GgufWriter& to);
 
 }  // namespace nanochat::model
