@@ -48,27 +48,25 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
 }
 
 // The same product with A and B rounded to bf16 and fp32 accumulation, through oneDNN's matmul
-// (AVX512_BF16 kernels). A transposed operand keeps its stored orientation and is described by
-// strides, so conversion reads memory in order.
+// (AVX512_BF16 kernels). B arrives already rounded (`b16`, its stored orientation packed
+// densely: (k, n), or (n, k) when transposed) so a caller splitting A over threads rounds B once.
+// A transposed operand keeps its stored orientation and is described by strides, so conversion
+// reads memory in order.
 void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
-               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc) {
+               std::int64_t lda, const std::uint16_t* b16, float beta, float* c, std::int64_t ldc) {
   using dnnl::memory;
   single_threaded_blas();
   thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   thread_local dnnl::stream stream(engine);
-  thread_local std::vector<std::uint16_t> a16, b16;
+  thread_local std::vector<std::uint16_t> a16;
   thread_local std::map<
       std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, bool>,
-      std::pair<dnnl::matmul, memory::desc>>
+      dnnl::matmul>
       cache;
-  // Stored shapes: A is (m, k) or, transposed, (k, m); B is (k, n) or (n, k).
+  // Stored shape of A: (m, k) or, transposed, (k, m).
   const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
-  const std::int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
   a16.resize(sz(a_rows * a_cols));
-  b16.resize(sz(b_rows * b_cols));
   kernels::to_bf16(a, a_rows, a_cols, lda, a16.data());
-  kernels::to_bf16(b, b_rows, b_cols, ldb, b16.data());
   const memory::desc a_md({m, k}, memory::data_type::bf16,
                           ta ? memory::dims{1, m} : memory::dims{k, 1});
   const memory::desc b_md({k, n}, memory::data_type::bf16,
@@ -84,20 +82,30 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
       attr.set_post_ops(ops);
     }
     const dnnl::matmul::desc desc(a_md, b_md, c_md);
-    const dnnl::matmul::primitive_desc pd(desc, attr, engine);
-    it = cache.emplace(key, std::make_pair(dnnl::matmul(pd), c_md)).first;
+    it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first;
   }
-  memory am(a_md, engine, a16.data()), bm(b_md, engine, b16.data()), cm(c_md, engine, c);
-  it->second.first.execute(stream,
-                           {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  memory am(a_md, engine, a16.data());
+  memory bm(b_md, engine, const_cast<std::uint16_t*>(b16));  // oneDNN only reads weights
+  memory cm(c_md, engine, c);
+  it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   stream.wait();
+}
+
+// B (k, n), or (n, k) when transposed, with row stride ldb, rounded to bf16 into `out`.
+void round_b(bool tb, std::int64_t n, std::int64_t k, const float* b, std::int64_t ldb,
+             std::vector<std::uint16_t>& out) {
+  const std::int64_t rows = tb ? n : k, cols = tb ? k : n;
+  out.resize(sz(rows * cols));
+  kernels::to_bf16(b, rows, cols, ldb, out.data());
 }
 
 void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
               float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
               float beta, float* c, std::int64_t ldc) {
   if (p == GemmPrecision::kBf16 && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
-    gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    thread_local std::vector<std::uint16_t> b16;
+    round_b(tb, n, k, b, ldb, b16);
+    gemm_bf16(ta, tb, m, n, k, a, lda, b16.data(), beta, c, ldc);
   } else {
     sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
@@ -124,10 +132,21 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
     }
     return;
   }
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (precision == GemmPrecision::kBf16) {
+    // B is shared by every slice of A: round it once here, not once per thread.
+    thread_local std::vector<std::uint16_t> b16;
+    round_b(trans_b, n, k, b, ldb, b16);
+    const std::uint16_t* shared = b16.data();
+    pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
+      gemm_bf16(trans_a, trans_b, end - begin, n, k, trans_a ? a + begin : a + begin * lda, lda,
+                shared, beta, c + begin * ldc, ldc);
+    });
+    return;
+  }
   pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
-    const float* a_rows = trans_a ? a + begin : a + begin * lda;
-    gemm_any(precision, trans_a, trans_b, end - begin, n, k, 1.0f, a_rows, lda, b, ldb,
-             accumulate ? 1.0f : 0.0f, c + begin * ldc, ldc);
+    sgemm(trans_a, trans_b, end - begin, n, k, 1.0f, trans_a ? a + begin : a + begin * lda, lda, b,
+          ldb, beta, c + begin * ldc, ldc);
   });
 }
 
