@@ -58,6 +58,10 @@ void run_train(const TrainOptions& o) {
   const train::TrainResult res = train::run_training(r, ctx, log);
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
+  if (res.steps_run == 0 && res.finished) {
+    log(fmt::format("model: {}", res.exported.string()));
+    return;
+  }
   log(fmt::format("{} after {} steps: loss {:.4f}{}; {:.0f} tokens/s; peak memory {:.0f} MiB",
                   res.finished ? "finished" : (res.interrupted ? "interrupted" : "stopped"),
                   res.steps, res.last_loss,

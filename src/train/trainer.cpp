@@ -99,6 +99,28 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       }
     }
     if (!ckpt) fail<UsageError>("--resume: no readable checkpoint in {}", dir.string());
+    if (ckpt->step >= t.total_steps) {
+      // Nothing to train: make sure the model file exists and say how to go further.
+      TrainResult done;
+      done.steps = ckpt->step;
+      done.finished = true;
+      done.exported = dir / "model.gguf";
+      if (!fs::exists(done.exported)) {
+        std::vector<CheckpointTensor> weights;
+        for (const auto& w : ckpt->tensors) {
+          if (w.name.ends_with(".weight")) weights.push_back(w);
+        }
+        ExportOptions eo;
+        eo.name = dir.filename().string();
+        export_gguf(checkpoint_model_config(*ckpt), weights, ckpt->tokenizer_gguf, eo,
+                    done.exported);
+      }
+      log(
+          fmt::format("the run already finished at step {} (training.total_steps is {}); raise "
+                      "training.total_steps to train further",
+                      ckpt->step, t.total_steps));
+      return done;
+    }
   }
 
   Dataset data = Dataset::prepare(cfg, log);
@@ -317,6 +339,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   }
   const double run_s = std::chrono::duration<double>(Clock::now() - run_start).count();
   result.steps = step;
+  result.steps_run = step - first_step;
   result.tokens_per_second =
       step > first_step
           ? static_cast<double>((step - first_step) * tokens_per_step) / std::max(run_s, 1e-9)

@@ -202,6 +202,9 @@ PY
 "$bin" generate -m "$work/run/model.gguf" -p "int" -n 5 --autotune off >/dev/null 2>&1 && ok || bad "train: generate on the exported model"
 "$bin" export "$work/run" -o "$work/exported.gguf" 2>/dev/null && cmp -s "$work/exported.gguf" "$work/run/model.gguf" && ok ||
   bad "export: differs from the model train wrote"
+"$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\"" --resume >"$work/again.out" 2>"$work/again.err" &&
+  grep -q "already finished at step 6" "$work/again.err" && [[ ! -s "$work/again.out" ]] && ok ||
+  bad "train: resuming a finished run: $(cat "$work/again.err")"
 expect_fail "train: existing run" "already holds checkpoints.*--resume" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\""
 expect_fail "train: resume nothing" "--resume: .* holds no checkpoint" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/none\"" --resume
 expect_fail "export: mHC as llama" "--arch llama: the model has mHC-lite streams" "$bin" export "$work/run" -o "$work/x.gguf" --arch llama

@@ -24,9 +24,10 @@ struct TrainRunOptions {
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;    // optimizer steps completed in total
-  bool finished = false;     // reached total_steps (and exported)
-  bool interrupted = false;  // stopped early by `interrupt`
+  std::int64_t steps = 0;      // optimizer steps completed in total
+  std::int64_t steps_run = 0;  // of which this run did (0: resumed a finished run)
+  bool finished = false;       // reached total_steps (and exported)
+  bool interrupted = false;    // stopped early by `interrupt`
   double last_loss = 0;
   double val_loss = 0, val_bpb = 0;  // last validation (0 when none ran)
   double tokens_per_second = 0;      // this run's mean
