@@ -60,17 +60,10 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     // One scale per tensor, ~ 1/sqrt(fan-in) so activations keep their size.
     const float scale =
         fp16_to_fp32(fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(in))));
-    std::vector<float> scales(trits.size() / 256, o.scale_tensors ? 1.0f : scale);
     if (o.scale_tensors) f32(name.substr(0, name.size() - 7) + ".scale", {scale});
-    std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(in * out)
-                                                         : ternary::tq1_0_bytes(in * out));
-    if (o.ternary_type == 35) {
-      ternary::encode_tq2_0(trits, scales, bytes);
-    } else {
-      ternary::encode_tq1_0(trits, scales, bytes);
-    }
     w.add_tensor(name, o.ternary_type,
-                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)}, bytes);
+                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)},
+                 ternary::encode_tq(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
   };
 
   // A float tensor [cols, rows] in `type` (F32, F16, BF16 or Q8_0).

@@ -101,16 +101,9 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
     if (permute && (is("attn_q.weight") || is("attn_k.weight"))) {
       trits = neox_rows(trits, rows / c.head_dim(), c.head_dim(), in);
     }
-    const std::vector<float> scales(trits.size() / ternary::kQkK, scale);
-    std::vector<std::uint8_t> bytes(o.ternary_type == 35 ? ternary::tq2_0_bytes(rows * in)
-                                                         : ternary::tq1_0_bytes(rows * in));
-    if (o.ternary_type == 35) {
-      ternary::encode_tq2_0(trits, scales, bytes);
-    } else {
-      ternary::encode_tq1_0(trits, scales, bytes);
-    }
     w.add_tensor(name, o.ternary_type,
-                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(rows)}, bytes);
+                 {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(rows)},
+                 ternary::encode_tq(o.ternary_type, trits, scale));
   }
   w.write(out);
 }
