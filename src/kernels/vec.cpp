@@ -78,14 +78,9 @@ NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n)
 
 namespace nanochat::kernels {
 
-NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const float* values,
-                                   std::int64_t stride, std::int64_t len, std::int64_t d,
-                                   float scale, float* p, float* out) {
+NANOCHAT_CLONES void softmax_inplace(float* p, std::int64_t len) {
   float top = -INFINITY;
-  for (std::int64_t j = 0; j < len; ++j) {
-    p[j] = dot16(q, keys + j * stride, d) * scale;
-    top = std::max(top, p[j]);
-  }
+  for (std::int64_t j = 0; j < len; ++j) top = std::max(top, p[j]);
   for (std::int64_t j = 0; j < len; ++j) p[j] = exp_nonpositive(p[j] - top);
   float lanes[8] = {};
   std::int64_t j8 = 0;
@@ -98,9 +93,16 @@ NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const floa
   float sum = lanes[0];
   for (; j8 < len; ++j8) sum += p[j8];
   const float inv = 1.0f / sum;
+  for (std::int64_t j = 0; j < len; ++j) p[j] *= inv;
+}
+
+NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const float* values,
+                                   std::int64_t stride, std::int64_t len, std::int64_t d,
+                                   float scale, float* p, float* out) {
+  for (std::int64_t j = 0; j < len; ++j) p[j] = dot16(q, keys + j * stride, d) * scale;
+  softmax_inplace(p, len);
   std::fill_n(out, d, 0.0f);
   for (std::int64_t j = 0; j < len; ++j) {
-    p[j] *= inv;
     const float w = p[j];
     const float* v = values + j * stride;
     for (std::int64_t i = 0; i < d; ++i) out[i] += w * v[i];

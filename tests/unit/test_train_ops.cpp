@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/kernels/vec.hpp"
 #include "nanochat/train/ops.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -140,6 +141,37 @@ TEST_F(TrainOps, AttentionGradients) {
   expect_gradient("attention dq", q, dq, loss);
   expect_gradient("attention dk", k, dk, loss);
   expect_gradient("attention dv", v, dv, loss);
+}
+
+// The trainer's blocked GEMM attention against inference's one-query-at-a-time attention_row
+// over several 64-query blocks and a ragged last one: same softmax, sums in another order.
+TEST_F(TrainOps, BlockedAttentionMatchesInferencesRowAttention) {
+  const AttentionShape s{2, 150, 4, 2, 16};
+  const std::int64_t n = s.b * s.t, ldq = s.heads * s.head_dim, ldk = s.kv_heads * s.head_dim;
+  auto q = random_vector(n * ldq, rng), k = random_vector(n * ldk, rng);
+  auto v = random_vector(k.size(), rng);
+  std::vector<float> out(q.size()), probs(s.b * s.heads * s.t * s.t);
+  attention_forward(pool, s, q.data(), k.data(), v.data(), out.data(), probs.data());
+  std::vector<float> p(s.t), o(s.head_dim);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  for (std::int64_t b = 0; b < s.b; ++b) {
+    for (std::int64_t h = 0; h < s.heads; ++h) {
+      const std::int64_t kvh = h / (s.heads / s.kv_heads);
+      for (std::int64_t t = 0; t < s.t; ++t) {
+        kernels::attention_row(q.data() + (b * s.t + t) * ldq + h * s.head_dim,
+                               k.data() + b * s.t * ldk + kvh * s.head_dim,
+                               v.data() + b * s.t * ldk + kvh * s.head_dim, ldk, t + 1, s.head_dim,
+                               scale, p.data(), o.data());
+        const float* row = probs.data() + ((b * s.heads + h) * s.t + t) * s.t;
+        for (std::int64_t j = 0; j < s.t; ++j) {
+          ASSERT_NEAR(row[j], j <= t ? p[j] : 0.0f, 1e-6f) << "b " << b << " h " << h << " t " << t;
+        }
+        for (std::int64_t i = 0; i < s.head_dim; ++i) {
+          ASSERT_NEAR(out[(b * s.t + t) * ldq + h * s.head_dim + i], o[i], 1e-5f) << "t " << t;
+        }
+      }
+    }
+  }
 }
 
 TEST_F(TrainOps, FfnActivationGradients) {

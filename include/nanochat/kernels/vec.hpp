@@ -28,6 +28,10 @@ void sigmoid_f32(const float* x, float* out, std::int64_t n);
 void to_bf16(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
              std::uint16_t* out);
 
+// p[j] = softmax_j(p[j]) in place: the largest subtracted, exp_shifted's exponential, the sum in
+// eight lanes, then one multiply by its reciprocal (attention_row's order).
+void softmax_inplace(float* p, std::int64_t len);
+
 // One query of causal attention over `len` cached positions whose key and value rows are
 // `stride` floats apart: p[j] = softmax_j(q . k_j * scale), out (d) = sum_j p[j] v_j. Inference
 // and training both call this, so their attention agrees bit for bit.
