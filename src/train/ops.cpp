@@ -1,5 +1,6 @@
 #include "nanochat/train/ops.hpp"
 
+#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
@@ -47,32 +48,54 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
   if (st != dnnl_success) fail("oneDNN sgemm failed (status {})", static_cast<int>(st));
 }
 
-// The same product with A and B rounded to bf16 and fp32 accumulation, through oneDNN's matmul
-// (AVX512_BF16 kernels). B arrives already rounded (`b16`, its stored orientation packed
-// densely: (k, n), or (n, k) when transposed) so a caller splitting A over threads rounds B once.
-// A transposed operand keeps its stored orientation and is described by strides, so conversion
-// reads memory in order.
-void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
-               std::int64_t lda, const std::uint16_t* b16, float beta, float* c, std::int64_t ldc) {
+// fp32 -> bf16, nearest even, with the CPU's own instruction: the bf16 GEMMs only run on CPUs
+// that have it. (It treats denormal inputs as zero, which a GEMM operand can afford.)
+[[gnu::target("avx512f,avx512bf16")]] void round_rows_avx512bf16(const float* x, std::int64_t rows,
+                                                                 std::int64_t cols, std::int64_t ld,
+                                                                 std::uint16_t* out) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * ld;
+    std::uint16_t* dst = out + r * cols;
+    std::int64_t j = 0;
+    for (; j + 16 <= cols; j += 16) {
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), reinterpret_cast<const __m256i&>(h));
+    }
+    if (j < cols) kernels::to_bf16(src + j, 1, cols - j, ld, dst + j);
+  }
+}
+
+void round_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                std::uint16_t* out) {
+  static const bool native = cpu_info().features.avx512bf16;
+  if (native) {
+    round_rows_avx512bf16(x, rows, cols, ld, out);
+  } else {
+    kernels::to_bf16(x, rows, cols, ld, out);
+  }
+}
+
+// The same product with bf16 operands and fp32 accumulation, through oneDNN's matmul
+// (AVX512_BF16 kernels). A (m, k), or (k, m) when transposed, with row stride lda; B densely
+// packed in its stored orientation: (k, n), or (n, k) when transposed. A transposed operand
+// keeps its stored orientation and is described by strides.
+void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
+               const std::uint16_t* a16, std::int64_t lda, const std::uint16_t* b16, float beta,
+               float* c, std::int64_t ldc) {
   using dnnl::memory;
   single_threaded_blas();
   thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   thread_local dnnl::stream stream(engine);
-  thread_local std::vector<std::uint16_t> a16;
-  thread_local std::map<
-      std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, bool>,
-      dnnl::matmul>
+  thread_local std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool,
+                                   std::int64_t, std::int64_t, bool>,
+                        dnnl::matmul>
       cache;
-  // Stored shape of A: (m, k) or, transposed, (k, m).
-  const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
-  a16.resize(sz(a_rows * a_cols));
-  kernels::to_bf16(a, a_rows, a_cols, lda, a16.data());
   const memory::desc a_md({m, k}, memory::data_type::bf16,
-                          ta ? memory::dims{1, m} : memory::dims{k, 1});
+                          ta ? memory::dims{1, lda} : memory::dims{lda, 1});
   const memory::desc b_md({k, n}, memory::data_type::bf16,
                           tb ? memory::dims{1, k} : memory::dims{n, 1});
   const memory::desc c_md({m, n}, memory::data_type::f32, memory::dims{ldc, 1});
-  const auto key = std::make_tuple(m, n, k, ta, tb, ldc, beta != 0.0f);
+  const auto key = std::make_tuple(m, n, k, ta, tb, lda, ldc, beta != 0.0f);
   auto it = cache.find(key);
   if (it == cache.end()) {
     dnnl::primitive_attr attr;
@@ -84,11 +107,21 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
     const dnnl::matmul::desc desc(a_md, b_md, c_md);
     it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first;
   }
-  memory am(a_md, engine, a16.data());
-  memory bm(b_md, engine, const_cast<std::uint16_t*>(b16));  // oneDNN only reads weights
+  memory am(a_md, engine, const_cast<std::uint16_t*>(a16));  // oneDNN only reads inputs
+  memory bm(b_md, engine, const_cast<std::uint16_t*>(b16));
   memory cm(c_md, engine, c);
   it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   stream.wait();
+}
+
+// A float A (m, k) or transposed (k, m): its rows [begin, end) of op(A), rounded densely into
+// `out`, leading dimension returned.
+std::int64_t round_a_slice(bool ta, std::int64_t begin, std::int64_t end, std::int64_t k,
+                           const float* a, std::int64_t lda, std::vector<std::uint16_t>& out) {
+  const std::int64_t rows = ta ? k : end - begin, cols = ta ? end - begin : k;
+  out.resize(sz(rows * cols));
+  round_rows(ta ? a + begin : a + begin * lda, rows, cols, lda, out.data());
+  return cols;
 }
 
 // B (k, n), or (n, k) when transposed, with row stride ldb, rounded to bf16 into `out`.
@@ -96,22 +129,49 @@ void round_b(bool tb, std::int64_t n, std::int64_t k, const float* b, std::int64
              std::vector<std::uint16_t>& out) {
   const std::int64_t rows = tb ? n : k, cols = tb ? k : n;
   out.resize(sz(rows * cols));
-  kernels::to_bf16(b, rows, cols, ldb, out.data());
+  round_rows(b, rows, cols, ldb, out.data());
 }
 
 void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
               float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
               float beta, float* c, std::int64_t ldc) {
   if (p == GemmPrecision::kBf16 && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
-    thread_local std::vector<std::uint16_t> b16;
+    thread_local std::vector<std::uint16_t> a16, b16;
     round_b(tb, n, k, b, ldb, b16);
-    gemm_bf16(ta, tb, m, n, k, a, lda, b16.data(), beta, c, ldc);
+    const std::int64_t la = round_a_slice(ta, 0, m, k, a, lda, a16);
+    gemm_bf16(ta, tb, m, n, k, a16.data(), la, b16.data(), beta, c, ldc);
   } else {
     sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 
+// C (m, n) (+)= op(A) op(B) with both operands already in bf16, B dense; split over the pool by
+// rows of C.
+void gemm_rounded(ThreadPool& pool, bool ta, bool tb, std::int64_t m, std::int64_t n,
+                  std::int64_t k, const std::uint16_t* a16, std::int64_t lda,
+                  const std::uint16_t* b16, float* c, std::int64_t ldc, bool accumulate) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) {
+      for (std::int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, 0.0f);
+    }
+    return;
+  }
+  pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
+    gemm_bf16(ta, tb, end - begin, n, k, ta ? a16 + begin : a16 + begin * lda, lda, b16,
+              accumulate ? 1.0f : 0.0f, c + begin * ldc, ldc);
+  });
+}
+
 }  // namespace
+
+void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
+                   std::vector<std::uint16_t>& out) {
+  out.resize(sz(rows * cols));
+  pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
+    round_rows(x + begin * cols, end - begin, cols, cols, out.data() + begin * cols);
+  });
+}
 
 GemmPrecision parse_gemm_precision(const std::string& name) {
   // bf16 products only pay off (and are only sure to be supported by oneDNN) with AVX512_BF16;
@@ -139,8 +199,10 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
     round_b(trans_b, n, k, b, ldb, b16);
     const std::uint16_t* shared = b16.data();
     pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
-      gemm_bf16(trans_a, trans_b, end - begin, n, k, trans_a ? a + begin : a + begin * lda, lda,
-                shared, beta, c + begin * ldc, ldc);
+      thread_local std::vector<std::uint16_t> a16;
+      const std::int64_t la = round_a_slice(trans_a, begin, end, k, a, lda, a16);
+      gemm_bf16(trans_a, trans_b, end - begin, n, k, a16.data(), la, shared, beta, c + begin * ldc,
+                ldc);
     });
     return;
   }
@@ -337,7 +399,7 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 
 // ---- ternary linear ----
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
-                     TernaryLinear& layer) {
+                     TernaryLinear& layer, GemmPrecision precision) {
   layer.trits.resize(sz(out * in));
   const float scale =
       ternary::quantize_absmean_into(std::span<const float>(w, sz(out * in)), layer.trits);
@@ -353,16 +415,33 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
   for (std::size_t i = 0; i < layer.trits.size(); ++i) {
     layer.dequant[i] = static_cast<float>(layer.trits[i]) * layer.scale;
   }
+  if (precision == GemmPrecision::kBf16) {
+    round_to_bf16(ctx.pool(), layer.dequant.data(), out, in, layer.dequant16);
+  } else {
+    layer.dequant16.clear();
+  }
 }
 
 void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
-                    kernels::PackedActivations& acts, float* x_hat) {
+                    kernels::PackedActivations& acts, GemmInput& x_hat, GemmPrecision precision) {
   kernels::pack_activations(x, n, in, acts, pool);
+  const bool bf16 = precision == GemmPrecision::kBf16;
+  if (bf16) {
+    x_hat.f32.clear();
+    x_hat.bf16.resize(sz(n * in));
+  } else {
+    x_hat.bf16.clear();
+    x_hat.f32.resize(sz(n * in));
+  }
   pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    thread_local std::vector<float> row;
+    row.resize(sz(in));
     for (std::int64_t r = begin; r < end; ++r) {
       const std::int8_t* q = acts.token(r);
       const float scale = acts.scales[sz(r)];
-      for (std::int64_t i = 0; i < in; ++i) x_hat[r * in + i] = static_cast<float>(q[i]) * scale;
+      float* dst = bf16 ? row.data() : x_hat.f32.data() + r * in;
+      for (std::int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(q[i]) * scale;
+      if (bf16) round_rows(dst, 1, in, in, x_hat.bf16.data() + r * in);
     }
   });
 }
@@ -372,15 +451,33 @@ void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
   ctx.matmul(layer.packed, acts, y, sz(layer.out));
 }
 
-void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
+void linear_backward(ThreadPool& pool, const float* w, const std::uint16_t* w16, std::int64_t out,
+                     std::int64_t in, const GemmInput& x_hat, const float* d_y, std::int64_t n,
+                     float* d_x, bool accumulate_dx, float* d_w, GemmPrecision precision) {
+  if (precision == GemmPrecision::kBf16) {
+    if (w16 == nullptr || x_hat.bf16.size() != sz(n * in)) {
+      fail("linear_backward: bf16 GEMMs need the weights and inputs in bf16");
+    }
+    thread_local std::vector<std::uint16_t> d_y16;
+    round_to_bf16(pool, d_y, n, out, d_y16);
+    gemm_rounded(pool, false, false, n, in, out, d_y16.data(), out, w16, d_x, in, accumulate_dx);
+    gemm_rounded(pool, true, false, out, in, n, d_y16.data(), out, x_hat.bf16.data(), d_w, in,
+                 true);
+    return;
+  }
+  if (x_hat.f32.size() != sz(n * in)) fail("linear_backward: fp32 GEMMs need the inputs in fp32");
+  // d_x (N, in) = d_y (N, out) . W (out, in)
+  gemm(pool, false, false, n, in, out, d_y, out, w, in, d_x, in, accumulate_dx);
+  // d_W (out, in) += d_y^T (out, N) . x_hat (N, in)
+  gemm(pool, true, false, out, in, n, d_y, out, x_hat.f32.data(), in, d_w, in, true);
+}
+
+void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const GemmInput& x_hat,
                       const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w,
                       GemmPrecision precision) {
-  // d_x (N, in) = d_y (N, out) . W (out, in)
-  gemm(pool, false, false, n, layer.in, layer.out, d_y, layer.out, layer.dequant.data(), layer.in,
-       d_x, layer.in, accumulate_dx, precision);
-  // d_W (out, in) += d_y^T (out, N) . x_hat (N, in)
-  gemm(pool, true, false, layer.out, layer.in, n, d_y, layer.out, x_hat, layer.in, d_w, layer.in,
-       true, precision);
+  linear_backward(pool, layer.dequant.data(),
+                  layer.dequant16.empty() ? nullptr : layer.dequant16.data(), layer.out, layer.in,
+                  x_hat, d_y, n, d_x, accumulate_dx, d_w, precision);
 }
 
 void q8_dequantize(const kernels::Q8Matrix& m, float* out) {

@@ -42,12 +42,13 @@ struct LayerParams {
 // What the forward keeps for the backward, per block; (N, ...) with N = B*T rows.
 struct LayerActs {
   std::vector<float> x_in;  // (N, n, C) streams entering the block
-  std::vector<float> u_attn, rstd_attn, h_attn, xhat_qkv;
+  std::vector<float> u_attn, rstd_attn, h_attn;
   std::vector<float> q, k, v, probs;
-  std::vector<float> att, rstd_att_sub, att_n, xhat_o, y_attn;
+  std::vector<float> att, rstd_att_sub, att_n, y_attn;
   std::vector<float> x_mid;  // (N, n, C) streams after attention
-  std::vector<float> u_ffn, rstd_ffn, h_ffn, xhat_ffn;
-  std::vector<float> gate, up, act, rstd_act_sub, act_n, xhat_down, y_ffn;
+  std::vector<float> u_ffn, rstd_ffn, h_ffn;
+  std::vector<float> gate, up, act, rstd_act_sub, act_n, y_ffn;
+  GemmInput xhat_qkv, xhat_o, xhat_ffn, xhat_down;  // the ternary layers' quantized inputs
 };
 
 struct TrainModel::Impl {
@@ -57,11 +58,13 @@ struct TrainModel::Impl {
   std::vector<TernaryLinear> ternary;
   GemmPrecision precision = GemmPrecision::kF32;
   std::optional<kernels::Q8Matrix> tied_q8;
-  std::vector<float> tied_dequant;  // (V, C)
+  std::vector<float> tied_dequant;            // (V, C)
+  std::vector<std::uint16_t> tied_dequant16;  // the same in bf16, for bf16 GEMMs
   // Activations.
   std::int64_t rows = 0, seq = 0;
   std::vector<LayerActs> acts;
-  std::vector<float> x, x_final, mean, rstd_out, h_out, xhat_head, logits, d_logits;
+  std::vector<float> x, x_final, mean, rstd_out, h_out, logits, d_logits;
+  GemmInput xhat_head;
   std::optional<RopeTable> rope;
   kernels::PackedActivations packed;
   // Backward scratch, kept between steps (fresh large vectors cost page faults every step).
@@ -169,7 +172,9 @@ struct Forward {
   void quantize_weights() {
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Param& p = params[i];
-      if (p.ternary) ternary_prepare(ctx, p.value.data(), p.shape[0], p.shape[1], m.ternary[i]);
+      if (p.ternary) {
+        ternary_prepare(ctx, p.value.data(), p.shape[0], p.shape[1], m.ternary[i], m.precision);
+      }
     }
     if (c.tied_embeddings) {
       const Param& e = params[sz(m.embedding)];
@@ -179,6 +184,9 @@ struct Forward {
           });
       m.tied_dequant.resize(e.value.size());
       q8_dequantize(*m.tied_q8, m.tied_dequant.data());
+      if (m.precision == GemmPrecision::kBf16) {
+        round_to_bf16(ctx.pool(), m.tied_dequant.data(), c.vocab_size, c.dim, m.tied_dequant16);
+      }
     }
   }
 
@@ -192,8 +200,8 @@ struct Forward {
     m.acts.assign(sz(c.n_layers), LayerActs{});
     for (auto& a : m.acts) {
       for (auto* v : {&a.x_in, &a.x_mid}) v->resize(sz(N * n * C));
-      for (auto* v : {&a.u_attn, &a.h_attn, &a.xhat_qkv, &a.q, &a.att, &a.xhat_o, &a.y_attn,
-                      &a.u_ffn, &a.h_ffn, &a.xhat_ffn, &a.y_ffn}) {
+      for (auto* v :
+           {&a.u_attn, &a.h_attn, &a.q, &a.att, &a.y_attn, &a.u_ffn, &a.h_ffn, &a.y_ffn}) {
         v->resize(sz(N * C));
       }
       if (c.sub_norms) a.att_n.resize(sz(N * C));
@@ -203,12 +211,12 @@ struct Forward {
       a.k.resize(sz(N * KVD));
       a.v.resize(sz(N * KVD));
       a.probs.resize(sz(batch * c.n_heads * seq * seq));
-      for (auto* v : {&a.gate, &a.up, &a.act, &a.xhat_down}) v->resize(sz(N * F));
+      for (auto* v : {&a.gate, &a.up, &a.act}) v->resize(sz(N * F));
       if (c.sub_norms) a.act_n.resize(sz(N * F));
     }
     m.x.resize(sz(N * n * C));
     m.x_final.resize(sz(N * n * C));
-    for (auto* v : {&m.mean, &m.h_out, &m.xhat_head}) v->resize(sz(N * C));
+    for (auto* v : {&m.mean, &m.h_out}) v->resize(sz(N * C));
     m.rstd_out.resize(sz(N));
     m.logits.resize(sz(N * V));
     m.d_logits.resize(sz(N * V));
@@ -244,7 +252,7 @@ struct Forward {
       mhc_read_forward(attn_mhc, a.x_in.data(), N, C, a.u_attn.data());
       rmsnorm_forward(pool, a.u_attn.data(), val(L.attn_norm), N, C, c.norm_eps, a.h_attn.data(),
                       a.rstd_attn.data());
-      quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv.data());
+      quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv, m.precision);
       ternary_forward(ctx, m.ternary[sz(L.wq)], m.packed, a.q.data());
       ternary_forward(ctx, m.ternary[sz(L.wk)], m.packed, a.k.data());
       ternary_forward(ctx, m.ternary[sz(L.wv)], m.packed, a.v.data());
@@ -258,7 +266,7 @@ struct Forward {
                         a.rstd_att_sub.data());
         att_n = a.att_n.data();
       }
-      quantize_input(pool, att_n, N, C, m.packed, a.xhat_o.data());
+      quantize_input(pool, att_n, N, C, m.packed, a.xhat_o, m.precision);
       ternary_forward(ctx, m.ternary[sz(L.wo)], m.packed, a.y_attn.data());
       const auto h_attn = mhc::residual_matrix(attn_mhc);
       mhc_write_forward(attn_mhc, h_attn, a.x_in.data(), a.y_attn.data(), N, C, a.x_mid.data());
@@ -266,7 +274,7 @@ struct Forward {
       mhc_read_forward(ffn_mhc, a.x_mid.data(), N, C, a.u_ffn.data());
       rmsnorm_forward(pool, a.u_ffn.data(), val(L.ffn_norm), N, C, c.norm_eps, a.h_ffn.data(),
                       a.rstd_ffn.data());
-      quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn.data());
+      quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn, m.precision);
       ternary_forward(ctx, m.ternary[sz(L.w_gate)], m.packed, a.gate.data());
       ternary_forward(ctx, m.ternary[sz(L.w_up)], m.packed, a.up.data());
       ffn_act_forward(pool, c.ffn_activation, a.gate.data(), a.up.data(), N * F, a.act.data());
@@ -276,7 +284,7 @@ struct Forward {
                         a.rstd_act_sub.data());
         act_n = a.act_n.data();
       }
-      quantize_input(pool, act_n, N, F, m.packed, a.xhat_down.data());
+      quantize_input(pool, act_n, N, F, m.packed, a.xhat_down, m.precision);
       ternary_forward(ctx, m.ternary[sz(L.w_down)], m.packed, a.y_ffn.data());
       const auto h_ffn = mhc::residual_matrix(ffn_mhc);
       mhc_write_forward(ffn_mhc, h_ffn, a.x_mid.data(), a.y_ffn.data(), N, C, m.x.data());
@@ -293,7 +301,7 @@ struct Forward {
     }
     rmsnorm_forward(pool, m.mean.data(), val(m.output_norm), N, C, c.norm_eps, m.h_out.data(),
                     m.rstd_out.data());
-    quantize_input(pool, m.h_out.data(), N, C, m.packed, m.xhat_head.data());
+    quantize_input(pool, m.h_out.data(), N, C, m.packed, m.xhat_head, m.precision);
     if (c.tied_embeddings) {
       kernels::q8_matmul(*m.tied_q8, m.packed, ctx.isa(), pool, m.logits.data(), sz(c.vocab_size));
     } else {
@@ -315,13 +323,11 @@ struct Forward {
     std::vector<float>& d_mean = sized(m.d_mean, N * C);
     // Head.
     if (c.tied_embeddings) {
-      gemm(pool, false, false, N, C, V, m.d_logits.data(), V, m.tied_dequant.data(), C, d_h.data(),
-           C, false);
-      gemm(pool, true, false, V, C, N, m.d_logits.data(), V, m.xhat_head.data(), C,
-           grad(m.embedding), C, true);
+      linear_backward(pool, m.tied_dequant.data(), m.tied_dequant16.data(), V, C, m.xhat_head,
+                      m.d_logits.data(), N, d_h.data(), false, grad(m.embedding), m.precision);
     } else {
-      ternary_backward(pool, m.ternary[sz(m.output)], m.xhat_head.data(), m.d_logits.data(), N,
-                       d_h.data(), false, grad(m.output), m.precision);
+      ternary_backward(pool, m.ternary[sz(m.output)], m.xhat_head, m.d_logits.data(), N, d_h.data(),
+                       false, grad(m.output), m.precision);
     }
     rmsnorm_backward(pool, m.mean.data(), val(m.output_norm), m.rstd_out.data(), d_h.data(), N, C,
                      d_mean.data(), grad(m.output_norm));
@@ -358,7 +364,7 @@ struct Forward {
       // Feed-forward, in reverse.
       mhc_write_backward(ffn_mhc, mhc::residual_matrix(ffn_mhc), a.x_mid.data(), a.y_ffn.data(),
                          d_x.data(), N, C, d_x_mid.data(), d_y.data(), d_ffn_mhc);
-      ternary_backward(pool, m.ternary[sz(L.w_down)], a.xhat_down.data(), d_y.data(), N,
+      ternary_backward(pool, m.ternary[sz(L.w_down)], a.xhat_down, d_y.data(), N,
                        c.sub_norms ? d_act_n.data() : d_act.data(), false, grad(L.w_down),
                        m.precision);
       if (c.sub_norms) {
@@ -367,17 +373,17 @@ struct Forward {
       }
       ffn_act_backward(pool, c.ffn_activation, a.gate.data(), a.up.data(), d_act.data(), N * F,
                        d_gate.data(), d_up.data());
-      ternary_backward(pool, m.ternary[sz(L.w_gate)], a.xhat_ffn.data(), d_gate.data(), N,
-                       d_h.data(), false, grad(L.w_gate), m.precision);
-      ternary_backward(pool, m.ternary[sz(L.w_up)], a.xhat_ffn.data(), d_up.data(), N, d_h.data(),
-                       true, grad(L.w_up), m.precision);
+      ternary_backward(pool, m.ternary[sz(L.w_gate)], a.xhat_ffn, d_gate.data(), N, d_h.data(),
+                       false, grad(L.w_gate), m.precision);
+      ternary_backward(pool, m.ternary[sz(L.w_up)], a.xhat_ffn, d_up.data(), N, d_h.data(), true,
+                       grad(L.w_up), m.precision);
       rmsnorm_backward(pool, a.u_ffn.data(), val(L.ffn_norm), a.rstd_ffn.data(), d_h.data(), N, C,
                        d_u.data(), grad(L.ffn_norm));
       mhc_read_backward(ffn_mhc, a.x_mid.data(), d_u.data(), N, C, d_x_mid.data(), d_ffn_mhc);
       // Attention, in reverse.
       mhc_write_backward(attn_mhc, mhc::residual_matrix(attn_mhc), a.x_in.data(), a.y_attn.data(),
                          d_x_mid.data(), N, C, d_x.data(), d_y.data(), d_attn_mhc);
-      ternary_backward(pool, m.ternary[sz(L.wo)], a.xhat_o.data(), d_y.data(), N,
+      ternary_backward(pool, m.ternary[sz(L.wo)], a.xhat_o, d_y.data(), N,
                        c.sub_norms ? d_att_n.data() : d_att.data(), false, grad(L.wo), m.precision);
       if (c.sub_norms) {
         rmsnorm_backward(pool, a.att.data(), val(L.attn_sub_norm), a.rstd_att_sub.data(),
@@ -387,12 +393,12 @@ struct Forward {
                          d_att.data(), d_q.data(), d_k.data(), d_v.data(), m.precision);
       rope_backward(pool, *m.rope, d_q.data(), N, seq, c.n_heads, c.rope_style);
       rope_backward(pool, *m.rope, d_k.data(), N, seq, c.n_kv_heads, c.rope_style);
-      ternary_backward(pool, m.ternary[sz(L.wq)], a.xhat_qkv.data(), d_q.data(), N, d_h.data(),
-                       false, grad(L.wq), m.precision);
-      ternary_backward(pool, m.ternary[sz(L.wk)], a.xhat_qkv.data(), d_k.data(), N, d_h.data(),
-                       true, grad(L.wk), m.precision);
-      ternary_backward(pool, m.ternary[sz(L.wv)], a.xhat_qkv.data(), d_v.data(), N, d_h.data(),
-                       true, grad(L.wv), m.precision);
+      ternary_backward(pool, m.ternary[sz(L.wq)], a.xhat_qkv, d_q.data(), N, d_h.data(), false,
+                       grad(L.wq), m.precision);
+      ternary_backward(pool, m.ternary[sz(L.wk)], a.xhat_qkv, d_k.data(), N, d_h.data(), true,
+                       grad(L.wk), m.precision);
+      ternary_backward(pool, m.ternary[sz(L.wv)], a.xhat_qkv, d_v.data(), N, d_h.data(), true,
+                       grad(L.wv), m.precision);
       rmsnorm_backward(pool, a.u_attn.data(), val(L.attn_norm), a.rstd_attn.data(), d_h.data(), N,
                        C, d_u.data(), grad(L.attn_norm));
       mhc_read_backward(attn_mhc, a.x_in.data(), d_u.data(), N, C, d_x.data(), d_attn_mhc);

@@ -32,6 +32,9 @@ using kernels::ThreadPool;
 enum class GemmPrecision { kF32, kBf16 };
 // "auto" and "bf16" mean bf16 when the CPU has AVX512_BF16 and fp32 otherwise; "fp32" is fp32.
 GemmPrecision parse_gemm_precision(const std::string& name);
+// x (rows, cols), dense, rounded to bf16 (nearest even) into `out`, split over the pool.
+void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
+                   std::vector<std::uint16_t>& out);
 
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
 // the pool (oneDNN, single-threaded per slice).
@@ -81,21 +84,35 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 // quantizers pass gradients unchanged, so d_x = d_y * (s q) and d_W = d_y^T * dequant(x_q).
 struct TernaryLinear {
   std::int64_t in = 0, out = 0;
-  float scale = 0;                 // fp16-exact absmean scale
-  std::vector<std::int8_t> trits;  // (out, in)
-  std::vector<float> dequant;      // (out, in) = trits * scale, for backward
+  float scale = 0;                       // fp16-exact absmean scale
+  std::vector<std::int8_t> trits;        // (out, in)
+  std::vector<float> dequant;            // (out, in) = trits * scale, for backward
+  std::vector<std::uint16_t> dequant16;  // the same in bf16, when the backward runs in bf16
   kernels::PackedMatrix packed;
+};
+// A layer input the backward reads in its weight-gradient GEMM: fp32, or in bf16 (rounded once
+// by the forward) when the GEMMs run in bf16 — whichever the precision needs, not both.
+struct GemmInput {
+  std::vector<float> f32;
+  std::vector<std::uint16_t> bf16;
 };
 // Re-quantizes from the latent weights `w` (out, in).
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
-                     TernaryLinear& layer);
+                     TernaryLinear& layer, GemmPrecision precision = GemmPrecision::kF32);
 // Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations.
 void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
-                    kernels::PackedActivations& acts, float* x_hat);
+                    kernels::PackedActivations& acts, GemmInput& x_hat,
+                    GemmPrecision precision = GemmPrecision::kF32);
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y);
-// d_x: overwritten, or added to when `accumulate_dx` (inputs shared by several layers).
-void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const float* x_hat,
+// The backward of y (N, out) = x_hat (N, in) W^T for weights W (out, in) given in fp32 and, for
+// bf16 GEMMs, in bf16: d_x = d_y W — overwritten, or added to when `accumulate_dx` (inputs shared
+// by several layers) — and d_W += d_y^T x_hat. d_y is rounded once for both products.
+void linear_backward(ThreadPool& pool, const float* w, const std::uint16_t* w16, std::int64_t out,
+                     std::int64_t in, const GemmInput& x_hat, const float* d_y, std::int64_t n,
+                     float* d_x, bool accumulate_dx, float* d_w, GemmPrecision precision);
+// linear_backward through the layer's dequantized trits (straight-through).
+void ternary_backward(ThreadPool& pool, const TernaryLinear& layer, const GemmInput& x_hat,
                       const float* d_y, std::int64_t n, float* d_x, bool accumulate_dx, float* d_w,
                       GemmPrecision precision = GemmPrecision::kF32);
 
