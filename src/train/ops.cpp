@@ -50,9 +50,9 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
 
 // fp32 -> bf16, nearest even, with the CPU's own instruction: the bf16 GEMMs only run on CPUs
 // that have it. (It treats denormal inputs as zero, which a GEMM operand can afford.)
-[[gnu::target("avx512f,avx512bf16")]] void round_rows_avx512bf16(const float* x, std::int64_t rows,
-                                                                 std::int64_t cols, std::int64_t ld,
-                                                                 std::uint16_t* out) {
+[[gnu::target("avx512f,avx512bw,avx512vl,avx512bf16")]] void round_rows_avx512bf16(
+    const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::uint16_t* out) {
+  const auto tail = static_cast<__mmask16>((1u << (cols % 16)) - 1u);
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* src = x + r * ld;
     std::uint16_t* dst = out + r * cols;
@@ -61,7 +61,10 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
       const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), reinterpret_cast<const __m256i&>(h));
     }
-    if (j < cols) kernels::to_bf16(src + j, 1, cols - j, ld, dst + j);
+    if (tail != 0) {
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, src + j));
+      _mm256_mask_storeu_epi16(dst + j, tail, reinterpret_cast<const __m256i&>(h));
+    }
   }
 }
 
