@@ -70,6 +70,20 @@ NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   return sum;
 }
 
+NANOCHAT_CLONES float rms_inverse(const float* x, std::int64_t n, float eps) {
+  double lanes[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(x[i + j]) * x[i + j];
+  }
+  for (int w = 4; w >= 1; w /= 2) {
+    for (int j = 0; j < w; ++j) lanes[j] += lanes[j + w];
+  }
+  double ss = lanes[0];
+  for (; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  return static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+}
+
 NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += w * x[i];
 }

@@ -173,26 +173,39 @@ mhc::MhcParams load_mhc(const gguf::GgufFile& f, const std::string& name, int n)
 }
 
 void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float eps) {
-  double ss = 0;
-  for (std::int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  const float inv = kernels::rms_inverse(x, n, eps);
   for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-// Rotates pairs of each head by pos * theta^(-2i / head_dim): (2i, 2i+1) for kAdjacent,
-// (i, i + head_dim/2) for kHalves.
-void rope(float* v, std::int64_t heads, std::int64_t head_dim, std::int64_t pos, float theta,
-          RopeStyle style) {
+// cos and sin of pos * theta^(-2i / head_dim) for each pair i, in double, for positions
+// [pos0, pos0 + count): [count][head_dim / 2] each. Computed once per forward call, not per layer.
+void rope_angles(std::int64_t pos0, std::int64_t count, std::int64_t head_dim, float theta,
+                 std::vector<float>& cos_out, std::vector<float>& sin_out) {
   const std::int64_t half = head_dim / 2;
+  cos_out.resize(static_cast<std::size_t>(count * half));
+  sin_out.resize(cos_out.size());
   for (std::int64_t i = 0; i < half; ++i) {
     const double freq = std::pow(static_cast<double>(theta),
                                  -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-    const double angle = static_cast<double>(pos) * freq;
-    const auto c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
-    const std::int64_t first = style == RopeStyle::kAdjacent ? 2 * i : i;
-    const std::int64_t second = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
-    for (std::int64_t h = 0; h < heads; ++h) {
-      float* p = v + h * head_dim;
+    for (std::int64_t t = 0; t < count; ++t) {
+      const double angle = static_cast<double>(pos0 + t) * freq;
+      cos_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::cos(angle));
+      sin_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+// Rotates pairs of each head by the angles rope_angles gave for one position: (2i, 2i+1) for
+// kAdjacent, (i, i + head_dim/2) for kHalves.
+void rope(float* v, std::int64_t heads, std::int64_t head_dim, const float* cos_t,
+          const float* sin_t, RopeStyle style) {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    float* p = v + h * head_dim;
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float c = cos_t[i], s = sin_t[i];
+      const std::int64_t first = style == RopeStyle::kAdjacent ? 2 * i : i;
+      const std::int64_t second = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
       const float a = p[first], b = p[second];
       p[first] = a * c - b * s;
       p[second] = a * s + b * c;
@@ -399,6 +412,8 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   std::vector<float> gate(sz(T * c.ffn_dim)), up(sz(T * c.ffn_dim)), out(sz(T * dim));
   std::vector<float> qkv(sz(T * (dim + 2 * kvd))), gateup(sz(T * 2 * c.ffn_dim));
   kernels::PackedActivations acts;
+  std::vector<float> rope_cos, rope_sin;
+  rope_angles(pos0, T, hd, c.rope_theta, rope_cos, rope_sin);
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
   auto read_streams = [&](const mhc::MhcParams& p) {
@@ -444,8 +459,10 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     float* kc = cache.keys(l);
     float* vc = cache.values(l);
     for (std::int64_t t = 0; t < T; ++t) {
-      rope(q.data() + t * dim, c.n_heads, hd, pos0 + t, c.rope_theta, c.rope_style);
-      rope(k.data() + t * kvd, c.n_kv_heads, hd, pos0 + t, c.rope_theta, c.rope_style);
+      const float* cos_t = rope_cos.data() + t * (hd / 2);
+      const float* sin_t = rope_sin.data() + t * (hd / 2);
+      rope(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, c.rope_style);
+      rope(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, c.rope_style);
       std::copy_n(k.data() + t * kvd, kvd, kc + (pos0 + t) * kvd);
       std::copy_n(v.data() + t * kvd, kvd, vc + (pos0 + t) * kvd);
     }

@@ -237,9 +237,7 @@ void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, std::int6
   pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       const float* xr = x + r * c;
-      double ss = 0;  // as inference: sum of squares in double
-      for (std::int64_t i = 0; i < c; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-      const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+      const float inv = kernels::rms_inverse(xr, c, eps);  // as inference
       rstd[r] = inv;
       float* o = out + r * c;
       for (std::int64_t i = 0; i < c; ++i) o[i] = xr[i] * inv * w[i];

@@ -9,6 +9,10 @@ namespace nanochat::kernels {
 // sum_i a[i] * b[i], summed in 16 independent lanes (a fixed order for a given ISA).
 float dot_f32(const float* a, const float* b, std::int64_t n);
 
+// 1 / sqrt(mean(x[i]^2) + eps): RMSNorm's scale, the squares summed in double in eight lanes.
+// Inference and training both call this.
+float rms_inverse(const float* x, std::int64_t n, float eps);
+
 // y[i] += w * x[i]
 void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 
