@@ -70,7 +70,7 @@ NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   return sum;
 }
 
-NANOCHAT_CLONES float rms_inverse(const float* x, std::int64_t n, float eps) {
+NANOCHAT_CLONES double sum_squares(const float* x, std::int64_t n) {
   double lanes[8] = {};
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -81,7 +81,11 @@ NANOCHAT_CLONES float rms_inverse(const float* x, std::int64_t n, float eps) {
   }
   double ss = lanes[0];
   for (; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  return static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  return ss;
+}
+
+float rms_inverse(const float* x, std::int64_t n, float eps) {
+  return static_cast<float>(1.0 / std::sqrt(sum_squares(x, n) / static_cast<double>(n) + eps));
 }
 
 NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n) {

@@ -199,8 +199,12 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
   if (precision == GemmPrecision::kBf16) {
     // B is shared by every slice of A: round it once here, not once per thread.
     thread_local std::vector<std::uint16_t> b16;
-    round_b(trans_b, n, k, b, ldb, b16);
-    const std::uint16_t* shared = b16.data();
+    const std::int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+    b16.resize(sz(b_rows * b_cols));
+    std::uint16_t* shared = b16.data();  // b16 itself names each thread's own copy
+    pool.parallel_for(b_rows, [&](std::int64_t begin, std::int64_t end) {
+      round_rows(b + begin * ldb, end - begin, b_cols, ldb, shared + begin * b_cols);
+    });
     pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
       thread_local std::vector<std::uint16_t> a16;
       const std::int64_t la = round_a_slice(trans_a, begin, end, k, a, lda, a16);

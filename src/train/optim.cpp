@@ -5,6 +5,7 @@
 #include <numbers>
 
 #include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/kernels/vec.hpp"
 
 namespace nanochat::train {
 namespace {
@@ -40,7 +41,7 @@ double lr_multiplier(const TrainingSection& t, std::int64_t step) {
 double clip_gradients(std::vector<Param>& params, double max_norm) {
   double ss = 0;
   for (const auto& p : params) {
-    for (float g : p.grad) ss += static_cast<double>(g) * g;
+    ss += kernels::sum_squares(p.grad.data(), static_cast<std::int64_t>(p.grad.size()));
   }
   const double norm = std::sqrt(ss);
   if (max_norm > 0 && norm > max_norm) {
@@ -68,8 +69,7 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   } else {
     std::copy(g.begin(), g.end(), x.begin());
   }
-  double ss = 0;
-  for (float v : x) ss += static_cast<double>(v) * v;
+  const double ss = kernels::sum_squares(x.data(), static_cast<std::int64_t>(x.size()));
   const auto inv = static_cast<float>(1.0 / (std::sqrt(ss) + 1e-7));
   for (auto& v : x) v *= inv;
   // Quintic coefficients that push every singular value towards 1 quickly (Jordan et al.).
@@ -115,6 +115,24 @@ std::vector<Optimizer::Slot> Optimizer::slots() {
   return s;
 }
 
+namespace {
+
+// Runs fn(begin, end) over [0, n): on the pool for large tensors, inline for small ones (a
+// norm's weights are not worth a dispatch). Every element's update is independent of the split.
+template <typename Fn>
+void elementwise(ThreadPool& pool, std::size_t n, Fn&& fn) {
+  constexpr std::size_t kMinParallel = 1 << 15;
+  if (n < kMinParallel) {
+    fn(std::size_t{0}, n);
+    return;
+  }
+  pool.parallel_for(static_cast<std::int64_t>(n), [&](std::int64_t begin, std::int64_t end) {
+    fn(static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
+  });
+}
+
+}  // namespace
+
 void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_scale) {
   ++steps_;
   const auto step = static_cast<double>(steps_);
@@ -127,39 +145,47 @@ void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_sca
       const auto lr = static_cast<float>(t_.muon_lr * lr_scale);
       std::vector<float>& u = scratch_;
       u.resize(p.size());
-      for (std::size_t j = 0; j < p.size(); ++j) {
-        m[j] = kMuonMomentum * m[j] + p.grad[j];
-        u[j] = p.grad[j] + kMuonMomentum * m[j];
-      }
+      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t j = begin; j < end; ++j) {
+          m[j] = kMuonMomentum * m[j] + p.grad[j];
+          u[j] = p.grad[j] + kMuonMomentum * m[j];
+        }
+      });
       const std::int64_t rows = p.shape[0], cols = p.shape[1];
       newton_schulz5(pool, u, rows, cols, precision_);
       const auto shape_scale = static_cast<float>(
           std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols))));
-      for (std::size_t j = 0; j < p.size(); ++j) {
-        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * shape_scale * u[j];
-      }
+      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t j = begin; j < end; ++j) {
+          p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * shape_scale * u[j];
+        }
+      });
     } else if (t_.optimizer == ScalarOptimizer::kAdamW) {
       const auto lr = static_cast<float>(t_.adamw_lr * lr_scale);
       std::vector<float>& v = v_[i];
       const auto c1 = static_cast<float>(1.0 - std::pow(kAdamBeta1, step));
       const auto c2 = static_cast<float>(1.0 - std::pow(kAdamBeta2, step));
-      for (std::size_t j = 0; j < p.size(); ++j) {
-        const float g = p.grad[j];
-        m[j] = kAdamBeta1 * m[j] + (1.0f - kAdamBeta1) * g;
-        v[j] = kAdamBeta2 * v[j] + (1.0f - kAdamBeta2) * g * g;
-        const float update = (m[j] / c1) / (std::sqrt(v[j] / c2) + kAdamEps);
-        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
-      }
+      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t j = begin; j < end; ++j) {
+          const float g = p.grad[j];
+          m[j] = kAdamBeta1 * m[j] + (1.0f - kAdamBeta1) * g;
+          v[j] = kAdamBeta2 * v[j] + (1.0f - kAdamBeta2) * g * g;
+          const float update = (m[j] / c1) / (std::sqrt(v[j] / c2) + kAdamEps);
+          p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
+        }
+      });
     } else {
       // Lion: the sign of an interpolated momentum.
       const auto lr = static_cast<float>(t_.lion_lr * lr_scale);
-      for (std::size_t j = 0; j < p.size(); ++j) {
-        const float g = p.grad[j];
-        const float c = kLionBeta1 * m[j] + (1.0f - kLionBeta1) * g;
-        const float update = c > 0 ? 1.0f : (c < 0 ? -1.0f : 0.0f);
-        p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
-        m[j] = kLionBeta2 * m[j] + (1.0f - kLionBeta2) * g;
-      }
+      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t j = begin; j < end; ++j) {
+          const float g = p.grad[j];
+          const float c = kLionBeta1 * m[j] + (1.0f - kLionBeta1) * g;
+          const float update = c > 0 ? 1.0f : (c < 0 ? -1.0f : 0.0f);
+          p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * update;
+          m[j] = kLionBeta2 * m[j] + (1.0f - kLionBeta2) * g;
+        }
+      });
     }
   }
 }

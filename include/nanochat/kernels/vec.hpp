@@ -9,6 +9,9 @@ namespace nanochat::kernels {
 // sum_i a[i] * b[i], summed in 16 independent lanes (a fixed order for a given ISA).
 float dot_f32(const float* a, const float* b, std::int64_t n);
 
+// sum_i x[i]^2 in double, in eight lanes (a fixed order for a given ISA).
+double sum_squares(const float* x, std::int64_t n);
+
 // 1 / sqrt(mean(x[i]^2) + eps): RMSNorm's scale, the squares summed in double in eight lanes.
 // Inference and training both call this.
 float rms_inverse(const float* x, std::int64_t n, float eps);
