@@ -88,6 +88,10 @@ float rms_inverse(const float* x, std::int64_t n, float eps) {
   return static_cast<float>(1.0 / std::sqrt(sum_squares(x, n) / static_cast<double>(n) + eps));
 }
 
+NANOCHAT_CLONES void axpby_f32(float a, const float* x, float b, float* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b * y[i];
+}
+
 NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += w * x[i];
 }

@@ -55,44 +55,39 @@ double clip_gradients(std::vector<Param>& params, double max_norm) {
 
 void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, std::int64_t cols,
                     GemmPrecision precision) {
-  // Work on the wide orientation (r <= c) so the Gram matrix is the small one.
-  const bool transpose = rows > cols;
-  const std::int64_t r = transpose ? cols : rows, c = transpose ? rows : cols;
+  // The Gram matrix on the short side: X X^T (rows x rows) for a wide matrix, X^T X (cols x cols)
+  // for a tall one, whose polynomial then multiplies X from the right (X (X^T X) = (X X^T) X).
+  const bool tall = rows > cols;
+  const std::int64_t r = tall ? cols : rows;
+  const auto n = static_cast<std::int64_t>(g.size());
   // Scratch kept between calls: every step orthogonalizes every matrix, and fresh large vectors
   // would cost page faults each time.
-  thread_local std::vector<float> x, gram, gram2, next;
-  x.resize(g.size());
-  if (transpose) {
-    for (std::int64_t i = 0; i < rows; ++i) {
-      for (std::int64_t j = 0; j < cols; ++j) x[sz(j * rows + i)] = g[sz(i * cols + j)];
-    }
-  } else {
-    std::copy(g.begin(), g.end(), x.begin());
-  }
-  const double ss = kernels::sum_squares(x.data(), static_cast<std::int64_t>(x.size()));
-  const auto inv = static_cast<float>(1.0 / (std::sqrt(ss) + 1e-7));
-  for (auto& v : x) v *= inv;
+  thread_local std::vector<float> gram, gram2, next;
+  float* x = g.data();
+  const double ss = kernels::sum_squares(x, n);
+  kernels::axpby_f32(static_cast<float>(1.0 / (std::sqrt(ss) + 1e-7)), x, 0.0f, x, n);
   // Quintic coefficients that push every singular value towards 1 quickly (Jordan et al.).
   constexpr float a = 3.4445f, b = -4.7750f, cc = 2.0315f;
   gram.resize(sz(r * r));
   gram2.resize(sz(r * r));
-  next.resize(x.size());
+  next.resize(g.size());
   for (int it = 0; it < 5; ++it) {
-    gemm(pool, false, true, r, r, c, x.data(), c, x.data(), c, gram.data(), r, false,
-         precision);  // X X^T
+    if (tall) {  // X^T X
+      gemm(pool, true, false, r, r, rows, x, cols, x, cols, gram.data(), r, false, precision);
+    } else {  // X X^T
+      gemm(pool, false, true, r, r, cols, x, cols, x, cols, gram.data(), r, false, precision);
+    }
     gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false,
          precision);
-    for (std::size_t i = 0; i < gram.size(); ++i) gram[i] = b * gram[i] + cc * gram2[i];
-    gemm(pool, false, false, r, c, r, gram.data(), r, x.data(), c, next.data(), c, false,
-         precision);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = a * x[i] + next[i];
-  }
-  if (transpose) {
-    for (std::int64_t i = 0; i < rows; ++i) {
-      for (std::int64_t j = 0; j < cols; ++j) g[sz(i * cols + j)] = x[sz(j * rows + i)];
+    kernels::axpby_f32(cc, gram2.data(), b, gram.data(), r * r);  // b G + c G^2
+    if (tall) {                                                   // X B
+      gemm(pool, false, false, rows, cols, cols, x, cols, gram.data(), r, next.data(), cols, false,
+           precision);
+    } else {  // B X
+      gemm(pool, false, false, rows, cols, rows, gram.data(), r, x, cols, next.data(), cols, false,
+           precision);
     }
-  } else {
-    std::copy(x.begin(), x.end(), g.begin());
+    kernels::axpby_f32(1.0f, next.data(), a, x, n);  // a X + next
   }
 }
 

@@ -157,6 +157,31 @@ TEST(Muon, NewtonSchulzOrthogonalizes) {
   }
 }
 
+// A tall matrix is orthogonalized through X^T X, a wide one through X X^T: the same iteration,
+// so the tall result is the transpose of the wide result on the transposed input.
+TEST(Muon, NewtonSchulzTallEqualsTransposedWide) {
+  kernels::ThreadPool pool(2);
+  const std::int64_t rows = 80, cols = 24;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> tall(static_cast<std::size_t>(rows * cols)), wide(tall.size());
+  for (auto& x : tall) x = d(rng);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    for (std::int64_t j = 0; j < cols; ++j) {
+      wide[static_cast<std::size_t>(j * rows + i)] = tall[static_cast<std::size_t>(i * cols + j)];
+    }
+  }
+  newton_schulz5(pool, tall, rows, cols);
+  newton_schulz5(pool, wide, cols, rows);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    for (std::int64_t j = 0; j < cols; ++j) {
+      ASSERT_NEAR(tall[static_cast<std::size_t>(i * cols + j)],
+                  wide[static_cast<std::size_t>(j * rows + i)], 2e-5f)
+          << i << "," << j;
+    }
+  }
+}
+
 std::vector<std::uint8_t> tiny_tokenizer(const std::string& text, std::size_t vocab) {
   model::BpeTrainOptions o;
   o.vocab_size = vocab;

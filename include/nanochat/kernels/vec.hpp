@@ -16,6 +16,9 @@ double sum_squares(const float* x, std::int64_t n);
 // Inference and training both call this.
 float rms_inverse(const float* x, std::int64_t n, float eps);
 
+// y[i] = a * x[i] + b * y[i] (x may alias y)
+void axpby_f32(float a, const float* x, float b, float* y, std::int64_t n);
+
 // y[i] += w * x[i]
 void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 
