@@ -216,6 +216,22 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
                   c.plan.tile_rows, c.plan.token_block, c.plan.ns_per_call / 1e3);
     if (best == nullptr || c.plan.ns_per_call < best->plan.ns_per_call) best = &c;
   }
+  // A one-token plan also fixes the matrix's layout, which prefill and training then use with
+  // many tokens. One token is bound by memory, so layouts often tie within the machine's noise:
+  // among those within kLayoutTie of the fastest, take the tallest tile (the most rows share each
+  // activation load when many tokens come).
+  if (request.tile_rows == 0 && tokens == 1) {
+    constexpr double kLayoutTie = 1.03;
+    const Candidate* tallest = best;
+    for (const Candidate& c : candidates) {
+      if (c.plan.isa == best->plan.isa &&
+          c.plan.ns_per_call <= best->plan.ns_per_call * kLayoutTie &&
+          c.plan.tile_rows > tallest->plan.tile_rows) {
+        tallest = &c;
+      }
+    }
+    best = tallest;
+  }
   return best->plan;
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "nanochat/kernels/registry.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "tile_driver.hpp"
 
 namespace nanochat::kernels {
@@ -26,7 +27,18 @@ namespace {
 // buffer is harmless.
 constexpr long kPrefetchBytes = 8192;
 
+// Gfni: each 2-bit field j is moved to the bottom of its byte by one gf2p8affineqb (an 8x8 bit
+// matrix per byte) instead of a shift and a mask — three fewer instructions per 64-byte line,
+// which lets one core overlap more of its arithmetic with the weight stream.
+template <bool Gfni>
 struct Avx512Micro {
+  // Bit matrices for gf2p8affineqb: result bit i = parity(matrix byte (7 - i) & x), so byte 7
+  // selects bit 2j into bit 0 and byte 6 bit 2j + 1 into bit 1.
+  static constexpr long long field_matrix(int j) {
+    return static_cast<long long>((std::uint64_t{1} << (2 * j)) << 56 |
+                                  (std::uint64_t{1} << (2 * j + 1)) << 48);
+  }
+
   template <int R, int NB>
   static void run(const std::uint8_t* tile, std::int64_t chunks, const std::int8_t* const (&x)[NB],
                   const std::int32_t (&sums)[NB], std::int32_t (&out)[R][NB]) {
@@ -53,7 +65,12 @@ struct Avx512Micro {
         __m512i xv[NB];
         static_for<NB>([&](auto b) { xv[b] = _mm512_load_si512(x[b] + c * kChunk + j * 64); });
         static_for<R>([&](auto r) {
-          const __m512i u = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * j), mask);
+          __m512i u;
+          if constexpr (Gfni) {
+            u = _mm512_gf2p8affine_epi64_epi8(w[r], _mm512_set1_epi64(field_matrix(j)), 0);
+          } else {
+            u = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * j), mask);
+          }
           static_for<NB>(
               [&](auto b) { acc[r][b][j % S] = _mm512_dpbusd_epi32(acc[r][b][j % S], u, xv[b]); });
         });
@@ -71,7 +88,11 @@ struct Avx512Micro {
 
 void gemm(const PackedMatrix& w, const PackedActivations& x, int token_block,
           std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
-  gemm_dispatch<Avx512Micro>(w, x, token_block, tile_begin, tile_end, y, ldy);
+  if (avx512_uses_gfni()) {
+    gemm_dispatch<Avx512Micro<true>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+  } else {
+    gemm_dispatch<Avx512Micro<false>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+  }
 }
 
 std::uint64_t read_probe(const std::uint8_t* data, std::size_t bytes) {

@@ -1,12 +1,24 @@
 #include "nanochat/kernels/registry.hpp"
 
 #include <array>
+#include <cstdlib>
+#include <string_view>
+
+#include "nanochat/util/cpu.hpp"
 
 namespace nanochat::kernels {
 
 std::span<const KernelInfo> kernel_registry() {
   static const std::array<KernelInfo, 3> table = {scalar_kernel(), avx2_kernel(), avx512_kernel()};
   return table;
+}
+
+bool avx512_uses_gfni() {
+  static const bool use = [] {
+    const char* off = std::getenv("NANOCHAT_NO_GFNI");
+    return cpu_info().features.gfni && (off == nullptr || std::string_view(off).empty());
+  }();
+  return use;
 }
 
 const KernelInfo& kernel_info(Isa isa) {

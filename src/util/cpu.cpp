@@ -59,6 +59,7 @@ CpuFeatures detect_features() {
     f.avx512vl = f.avx512f && bit(l7.b, 31);
     f.avx512vbmi = f.avx512f && bit(l7.c, 1);
     f.avx512vnni = f.avx512f && bit(l7.c, 11);
+    f.gfni = bit(l7.c, 8);
     const Regs l71 = cpuid(7, 1);
     f.avx_vnni = f.avx2 && bit(l71.a, 4);
     f.avx512bf16 = f.avx512f && bit(l71.a, 5);
@@ -174,6 +175,7 @@ std::string CpuInfo::feature_list() const {
       {features.avx512vnni, "avx512vnni"},
       {features.avx512vbmi, "avx512vbmi"},
       {features.avx512bf16, "avx512bf16"},
+      {features.gfni, "gfni"},
   };
   std::string out;
   for (const auto& [present, name] : all) {
@@ -188,7 +190,7 @@ std::string CpuInfo::signature() const {
   const auto& f = features;
   const unsigned bits = (f.avx2 ? 1u : 0u) | (f.avx512f ? 2u : 0u) | (f.avx512bw ? 4u : 0u) |
                         (f.avx512vnni ? 8u : 0u) | (f.avx512vbmi ? 16u : 0u) |
-                        (f.avx_vnni ? 32u : 0u);
+                        (f.avx_vnni ? 32u : 0u) | (f.gfni ? 64u : 0u);
   return safe_for_filename(fmt::format("{}-f{}m{}s{}-isa{:x}-c{}", vendor, family, model, stepping,
                                        bits, physical_cores));
 }

@@ -3,6 +3,7 @@
 // shapes, batches with token tails, extreme activations, and any thread count.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -165,6 +166,15 @@ TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
                          (0.5f + static_cast<float>(r)) * x.scales[static_cast<std::size_t>(b)];
       EXPECT_FLOAT_EQ(y[static_cast<std::size_t>(b * p.rows + r)], want);
     }
+}
+
+// The AVX-512 kernel has two ways to unpack 2-bit codes; ctest runs the kernel tests once as they
+// are and once with NANOCHAT_NO_GFNI=1 ("nogfni." names), so a GFNI CPU checks both.
+TEST(KernelDispatch, GfniFollowsTheCpuAndNanochatNoGfni) {
+  const char* off = std::getenv("NANOCHAT_NO_GFNI");
+  const bool disabled = off != nullptr && *off != '\0';
+  EXPECT_EQ(avx512_uses_gfni(), cpu_info().features.gfni && !disabled);
+  RecordProperty("gfni", avx512_uses_gfni() ? "used" : "not used");
 }
 
 TEST(KernelDispatch, DefaultIsaIsTheBestAvailable) {

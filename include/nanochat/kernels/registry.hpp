@@ -36,6 +36,10 @@ struct KernelInfo {
 std::span<const KernelInfo> kernel_registry();
 const KernelInfo& kernel_info(Isa isa);
 
+// Whether the AVX-512 kernel unpacks weights with GFNI's gf2p8affineqb (CPUs that have it) or with
+// shifts and masks. NANOCHAT_NO_GFNI=1 forces the latter, so tests cover both on a GFNI CPU.
+bool avx512_uses_gfni();
+
 // Per-ISA entries, defined in the ISA's own translation unit.
 const KernelInfo& scalar_kernel();
 const KernelInfo& avx2_kernel();

@@ -20,6 +20,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512vnni = false;
   bool avx512vbmi = false;
+  bool gfni = false;        // gf2p8affineqb: the AVX-512 kernel unpacks 2-bit weights with it
   bool avx512bf16 = false;  // vdpbf16ps: bf16 products (the trainer's backward GEMMs)
 };
 
