@@ -401,12 +401,14 @@ const TensorInfo* GgufFile::find_tensor(std::string_view name) const {
   return nullptr;
 }
 
-void GgufFile::release(const TensorInfo& tensor) const {
-  if (!file_) return;
+void GgufFile::release(const TensorInfo& tensor) const { release(tensor_data(tensor)); }
+
+void GgufFile::release(std::span<const std::uint8_t> bytes) const {
+  if (!file_ || bytes.empty()) return;
   const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(tensor_data(tensor).data());
+  const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data());
   const std::uintptr_t first = (begin + page - 1) / page * page;  // whole pages inside only
-  const std::uintptr_t last = (begin + tensor.bytes) / page * page;
+  const std::uintptr_t last = (begin + bytes.size()) / page * page;
   if (last > first) {
     (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   }

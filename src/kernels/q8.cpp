@@ -38,7 +38,8 @@ void store_row(Q8Matrix& m, std::int64_t r, const std::uint8_t* blocks) {
 
 }  // namespace
 
-Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols) {
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols,
+                   const std::function<void(std::int64_t)>& rows_done) {
   Q8Matrix m = allocate(rows, cols);
   const auto row_bytes = static_cast<std::size_t>(cols / 32 * 34);
   if (blocks.size() != static_cast<std::size_t>(rows) * row_bytes) {
@@ -47,6 +48,7 @@ Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std:
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     store_row(m, r, blocks.data() + static_cast<std::size_t>(r) * row_bytes);
+    if (rows_done) rows_done(r + 1);
   }
   return m;
 }

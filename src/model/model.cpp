@@ -361,18 +361,30 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
       need_tensor(f, c.tied_embeddings ? "token_embd.weight" : "output.weight");
   check_shape(f, head,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
+  // The head is read once, in row order, into its runtime copy: its mapped pages are released a
+  // slab at a time behind the reader, so the (often largest) tensor is never resident twice.
+  const auto head_data = f.tensor_data(head);
+  const std::size_t head_row_bytes = head_data.size() / static_cast<std::size_t>(c.vocab_size);
+  std::int64_t head_released = 0;
+  const auto release_head_rows = [&](std::int64_t rows_read) {
+    constexpr std::int64_t kSlab = 1024;
+    if (rows_read - head_released < kSlab && rows_read < c.vocab_size) return;
+    f.release(
+        head_data.subspan(static_cast<std::size_t>(head_released) * head_row_bytes,
+                          static_cast<std::size_t>(rows_read - head_released) * head_row_bytes));
+    head_released = rows_read;
+  };
   if (head.type.id == 8) {
-    w->output_q8 = kernels::pack_q8_0(f.tensor_data(head), c.vocab_size, c.dim);
-
+    w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
   } else if (is_float_type(head.type.id)) {
     if (c.dim % 32 != 0) {
       fail<FormatError>("{}: a float output head needs a width that is a multiple of 32, not {}",
                         f.name(), c.dim);
     }
-    const auto data = f.tensor_data(head);
     w->output_q8 = kernels::quantize_q8_0_matrix(
         c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {
-          dequantize_rows(head.type.id, data, static_cast<std::size_t>(row * c.dim), values);
+          release_head_rows(row);
+          dequantize_rows(head.type.id, head_data, static_cast<std::size_t>(row * c.dim), values);
         });
   } else {
     w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "nanochat/util/numa.hpp"
@@ -14,15 +15,15 @@ constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
 void* aligned_alloc_bytes(std::size_t bytes, int numa_node) {
   const std::size_t align = bytes >= kHugePage ? kHugePage : kCacheLine;
-  const std::size_t rounded = (bytes + align - 1) / align * align;
-  void* ptr = std::aligned_alloc(align, rounded);
-  if (ptr == nullptr) throw std::bad_alloc();
+  void* ptr = nullptr;
+  if (::posix_memalign(&ptr, align, bytes) != 0) throw std::bad_alloc();
   if (align == kHugePage) {
-    // Advice only: ignored where THP is disabled.
-    (void)madvise(ptr, rounded, MADV_HUGEPAGE);
+    // Advice only (ignored where THP is disabled), and only for the whole huge pages inside the
+    // buffer: a huge page over its tail would make up to 2 MiB beyond it resident — per matrix.
+    (void)madvise(ptr, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
   }
-  if (numa_node >= 0) numa_bind_pages(ptr, rounded, numa_node);
-  std::memset(ptr, 0, rounded);  // first touch, after placement
+  if (numa_node >= 0) numa_bind_pages(ptr, bytes, numa_node);
+  std::memset(ptr, 0, bytes);  // first touch, after placement
   return ptr;
 }
 

@@ -73,6 +73,9 @@ class GgufFile {
   // they leave the resident set; reading the tensor again still works (pages come back from the
   // file). No effect for files parsed from memory.
   void release(const TensorInfo& tensor) const;
+  // The same for any mapped bytes (the whole pages inside them), e.g. the part of a tensor that
+  // a sequential repack has already read.
+  void release(std::span<const std::uint8_t> bytes) const;
 
  private:
   GgufFile() = default;

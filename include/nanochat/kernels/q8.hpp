@@ -25,9 +25,11 @@ struct Q8Matrix {
                                    // stores them (half the bytes of fp32 per decoded token)
 };
 
-// Repacks ggml Q8_0 bytes of a [rows][cols] matrix. Throws FormatError when cols % 32 != 0 or the
-// byte count is wrong.
-Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols);
+// Repacks ggml Q8_0 bytes of a [rows][cols] matrix, rows in order; `rows_done(n)`, when given, is
+// told after each row that rows [0, n) have been read. Throws FormatError when cols % 32 != 0 or
+// the byte count is wrong.
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols,
+                   const std::function<void(std::int64_t)>& rows_done = {});
 
 // Quantizes 32 floats per block as ggml does: d = max|x| / 127 (stored fp16), q = round(x / d).
 // x.size() must be a multiple of 32 and out.size() == x.size() / 32 * 34.
