@@ -37,7 +37,12 @@ TEST(Q8, EveryIsaMatchesAPlainLoop) {
     PackedActivations acts;
     pack_activations_i8(x.data(), tokens, cols, acts);
     for (auto& s : acts.scales) s = 0.5f;
-    const Q8Matrix m = pack_q8_0(blocks, rows, cols);
+    std::int64_t reported = 0;  // rows_done counts up by one per row, in order
+    const Q8Matrix m = pack_q8_0(blocks, rows, cols, [&](std::int64_t done) {
+      EXPECT_EQ(done, reported + 1);
+      reported = done;
+    });
+    EXPECT_EQ(reported, rows);
     for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
       if (!isa_supported(isa, cpu_info().features)) continue;
       for (int threads : {1, 2}) {
