@@ -33,8 +33,8 @@ PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const Row
 }
 
 void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols,
-                              const RowSource& source) {
-  const Plan p = plan(rows, cols, 1);
+                              const RowSource& source, std::int64_t batch) {
+  const Plan p = plan(rows, cols, batch);
   if (m.rows == rows && m.cols == cols && m.isa == p.isa && m.tile_rows == p.tile_rows &&
       m.codes.data() != nullptr) {
     repack_matrix(m, source);

@@ -404,7 +404,7 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 
 // ---- ternary linear ----
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
-                     TernaryLinear& layer, GemmPrecision precision) {
+                     TernaryLinear& layer, GemmPrecision precision, std::int64_t tokens) {
   layer.trits.resize(sz(out * in));
   const float scale =
       ternary::quantize_absmean_into(std::span<const float>(w, sz(out * in)), layer.trits);
@@ -412,9 +412,12 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
   layer.out = out;
   // The file stores the scale as fp16 (TQ2_0 blocks); the forward uses exactly that value.
   layer.scale = fp16_to_fp32(fp32_to_fp16(scale));
-  ctx.pack_into(layer.packed, out, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
-    std::copy_n(layer.trits.data() + row * in, in, trits.data());
-  });
+  ctx.pack_into(
+      layer.packed, out, in,
+      [&](std::int64_t row, std::span<std::int8_t> trits) {
+        std::copy_n(layer.trits.data() + row * in, in, trits.data());
+      },
+      tokens);
   layer.packed.row_scales.assign(sz(out), layer.scale);
   layer.dequant.resize(layer.trits.size());
   for (std::size_t i = 0; i < layer.trits.size(); ++i) {

@@ -173,7 +173,8 @@ struct Forward {
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Param& p = params[i];
       if (p.ternary) {
-        ternary_prepare(ctx, p.value.data(), p.shape[0], p.shape[1], m.ternary[i], m.precision);
+        ternary_prepare(ctx, p.value.data(), p.shape[0], p.shape[1], m.ternary[i], m.precision,
+                        m.rows);
       }
     }
     if (c.tied_embeddings) {

@@ -42,8 +42,11 @@ class KernelContext {
 
   // Packs a matrix in the layout its single-token plan wants (decode dominates run time).
   PackedMatrix pack(std::int64_t rows, std::int64_t cols, const RowSource& source);
-  // The same into `m`, reusing its memory when it already holds a matrix of this shape.
-  void pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols, const RowSource& source);
+  // The same into `m`, reusing its memory when it already holds a matrix of this shape. `batch`
+  // names the tokens per call the matrix will mostly see: the trainer's matrices multiply whole
+  // batches, so their layout is the one the batched plan wants.
+  void pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols, const RowSource& source,
+                 std::int64_t batch = 1);
 
   // Exact int32 products, token_block from the tuner for this layout and batch.
   void gemm_i32(const PackedMatrix& w, const PackedActivations& x, std::int32_t* y,

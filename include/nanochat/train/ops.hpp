@@ -96,9 +96,11 @@ struct GemmInput {
   std::vector<float> f32;
   std::vector<std::uint16_t> bf16;
 };
-// Re-quantizes from the latent weights `w` (out, in).
+// Re-quantizes from the latent weights `w` (out, in), packed in the layout the kernels' plan
+// for `tokens` tokens per call wants.
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
-                     TernaryLinear& layer, GemmPrecision precision = GemmPrecision::kF32);
+                     TernaryLinear& layer, GemmPrecision precision = GemmPrecision::kF32,
+                     std::int64_t tokens = 1);
 // Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations.
 void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
                     kernels::PackedActivations& acts, GemmInput& x_hat,
