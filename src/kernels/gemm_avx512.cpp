@@ -39,9 +39,13 @@ struct Avx512Micro {
                                   (std::uint64_t{1} << (2 * j + 1)) << 48);
   }
 
+  // total[b * R + r] = sixteen int32 lanes whose sum is row r's product with token b (before
+  // the activation-sum correction).
   template <int R, int NB>
-  static void run(const std::uint8_t* tile, std::int64_t chunks, const std::int8_t* const (&x)[NB],
-                  const std::int32_t (&sums)[NB], std::int32_t (&out)[R][NB]) {
+  [[gnu::always_inline]] static inline void accumulate(const std::uint8_t* tile,
+                                                       std::int64_t chunks,
+                                                       const std::int8_t* const (&x)[NB],
+                                                       __m512i (&total)[R * NB]) {
     // vpdpbusd has a latency of several cycles; with few (row, token) pairs, one accumulator
     // each would serialise the four j-steps of a chunk. S accumulators per pair keep at least
     // 16 dependency chains in flight.
@@ -76,32 +80,48 @@ struct Avx512Micro {
         });
       });
     }
-    // Each (row, token) pair's S accumulators, then their horizontal sums: four pairs at a time
-    // through one transposing reduction (about 14 instructions for four sums, where
-    // _mm512_reduce_add_epi32 takes about ten for one; with short rows — a 256-wide layer has a
-    // single chunk — the reductions were most of the work).
-    constexpr int P = R * NB;
-    __m512i total[P];
     static_for<R>([&](auto r) {
       static_for<NB>([&](auto b) {
-        total[r * NB + b] = acc[r][b][0];
+        total[b * R + r] = acc[r][b][0];
         static_for<S - 1>([&](auto s) {
-          total[r * NB + b] = _mm512_add_epi32(total[r * NB + b], acc[r][b][s + 1]);
+          total[b * R + r] = _mm512_add_epi32(total[b * R + r], acc[r][b][s + 1]);
         });
       });
     });
-    std::int32_t flat[P];
-    if constexpr (P % 4 == 0) {
-      static_for<P / 4>([&](auto g) { sum4(total + 4 * g, flat + 4 * g); });
-    } else {
-      static_for<P>([&](auto i) { flat[i] = _mm512_reduce_add_epi32(total[i]); });
-    }
-    static_for<R>(
-        [&](auto r) { static_for<NB>([&](auto b) { out[r][b] = flat[r * NB + b] - sums[b]; }); });
   }
 
-  // out[k] = the sum of v[k]'s sixteen lanes, k = 0..3.
-  [[gnu::always_inline]] static inline void sum4(const __m512i* v, std::int32_t* out) {
+  // The horizontal sums four rows at a time through one transposing reduction (about 14
+  // instructions for four sums, where _mm512_reduce_add_epi32 takes about ten for one; with
+  // short rows — a 256-wide layer has a single chunk — the reductions were most of the work),
+  // stored straight into y.
+  template <int R, int NB>
+  static void run_into(const std::uint8_t* tile, std::int64_t chunks,
+                       const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
+                       std::int32_t* y, std::size_t ldy, int rows) {
+    __m512i total[R * NB];
+    accumulate<R, NB>(tile, chunks, x, total);
+    static_for<NB>([&](auto b) {
+      std::int32_t* yb = y + static_cast<std::size_t>(b) * ldy;
+      if constexpr (R % 4 == 0) {
+        static_for<R / 4>([&](auto g) {
+          const __m128i v = _mm_sub_epi32(sum4(total + b * R + 4 * g), _mm_set1_epi32(sums[b]));
+          const int left = rows - 4 * g;
+          if (left >= 4) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(yb + 4 * g), v);
+          } else if (left > 0) {
+            _mm_mask_storeu_epi32(yb + 4 * g, static_cast<__mmask8>((1u << left) - 1u), v);
+          }
+        });
+      } else {
+        static_for<R>([&](auto r) {
+          if (r < rows) yb[r] = _mm512_reduce_add_epi32(total[b * R + r]) - sums[b];
+        });
+      }
+    });
+  }
+
+  // The sums of v[0..3]'s sixteen lanes, in order.
+  [[gnu::always_inline]] static inline __m128i sum4(const __m512i* v) {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [a, b, c, d] partial sums.
     const __m512i ab =
         _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
@@ -111,7 +131,7 @@ struct Avx512Micro {
     // Across the four 128-bit lanes.
     q = _mm512_add_epi32(q, _mm512_shuffle_i32x4(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
     q = _mm512_add_epi32(q, _mm512_shuffle_i32x4(q, q, _MM_SHUFFLE(2, 3, 0, 1)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_castsi512_si128(q));
+    return _mm512_castsi512_si128(q);
   }
 };
 

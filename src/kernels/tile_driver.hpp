@@ -7,7 +7,9 @@
 //   template <int R, int NB> static void run(const std::uint8_t* tile, std::int64_t chunks,
 //       const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
 //       std::int32_t (&out)[R][NB]);
-// computing out[r][b] = sum_k W[r, k] * x[b][k] over `chunks` chunks of one tile.
+// computing out[r][b] = sum_k W[r, k] * x[b][k] over `chunks` chunks of one tile, or instead
+//   template <int R, int NB> static void run_into(..., std::int32_t* y, std::size_t ldy,
+//       int rows), storing the same sums at y[b * ldy + r] for r < rows.
 #pragma once
 
 #include <algorithm>
@@ -30,6 +32,26 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
+// One pass of the micro-kernel over a tile for NB tokens, sums stored at yb[i * ldy + r].
+template <class Micro, int R, int NB>
+inline __attribute__((always_inline)) void tile_pass(const std::uint8_t* tile, std::int64_t chunks,
+                                                     const std::int8_t* const (&xs)[NB],
+                                                     const std::int32_t (&sums)[NB],
+                                                     std::int32_t* yb, std::size_t ldy,
+                                                     int rows_here) {
+  if constexpr (requires { Micro::template run_into<R, NB>; }) {
+    // Stores straight into y: a wide copy out of a just-written out[][] stalls on store
+    // forwarding once per tile, which short rows cannot hide.
+    Micro::template run_into<R, NB>(tile, chunks, xs, sums, yb, ldy, rows_here);
+  } else {
+    std::int32_t out[R][NB];
+    Micro::template run<R, NB>(tile, chunks, xs, sums, out);
+    for (int r = 0; r < rows_here; ++r) {
+      for (int i = 0; i < NB; ++i) yb[static_cast<std::size_t>(i) * ldy + r] = out[r][i];
+    }
+  }
+}
+
 template <class Micro, int R, int NB>
 void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t tile_begin,
                 std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
@@ -45,20 +67,14 @@ void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t 
         xs[i] = x.token(b + i);
         sums[i] = x.sums[static_cast<std::size_t>(b + i)];
       }
-      std::int32_t out[R][NB];
-      Micro::template run<R, NB>(tile, w.chunks, xs, sums, out);
-      for (int r = 0; r < rows_here; ++r) {
-        for (int i = 0; i < NB; ++i)
-          y[static_cast<std::size_t>(b + i) * ldy + row0 + r] = out[r][i];
-      }
+      tile_pass<Micro, R, NB>(tile, w.chunks, xs, sums,
+                              y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
     }
     for (; b < x.tokens; ++b) {  // token tail, one at a time
       const std::int8_t* xs[1] = {x.token(b)};
       const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
-      std::int32_t out[R][1];
-      Micro::template run<R, 1>(tile, w.chunks, xs, sums, out);
-      for (int r = 0; r < rows_here; ++r)
-        y[static_cast<std::size_t>(b) * ldy + row0 + r] = out[r][0];
+      tile_pass<Micro, R, 1>(tile, w.chunks, xs, sums, y + static_cast<std::size_t>(b) * ldy + row0,
+                             ldy, rows_here);
     }
   }
 }
