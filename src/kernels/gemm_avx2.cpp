@@ -24,9 +24,12 @@ inline std::int32_t hsum(__m256i v) {
 constexpr long kPrefetchBytes = 8192;
 
 struct Avx2Micro {
+  // Sums stored straight into y (see tile_driver.hpp), four rows at a time through one
+  // transposing reduction where the tile has four rows.
   template <int R, int NB>
-  static void run(const std::uint8_t* tile, std::int64_t chunks, const std::int8_t* const (&x)[NB],
-                  const std::int32_t (&sums)[NB], std::int32_t (&out)[R][NB]) {
+  static void run_into(const std::uint8_t* tile, std::int64_t chunks,
+                       const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
+                       std::int32_t* y, std::size_t ldy, int rows) {
     const __m256i mask = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[R][NB];
@@ -67,8 +70,28 @@ struct Avx2Micro {
         });
       });
     }
-    static_for<R>(
-        [&](auto r) { static_for<NB>([&](auto b) { out[r][b] = hsum(acc[r][b]) - sums[b]; }); });
+    static_for<NB>([&](auto b) {
+      std::int32_t* yb = y + static_cast<std::size_t>(b) * ldy;
+      if constexpr (R == 4) {
+        // [a, b, c, d] from four vectors of eight partial sums.
+        const __m256i ab = _mm256_hadd_epi32(acc[0][b], acc[1][b]);
+        const __m256i cd = _mm256_hadd_epi32(acc[2][b], acc[3][b]);
+        const __m256i q = _mm256_hadd_epi32(ab, cd);
+        __m128i v = _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        v = _mm_sub_epi32(v, _mm_set1_epi32(sums[b]));
+        if (rows == 4) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(yb), v);
+        } else {
+          alignas(16) std::int32_t lanes[4];
+          _mm_store_si128(reinterpret_cast<__m128i*>(lanes), v);
+          for (int r = 0; r < rows; ++r) yb[r] = lanes[r];
+        }
+      } else {
+        static_for<R>([&](auto r) {
+          if (r < rows) yb[r] = hsum(acc[r][b]) - sums[b];
+        });
+      }
+    });
   }
 };
 
