@@ -84,6 +84,71 @@ NANOCHAT_CLONES double sum_squares(const float* x, std::int64_t n) {
   return ss;
 }
 
+NANOCHAT_CLONES double sum_f64(const float* x, std::int64_t n) {
+  double lanes[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(x[i + j]);
+  }
+  for (int w = 4; w >= 1; w /= 2) {
+    for (int j = 0; j < w; ++j) lanes[j] += lanes[j + w];
+  }
+  double total = lanes[0];
+  for (; i < n; ++i) total += static_cast<double>(x[i]);
+  return total;
+}
+
+NANOCHAT_CLONES double dot_f64(const float* a, const float* b, std::int64_t n) {
+  double lanes[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(a[i + j]) * b[i + j];
+  }
+  for (int w = 4; w >= 1; w /= 2) {
+    for (int j = 0; j < w; ++j) lanes[j] += lanes[j + w];
+  }
+  double total = lanes[0];
+  for (; i < n; ++i) total += static_cast<double>(a[i]) * b[i];
+  return total;
+}
+
+NANOCHAT_CLONES float max_f32(const float* x, std::int64_t n) {
+  float lanes[16];
+  for (float& l : lanes) l = x[0];
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) lanes[j] = lanes[j] > x[i + j] ? lanes[j] : x[i + j];
+  }
+  float top = lanes[0];
+  for (float l : lanes) top = top > l ? top : l;
+  for (; i < n; ++i) top = top > x[i] ? top : x[i];
+  return top;
+}
+
+NANOCHAT_CLONES void rope_rotate(float* x, std::int64_t heads, std::int64_t head_dim,
+                                 const float* cos, const float* sin, float direction,
+                                 bool adjacent) {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    float* p = x + h * head_dim;
+    if (adjacent) {
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float c = cos[i], s = direction * sin[i];
+        const float a = p[2 * i], b = p[2 * i + 1];
+        p[2 * i] = a * c - b * s;
+        p[2 * i + 1] = a * s + b * c;
+      }
+    } else {
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float c = cos[i], s = direction * sin[i];
+        const float a = p[i], b = p[i + half];
+        p[i] = a * c - b * s;
+        p[i + half] = a * s + b * c;
+      }
+    }
+  }
+}
+
 float rms_inverse(const float* x, std::int64_t n, float eps) {
   return static_cast<float>(1.0 / std::sqrt(sum_squares(x, n) / static_cast<double>(n) + eps));
 }

@@ -195,24 +195,6 @@ void rope_angles(std::int64_t pos0, std::int64_t count, std::int64_t head_dim, f
   }
 }
 
-// Rotates pairs of each head by the angles rope_angles gave for one position: (2i, 2i+1) for
-// kAdjacent, (i, i + head_dim/2) for kHalves.
-void rope(float* v, std::int64_t heads, std::int64_t head_dim, const float* cos_t,
-          const float* sin_t, RopeStyle style) {
-  const std::int64_t half = head_dim / 2;
-  for (std::int64_t h = 0; h < heads; ++h) {
-    float* p = v + h * head_dim;
-    for (std::int64_t i = 0; i < half; ++i) {
-      const float c = cos_t[i], s = sin_t[i];
-      const std::int64_t first = style == RopeStyle::kAdjacent ? 2 * i : i;
-      const std::int64_t second = style == RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
-      const float a = p[first], b = p[second];
-      p[first] = a * c - b * s;
-      p[second] = a * s + b * c;
-    }
-  }
-}
-
 }  // namespace
 
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
@@ -473,8 +455,9 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     for (std::int64_t t = 0; t < T; ++t) {
       const float* cos_t = rope_cos.data() + t * (hd / 2);
       const float* sin_t = rope_sin.data() + t * (hd / 2);
-      rope(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, c.rope_style);
-      rope(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, c.rope_style);
+      const bool adjacent = c.rope_style == RopeStyle::kAdjacent;
+      kernels::rope_rotate(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, 1.0f, adjacent);
+      kernels::rope_rotate(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, 1.0f, adjacent);
       std::copy_n(k.data() + t * kvd, kvd, kc + (pos0 + t) * kvd);
       std::copy_n(v.data() + t * kvd, kvd, vc + (pos0 + t) * kvd);
     }

@@ -294,21 +294,12 @@ namespace {
 void rope_apply(ThreadPool& pool, const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
                 std::int64_t heads, model::RopeStyle style, float direction) {
   const std::int64_t hd = rope.head_dim, half = hd / 2;
+  const bool adjacent = style == model::RopeStyle::kAdjacent;
   pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t row = begin; row < end; ++row) {
       const std::int64_t pos = row % t;
-      for (std::int64_t i = 0; i < half; ++i) {
-        const float c = rope.cos[sz(pos * half + i)];
-        const float s = direction * rope.sin[sz(pos * half + i)];
-        const std::int64_t first = style == model::RopeStyle::kAdjacent ? 2 * i : i;
-        const std::int64_t second = style == model::RopeStyle::kAdjacent ? 2 * i + 1 : i + half;
-        for (std::int64_t h = 0; h < heads; ++h) {
-          float* p = x + (row * heads + h) * hd;
-          const float a = p[first], b = p[second];
-          p[first] = a * c - b * s;
-          p[second] = a * s + b * c;
-        }
-      }
+      kernels::rope_rotate(x + row * heads * hd, heads, hd, rope.cos.data() + pos * half,
+                           rope.sin.data() + pos * half, direction, adjacent);
     }
   });
 }
@@ -625,19 +616,16 @@ LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
     for (std::int64_t r = begin; r < end; ++r) {
       const float* z = logits + r * v;
       float* dz = d_logits + r * v;
-      float top = z[0];
-      for (std::int64_t i = 1; i < v; ++i) top = std::max(top, z[i]);
+      const float top = kernels::max_f32(z, v);
       kernels::exp_shifted(z, top, dz, v);  // unnormalized p, reused below
-      double sum = 0;
-      for (std::int64_t i = 0; i < v; ++i) sum += dz[i];
+      const double sum = kernels::sum_f64(dz, v);
       const double log_sum = std::log(sum);
       const double log_z = static_cast<double>(top) + log_sum;
       const auto inv_sum = static_cast<float>(1.0 / sum);
-      double pz = 0;  // sum p_i (z_i - top)
-      for (std::int64_t i = 0; i < v; ++i) {
-        dz[i] *= inv_sum;
-        pz += static_cast<double>(dz[i]) * (z[i] - top);
-      }
+      kernels::axpby_f32(inv_sum, dz, 0.0f, dz, v);
+      // sum p_i (z_i - top), in double: sum p_i z_i - top sum p_i
+      const double pz =
+          kernels::dot_f64(dz, z, v) - static_cast<double>(top) * kernels::sum_f64(dz, v);
       const double entropy = log_sum - pz;  // -sum p log p
       const std::int32_t target = targets[sz(r)];
       ce[sz(r)] = log_z - z[target];

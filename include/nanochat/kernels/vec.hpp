@@ -12,6 +12,20 @@ float dot_f32(const float* a, const float* b, std::int64_t n);
 // sum_i x[i]^2 in double, in eight lanes (a fixed order for a given ISA).
 double sum_squares(const float* x, std::int64_t n);
 
+// sum_i x[i] and sum_i a[i] * b[i] in double, in eight lanes.
+double sum_f64(const float* x, std::int64_t n);
+double dot_f64(const float* a, const float* b, std::int64_t n);
+
+// max_i x[i] (n >= 1), in sixteen lanes.
+float max_f32(const float* x, std::int64_t n);
+
+// Rotary embedding of `heads` heads of head_dim values each: pairs (2i, 2i+1) when `adjacent`,
+// else (i, i + head_dim/2), turned by the angle whose cosine and sine are cos[i] and
+// direction * sin[i] (direction -1 applies the inverse rotation: the backward). Inference and
+// training both call this.
+void rope_rotate(float* x, std::int64_t heads, std::int64_t head_dim, const float* cos,
+                 const float* sin, float direction, bool adjacent);
+
 // 1 / sqrt(mean(x[i]^2) + eps): RMSNorm's scale, the squares summed in double in eight lanes.
 // Inference and training both call this.
 float rms_inverse(const float* x, std::int64_t n, float eps);
