@@ -84,17 +84,26 @@ NANOCHAT_CLONES void quantize_activations(const float* x, std::int64_t tokens, s
   for (std::int64_t t = 0; t < tokens; ++t) {
     const float* row = x + t * cols;
     std::int8_t* out = q + static_cast<std::size_t>(t) * q_stride;
-    float amax = 0;
-    for (std::int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(row[i]));
-    amax = std::max(amax, kScaleEps);
+    // Sixteen lanes: a single running maximum is a serial chain the compiler cannot split.
+    float lanes[16] = {};
+    std::int64_t i = 0;
+    for (; i + 16 <= cols; i += 16) {
+      for (int j = 0; j < 16; ++j) {
+        const float a = std::fabs(row[i + j]);
+        lanes[j] = a > lanes[j] ? a : lanes[j];  // a NaN is passed over, as std::max does
+      }
+    }
+    float amax = kScaleEps;
+    for (float l : lanes) amax = l > amax ? l : amax;
+    for (; i < cols; ++i) amax = std::max(amax, std::fabs(row[i]));
     const float mul = 127.0f / amax;
-    for (std::int64_t i = 0; i < cols; ++i) {
+    for (std::int64_t k = 0; k < cols; ++k) {
       // |x * mul| <= 127; the selects send a NaN to -128 (no undefined conversion).
-      float v = row[i] * mul;
+      float v = row[k] * mul;
       v = v >= -128.0f ? v : -128.0f;
       v = v <= 127.0f ? v : 127.0f;
       const float r = round_even(v);
-      out[i] = static_cast<std::int8_t>(r);
+      out[k] = static_cast<std::int8_t>(r);
     }
     scales[t] = amax / 127.0f;
   }
