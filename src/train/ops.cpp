@@ -258,8 +258,16 @@ void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const fl
       const float* xr = x + row * c;
       const float* dy = d_out + row * c;
       const float r = rstd[row];
+      double lanes[8] = {};  // eight chains: one would make every add wait for the last
+      std::int64_t i8 = 0;
+      for (; i8 + 8 <= c; i8 += 8) {
+        for (int j = 0; j < 8; ++j) {
+          lanes[j] += static_cast<double>(w[i8 + j]) * dy[i8 + j] * xr[i8 + j];
+        }
+      }
       double dot = 0;
-      for (std::int64_t i = 0; i < c; ++i) dot += static_cast<double>(w[i]) * dy[i] * xr[i];
+      for (double l : lanes) dot += l;
+      for (; i8 < c; ++i8) dot += static_cast<double>(w[i8]) * dy[i8] * xr[i8];
       const auto k = static_cast<float>(dot * r * r * r / static_cast<double>(c));
       float* dx = d_x + row * c;
       for (std::int64_t i = 0; i < c; ++i) dx[i] = r * w[i] * dy[i] - xr[i] * k;
@@ -379,8 +387,7 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
         for (std::int64_t t = 0; t < T; ++t) {
           float* row = ds.data() + t * T;
           const float* pr = p + t * T;
-          float weighted = 0;
-          for (std::int64_t j = 0; j <= t; ++j) weighted += pr[j] * row[j];
+          const float weighted = kernels::dot_f32(pr, row, t + 1);
           for (std::int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - weighted) * scale;
           std::fill(row + t + 1, row + T, 0.0f);
         }
