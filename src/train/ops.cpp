@@ -391,10 +391,11 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
           for (std::int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - weighted) * scale;
           std::fill(row + t + 1, row + T, 0.0f);
         }
-        sgemm(false, false, T, D, T, 1.0f, ds.data(), T, kh, ldk, 0.0f, d_q + (b * T * H + h) * D,
-              ldq);                                                                // dQ = dS K
-        sgemm(true, false, T, D, T, 1.0f, ds.data(), T, qh, ldq, beta, dkh, ldk);  // dK += dS^T Q
-        sgemm(true, false, T, D, T, 1.0f, p, T, doh, ldq, beta, dvh, ldk);         // dV += P^T dO
+        // dQ = dS K; dK += dS^T Q; dV += P^T dO
+        float* dqh = d_q + (b * T * H + h) * D;
+        gemm_any(precision, false, false, T, D, T, 1.0f, ds.data(), T, kh, ldk, 0.0f, dqh, ldq);
+        gemm_any(precision, true, false, T, D, T, 1.0f, ds.data(), T, qh, ldq, beta, dkh, ldk);
+        gemm_any(precision, true, false, T, D, T, 1.0f, p, T, doh, ldq, beta, dvh, ldk);
       }
     }
   });

@@ -141,6 +141,20 @@ TEST_F(TrainOps, AttentionGradients) {
   expect_gradient("attention dq", q, dq, loss);
   expect_gradient("attention dk", k, dk, loss);
   expect_gradient("attention dv", v, dv, loss);
+  // With bf16 GEMMs (8 significant bits per operand): close to the fp32 gradients.
+  if (cpu_info().features.avx512bf16) {
+    loss();  // probs for the unperturbed inputs
+    std::vector<float> dq16(q.size()), dk16(k.size()), dv16(v.size());
+    attention_backward(pool, s, q.data(), k.data(), v.data(), probs.data(), r.data(), dq16.data(),
+                       dk16.data(), dv16.data(), GemmPrecision::kBf16);
+    for (auto [got, want] : {std::pair{&dq16, &dq}, {&dk16, &dk}, {&dv16, &dv}}) {
+      float scale = 0;
+      for (float x : *want) scale = std::max(scale, std::fabs(x));
+      for (std::size_t i = 0; i < want->size(); ++i) {
+        EXPECT_NEAR((*got)[i], (*want)[i], 0.03f * scale) << i;
+      }
+    }
+  }
 }
 
 // The trainer's blocked GEMM attention against inference's one-query-at-a-time attention_row
