@@ -70,20 +70,6 @@ NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   return sum;
 }
 
-NANOCHAT_CLONES double sum_squares(const float* x, std::int64_t n) {
-  double lanes[8] = {};
-  std::int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(x[i + j]) * x[i + j];
-  }
-  for (int w = 4; w >= 1; w /= 2) {
-    for (int j = 0; j < w; ++j) lanes[j] += lanes[j + w];
-  }
-  double ss = lanes[0];
-  for (; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  return ss;
-}
-
 NANOCHAT_CLONES double sum_f64(const float* x, std::int64_t n) {
   double lanes[8] = {};
   std::int64_t i = 0;
@@ -148,6 +134,8 @@ NANOCHAT_CLONES void rope_rotate(float* x, std::int64_t heads, std::int64_t head
     }
   }
 }
+
+double sum_squares(const float* x, std::int64_t n) { return dot_f64(x, x, n); }
 
 float rms_inverse(const float* x, std::int64_t n, float eps) {
   return static_cast<float>(1.0 / std::sqrt(sum_squares(x, n) / static_cast<double>(n) + eps));
