@@ -325,36 +325,26 @@ void rope_backward(ThreadPool& pool, const RopeTable& rope, float* d_x, std::int
 }
 
 // ---- attention ----
-// The forward takes the scores and the weighted sums as GEMMs over blocks of 64 queries (only the
-// keys a block can see), with inference's softmax (kernels::softmax_inplace) in between: the same
-// products as inference's attention_row, summed in another order. The backward is a few small
-// GEMMs per (batch, head) over the whole (T, T) matrix — the masked upper triangle costs flops
-// but keeps the work in oneDNN's kernels.
+// The forward computes every score, softmax and weighted sum in the same order and with the same
+// vector helpers as inference (kernels::attention_row), so the trainer's logits and the exported
+// file's agree exactly: a score summed in another order (a GEMM's) can move an attention output
+// across an int8 rounding boundary of the next layer's quantizer, and one flipped code moves the
+// logits by ~1e-3. The backward is a few small GEMMs per (batch, head) over the whole (T, T)
+// matrix — the masked upper triangle costs flops but keeps the work in oneDNN's kernels.
 void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
                        const float* v, float* out, float* probs) {
-  constexpr std::int64_t kBlock = 64;
   const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim;
   const std::int64_t group = H / KV;
-  const std::int64_t ldq = H * D, ldk = KV * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   pool.parallel_for(s.b * H, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / H, h = job % H, kvh = h / group;
-      const float* qh = q + (b * T * H + h) * D;
-      const float* kh = k + (b * T * KV + kvh) * D;
-      const float* vh = v + (b * T * KV + kvh) * D;
-      float* ph = probs + (b * H + h) * T * T;
-      float* oh = out + (b * T * H + h) * D;
-      for (std::int64_t r0 = 0; r0 < T; r0 += kBlock) {
-        const std::int64_t rows = std::min(kBlock, T - r0), seen = r0 + rows;
-        float* pb = ph + r0 * T;
-        sgemm(false, true, rows, seen, D, scale, qh + r0 * ldq, ldq, kh, ldk, 0.0f, pb, T);
-        for (std::int64_t i = 0; i < rows; ++i) {
-          float* row = pb + i * T;
-          kernels::softmax_inplace(row, r0 + i + 1);
-          std::fill(row + r0 + i + 1, row + T, 0.0f);
-        }
-        sgemm(false, false, rows, D, seen, 1.0f, pb, T, vh, ldk, 0.0f, oh + r0 * ldq, ldq);
+      for (std::int64_t t = 0; t < T; ++t) {
+        float* p = probs + ((b * H + h) * T + t) * T;
+        kernels::attention_row(q + ((b * T + t) * H + h) * D, k + (b * T * KV + kvh) * D,
+                               v + (b * T * KV + kvh) * D, KV * D, t + 1, D, scale, p,
+                               out + ((b * T + t) * H + h) * D);
+        std::fill(p + t + 1, p + T, 0.0f);
       }
     }
   });
