@@ -71,14 +71,37 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
   gram.resize(sz(r * r));
   gram2.resize(sz(r * r));
   next.resize(g.size());
-  for (int it = 0; it < 5; ++it) {
-    if (tall) {  // X^T X
-      gemm(pool, true, false, r, r, rows, x, cols, x, cols, gram.data(), r, false, precision);
-    } else {  // X X^T
-      gemm(pool, false, true, r, r, cols, x, cols, x, cols, gram.data(), r, false, precision);
+  // The Gram matrix and its square are symmetric: two diagonal blocks and one off-diagonal block
+  // are computed, the other mirrored (three quarters of the flops). block(i0, j0, m, n, c) fills
+  // the m x n block of the r x r result at (i0, j0) through c.
+  const auto symmetric = [&](float* c, const auto& block) {
+    const std::int64_t h = r / 2;
+    if (r < 64) {
+      block(0, 0, r, r, c);
+      return;
     }
-    gemm(pool, false, false, r, r, r, gram.data(), r, gram.data(), r, gram2.data(), r, false,
-         precision);
+    block(0, 0, h, h, c);
+    block(0, h, h, r - h, c + h);
+    block(h, h, r - h, r - h, c + h * r + h);
+    for (std::int64_t i = h; i < r; ++i) {
+      for (std::int64_t j = 0; j < h; ++j) c[i * r + j] = c[j * r + i];
+    }
+  };
+  for (int it = 0; it < 5; ++it) {
+    symmetric(gram.data(), [&](std::int64_t i0, std::int64_t j0, std::int64_t m, std::int64_t nn,
+                               float* c) {
+      if (tall) {  // X^T X
+        gemm(pool, true, false, m, nn, rows, x + i0, cols, x + j0, cols, c, r, false, precision);
+      } else {  // X X^T
+        gemm(pool, false, true, m, nn, cols, x + i0 * cols, cols, x + j0 * cols, cols, c, r, false,
+             precision);
+      }
+    });
+    symmetric(gram2.data(), [&](std::int64_t i0, std::int64_t j0, std::int64_t m, std::int64_t nn,
+                                float* c) {  // G G
+      gemm(pool, false, false, m, nn, r, gram.data() + i0 * r, r, gram.data() + j0, r, c, r, false,
+           precision);
+    });
     kernels::axpby_f32(cc, gram2.data(), b, gram.data(), r * r);  // b G + c G^2
     if (tall) {                                                   // X B
       gemm(pool, false, false, rows, cols, cols, x, cols, gram.data(), r, next.data(), cols, false,

@@ -128,7 +128,9 @@ TEST(Schedules, WarmupStableDecayAndCosine) {
 
 TEST(Muon, NewtonSchulzOrthogonalizes) {
   kernels::ThreadPool pool(2);
-  for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{32, 96}, {96, 32}}) {
+  // 72 rows or columns and more take the blocked symmetric Gram products.
+  for (auto [rows, cols] :
+       {std::pair<std::int64_t, std::int64_t>{32, 96}, {96, 32}, {72, 160}, {160, 72}}) {
     std::mt19937_64 rng(3);
     std::normal_distribution<float> d(0.0f, 1.0f);
     std::vector<float> g(static_cast<std::size_t>(rows * cols));
@@ -161,7 +163,7 @@ TEST(Muon, NewtonSchulzOrthogonalizes) {
 // so the tall result is the transpose of the wide result on the transposed input.
 TEST(Muon, NewtonSchulzTallEqualsTransposedWide) {
   kernels::ThreadPool pool(2);
-  const std::int64_t rows = 80, cols = 24;
+  const std::int64_t rows = 160, cols = 72;  // blocked symmetric Gram products
   std::mt19937_64 rng(5);
   std::normal_distribution<float> d(0.0f, 1.0f);
   std::vector<float> tall(static_cast<std::size_t>(rows * cols)), wide(tall.size());
