@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "nanochat/util/clones.hpp"
+#include "nanochat/util/cpu.hpp"
+#include "vec_internal.hpp"
 
 namespace nanochat::kernels {
 namespace {
@@ -174,7 +176,12 @@ NANOCHAT_CLONES void softmax_inplace(float* p, std::int64_t len) {
 NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const float* values,
                                    std::int64_t stride, std::int64_t len, std::int64_t d,
                                    float scale, float* p, float* out) {
-  for (std::int64_t j = 0; j < len; ++j) p[j] = dot16(q, keys + j * stride, d) * scale;
+  static const bool avx512 = cpu_info().features.avx512f;
+  if (avx512) {
+    detail::attention_scores_avx512(q, keys, stride, len, d, scale, p);
+  } else {
+    for (std::int64_t j = 0; j < len; ++j) p[j] = dot16(q, keys + j * stride, d) * scale;
+  }
   softmax_inplace(p, len);
   std::fill_n(out, d, 0.0f);
   for (std::int64_t j = 0; j < len; ++j) {

@@ -189,6 +189,33 @@ TEST_F(TrainOps, TrainerAttentionEqualsInferencesRowAttentionExactly) {
   }
 }
 
+// attention_row against double precision where neither the keys (37) nor the head width (40)
+// fill whole 16-wide blocks, and the keys sit in a strided cache.
+TEST_F(TrainOps, AttentionRowMatchesDoublePrecisionForRaggedShapes) {
+  const std::int64_t len = 37, d = 40, stride = 3 * d;
+  auto q = random_vector(d, rng), keys = random_vector(len * stride, rng);
+  auto values = random_vector(len * stride, rng);
+  std::vector<float> p(len), out(d);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  kernels::attention_row(q.data(), keys.data(), values.data(), stride, len, d, scale, p.data(),
+                         out.data());
+  std::vector<double> z(len);
+  double top = -1e300, total = 0;
+  for (std::int64_t j = 0; j < len; ++j) {
+    double dot = 0;
+    for (std::int64_t i = 0; i < d; ++i) dot += static_cast<double>(q[i]) * keys[j * stride + i];
+    z[j] = dot * scale;
+    top = std::max(top, z[j]);
+  }
+  for (auto& zj : z) total += (zj = std::exp(zj - top));
+  for (std::int64_t i = 0; i < d; ++i) {
+    double want = 0;
+    for (std::int64_t j = 0; j < len; ++j) want += z[j] / total * values[j * stride + i];
+    EXPECT_NEAR(out[i], want, 1e-5) << i;
+  }
+  for (std::int64_t j = 0; j < len; ++j) EXPECT_NEAR(p[j], z[j] / total, 2e-6) << j;
+}
+
 TEST_F(TrainOps, FfnActivationGradients) {
   for (auto act : {model::FfnActivation::kSwiGlu, model::FfnActivation::kReluSquared}) {
     const std::int64_t n = 64;
