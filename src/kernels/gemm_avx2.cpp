@@ -2,102 +2,25 @@
 // holds four codes for each of 32 consecutive weights of four 32-weight runs, so activations are
 // read in natural order. vpmaddubsw multiplies codes (u8) by activations (s8) into int16 pairs
 // (|pair| <= 2*2*128 = 512, no saturation); eight such terms per chunk stay below 4096 before
-// vpmaddwd widens them to int32 once per chunk.
+// vpmaddwd widens them to int32 once per chunk. On CPUs with AVX-VNNI the same micro-kernel
+// (avx2_micro.hpp) runs with 256-bit vpdpbusd instead, from gemm_avx2_vnni.cpp.
 #include <immintrin.h>
 
 #include <cstdint>
 
+#include "avx2_micro.hpp"
 #include "nanochat/kernels/registry.hpp"
-#include "tile_driver.hpp"
 
 namespace nanochat::kernels {
 namespace {
 
-inline std::int32_t hsum(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x1));
-  return _mm_cvtsi128_si32(s);
-}
-
-// Prefetch distance along the weight stream; see gemm_avx512.cpp for how it was chosen.
-constexpr long kPrefetchBytes = 8192;
-
-struct Avx2Micro {
-  // Sums stored straight into y (see tile_driver.hpp), four rows at a time through one
-  // transposing reduction where the tile has four rows.
-  template <int R, int NB>
-  static void run_into(const std::uint8_t* tile, std::int64_t chunks,
-                       const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
-                       std::int32_t* y, std::size_t ldy, int rows) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[R][NB];
-    static_for<R>(
-        [&](auto r) { static_for<NB>([&](auto b) { acc[r][b] = _mm256_setzero_si256(); }); });
-
-    for (std::int64_t c = 0; c < chunks; ++c) {
-      const std::uint8_t* wc = tile + c * R * kChunkBytes;
-      static_for<R>([&](auto r) {
-        _mm_prefetch(reinterpret_cast<const char*>(wc + r * kChunkBytes + kPrefetchBytes),
-                     _MM_HINT_T0);
-      });
-      __m256i acc16[R][NB];
-      static_for<R>(
-          [&](auto r) { static_for<NB>([&](auto b) { acc16[r][b] = _mm256_setzero_si256(); }); });
-      static_for<2>([&](auto h) {
-        __m256i w[R];
-        static_for<R>([&](auto r) {
-          w[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wc + r * kChunkBytes + h * 32));
-        });
-        static_for<4>([&](auto l) {
-          __m256i xv[NB];
-          static_for<NB>([&](auto b) {
-            xv[b] = _mm256_load_si256(
-                reinterpret_cast<const __m256i*>(x[b] + c * kChunk + h * 128 + l * 32));
-          });
-          static_for<R>([&](auto r) {
-            const __m256i u = _mm256_and_si256(_mm256_srli_epi16(w[r], 2 * l), mask);
-            static_for<NB>([&](auto b) {
-              acc16[r][b] = _mm256_add_epi16(acc16[r][b], _mm256_maddubs_epi16(u, xv[b]));
-            });
-          });
-        });
-      });
-      static_for<R>([&](auto r) {
-        static_for<NB>([&](auto b) {
-          acc[r][b] = _mm256_add_epi32(acc[r][b], _mm256_madd_epi16(acc16[r][b], ones));
-        });
-      });
-    }
-    static_for<NB>([&](auto b) {
-      std::int32_t* yb = y + static_cast<std::size_t>(b) * ldy;
-      if constexpr (R == 4) {
-        // [a, b, c, d] from four vectors of eight partial sums.
-        const __m256i ab = _mm256_hadd_epi32(acc[0][b], acc[1][b]);
-        const __m256i cd = _mm256_hadd_epi32(acc[2][b], acc[3][b]);
-        const __m256i q = _mm256_hadd_epi32(ab, cd);
-        __m128i v = _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        v = _mm_sub_epi32(v, _mm_set1_epi32(sums[b]));
-        if (rows == 4) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(yb), v);
-        } else {
-          alignas(16) std::int32_t lanes[4];
-          _mm_store_si128(reinterpret_cast<__m128i*>(lanes), v);
-          for (int r = 0; r < rows; ++r) yb[r] = lanes[r];
-        }
-      } else {
-        static_for<R>([&](auto r) {
-          if (r < rows) yb[r] = hsum(acc[r][b]) - sums[b];
-        });
-      }
-    });
-  }
-};
-
 void gemm(const PackedMatrix& w, const PackedActivations& x, int token_block,
           std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
-  gemm_dispatch<Avx2Micro>(w, x, token_block, tile_begin, tile_end, y, ldy);
+  if (avx2_uses_avx_vnni()) {
+    gemm_avx2_vnni(w, x, token_block, tile_begin, tile_end, y, ldy);
+  } else {
+    gemm_dispatch<Avx2Micro<false>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+  }
 }
 
 std::uint64_t read_probe(const std::uint8_t* data, std::size_t bytes) {

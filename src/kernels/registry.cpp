@@ -21,6 +21,14 @@ bool avx512_uses_gfni() {
   return use;
 }
 
+bool avx2_uses_avx_vnni() {
+  static const bool use = [] {
+    const char* off = std::getenv("NANOCHAT_NO_AVX_VNNI");
+    return cpu_info().features.avx_vnni && (off == nullptr || std::string_view(off).empty());
+  }();
+  return use;
+}
+
 const KernelInfo& kernel_info(Isa isa) {
   for (const KernelInfo& k : kernel_registry()) {
     if (k.isa == isa) return k;

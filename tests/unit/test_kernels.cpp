@@ -168,13 +168,21 @@ TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
     }
 }
 
-// The AVX-512 kernel has two ways to unpack 2-bit codes; ctest runs the kernel tests once as they
-// are and once with NANOCHAT_NO_GFNI=1 ("nogfni." names), so a GFNI CPU checks both.
+// The AVX-512 kernel has two ways to unpack 2-bit codes, the AVX2 kernel two ways to multiply;
+// ctest runs the kernel tests once as they are and once with NANOCHAT_NO_GFNI=1 and
+// NANOCHAT_NO_AVX_VNNI=1 ("plain." names), so a CPU with GFNI and AVX-VNNI checks all four.
 TEST(KernelDispatch, GfniFollowsTheCpuAndNanochatNoGfni) {
   const char* off = std::getenv("NANOCHAT_NO_GFNI");
   const bool disabled = off != nullptr && *off != '\0';
   EXPECT_EQ(avx512_uses_gfni(), cpu_info().features.gfni && !disabled);
   RecordProperty("gfni", avx512_uses_gfni() ? "used" : "not used");
+}
+
+TEST(KernelDispatch, AvxVnniFollowsTheCpuAndNanochatNoAvxVnni) {
+  const char* off = std::getenv("NANOCHAT_NO_AVX_VNNI");
+  const bool disabled = off != nullptr && *off != '\0';
+  EXPECT_EQ(avx2_uses_avx_vnni(), cpu_info().features.avx_vnni && !disabled);
+  RecordProperty("avx_vnni", avx2_uses_avx_vnni() ? "used" : "not used");
 }
 
 TEST(KernelDispatch, DefaultIsaIsTheBestAvailable) {

@@ -40,6 +40,10 @@ const KernelInfo& kernel_info(Isa isa);
 // shifts and masks. NANOCHAT_NO_GFNI=1 forces the latter, so tests cover both on a GFNI CPU.
 bool avx512_uses_gfni();
 
+// Whether the AVX2 kernel multiplies with AVX-VNNI's 256-bit vpdpbusd (CPUs that have it) or with
+// vpmaddubsw; NANOCHAT_NO_AVX_VNNI=1 forces the latter, so tests cover both.
+bool avx2_uses_avx_vnni();
+
 // Per-ISA entries, defined in the ISA's own translation unit.
 const KernelInfo& scalar_kernel();
 const KernelInfo& avx2_kernel();
