@@ -117,22 +117,26 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   stream.wait();
 }
 
-// A float A (m, k) or transposed (k, m): its rows [begin, end) of op(A), rounded densely into
-// `out`, leading dimension returned.
-std::int64_t round_a_slice(bool ta, std::int64_t begin, std::int64_t end, std::int64_t k,
-                           const float* a, std::int64_t lda, std::vector<std::uint16_t>& out) {
-  const std::int64_t rows = ta ? k : end - begin, cols = ta ? end - begin : k;
+// x (rows, cols) with row stride ld, rounded to bf16 densely into `out`; split over the pool when
+// one is given.
+void round_matrix(ThreadPool* pool, const float* x, std::int64_t rows, std::int64_t cols,
+                  std::int64_t ld, std::vector<std::uint16_t>& out) {
   out.resize(sz(rows * cols));
-  round_rows(ta ? a + begin : a + begin * lda, rows, cols, lda, out.data());
-  return cols;
+  std::uint16_t* dst = out.data();  // `out` may be a thread_local of the calling thread
+  const auto run = [&](std::int64_t begin, std::int64_t end) {
+    round_rows(x + begin * ld, end - begin, cols, ld, dst + begin * cols);
+  };
+  if (pool != nullptr) {
+    pool->parallel_for(rows, run);
+  } else {
+    run(0, rows);
+  }
 }
 
-// B (k, n), or (n, k) when transposed, with row stride ldb, rounded to bf16 into `out`.
-void round_b(bool tb, std::int64_t n, std::int64_t k, const float* b, std::int64_t ldb,
-             std::vector<std::uint16_t>& out) {
-  const std::int64_t rows = tb ? n : k, cols = tb ? k : n;
-  out.resize(sz(rows * cols));
-  round_rows(b, rows, cols, ldb, out.data());
+// An operand op(X) of shape (r, c) is stored as (r, c), or (c, r) when transposed:
+// stored_rows(t, r, c) is its stored row count and stored_rows(t, c, r) its stored row length.
+std::int64_t stored_rows(bool transposed, std::int64_t r, std::int64_t c) {
+  return transposed ? c : r;
 }
 
 void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
@@ -140,9 +144,9 @@ void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n,
               float beta, float* c, std::int64_t ldc) {
   if (p == GemmPrecision::kBf16 && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
     thread_local std::vector<std::uint16_t> a16, b16;
-    round_b(tb, n, k, b, ldb, b16);
-    const std::int64_t la = round_a_slice(ta, 0, m, k, a, lda, a16);
-    gemm_bf16(ta, tb, m, n, k, a16.data(), la, b16.data(), beta, c, ldc);
+    round_matrix(nullptr, a, stored_rows(ta, m, k), stored_rows(ta, k, m), lda, a16);
+    round_matrix(nullptr, b, stored_rows(tb, k, n), stored_rows(tb, n, k), ldb, b16);
+    gemm_bf16(ta, tb, m, n, k, a16.data(), stored_rows(ta, k, m), b16.data(), beta, c, ldc);
   } else {
     sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
@@ -170,10 +174,7 @@ void gemm_rounded(ThreadPool& pool, bool ta, bool tb, std::int64_t m, std::int64
 
 void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
                    std::vector<std::uint16_t>& out) {
-  out.resize(sz(rows * cols));
-  pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
-    round_rows(x + begin * cols, end - begin, cols, cols, out.data() + begin * cols);
-  });
+  round_matrix(&pool, x, rows, cols, cols, out);
 }
 
 GemmPrecision parse_gemm_precision(const std::string& name) {
@@ -195,24 +196,16 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
     }
     return;
   }
-  const float beta = accumulate ? 1.0f : 0.0f;
   if (precision == GemmPrecision::kBf16) {
-    // B is shared by every slice of A: round it once here, not once per thread.
-    thread_local std::vector<std::uint16_t> b16;
-    const std::int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-    b16.resize(sz(b_rows * b_cols));
-    std::uint16_t* shared = b16.data();  // b16 itself names each thread's own copy
-    pool.parallel_for(b_rows, [&](std::int64_t begin, std::int64_t end) {
-      round_rows(b + begin * ldb, end - begin, b_cols, ldb, shared + begin * b_cols);
-    });
-    pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
-      thread_local std::vector<std::uint16_t> a16;
-      const std::int64_t la = round_a_slice(trans_a, begin, end, k, a, lda, a16);
-      gemm_bf16(trans_a, trans_b, end - begin, n, k, a16.data(), la, shared, beta, c + begin * ldc,
-                ldc);
-    });
+    // Each operand rounded once, over the pool (not once per slice of C).
+    thread_local std::vector<std::uint16_t> a16, b16;
+    round_matrix(&pool, a, stored_rows(trans_a, m, k), stored_rows(trans_a, k, m), lda, a16);
+    round_matrix(&pool, b, stored_rows(trans_b, k, n), stored_rows(trans_b, n, k), ldb, b16);
+    gemm_rounded(pool, trans_a, trans_b, m, n, k, a16.data(), stored_rows(trans_a, k, m),
+                 b16.data(), c, ldc, accumulate);
     return;
   }
+  const float beta = accumulate ? 1.0f : 0.0f;
   pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
     sgemm(trans_a, trans_b, end - begin, n, k, 1.0f, trans_a ? a + begin : a + begin * lda, lda, b,
           ldb, beta, c + begin * ldc, ldc);
