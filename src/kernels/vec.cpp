@@ -113,6 +113,22 @@ NANOCHAT_CLONES float max_f32(const float* x, std::int64_t n) {
   return top;
 }
 
+void rope_angles(std::int64_t pos0, std::int64_t count, std::int64_t head_dim, float theta,
+                 std::vector<float>& cos_out, std::vector<float>& sin_out) {
+  const std::int64_t half = head_dim / 2;
+  cos_out.resize(static_cast<std::size_t>(count * half));
+  sin_out.resize(cos_out.size());
+  for (std::int64_t i = 0; i < half; ++i) {
+    const double freq = std::pow(static_cast<double>(theta),
+                                 -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    for (std::int64_t t = 0; t < count; ++t) {
+      const double angle = static_cast<double>(pos0 + t) * freq;
+      cos_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::cos(angle));
+      sin_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
 NANOCHAT_CLONES void rope_rotate(float* x, std::int64_t heads, std::int64_t head_dim,
                                  const float* cos, const float* sin, float direction,
                                  bool adjacent) {

@@ -177,24 +177,6 @@ void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float 
   for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-// cos and sin of pos * theta^(-2i / head_dim) for each pair i, in double, for positions
-// [pos0, pos0 + count): [count][head_dim / 2] each. Computed once per forward call, not per layer.
-void rope_angles(std::int64_t pos0, std::int64_t count, std::int64_t head_dim, float theta,
-                 std::vector<float>& cos_out, std::vector<float>& sin_out) {
-  const std::int64_t half = head_dim / 2;
-  cos_out.resize(static_cast<std::size_t>(count * half));
-  sin_out.resize(cos_out.size());
-  for (std::int64_t i = 0; i < half; ++i) {
-    const double freq = std::pow(static_cast<double>(theta),
-                                 -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-    for (std::int64_t t = 0; t < count; ++t) {
-      const double angle = static_cast<double>(pos0 + t) * freq;
-      cos_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::cos(angle));
-      sin_out[static_cast<std::size_t>(t * half + i)] = static_cast<float>(std::sin(angle));
-    }
-  }
-}
-
 }  // namespace
 
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
@@ -407,7 +389,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   std::vector<float> qkv(sz(T * (dim + 2 * kvd))), gateup(sz(T * 2 * c.ffn_dim));
   kernels::PackedActivations acts;
   std::vector<float> rope_cos, rope_sin;
-  rope_angles(pos0, T, hd, c.rope_theta, rope_cos, rope_sin);
+  kernels::rope_angles(pos0, T, hd, c.rope_theta, rope_cos, rope_sin);
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
   auto read_streams = [&](const mhc::MhcParams& p) {

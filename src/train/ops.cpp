@@ -276,17 +276,7 @@ void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const fl
 
 // ---- RoPE ----
 RopeTable::RopeTable(std::int64_t t, std::int64_t hd, float theta) : head_dim(hd) {
-  cos.resize(sz(t * hd / 2));
-  sin.resize(sz(t * hd / 2));
-  for (std::int64_t pos = 0; pos < t; ++pos) {
-    for (std::int64_t i = 0; i < hd / 2; ++i) {
-      const double freq = std::pow(static_cast<double>(theta),
-                                   -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-      const double angle = static_cast<double>(pos) * freq;
-      cos[sz(pos * hd / 2 + i)] = static_cast<float>(std::cos(angle));
-      sin[sz(pos * hd / 2 + i)] = static_cast<float>(std::sin(angle));
-    }
-  }
+  kernels::rope_angles(0, t, hd, theta, cos, sin);
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace nanochat::kernels {
 
@@ -18,6 +19,12 @@ double dot_f64(const float* a, const float* b, std::int64_t n);
 
 // max_i x[i] (n >= 1), in sixteen lanes.
 float max_f32(const float* x, std::int64_t n);
+
+// cos and sin of pos * theta^(-2i / head_dim) for each pair i, computed in double, for positions
+// [pos0, pos0 + count): [count][head_dim / 2] each. Inference and training both build their
+// tables with this, so the rotations agree exactly.
+void rope_angles(std::int64_t pos0, std::int64_t count, std::int64_t head_dim, float theta,
+                 std::vector<float>& cos_out, std::vector<float>& sin_out);
 
 // Rotary embedding of `heads` heads of head_dim values each: pairs (2i, 2i+1) when `adjacent`,
 // else (i, i + head_dim/2), turned by the angle whose cosine and sine are cos[i] and

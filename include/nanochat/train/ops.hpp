@@ -58,7 +58,7 @@ void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const fl
 // ---- RoPE on (N, heads, D) in place; position of row r is r % T ----
 struct RopeTable {
   std::int64_t head_dim = 0;
-  std::vector<float> cos, sin;  // [T][D/2], angles computed in double as inference does
+  std::vector<float> cos, sin;  // [T][D/2] from kernels::rope_angles, as inference
   RopeTable(std::int64_t t, std::int64_t head_dim, float theta);
 };
 void rope_forward(ThreadPool& pool, const RopeTable& rope, float* x, std::int64_t n, std::int64_t t,
