@@ -13,19 +13,23 @@ std::span<const KernelInfo> kernel_registry() {
   return table;
 }
 
+namespace {
+
+// An optional instruction set the CPU has, unless the environment variable `off` is set.
+bool optional_extension(bool cpu_has, const char* off) {
+  const char* value = std::getenv(off);
+  return cpu_has && (value == nullptr || std::string_view(value).empty());
+}
+
+}  // namespace
+
 bool avx512_uses_gfni() {
-  static const bool use = [] {
-    const char* off = std::getenv("NANOCHAT_NO_GFNI");
-    return cpu_info().features.gfni && (off == nullptr || std::string_view(off).empty());
-  }();
+  static const bool use = optional_extension(cpu_info().features.gfni, "NANOCHAT_NO_GFNI");
   return use;
 }
 
 bool avx2_uses_avx_vnni() {
-  static const bool use = [] {
-    const char* off = std::getenv("NANOCHAT_NO_AVX_VNNI");
-    return cpu_info().features.avx_vnni && (off == nullptr || std::string_view(off).empty());
-  }();
+  static const bool use = optional_extension(cpu_info().features.avx_vnni, "NANOCHAT_NO_AVX_VNNI");
   return use;
 }
 
