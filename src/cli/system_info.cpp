@@ -87,6 +87,8 @@ void run(const Options& o) {
                                   {"features", cpu.feature_list()}}},
                                 {"isa_available", avail},
                                 {"isa_in_use", kernels::isa_name(isa)},
+                                {"avx512_gfni", kernels::avx512_uses_gfni()},
+                                {"avx2_avx_vnni", kernels::avx2_uses_avx_vnni()},
                                 {"threads", ctx.threads()},
                                 {"autotune",
                                  {{"mode", kernels::tune_mode_name(options.tune)},
@@ -107,6 +109,10 @@ void run(const Options& o) {
              cpu.l2_bytes >> 10, cpu.l3_bytes >> 20);
   fmt::print("isa features:   {}\n", cpu.feature_list());
   fmt::print("kernel paths:   {} (in use: {})\n", avail, kernels::isa_name(isa));
+  fmt::print("extensions:     avx512 unpacks with {}, avx2 multiplies with {}\n",
+             kernels::avx512_uses_gfni() ? "GFNI" : "shift and mask (no GFNI or NANOCHAT_NO_GFNI)",
+             kernels::avx2_uses_avx_vnni() ? "AVX-VNNI"
+                                           : "vpmaddubsw (no AVX-VNNI or NANOCHAT_NO_AVX_VNNI)");
   fmt::print("threads:        {}\n", ctx.threads());
   fmt::print("autotune:       {}, cache {} ({} plans)\n", kernels::tune_mode_name(options.tune),
              ctx.tuner().cache_file().string(), ctx.tuner().known_plans());

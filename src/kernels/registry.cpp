@@ -15,10 +15,13 @@ std::span<const KernelInfo> kernel_registry() {
 
 namespace {
 
-// An optional instruction set the CPU has, unless the environment variable `off` is set.
+// An optional instruction set the CPU has, unless the environment variable `off` is set to
+// something other than "" or "0".
 bool optional_extension(bool cpu_has, const char* off) {
   const char* value = std::getenv(off);
-  return cpu_has && (value == nullptr || std::string_view(value).empty());
+  const bool disabled =
+      value != nullptr && !std::string_view(value).empty() && std::string_view(value) != "0";
+  return cpu_has && !disabled;
 }
 
 }  // namespace

@@ -39,6 +39,9 @@ out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["isa_in_use"] and d["plans"] and d["cpu"]["physical_cores"] >= 1' \
     "$work/si.json" && ok || bad "system-info --json"
 NANOCHAT_ISA=scalar "$bin" system-info | grep -q "in use: scalar" && ok || bad "NANOCHAT_ISA=scalar not honoured"
+NANOCHAT_NO_GFNI=1 NANOCHAT_NO_AVX_VNNI=1 "$bin" system-info |
+  grep -q "unpacks with shift and mask.*multiplies with vpmaddubsw" && ok ||
+  bad "NANOCHAT_NO_GFNI / NANOCHAT_NO_AVX_VNNI not reported by system-info"
 
 # benchmark kernels: JSON is clean (parses; progress only on stderr) and complete.
 "$bin" benchmark kernels --shape 64x512 --shape 33x300 -t 1,2 -b 1,5 --reps 2 --no-bandwidth -o json \

@@ -37,11 +37,13 @@ std::span<const KernelInfo> kernel_registry();
 const KernelInfo& kernel_info(Isa isa);
 
 // Whether the AVX-512 kernel unpacks weights with GFNI's gf2p8affineqb (CPUs that have it) or with
-// shifts and masks. NANOCHAT_NO_GFNI=1 forces the latter, so tests cover both on a GFNI CPU.
+// shifts and masks. NANOCHAT_NO_GFNI=1 (any value but "" or "0") forces the latter, so tests cover
+// both on a GFNI CPU.
 bool avx512_uses_gfni();
 
 // Whether the AVX2 kernel multiplies with AVX-VNNI's 256-bit vpdpbusd (CPUs that have it) or with
-// vpmaddubsw; NANOCHAT_NO_AVX_VNNI=1 forces the latter, so tests cover both.
+// vpmaddubsw; NANOCHAT_NO_AVX_VNNI=1 (any value but "" or "0") forces the latter, so tests cover
+// both.
 bool avx2_uses_avx_vnni();
 
 // Per-ISA entries, defined in the ISA's own translation unit.
