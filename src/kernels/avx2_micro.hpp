@@ -36,9 +36,15 @@ struct Avx2Micro {
                        std::int32_t* y, std::size_t ldy, int rows) {
     const __m256i mask = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[R][NB];
-    static_for<R>(
-        [&](auto r) { static_for<NB>([&](auto b) { acc[r][b] = _mm256_setzero_si256(); }); });
+    // vpdpbusd's latency is several cycles and every step of a chunk adds into the same pair's
+    // sum: with few (row, token) pairs, S accumulators per pair keep at least 8 chains in flight.
+    // (vpmaddubsw's int16 sums are independent per chunk already.)
+    constexpr int S = !Vnni || R * NB >= 8 ? 1 : (R * NB >= 4 ? 2 : 4);
+    __m256i acc[R][NB][S];
+    static_for<R>([&](auto r) {
+      static_for<NB>(
+          [&](auto b) { static_for<S>([&](auto s) { acc[r][b][s] = _mm256_setzero_si256(); }); });
+    });
 
     for (std::int64_t c = 0; c < chunks; ++c) {
       const std::uint8_t* wc = tile + c * R * kChunkBytes;
@@ -66,7 +72,8 @@ struct Avx2Micro {
             const __m256i u = _mm256_and_si256(_mm256_srli_epi16(w[r], 2 * l), mask);
             static_for<NB>([&](auto b) {
               if constexpr (Vnni) {
-                acc[r][b] = _mm256_dpbusd_avx_epi32(acc[r][b], u, xv[b]);
+                constexpr int s = (h * 4 + l) % S;
+                acc[r][b][s] = _mm256_dpbusd_avx_epi32(acc[r][b][s], u, xv[b]);
               } else {
                 acc16[r][b] = _mm256_add_epi16(acc16[r][b], _mm256_maddubs_epi16(u, xv[b]));
               }
@@ -77,17 +84,25 @@ struct Avx2Micro {
       if constexpr (!Vnni) {
         static_for<R>([&](auto r) {
           static_for<NB>([&](auto b) {
-            acc[r][b] = _mm256_add_epi32(acc[r][b], _mm256_madd_epi16(acc16[r][b], ones));
+            acc[r][b][0] = _mm256_add_epi32(acc[r][b][0], _mm256_madd_epi16(acc16[r][b], ones));
           });
         });
       }
     }
+    __m256i total[R][NB];
+    static_for<R>([&](auto r) {
+      static_for<NB>([&](auto b) {
+        total[r][b] = acc[r][b][0];
+        static_for<S - 1>(
+            [&](auto s) { total[r][b] = _mm256_add_epi32(total[r][b], acc[r][b][s + 1]); });
+      });
+    });
     static_for<NB>([&](auto b) {
       std::int32_t* yb = y + static_cast<std::size_t>(b) * ldy;
       if constexpr (R == 4) {
         // [a, b, c, d] from four vectors of eight partial sums.
-        const __m256i ab = _mm256_hadd_epi32(acc[0][b], acc[1][b]);
-        const __m256i cd = _mm256_hadd_epi32(acc[2][b], acc[3][b]);
+        const __m256i ab = _mm256_hadd_epi32(total[0][b], total[1][b]);
+        const __m256i cd = _mm256_hadd_epi32(total[2][b], total[3][b]);
         const __m256i q = _mm256_hadd_epi32(ab, cd);
         __m128i v = _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         v = _mm_sub_epi32(v, _mm_set1_epi32(sums[b]));
@@ -100,7 +115,7 @@ struct Avx2Micro {
         }
       } else {
         static_for<R>([&](auto r) {
-          if (r < rows) yb[r] = hsum(acc[r][b]) - sums[b];
+          if (r < rows) yb[r] = hsum(total[r][b]) - sums[b];
         });
       }
     });

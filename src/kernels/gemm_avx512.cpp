@@ -29,7 +29,8 @@ constexpr long kPrefetchBytes = 8192;
 
 // Gfni: each 2-bit field j is moved to the bottom of its byte by one gf2p8affineqb (an 8x8 bit
 // matrix per byte) instead of a shift and a mask — three fewer instructions per 64-byte line,
-// which lets one core overlap more of its arithmetic with the weight stream.
+// which lets one core overlap more of its arithmetic with the weight stream. Single-token
+// passes only (see accumulate).
 template <bool Gfni>
 struct Avx512Micro {
   // Bit matrices for gf2p8affineqb: result bit i = parity(matrix byte (7 - i) & x), so byte 7
@@ -50,6 +51,11 @@ struct Avx512Micro {
     // each would serialise the four j-steps of a chunk. S accumulators per pair keep at least
     // 16 dependency chains in flight.
     constexpr int S = R * NB >= 16 ? 1 : (R * NB >= 8 ? 2 : 4);
+    // GFNI's single instruction runs on the multiply pipes, beside vpdpbusd: it pays where one
+    // token streams weights from memory, while with several tokens the arithmetic is the limit
+    // and shift + mask, on the other pipes, is faster (2560x2560, 64 tokens, 8x2 tiles: 867 vs
+    // 931 us on a Zen 5 core).
+    constexpr bool gfni = Gfni && NB == 1;
     const __m512i mask = _mm512_set1_epi8(3);
     __m512i acc[R][NB][S];
     static_for<R>([&](auto r) {
@@ -70,7 +76,7 @@ struct Avx512Micro {
         static_for<NB>([&](auto b) { xv[b] = _mm512_load_si512(x[b] + c * kChunk + j * 64); });
         static_for<R>([&](auto r) {
           __m512i u;
-          if constexpr (Gfni) {
+          if constexpr (gfni) {
             u = _mm512_gf2p8affine_epi64_epi8(w[r], _mm512_set1_epi64(field_matrix(j)), 0);
           } else {
             u = _mm512_and_si512(_mm512_srli_epi16(w[r], 2 * j), mask);
