@@ -21,7 +21,7 @@
 namespace nanochat::kernels {
 namespace {
 
-constexpr int kCacheVersion = 1;
+constexpr int kCacheVersion = 2;  // 2 added the batch class 32+
 constexpr const char* kCacheFormat = "nanochat-autotune";
 constexpr int kSamples = 7;
 constexpr double kMinSampleSeconds = 200e-6;
@@ -75,7 +75,8 @@ std::int64_t batch_class(std::int64_t batch) {
   if (batch <= 1) return 1;
   if (batch < 4) return 2;
   if (batch < 8) return 4;
-  return 8;
+  if (batch < 32) return 8;
+  return 32;
 }
 
 Autotuner::Autotuner(TuneMode mode, std::filesystem::path cache_file)
@@ -241,6 +242,11 @@ void Autotuner::load_cache() {
   if (!std::filesystem::exists(cache_file_, ec)) return;
   try {
     const auto doc = nlohmann::json::parse(read_file(cache_file_));
+    if (doc.value("format", "") == kCacheFormat && doc.value("version", 0) < kCacheVersion) {
+      spdlog::info("autotune cache {} is from an older nanochat; plans will be measured again",
+                   cache_file_.string());
+      return;
+    }
     if (doc.value("format", "") != kCacheFormat || doc.value("version", 0) != kCacheVersion) {
       fail<FormatError>("not a version {} {} file", kCacheVersion, kCacheFormat);
     }

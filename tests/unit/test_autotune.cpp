@@ -72,8 +72,13 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
   for (const std::string& garbage :
        {std::string("{not json"), std::string("\x00\x01\x02", 3),
         std::string(
-            R"({"format":"nanochat-autotune","version":1,"cpu":"someone-else","plans":{}})"),
-        std::string(R"({"format":"nanochat-autotune","version":99,"plans":{}})")}) {
+            R"({"format":"nanochat-autotune","version":2,"cpu":"someone-else","plans":{}})"),
+        std::string(R"({"format":"nanochat-autotune","version":99,"plans":{}})"),
+        // An older version's plans (here a tiling that no longer exists) are not trusted.
+        std::string(R"({"format":"nanochat-autotune","version":1,"cpu":")") +
+            cpu_info().signature() +
+            R"(","plans":{"32x256/b1/t1/any/rany":{"isa":"scalar","tile_rows":1,)"
+            R"("token_block":1,"ns_per_call":1.0}}})"}) {
     { std::ofstream(file_, std::ios::binary) << garbage; }
     ThreadPool pool(1);
     Autotuner tuner(TuneMode::kOn, file_);
@@ -81,7 +86,7 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
     const Plan p = tuner.plan({32, 256, 1, std::nullopt, 0}, pool);
     EXPECT_EQ(p.source, "measured");
     const auto doc = read_cache();  // valid again
-    EXPECT_EQ(doc["version"], 1);
+    EXPECT_EQ(doc["version"], 2);
     EXPECT_TRUE(doc["plans"].contains("32x256/b1/t1/any/rany"));
   }
 }
@@ -89,7 +94,7 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
 TEST_F(Autotune, EntryWithImpossibleTilingDiscardsTheFile) {
   const nlohmann::json doc = {
       {"format", "nanochat-autotune"},
-      {"version", 1},
+      {"version", 2},
       {"cpu", cpu_info().signature()},
       {"plans",
        {{"32x256/b1/t1/any/rany",
@@ -104,7 +109,7 @@ TEST_F(Autotune, DispatchUsesTheCachedPlan) {
   // context must pack for exactly that kernel, proving the tuner's answer drives dispatch.
   const nlohmann::json doc = {
       {"format", "nanochat-autotune"},
-      {"version", 1},
+      {"version", 2},
       {"cpu", cpu_info().signature()},
       {"plans",
        {{"40x300/b1/t1/any/rany",
@@ -159,7 +164,10 @@ TEST(AutotuneModes, Parse) {
   EXPECT_EQ(batch_class(1), 1);
   EXPECT_EQ(batch_class(3), 2);
   EXPECT_EQ(batch_class(5), 4);
-  EXPECT_EQ(batch_class(64), 8);
+  EXPECT_EQ(batch_class(16), 8);
+  EXPECT_EQ(batch_class(31), 8);
+  EXPECT_EQ(batch_class(32), 32);
+  EXPECT_EQ(batch_class(2048), 32);
 }
 
 }  // namespace
