@@ -142,6 +142,12 @@ Timing time_calls(const kernels::PackedMatrix& w, const kernels::PackedActivatio
   return Timing{summarize(samples), probe ? summarize(ratios).median : 0};
 }
 
+// " gfni" where the plan uses a kernel's non-default unpacking.
+std::string variant_suffix(const kernels::Plan& plan) {
+  if (plan.variant == 0) return "";
+  return std::string(" ") + kernels::kernel_info(plan.isa).variant_name(plan.variant);
+}
+
 std::string human_time(double seconds) {
   if (seconds < 1e-3) return fmt::format("{:.1f} us", seconds * 1e6);
   if (seconds < 1) return fmt::format("{:.2f} ms", seconds * 1e3);
@@ -163,18 +169,22 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
   fmt::print(
       "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const Result& r : results) {
-    fmt::print("| {} | {}x{} | {} | {} | {}x{} | {} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {} |\n",
-               r.kernel, r.shape.rows, r.shape.cols, r.batch, r.threads, r.plan.tile_rows,
-               r.plan.token_block, human_time(r.seconds.median), r.seconds.spread * 100, r.gops,
-               r.weight_gbps, r.bw_fraction > 0 ? fmt::format("{:.0f}%", r.bw_fraction * 100) : "-",
-               r.vs_scalar > 0 ? fmt::format("{:.1f}x", r.vs_scalar) : "-",
-               r.token_cost > 0 ? fmt::format("{:.3f}", r.token_cost) : "-");
+    fmt::print(
+        "| {} | {}x{} | {} | {} | {}x{}{} | {} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {} |\n",
+        r.kernel, r.shape.rows, r.shape.cols, r.batch, r.threads, r.plan.tile_rows,
+        r.plan.token_block, variant_suffix(r.plan), human_time(r.seconds.median),
+        r.seconds.spread * 100, r.gops, r.weight_gbps,
+        r.bw_fraction > 0 ? fmt::format("{:.0f}%", r.bw_fraction * 100) : "-",
+        r.vs_scalar > 0 ? fmt::format("{:.1f}x", r.vs_scalar) : "-",
+        r.token_cost > 0 ? fmt::format("{:.3f}", r.token_cost) : "-");
   }
   for (const auto& n : notes) fmt::print("\nnote: {}", n);
   if (!notes.empty()) fmt::print("\n");
   fmt::print(
       "\ntime/call: median over repeated runs; ±: half the interquartile range; tile: rows "
-      "per tile x tokens per pass (autotuned); % read BW: weight bytes per second over the "
+      "per tile x tokens per pass (autotuned), and how one token's weights are unpacked where the "
+      "kernel has a choice (gfni: one GFNI instruction for two of the four fields); % read BW: "
+      "weight bytes per second over the "
       "read bandwidth at the same thread count; for matrices over 2x L3, the median of ratios to "
       "bandwidth samples taken alternately with the timed calls (shared machines drift), "
       "otherwise against the figure above (over 100%: the weights came from cache).\n");
@@ -189,6 +199,7 @@ nlohmann::json result_json(const Result& r) {
           {"threads", r.threads},
           {"tile_rows", r.plan.tile_rows},
           {"token_block", r.plan.token_block},
+          {"variant", kernels::kernel_info(r.isa).variant_name(r.plan.variant)},
           {"plan_source", r.plan.source},
           {"median_us", r.seconds.median * 1e6},
           {"min_us", r.seconds.min * 1e6},
@@ -287,6 +298,7 @@ void run(const Options& o) {
             std::fflush(stderr);
             it = packed.emplace(plan.tile_rows, random_matrix(shape, isa, plan.tile_rows)).first;
           }
+          it->second.variant = plan.variant;
           fmt::print(stderr, ", timing");
           std::fflush(stderr);
           Result r;

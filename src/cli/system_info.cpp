@@ -63,6 +63,7 @@ void run(const Options& o) {
                      {"kernel", kernels::kernel_info(p.isa).name},
                      {"tile_rows", p.tile_rows},
                      {"token_block", p.token_block},
+                     {"variant", kernels::kernel_info(p.isa).variant_name(p.variant)},
                      {"source", p.source}});
   }
 
@@ -110,7 +111,8 @@ void run(const Options& o) {
   fmt::print("isa features:   {}\n", cpu.feature_list());
   fmt::print("kernel paths:   {} (in use: {})\n", avail, kernels::isa_name(isa));
   fmt::print("extensions:     avx512 unpacks with {}, avx2 multiplies with {}\n",
-             kernels::avx512_uses_gfni() ? "GFNI" : "shift and mask (no GFNI or NANOCHAT_NO_GFNI)",
+             kernels::avx512_uses_gfni() ? "shift and mask or GFNI (per plan)"
+                                         : "shift and mask (no GFNI or NANOCHAT_NO_GFNI)",
              kernels::avx2_uses_avx_vnni() ? "AVX-VNNI"
                                            : "vpmaddubsw (no AVX-VNNI or NANOCHAT_NO_AVX_VNNI)");
   fmt::print("threads:        {}\n", ctx.threads());
@@ -118,9 +120,10 @@ void run(const Options& o) {
              ctx.tuner().cache_file().string(), ctx.tuner().known_plans());
   fmt::print("plans:\n");
   for (const auto& p : plans) {
-    fmt::print("  {:<28} {:<12} tile {} rows x {} tokens ({})\n", p["shape"].get<std::string>(),
-               p["kernel"].get<std::string>(), p["tile_rows"].get<int>(),
-               p["token_block"].get<int>(), p["source"].get<std::string>());
+    fmt::print("  {:<28} {:<12} tile {} rows x {} tokens, unpack {} ({})\n",
+               p["shape"].get<std::string>(), p["kernel"].get<std::string>(),
+               p["tile_rows"].get<int>(), p["token_block"].get<int>(),
+               p["variant"].get<std::string>(), p["source"].get<std::string>());
   }
 }
 

@@ -21,7 +21,7 @@
 namespace nanochat::kernels {
 namespace {
 
-constexpr int kCacheVersion = 2;  // 2 added the batch class 32+
+constexpr int kCacheVersion = 2;  // 2 added the batch class 32+ and variants
 constexpr const char* kCacheFormat = "nanochat-autotune";
 constexpr int kSamples = 7;
 constexpr double kMinSampleSeconds = 200e-6;
@@ -174,7 +174,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   // candidates alike instead of deciding the winner.
   struct Candidate {
     Plan plan;
-    const PackedMatrix* w;
+    PackedMatrix* w;
     int calls = 1;
     std::vector<double> samples;
   };
@@ -194,15 +194,25 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
           isa, tile_rows)));
       for (int token_block : k.token_blocks) {
         if (token_block > tokens) continue;
-        candidates.push_back(Candidate{
-            Plan{isa, tile_rows, token_block, 0, "measured"}, matrices.back().get(), 1, {}});
+        // Unpacking variants matter for single-token passes; batches use the layout's default.
+        const int variants = tokens == 1 ? k.variants() : 1;
+        for (int variant = 0; variant < variants; ++variant) {
+          candidates.push_back(Candidate{Plan{isa, tile_rows, token_block, variant, 0, "measured"},
+                                         matrices.back().get(),
+                                         1,
+                                         {}});
+        }
       }
     }
   }
   if (candidates.empty()) return default_plan(request);
-  for (Candidate& c : candidates) c.calls = calibrate_calls(*c.w, x, c.plan.token_block, pool, y);
+  for (Candidate& c : candidates) {
+    c.w->variant = c.plan.variant;
+    c.calls = calibrate_calls(*c.w, x, c.plan.token_block, pool, y);
+  }
   for (int sample = 0; sample < kSamples; ++sample) {
     for (Candidate& c : candidates) {
+      c.w->variant = c.plan.variant;
       const double start = now_seconds();
       for (int i = 0; i < c.calls; ++i) {
         run_gemm_i32(*c.w, x, c.plan.token_block, pool, y.data(), static_cast<std::size_t>(rows));
@@ -213,21 +223,24 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   const Candidate* best = nullptr;
   for (Candidate& c : candidates) {
     c.plan.ns_per_call = summarize(c.samples).median * 1e9;
-    spdlog::debug("autotune:   {} r{} nb{}: {:.1f} us", kernel_info(c.plan.isa).name,
-                  c.plan.tile_rows, c.plan.token_block, c.plan.ns_per_call / 1e3);
+    spdlog::debug("autotune:   {} r{} nb{} {}: {:.1f} us", kernel_info(c.plan.isa).name,
+                  c.plan.tile_rows, c.plan.token_block,
+                  kernel_info(c.plan.isa).variant_name(c.plan.variant), c.plan.ns_per_call / 1e3);
     if (best == nullptr || c.plan.ns_per_call < best->plan.ns_per_call) best = &c;
   }
   // A one-token plan also fixes the matrix's layout, which prefill and training then use with
   // many tokens. One token is bound by memory, so layouts often tie within the machine's noise:
   // among those within kLayoutTie of the fastest, take the tallest tile (the most rows share each
-  // activation load when many tokens come).
+  // activation load when many tokens come) and its fastest variant.
   if (request.tile_rows == 0 && tokens == 1) {
     constexpr double kLayoutTie = 1.03;
     const Candidate* tallest = best;
     for (const Candidate& c : candidates) {
       if (c.plan.isa == best->plan.isa &&
           c.plan.ns_per_call <= best->plan.ns_per_call * kLayoutTie &&
-          c.plan.tile_rows > tallest->plan.tile_rows) {
+          (c.plan.tile_rows > tallest->plan.tile_rows ||
+           (c.plan.tile_rows == tallest->plan.tile_rows &&
+            c.plan.ns_per_call < tallest->plan.ns_per_call))) {
         tallest = &c;
       }
     }
@@ -264,11 +277,15 @@ void Autotuner::load_cache() {
       p.tile_rows = entry.at("tile_rows").get<int>();
       p.token_block = entry.at("token_block").get<int>();
       p.ns_per_call = entry.at("ns_per_call").get<double>();
+      p.variant = entry.value("variant", 0);
       const KernelInfo& k = kernel_info(p.isa);
       if (std::find(k.tile_rows.begin(), k.tile_rows.end(), p.tile_rows) == k.tile_rows.end() ||
           std::find(k.token_blocks.begin(), k.token_blocks.end(), p.token_block) ==
               k.token_blocks.end()) {
         fail<FormatError>("plan {} names a tiling the {} kernel lacks", key, k.name);
+      }
+      if (p.variant < 0 || p.variant >= k.variants()) {
+        fail<FormatError>("plan {} names a variant the {} kernel cannot run here", key, k.name);
       }
       p.source = "cache";
       loaded.emplace(key, p);
@@ -288,6 +305,7 @@ void Autotuner::save_cache() const {
     plans[key] = {{"isa", isa_name(p.isa)},
                   {"tile_rows", p.tile_rows},
                   {"token_block", p.token_block},
+                  {"variant", p.variant},
                   {"ns_per_call", p.ns_per_call}};
   }
   const nlohmann::json doc = {{"format", kCacheFormat},

@@ -29,7 +29,9 @@ Plan KernelContext::plan(std::int64_t rows, std::int64_t cols, std::int64_t batc
 
 PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const RowSource& source) {
   const Plan p = plan(rows, cols, 1);
-  return pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+  PackedMatrix m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+  m.variant = p.variant;
+  return m;
 }
 
 void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols,
@@ -41,6 +43,7 @@ void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t c
   } else {
     m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
   }
+  m.variant = p.variant;
 }
 
 void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, std::int32_t* y,

@@ -46,8 +46,8 @@ constexpr int kTokenBlocks[] = {1, 2, 4};
 }  // namespace
 
 const KernelInfo& avx2_kernel() {
-  static const KernelInfo info{Isa::kAvx2,   "avx2", Layout::kTq2, kTileRows,
-                               kTokenBlocks, gemm,   read_probe};
+  static const KernelInfo info{Isa::kAvx2, "avx2",     Layout::kTq2, kTileRows,    kTokenBlocks,
+                               gemm,       read_probe, one_variant,  plain_variant};
   return info;
 }
 

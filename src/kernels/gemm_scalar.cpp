@@ -56,8 +56,8 @@ constexpr int kTokenBlocks[] = {1};
 }  // namespace
 
 const KernelInfo& scalar_kernel() {
-  static const KernelInfo info{Isa::kScalar, "scalar", Layout::kTq2, kTileRows,
-                               kTokenBlocks, gemm,     read_probe};
+  static const KernelInfo info{Isa::kScalar, "scalar",   Layout::kTq2, kTileRows,    kTokenBlocks,
+                               gemm,         read_probe, one_variant,  plain_variant};
   return info;
 }
 

@@ -36,6 +36,10 @@ bool avx2_uses_avx_vnni() {
   return use;
 }
 
+int one_variant() { return 1; }
+
+const char* plain_variant(int) { return "plain"; }
+
 const KernelInfo& kernel_info(Isa isa) {
   for (const KernelInfo& k : kernel_registry()) {
     if (k.isa == isa) return k;

@@ -104,6 +104,53 @@ TEST_F(Autotune, EntryWithImpossibleTilingDiscardsTheFile) {
   EXPECT_EQ(tuner.known_plans(), 0u);
 }
 
+TEST_F(Autotune, EntryWithAVariantTheKernelLacksDiscardsTheFile) {
+  const nlohmann::json doc = {{"format", "nanochat-autotune"},
+                              {"version", 2},
+                              {"cpu", cpu_info().signature()},
+                              {"plans",
+                               {{"32x256/b1/t1/any/rany",
+                                 {{"isa", "scalar"},
+                                  {"tile_rows", 1},
+                                  {"token_block", 1},
+                                  {"variant", 3},
+                                  {"ns_per_call", 1.0}}}}}};
+  write_file_atomic(file_, doc.dump());
+  Autotuner tuner(TuneMode::kOn, file_);
+  EXPECT_EQ(tuner.known_plans(), 0u);
+}
+
+TEST_F(Autotune, CachedVariantReachesThePackedMatrix) {
+  // The AVX-512 kernel's GFNI unpacking, where this CPU has it: the context must pack the
+  // matrix with the cached plan's variant, which the kernel then runs.
+  const KernelInfo& k = kernel_info(Isa::kAvx512);
+  if (!isa_supported(Isa::kAvx512, cpu_info().features) || k.variants() < 2) {
+    GTEST_SKIP() << "this CPU cannot run the AVX-512 kernel's second variant (GFNI)";
+  }
+  const nlohmann::json doc = {{"format", "nanochat-autotune"},
+                              {"version", 2},
+                              {"cpu", cpu_info().signature()},
+                              {"plans",
+                               {{"40x300/b1/t1/any/rany",
+                                 {{"isa", "avx512"},
+                                  {"tile_rows", 2},
+                                  {"token_block", 1},
+                                  {"variant", 1},
+                                  {"ns_per_call", 5.0}}}}}};
+  write_file_atomic(file_, doc.dump());
+  KernelOptions o;
+  o.threads = 1;
+  o.tune = TuneMode::kOn;
+  o.tune_cache = file_;
+  KernelContext ctx(o);
+  const PackedMatrix m = ctx.pack(40, 300, [](std::int64_t, std::span<std::int8_t> t) {
+    for (auto& v : t) v = 1;
+  });
+  EXPECT_EQ(m.isa, Isa::kAvx512);
+  EXPECT_EQ(m.tile_rows, 2);
+  EXPECT_EQ(m.variant, 1);
+}
+
 TEST_F(Autotune, DispatchUsesTheCachedPlan) {
   // A cache that (unusually) prefers the scalar kernel with 1-row tiles for this shape: the
   // context must pack for exactly that kernel, proving the tuner's answer drives dispatch.

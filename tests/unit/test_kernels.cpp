@@ -57,8 +57,9 @@ PackedMatrix pack(const Problem& p, Isa isa, int tile_rows) {
 }
 
 std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int token_block,
-                              ThreadPool& pool) {
-  const PackedMatrix m = pack(p, isa, tile_rows);
+                              ThreadPool& pool, int variant = 0) {
+  PackedMatrix m = pack(p, isa, tile_rows);
+  m.variant = variant;
   PackedActivations x;
   pack_activations_i8(p.x.data(), p.tokens, p.cols, x);
   // Poison the output so unwritten entries show up.
@@ -98,9 +99,11 @@ TEST_P(KernelIsa, EveryTilingMatchesScalarExactly) {
     const auto reference = run(p, Isa::kScalar, 1, 1, pool);
     for (int tile_rows : k.tile_rows) {
       for (int token_block : k.token_blocks) {
-        EXPECT_EQ(run(p, GetParam(), tile_rows, token_block, pool), reference)
-            << k.name << " " << rows << "x" << cols << " b" << tokens << " tile " << tile_rows
-            << "x" << token_block;
+        for (int variant = 0; variant < k.variants(); ++variant) {
+          EXPECT_EQ(run(p, GetParam(), tile_rows, token_block, pool, variant), reference)
+              << k.name << " " << rows << "x" << cols << " b" << tokens << " tile " << tile_rows
+              << "x" << token_block << " " << k.variant_name(variant);
+        }
       }
     }
   }
@@ -114,7 +117,12 @@ TEST_P(KernelIsa, ExtremeValuesDoNotOverflow) {
   const auto expected = naive(p);
   EXPECT_EQ(expected[0], -128 * 16384);
   for (int tile_rows : k.tile_rows) {
-    EXPECT_EQ(run(p, GetParam(), tile_rows, k.token_blocks.back(), pool), expected) << k.name;
+    for (int variant = 0; variant < k.variants(); ++variant) {
+      EXPECT_EQ(run(p, GetParam(), tile_rows, k.token_blocks.back(), pool, variant), expected)
+          << k.name << " " << k.variant_name(variant);
+      EXPECT_EQ(run(p, GetParam(), tile_rows, 1, pool, variant), expected)
+          << k.name << " one token at a time, " << k.variant_name(variant);
+    }
   }
 }
 

@@ -30,6 +30,7 @@ struct Plan {
   Isa isa = Isa::kScalar;
   int tile_rows = 1;
   int token_block = 1;
+  int variant = 0;         // single-token unpacking (KernelInfo::variants), kept in the matrix
   double ns_per_call = 0;  // median measured time; 0 for built-in defaults
   std::string source;      // "measured", "cache" or "default"
 };

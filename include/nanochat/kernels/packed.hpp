@@ -40,6 +40,9 @@ struct PackedMatrix {
   int tile_rows = 1;
   Isa isa = Isa::kScalar;  // the kernel this layout was made for
   Layout layout = Layout::kTq2;
+  // How single-token passes unpack the codes, where the kernel has several ways (KernelInfo::
+  // variants; 0 = the kernel's plain way). Set from the autotuner's single-token plan.
+  int variant = 0;
   AlignedBuffer<std::uint8_t> codes;  // tiles * chunks * tile_rows * 64 bytes
   std::vector<float> row_scales;      // per output row: the weight scale s
 

@@ -30,15 +30,24 @@ struct KernelInfo {
   std::span<const int> token_blocks;  // tokens per pass it is compiled for
   GemmFn gemm;
   ReadProbeFn read_probe;
+  // Ways of unpacking codes in single-token passes this CPU can run (PackedMatrix::variant is one
+  // of 0 .. variants() - 1) and their names for reports.
+  int (*variants)();
+  const char* (*variant_name)(int variant);
 };
+
+// For kernels with a single way.
+int one_variant();
+const char* plain_variant(int variant);
 
 // Every kernel compiled into the library (whether or not this CPU can run it).
 std::span<const KernelInfo> kernel_registry();
 const KernelInfo& kernel_info(Isa isa);
 
-// Whether the AVX-512 kernel unpacks weights with GFNI's gf2p8affineqb (CPUs that have it) or with
-// shifts and masks. NANOCHAT_NO_GFNI=1 (any value but "" or "0") forces the latter, so tests cover
-// both on a GFNI CPU.
+// Whether the AVX-512 kernel may unpack weights with GFNI's gf2p8affineqb (CPUs that have it; its
+// variant 1, which the autotuner picks per matrix where it is faster) or only with shifts and
+// masks. NANOCHAT_NO_GFNI=1 (any value but "" or "0") forces the latter, so tests cover both on a
+// GFNI CPU.
 bool avx512_uses_gfni();
 
 // Whether the AVX2 kernel multiplies with AVX-VNNI's 256-bit vpdpbusd (CPUs that have it) or with
