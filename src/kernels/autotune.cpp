@@ -108,6 +108,7 @@ Plan Autotuner::default_plan(const PlanRequest& r) {
                     ? want_rows
                     : k.tile_rows.back();
   p.token_block = r.batch > 1 ? k.token_blocks.back() : 1;
+  p.variant = r.batch > 1 ? 0 : k.variants() - 1;
   p.source = "default";
   return p;
 }

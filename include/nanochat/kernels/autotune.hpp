@@ -62,7 +62,8 @@ class Autotuner {
   Plan plan(const PlanRequest& request, ThreadPool& pool);
   // A known plan without measuring anything.
   std::optional<Plan> cached_plan(const PlanRequest& request, int threads) const;
-  // The built-in choice used with --autotune off: widest ISA, 4-row tiles, widest token block.
+  // The built-in choice used with --autotune off: widest ISA, 4-row tiles, widest token block,
+  // for one token the kernel's last variant.
   static Plan default_plan(const PlanRequest& request);
 
   TuneMode mode() const { return mode_; }

@@ -31,7 +31,8 @@ struct KernelInfo {
   GemmFn gemm;
   ReadProbeFn read_probe;
   // Ways of unpacking codes in single-token passes this CPU can run (PackedMatrix::variant is one
-  // of 0 .. variants() - 1) and their names for reports.
+  // of 0 .. variants() - 1) and their names for reports. Without measurements (--autotune off)
+  // single tokens use the last: the one for weights streamed from memory, as in decode.
   int (*variants)();
   const char* (*variant_name)(int variant);
 };
