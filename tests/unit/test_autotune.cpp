@@ -33,6 +33,27 @@ class Autotune : public ::testing::Test {
 
   nlohmann::json read_cache() const { return nlohmann::json::parse(read_file(file_)); }
 
+  // Writes a cache for this CPU that holds one plan.
+  void write_plan(const std::string& key, const nlohmann::json& plan) const {
+    const nlohmann::json doc = {{"format", "nanochat-autotune"},
+                                {"version", 2},
+                                {"cpu", cpu_info().signature()},
+                                {"plans", {{key, plan}}}};
+    write_file_atomic(file_, doc.dump());
+  }
+
+  // A 40x300 matrix packed by a context that reads the cache.
+  PackedMatrix pack_through_cache() const {
+    KernelOptions o;
+    o.threads = 1;
+    o.tune = TuneMode::kOn;
+    o.tune_cache = file_;
+    KernelContext ctx(o);
+    return ctx.pack(40, 300, [](std::int64_t, std::span<std::int8_t> t) {
+      for (auto& v : t) v = 1;
+    });
+  }
+
   fs::path dir_;
   fs::path file_;
 };
@@ -92,30 +113,18 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
 }
 
 TEST_F(Autotune, EntryWithImpossibleTilingDiscardsTheFile) {
-  const nlohmann::json doc = {
-      {"format", "nanochat-autotune"},
-      {"version", 2},
-      {"cpu", cpu_info().signature()},
-      {"plans",
-       {{"32x256/b1/t1/any/rany",
-         {{"isa", "scalar"}, {"tile_rows", 3}, {"token_block", 1}, {"ns_per_call", 1.0}}}}}};
-  write_file_atomic(file_, doc.dump());
+  write_plan("32x256/b1/t1/any/rany",
+             {{"isa", "scalar"}, {"tile_rows", 3}, {"token_block", 1}, {"ns_per_call", 1.0}});
   Autotuner tuner(TuneMode::kOn, file_);
   EXPECT_EQ(tuner.known_plans(), 0u);
 }
 
 TEST_F(Autotune, EntryWithAVariantTheKernelLacksDiscardsTheFile) {
-  const nlohmann::json doc = {{"format", "nanochat-autotune"},
-                              {"version", 2},
-                              {"cpu", cpu_info().signature()},
-                              {"plans",
-                               {{"32x256/b1/t1/any/rany",
-                                 {{"isa", "scalar"},
-                                  {"tile_rows", 1},
-                                  {"token_block", 1},
-                                  {"variant", 3},
-                                  {"ns_per_call", 1.0}}}}}};
-  write_file_atomic(file_, doc.dump());
+  write_plan("32x256/b1/t1/any/rany", {{"isa", "scalar"},
+                                       {"tile_rows", 1},
+                                       {"token_block", 1},
+                                       {"variant", 3},
+                                       {"ns_per_call", 1.0}});
   Autotuner tuner(TuneMode::kOn, file_);
   EXPECT_EQ(tuner.known_plans(), 0u);
 }
@@ -127,25 +136,12 @@ TEST_F(Autotune, CachedVariantReachesThePackedMatrix) {
   if (!isa_supported(Isa::kAvx512, cpu_info().features) || k.variants() < 2) {
     GTEST_SKIP() << "this CPU cannot run the AVX-512 kernel's second variant (GFNI)";
   }
-  const nlohmann::json doc = {{"format", "nanochat-autotune"},
-                              {"version", 2},
-                              {"cpu", cpu_info().signature()},
-                              {"plans",
-                               {{"40x300/b1/t1/any/rany",
-                                 {{"isa", "avx512"},
-                                  {"tile_rows", 2},
-                                  {"token_block", 1},
-                                  {"variant", 1},
-                                  {"ns_per_call", 5.0}}}}}};
-  write_file_atomic(file_, doc.dump());
-  KernelOptions o;
-  o.threads = 1;
-  o.tune = TuneMode::kOn;
-  o.tune_cache = file_;
-  KernelContext ctx(o);
-  const PackedMatrix m = ctx.pack(40, 300, [](std::int64_t, std::span<std::int8_t> t) {
-    for (auto& v : t) v = 1;
-  });
+  write_plan("40x300/b1/t1/any/rany", {{"isa", "avx512"},
+                                       {"tile_rows", 2},
+                                       {"token_block", 1},
+                                       {"variant", 1},
+                                       {"ns_per_call", 5.0}});
+  const PackedMatrix m = pack_through_cache();
   EXPECT_EQ(m.isa, Isa::kAvx512);
   EXPECT_EQ(m.tile_rows, 2);
   EXPECT_EQ(m.variant, 1);
@@ -154,22 +150,9 @@ TEST_F(Autotune, CachedVariantReachesThePackedMatrix) {
 TEST_F(Autotune, DispatchUsesTheCachedPlan) {
   // A cache that (unusually) prefers the scalar kernel with 1-row tiles for this shape: the
   // context must pack for exactly that kernel, proving the tuner's answer drives dispatch.
-  const nlohmann::json doc = {
-      {"format", "nanochat-autotune"},
-      {"version", 2},
-      {"cpu", cpu_info().signature()},
-      {"plans",
-       {{"40x300/b1/t1/any/rany",
-         {{"isa", "scalar"}, {"tile_rows", 1}, {"token_block", 1}, {"ns_per_call", 5.0}}}}}};
-  write_file_atomic(file_, doc.dump());
-  KernelOptions o;
-  o.threads = 1;
-  o.tune = TuneMode::kOn;
-  o.tune_cache = file_;
-  KernelContext ctx(o);
-  const PackedMatrix m = ctx.pack(40, 300, [](std::int64_t, std::span<std::int8_t> t) {
-    for (auto& v : t) v = 1;
-  });
+  write_plan("40x300/b1/t1/any/rany",
+             {{"isa", "scalar"}, {"tile_rows", 1}, {"token_block", 1}, {"ns_per_call", 5.0}});
+  const PackedMatrix m = pack_through_cache();
   EXPECT_EQ(m.isa, Isa::kScalar);
   EXPECT_EQ(m.tile_rows, 1);
 }
