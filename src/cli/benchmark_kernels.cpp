@@ -359,13 +359,14 @@ void run(const Options& o) {
     std::puts(doc.dump(2).c_str());
   } else if (o.output == "csv") {
     fmt::print(
-        "kernel,isa,rows,cols,batch,threads,tile_rows,token_block,median_us,spread,gops,"
+        "kernel,isa,rows,cols,batch,threads,tile_rows,token_block,variant,median_us,spread,gops,"
         "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1\n");
     for (const Result& r : results) {
-      fmt::print("{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f}\n",
+      fmt::print("{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f}\n",
                  r.kernel, kernels::isa_name(r.isa), r.shape.rows, r.shape.cols, r.batch, r.threads,
-                 r.plan.tile_rows, r.plan.token_block, r.seconds.median * 1e6, r.seconds.spread,
-                 r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost);
+                 r.plan.tile_rows, r.plan.token_block,
+                 kernels::kernel_info(r.isa).variant_name(r.plan.variant), r.seconds.median * 1e6,
+                 r.seconds.spread, r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost);
     }
   } else {
     print_markdown(results, bandwidth, notes);
