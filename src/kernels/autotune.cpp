@@ -85,7 +85,13 @@ Autotuner::Autotuner(TuneMode mode, std::filesystem::path cache_file)
 }
 
 std::filesystem::path Autotuner::default_cache_file() {
-  return cache_dir() / fmt::format("autotune-{}.json", cpu_info().signature());
+  // Plans measured with an optional instruction set switched off (NANOCHAT_NO_GFNI,
+  // NANOCHAT_NO_AVX_VNNI) go to a file of their own: they would otherwise name a variant this run
+  // cannot use, or replace the plans measured with it.
+  const CpuFeatures& f = cpu_info().features;
+  const std::string off = std::string(f.gfni && !avx512_uses_gfni() ? "-nogfni" : "") +
+                          (f.avx_vnni && !avx2_uses_avx_vnni() ? "-noavxvnni" : "");
+  return cache_dir() / fmt::format("autotune-{}{}.json", cpu_info().signature(), off);
 }
 
 std::size_t Autotuner::known_plans() const {

@@ -36,7 +36,7 @@ constexpr long kPrefetchBytes = 8192;
 // 64-byte line where a shift and a mask per field took 7 and a GFNI instruction per field 4 —
 // which share the multiply pipes with vpdpbusd. Measured on a Zen 5 core, one thread
 // (`nanochat benchmark kernels -b 1`): in cache 9-14% faster than GFNI per field, out of cache
-// 96-97% of read bandwidth instead of 93-94%.
+// 96-99% of read bandwidth instead of 93-94%.
 // Several tokens (GEMM): each field is shifted down and masked once and the result serves every
 // token; there the arithmetic is the limit and shift + mask, on other pipes than vpdpbusd, beat
 // GFNI (2560x2560, 64 tokens, 8x2 tiles: 867 vs 931 us).
