@@ -4,19 +4,30 @@
 #   tools/setup.sh          build + test dependencies
 #   tools/setup.sh --fuzz   also clang's sanitizer/libFuzzer runtime, for the `fuzz` preset
 #   tools/setup.sh --torch  also PyTorch (python3-torch), for bench/train_reference.py
+#   tools/setup.sh --corpus also the Rust crates of the default model's corpus (librust-*-dev,
+#                           listed in tools/corpus/) and Debian's rustc for `nanochat eval code`,
+#                           then builds the corpus in .cache/rust-corpus/ (tools/make_corpus.py)
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+corpus=0
 
 packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
-  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev
+  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev liblzma-dev
+  rustc xz-utils util-linux  # nanochat eval code compiles with Debian's rustc; xz and unshare in tests
   libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
 )
 for arg in "$@"; do
   case "$arg" in
     --fuzz) packages+=(libclang-rt-14-dev) ;;
     --torch) packages+=(python3-torch python3-numpy libopenblas0-pthread) ;;
-    *) echo "setup: unknown option '$arg'; use --fuzz or --torch" >&2; exit 2 ;;
+    --corpus)
+      corpus=1
+      for list in "$root/tools/corpus/crates.txt" "$root/tools/corpus/heldout.txt"; do
+        while read -r crate; do packages+=("librust-$crate-dev"); done < <(grep -v '^#' "$list")
+      done ;;
+    *) echo "setup: unknown option '$arg'; use --fuzz, --torch or --corpus" >&2; exit 2 ;;
   esac
 done
 
@@ -45,10 +56,21 @@ fi
 
 # @huggingface/gguf (npm), the independent GGUF reader used by ../shared/tools/gguf-dump.mjs,
 # pinned, into the repository's .cache/ (git-ignored).
-gguf_js="$(cd "$(dirname "$0")/.." && pwd)/.cache/gguf-js"
+gguf_js="$root/.cache/gguf-js"
 if [[ ! -f "$gguf_js/node_modules/@huggingface/gguf/package.json" ]]; then
   echo "setup: installing @huggingface/gguf@0.4.6 into $gguf_js" >&2
   mkdir -p "$gguf_js"
   (cd "$gguf_js" && { [[ -f package.json ]] || echo '{"name":"gguf-js","private":true}' >package.json; } &&
     npm install --silent --no-audit --no-fund @huggingface/gguf@0.4.6 >&2)
+fi
+
+# The default model's corpus: rebuilt when the crate lists or the script changed (the script's
+# output depends only on them and the installed packages).
+if [[ $corpus -eq 1 ]]; then
+  stamp="$root/.cache/rust-corpus/.inputs"
+  want=$(cat "$root/tools/make_corpus.py" "$root/tools/corpus/"*.txt | sha256sum | cut -d' ' -f1)
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    /usr/bin/python3 "$root/tools/make_corpus.py" -o "$root/.cache/rust-corpus"
+    echo "$want" >"$stamp"
+  fi
 fi

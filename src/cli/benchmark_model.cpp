@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/gguf/reader.hpp"
@@ -47,7 +48,8 @@ void run(const Options& o) {
   std::vector<int> thread_counts = o.threads.empty()
                                        ? std::vector<int>{kernels::default_thread_count()}
                                        : parse_int_list(o.threads, "-t");
-  const auto file = gguf::GgufFile::open(o.model);
+  const std::string model_path = zoo::model_or_default(o.model);
+  const auto file = gguf::GgufFile::open(model_path);
   std::vector<Row> rows;
   std::size_t bytes_per_token = 0;
   kernels::BandwidthProbe probe;
@@ -108,12 +110,12 @@ void run(const Options& o) {
                      {"read_bw_fraction", r.bw_fraction}});
     }
     std::puts(
-        nlohmann::json({{"model", o.model}, {"bytes_per_token", bytes_per_token}, {"results", out}})
+        nlohmann::json({{"model", model_path}, {"bytes_per_token", bytes_per_token}, {"results", out}})
             .dump(2)
             .c_str());
     return;
   }
-  fmt::print("model: {} ({:.1f} MiB read per token)\n\n", o.model,
+  fmt::print("model: {} ({:.1f} MiB read per token)\n\n", model_path,
              static_cast<double>(bytes_per_token) / (1 << 20));
   fmt::print("| test | threads | t/s | bytes/token / read BW |\n| --- | ---: | ---: | ---: |\n");
   for (const Row& r : rows) {
@@ -128,8 +130,7 @@ void add_benchmark_model(CLI::App& bench) {
   auto o = std::make_shared<Options>();
   CLI::App* sub =
       bench.add_subcommand("model", "Prompt processing and generation speed of a model");
-  sub->add_option("-m,--model", o->model, "GGUF model file")
-      ->required()
+  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   sub->add_option("-p,--n-prompt", o->prompt, "Prompt tokens (ppN)")->capture_default_str();
   sub->add_option("-n,--n-gen", o->generate, "Generated tokens (tgN)")->capture_default_str();

@@ -14,9 +14,10 @@
 #include <memory>
 #include <string>
 
+#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
-#include "nanochat/engine/chat_template.hpp"
+#include "nanochat/model/chat_template.hpp"
 #include "nanochat/engine/session.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/util/error.hpp"
@@ -50,17 +51,18 @@ void run(const Options& o) {
   int threads = 0;
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
   const model::SamplerParams sampling = o.sampling.resolve();
-  const auto file = gguf::GgufFile::open(o.model);
+  const std::string model_path = zoo::model_or_default(o.model);
+  const auto file = gguf::GgufFile::open(model_path);
   kernels::KernelContext ctx(o.kernel.options(threads));
   auto model = model::Model::load(file, ctx);
   const model::Tokenizer tokenizer = model::Tokenizer::from_gguf(file);
   engine::Session session(*model, tokenizer, o.context);
-  const engine::ChatTemplate tmpl =
+  const model::ChatTemplate tmpl =
       o.chat_template.empty()
-          ? engine::ChatTemplate::detect(file.get_string("tokenizer.chat_template").value_or(""))
-          : engine::ChatTemplate::named(o.chat_template);
+          ? model::ChatTemplate::detect(file.get_string("tokenizer.chat_template").value_or(""))
+          : model::ChatTemplate::named(o.chat_template);
 
-  std::vector<engine::ChatMessage> messages;
+  std::vector<model::ChatMessage> messages;
   if (!o.system.empty()) messages.push_back({"system", o.system});
   engine::GenerateOptions g;
   g.n_predict = o.n_predict;
@@ -106,7 +108,7 @@ void run(const Options& o) {
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, nullptr);
-  fmt::print(stderr, "nanochat chat: {} ({} template, context {}). /help for commands.\n", o.model,
+  fmt::print(stderr, "nanochat chat: {} ({} template, context {}). /help for commands.\n", model_path,
              tmpl.name(), session.context());
   for (;;) {
     g_interrupted.store(false);
@@ -154,8 +156,7 @@ void run(const Options& o) {
 void add_chat(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("chat", "Chat with a model in the terminal");
-  sub->add_option("-m,--model", o->model, "GGUF model file")
-      ->required()
+  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   // llama.cpp's -sys is accepted too: main() rewrites it to --system-prompt (CLI11 2.1 does not
   // allow multi-letter single-dash names).

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/engine/session.hpp"
@@ -40,7 +41,7 @@ void run(Options o, bool prompt_given) {
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
 
   const double load_start = now_seconds();
-  const auto file = gguf::GgufFile::open(o.model);
+  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model));
   kernels::KernelContext ctx(o.kernel.options(threads));
   auto model = model::Model::load(file, ctx);
   const model::Tokenizer tokenizer = model::Tokenizer::from_gguf(file);
@@ -104,8 +105,7 @@ void run(Options o, bool prompt_given) {
 void add_generate(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("generate", "Continue a prompt with a model");
-  sub->add_option("-m,--model", opts->model, "GGUF model file")
-      ->required()
+  sub->add_option("-m,--model", opts->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   auto* prompt = sub->add_option("-p,--prompt", opts->prompt, "Prompt text");
   sub->add_option("-f,--file", opts->file, "File with the prompt (else -p, else stdin)");

@@ -14,14 +14,18 @@
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/log.hpp"
 #include "nanochat/version.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace {
 
 std::string version_line() {
+  const auto model = nanochat::zoo::find_default_model();
   return fmt::format(
-      "nanochat {} (commit {}, {}, {} build{}{})", nanochat::build::kVersion,
+      "nanochat {} (commit {}, {}, {} build{}{})\ndefault model: {}", nanochat::build::kVersion,
       nanochat::build::kGitCommit, nanochat::build::kCompiler, nanochat::build::kBuildType,
-      *nanochat::build::kSanitizers ? ", sanitizers " : "", nanochat::build::kSanitizers);
+      *nanochat::build::kSanitizers ? ", sanitizers " : "", nanochat::build::kSanitizers,
+      model ? model->string()
+            : fmt::format("none ({} not found; pass -m)", nanochat::zoo::kDefaultModelFile));
 }
 
 // CLI11 errors as one line: what is wrong and which --help to read (that of the deepest
@@ -57,6 +61,7 @@ int main(int argc, char** argv) {
   nanochat::cli::add_generate(app);
   nanochat::cli::add_perplexity(app);
   nanochat::cli::add_train(app);
+  nanochat::cli::add_eval(app);
   nanochat::cli::add_info(app);
   nanochat::cli::add_tokenize(app);
   nanochat::cli::add_tokenizer(app);

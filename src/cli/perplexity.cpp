@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
+#include "nanochat/engine/scoring.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/model.hpp"
 #include "nanochat/util/error.hpp"
@@ -35,14 +37,18 @@ void run(const Options& o) {
   if (o.context < 0) fail<UsageError>("-c {}: must be 0 (the model's) or positive", o.context);
   int threads = 0;
   if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
-  const auto file = gguf::GgufFile::open(o.model);
+  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model));
   kernels::KernelContext ctx(o.kernel.options(threads));
   auto model = model::Model::load(file, ctx);
   const model::Tokenizer tok = model::Tokenizer::from_gguf(file);
   const std::int64_t n_ctx =
       o.context > 0 ? o.context : std::min<std::int64_t>(model->config().context_length, 512);
   if (n_ctx < 4) fail<UsageError>("-c {}: use at least 4 tokens per chunk", n_ctx);
-  std::vector<model::TokenId> tokens = tok.encode(text, true);
+  if (n_ctx > model->config().context_length) {
+    fail<UsageError>("-c {}: exceeds the model's context of {} tokens", n_ctx,
+                     model->config().context_length);
+  }
+  const std::vector<model::TokenId> tokens = tok.encode(text, true);
   const std::int64_t chunks_total = static_cast<std::int64_t>(tokens.size()) / n_ctx;
   if (chunks_total == 0) {
     fail<UsageError>(
@@ -52,41 +58,16 @@ void run(const Options& o) {
   }
   const std::int64_t chunks =
       o.max_chunks > 0 ? std::min(o.max_chunks, chunks_total) : chunks_total;
-  const std::int64_t first = n_ctx / 2;
-  const auto vocab = static_cast<std::size_t>(model->config().vocab_size);
-  model::KvCache cache(model->config(), n_ctx);
-  std::vector<float> logits;
-  double nll = 0, nll2 = 0;  // nats
-  std::int64_t scored = 0, bytes = 0;
   const double start = now_seconds();
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    std::vector<model::TokenId> chunk(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
-    if (tok.add_bos() && tok.bos()) chunk[0] = *tok.bos();
-    cache.clear();
-    model->forward(chunk, cache, logits, true);
-    for (std::int64_t i = first; i < n_ctx - 1; ++i) {
-      const float* row = logits.data() + static_cast<std::size_t>(i) * vocab;
-      const float top = *std::max_element(row, row + vocab);
-      double sum = 0;
-      for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v] - top));
-      const model::TokenId target = chunk[static_cast<std::size_t>(i + 1)];
-      const double lp = static_cast<double>(row[target] - top) - std::log(sum);
-      nll -= lp;
-      nll2 += lp * lp;
-      ++scored;
-      bytes += static_cast<std::int64_t>(tok.piece(target).size());
-    }
-    if (!o.json) {
-      fmt::print(stderr, "[{}]{:.4f}{}", c + 1, std::exp(nll / static_cast<double>(scored)),
-                 c + 1 == chunks ? "\n" : ",");
-      std::fflush(stderr);
-    }
-  }
-  const double mean = nll / static_cast<double>(scored);
-  const double var = nll2 / static_cast<double>(scored) - mean * mean;
-  const double ppl = std::exp(mean);
-  const double ppl_err = ppl * std::sqrt(std::max(var, 0.0) / static_cast<double>(scored));
-  const double bpb = nll / std::log(2.0) / static_cast<double>(std::max<std::int64_t>(bytes, 1));
+  const engine::Score score =
+      engine::score_chunks(*model, tok, tokens, n_ctx, chunks, [&](const engine::Score& s) {
+        if (o.json) return;
+        fmt::print(stderr, "[{}]{:.4f}{}", s.chunks, s.perplexity(), s.chunks == chunks ? "\n" : ",");
+        std::fflush(stderr);
+      });
+  const double ppl = score.perplexity(), ppl_err = score.perplexity_error();
+  const double bpb = score.bits_per_byte();
+  const std::int64_t scored = score.tokens, bytes = score.bytes;
   const double seconds = now_seconds() - start;
   if (o.json) {
     const nlohmann::json doc = {{"perplexity", ppl},     {"perplexity_error", ppl_err},
@@ -106,8 +87,7 @@ void run(const Options& o) {
 void add_perplexity(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("perplexity", "Perplexity and bits per byte of a text file");
-  sub->add_option("-m,--model", o->model, "GGUF model file")
-      ->required()
+  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   sub->add_option("-f,--file", o->file, "Text file to score")->required();
   sub->add_option("-c,--ctx-size", o->context, "Tokens per chunk (0: min(model context, 512))")

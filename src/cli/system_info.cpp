@@ -12,6 +12,7 @@
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/version.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -67,8 +68,12 @@ void run(const Options& o) {
                      {"source", p.source}});
   }
 
+  const auto default_model = zoo::find_default_model();
   if (o.json) {
     const nlohmann::json doc = {{"version", build::kVersion},
+                                {"default_model", default_model
+                                                      ? nlohmann::json(default_model->string())
+                                                      : nlohmann::json(nullptr)},
                                 {"commit", build::kGitCommit},
                                 {"compiler", build::kCompiler},
                                 {"build_type", build::kBuildType},
@@ -101,6 +106,9 @@ void run(const Options& o) {
   }
   fmt::print("nanochat {} (commit {}, {}, {} build)\n", build::kVersion, build::kGitCommit,
              build::kCompiler, build::kBuildType);
+  fmt::print("default model:  {}\n",
+             default_model ? default_model->string()
+                           : fmt::format("{} not found (pass -m)", zoo::kDefaultModelFile));
   fmt::print("cpu:            {} ({} family {} model {} stepping {})\n",
              cpu.brand.empty() ? "unknown" : cpu.brand, cpu.vendor, cpu.family, cpu.model,
              cpu.stepping);

@@ -32,6 +32,7 @@ struct TrainOptions {
   std::string config;
   std::vector<std::string> set;
   bool resume = false;
+  std::string init;
   std::int64_t stop_after = 0;
   bool json = false;
   KernelFlags kernel;
@@ -41,6 +42,7 @@ void run_train(const TrainOptions& o) {
   train::TrainRunOptions r;
   r.config = train::load_train_config(o.config, o.set);
   r.resume = o.resume;
+  r.init = o.init;
   if (o.stop_after < 0) fail<UsageError>("--stop-after {}: must be 0 or more", o.stop_after);
   r.stop_after = o.stop_after;
   const bool tty = isatty(STDOUT_FILENO) != 0;
@@ -121,6 +123,9 @@ void add_train(CLI::App& app) {
                   "Override a config value: section.key=value (repeatable), e.g. "
                   "--set training.total_steps=200");
   cmd->add_flag("--resume", o->resume, "Continue from the newest good checkpoint");
+  cmd->add_option("--init", o->init,
+                  "Start from this model instead of random weights: a checkpoint, a run's "
+                  "folder or a nanochat GGUF file (its tokenizer is used; fine-tuning)");
   cmd->add_option("--stop-after", o->stop_after,
                   "Checkpoint and stop after N steps of this run (continue with --resume)");
   cmd->add_flag("--json", o->json, "JSON lines on stdout even on a terminal");

@@ -178,6 +178,10 @@ Schema make_schema(TrainConfig& c, std::string& activation, std::string& schedul
                                        "0 (model.vocab_size) or 259+")};
   dk["validation_fraction"] = {float_in(&d.validation_fraction, 0, 0.5, "data.validation_fraction",
                                         "a number from 0 to 0.5")};
+  dk["validation_inputs"] = {strings(&d.validation_inputs, "data.validation_inputs")};
+  dk["format"] = {string_of(&d.format, {"text", "chat"}, "data.format", "\"text\" or \"chat\"")};
+  dk["chat_template"] = {string_of(&d.chat_template, {"plain", "chatml"}, "data.chat_template",
+                                   "\"plain\" or \"chatml\"")};
   dk["max_bytes"] = {int_in(&d.max_bytes, 0, kBig, "data.max_bytes", "0 (all) or more")};
   auto& ok = s["output"];
   ok["checkpoint_dir"] = {string_of(&checkpoint_dir, {}, "output.checkpoint_dir", "a folder path")};
@@ -324,6 +328,7 @@ TrainConfig load_train_config(const std::filesystem::path& path,
     if (!p.empty() && std::filesystem::path(p).is_relative()) p = (base / p).lexically_normal();
   };
   for (auto& input : c.data.inputs) rebase(input);
+  for (auto& input : c.data.validation_inputs) rebase(input);
   if (c.data.tokenizer != "train") rebase(c.data.tokenizer);
   if (c.output.checkpoint_dir.is_relative()) {
     c.output.checkpoint_dir = (base / c.output.checkpoint_dir).lexically_normal();
@@ -359,7 +364,8 @@ std::string to_toml(const TrainConfig& c) {
       "{}\nkeep_last = {}\n"
       "eval_interval = {}\neval_batches = {}\nseed = {}\n\n"
       "[data]\ninputs = {}\ninclude = {}\nexclude = {}\ntokenizer = {}\n"
-      "tokenizer_vocab_size = {}\nvalidation_fraction = {}\nmax_bytes = {}\n\n"
+      "tokenizer_vocab_size = {}\nvalidation_fraction = {}\nvalidation_inputs = {}\n"
+      "max_bytes = {}\nformat = \"{}\"\nchat_template = \"{}\"\n\n"
       "[output]\ncheckpoint_dir = {}\nlog_level = \"{}\"\nlog_format = \"{}\"\n",
       m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.ffn_dim, m.vocab_size, m.context_length,
       c.group_size, m.mhc_streams, model::ffn_activation_name(m.ffn_activation), m.sub_norms,
@@ -369,7 +375,7 @@ std::string to_toml(const TrainConfig& c) {
       t.lion_lr, t.adamw_lr, t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum,
       t.matmul_precision, t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches,
       t.seed, list(d.inputs), list(d.include), list(d.exclude), quoted(d.tokenizer),
-      d.tokenizer_vocab_size, d.validation_fraction, d.max_bytes,
+      d.tokenizer_vocab_size, d.validation_fraction, list(d.validation_inputs), d.max_bytes, d.format, d.chat_template,
       quoted(c.output.checkpoint_dir.string()), c.output.log_level, c.output.log_format);
 }
 

@@ -4,11 +4,13 @@
 #include <fnmatch.h>
 
 #include <cstring>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
+#include "nanochat/model/chat_template.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/corpus.hpp"
 #include "nanochat/util/error.hpp"
@@ -31,15 +33,17 @@ bool matches(const std::string& pattern, const fs::path& p) {
          fnmatch(pattern.c_str(), p.filename().string().c_str(), 0) == 0;
 }
 
-// The files the config selects, in a stable order.
-std::vector<fs::path> select_files(const DataSection& d) {
+// The files the config selects from `inputs` (data.inputs or data.validation_inputs), in a
+// stable order.
+std::vector<fs::path> select_files(const DataSection& d, const std::vector<std::string>& inputs,
+                                   const char* key) {
   std::vector<std::string> extensions, globs;
   for (const auto& inc : d.include) {
     (inc.size() > 1 && inc[0] == '.' && inc.find_first_of("*?[/") == std::string::npos ? extensions
                                                                                        : globs)
         .push_back(inc);
   }
-  const CorpusFiles found = collect_corpus(d.inputs, extensions);
+  const CorpusFiles found = collect_corpus(inputs, extensions);
   std::vector<fs::path> files;
   for (const auto& f : found.files) {
     if (!globs.empty() &&
@@ -53,7 +57,7 @@ std::vector<fs::path> select_files(const DataSection& d) {
     files.push_back(f);
   }
   if (files.empty()) {
-    fail<UsageError>("data.inputs: no text files left after data.include/data.exclude");
+    fail<UsageError>("{}: no text files left after data.include/data.exclude", key);
   }
   return files;
 }
@@ -67,6 +71,83 @@ void write_tokens(const fs::path& path, const std::vector<std::int32_t>& tokens)
 
 std::span<const std::int32_t> as_tokens(const MappedFile& f) {
   return {reinterpret_cast<const std::int32_t*>(f.bytes().data()), f.size() / sizeof(std::int32_t)};
+}
+
+// One conversation per line: {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}]}.
+// Rendered with `tmpl`; each assistant turn's tokens (and the EOS after the last one) are
+// targets, everything else is stored as -(t + 1): context only. The pieces are tokenized one
+// turn at a time, split where the template's prompt for the turn ends.
+std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::Tokenizer& tok,
+                                           const model::ChatTemplate& tmpl,
+                                           std::size_t* conversations) {
+  std::vector<std::int32_t> out;
+  std::istringstream in(read_file(path));
+  std::string line;
+  std::int64_t line_no = 0;
+  auto context = [&](const std::string& text, bool bos) {
+    for (const auto t : tok.encode(text, bos, false)) out.push_back(-t - 1);
+  };
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", path.string(), line_no);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      fail<FormatError>(
+          "{}: not JSON; a chat file has one {{\"messages\": [{{\"role\": ..., \"content\": "
+          "...}}]}} object per line",
+          where);
+    }
+    if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array() ||
+        j["messages"].empty()) {
+      fail<FormatError>("{}: no \"messages\" array; expected {{\"messages\": [{{\"role\": ..., "
+                        "\"content\": ...}}]}}",
+                        where);
+    }
+    std::vector<model::ChatMessage> messages;
+    bool any_assistant = false;
+    for (const auto& m : j["messages"]) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string()) {
+        fail<FormatError>("{}: every message needs a string \"role\" and \"content\"", where);
+      }
+      const std::string role = m["role"].get<std::string>();
+      if (role != "system" && role != "user" && role != "assistant") {
+        fail<FormatError>("{}: role \"{}\"; use system, user or assistant", where, role);
+      }
+      any_assistant = any_assistant || role == "assistant";
+      messages.push_back({role, m["content"].get<std::string>()});
+    }
+    if (!any_assistant) {
+      fail<FormatError>("{}: no assistant message, so nothing to learn from this line", where);
+    }
+    std::string done;  // rendered so far
+    bool first = true;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      const std::vector<model::ChatMessage> upto(messages.begin(),
+                                                 messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+      const std::string full = tmpl.render(upto, false);
+      if (messages[i].role == "assistant") {
+        const std::vector<model::ChatMessage> before(messages.begin(),
+                                                     messages.begin() + static_cast<std::ptrdiff_t>(i));
+        const std::string prompt = tmpl.render(before, true);
+        if (prompt.compare(0, done.size(), done) != 0 || full.compare(0, prompt.size(), prompt) != 0) {
+          fail("chat template {} does not render turn by turn", tmpl.name());
+        }
+        context(prompt.substr(done.size()), first);
+        for (const auto t : tok.encode(full.substr(prompt.size()), false, false)) out.push_back(t);
+      } else {
+        context(full.substr(done.size()), first);
+      }
+      first = false;
+      done = full;
+    }
+    if (const auto eos = tok.eos()) out.push_back(*eos);  // the answer ends: learn to stop
+    ++*conversations;
+  }
+  return out;
 }
 
 }  // namespace
@@ -88,7 +169,25 @@ Dataset Dataset::prepare(const TrainConfig& config,
         "\"train\"",
         d.tokenizer);
   }
-  const std::vector<fs::path> files = select_files(d);
+  const bool chat = d.format == "chat";
+  if (chat && d.tokenizer == "train") {
+    fail<UsageError>(
+        "data.format = \"chat\" fine-tunes a model: start from one with --init FILE (its "
+        "tokenizer is used), or name a tokenizer file in data.tokenizer");
+  }
+  const std::vector<fs::path> files = select_files(d, d.inputs, "data.inputs");
+  const std::vector<fs::path> val_files =
+      d.validation_inputs.empty()
+          ? std::vector<fs::path>{}
+          : select_files(d, d.validation_inputs, "data.validation_inputs");
+  for (const auto& f : val_files) {
+    if (std::find(files.begin(), files.end(), f) != files.end()) {
+      fail<UsageError>(
+          "data.validation_inputs: {} is also a training input; held-out text must not be "
+          "trained on",
+          f.string());
+    }
+  }
   const std::int64_t vocab = d.tokenizer_vocab_size > 0
                                  ? d.tokenizer_vocab_size
                                  : (config.model.vocab_size > 0 ? config.model.vocab_size : 4096);
@@ -98,6 +197,10 @@ Dataset Dataset::prepare(const TrainConfig& config,
   fp["vocab"] = d.tokenizer == "train" ? vocab : 0;
   fp["validation_fraction"] = d.validation_fraction;
   fp["max_bytes"] = d.max_bytes;
+  if (chat) {
+    fp["format"] = d.format;
+    fp["chat_template"] = d.chat_template;
+  }
   auto& fl = fp["files"] = nlohmann::json::array();
   auto stamp = [](const fs::path& p) {
     return nlohmann::json::array(
@@ -105,6 +208,10 @@ Dataset Dataset::prepare(const TrainConfig& config,
          static_cast<std::int64_t>(fs::last_write_time(p).time_since_epoch().count())});
   };
   for (const auto& f : files) fl.push_back(stamp(f));
+  if (!val_files.empty()) {
+    auto& vl = fp["validation_files"] = nlohmann::json::array();
+    for (const auto& f : val_files) vl.push_back(stamp(f));
+  }
   if (d.tokenizer != "train") fp["tokenizer_file"] = stamp(d.tokenizer);
 
   Dataset ds;
@@ -121,7 +228,49 @@ Dataset Dataset::prepare(const TrainConfig& config,
       reuse = false;  // a damaged manifest: prepare again
     }
   }
-  if (!reuse) {
+  if (!reuse && chat) {
+    make_directories(dir);
+    const model::ChatTemplate tmpl = model::ChatTemplate::named(d.chat_template);
+    // The model file will carry the template it was tuned with.
+    gguf::GgufWriter w;
+    model::copy_tokenizer_metadata(gguf::GgufFile::open(d.tokenizer, gguf::ReadOptions{true}), w);
+    w.set("tokenizer.chat_template", gguf::Value(tmpl.jinja()));
+    const std::vector<std::uint8_t> tok_bytes = w.bytes();
+    const auto tok_file = gguf::GgufFile::parse(tok_bytes, tok_path.string());
+    const model::Tokenizer tok = model::Tokenizer::from_gguf(tok_file);
+    std::vector<std::int32_t> train, val;
+    std::size_t n_train = 0, n_val = 0;
+    for (const auto& f : files) {
+      const auto t = encode_chat_file(f, tok, tmpl, &n_train);
+      train.insert(train.end(), t.begin(), t.end());
+    }
+    for (const auto& f : val_files) {
+      const auto t = encode_chat_file(f, tok, tmpl, &n_val);
+      val.insert(val.end(), t.begin(), t.end());
+    }
+    if (val_files.empty() && d.validation_fraction > 0) {
+      // The last conversations (whole ones: a cut starts at a BOS) are held out.
+      auto cut = train.size() - static_cast<std::size_t>(static_cast<double>(train.size()) *
+                                                         d.validation_fraction);
+      const auto bos = tok.bos();
+      while (cut < train.size() && bos && train[cut] != -*bos - 1) ++cut;
+      val.assign(train.begin() + static_cast<std::ptrdiff_t>(cut), train.end());
+      train.resize(cut);
+    }
+    write_file_atomic(tok_path, std::string_view(reinterpret_cast<const char*>(tok_bytes.data()),
+                                                 tok_bytes.size()));
+    write_tokens(train_path, train);
+    write_tokens(val_path, val);
+    nlohmann::json m;
+    m["fingerprint"] = ds.fingerprint_;
+    m["train_tokens"] = train.size();
+    m["val_tokens"] = val.size();
+    write_file_atomic(manifest, m.dump(2) + "\n");
+    const auto targets = std::count_if(train.begin(), train.end(), [](auto t) { return t >= 0; });
+    log(fmt::format("data: {} conversations in {} files ({} chat template): {} tokens, {} of "
+                    "them assistant targets; {} validation tokens",
+                    n_train, files.size(), tmpl.name(), train.size(), targets, val.size()));
+  } else if (!reuse) {
     make_directories(dir);
     // Read the text (up to max_bytes).
     std::vector<std::string> texts;
@@ -161,28 +310,46 @@ Dataset Dataset::prepare(const TrainConfig& config,
     }
     const auto tok_file = gguf::GgufFile::parse(tok_bytes, tok_path.string());
     const model::Tokenizer tok = model::Tokenizer::from_gguf(tok_file);
-    std::vector<std::int32_t> tokens;
     const auto eos = tok.eos();
-    std::size_t encoded = 0, encoded_bytes = 0;
-    int reported_tenth = 0;
-    for (const auto& t : texts) {
-      const auto ids = tok.encode(t, false, false);
-      ++encoded;
-      encoded_bytes += t.size();
-      const int tenth = static_cast<int>(10 * encoded_bytes / std::max<std::int64_t>(total, 1));
-      if (total > (8 << 20) && tenth > reported_tenth && tenth < 10) {  // only big corpora
-        reported_tenth = tenth;
-        log(fmt::format("data: tokenized {}% ({} files)", 10 * tenth, encoded));
+    // Documents end with EOS; progress is logged in tenths for big corpora.
+    auto encode_all = [&](const std::vector<std::string>& docs, std::int64_t bytes,
+                          const char* what) {
+      std::vector<std::int32_t> out;
+      std::size_t encoded = 0, encoded_bytes = 0;
+      int reported_tenth = 0;
+      for (const auto& t : docs) {
+        const auto ids = tok.encode(t, false, false);
+        ++encoded;
+        encoded_bytes += t.size();
+        const int tenth = static_cast<int>(10 * encoded_bytes / std::max<std::int64_t>(bytes, 1));
+        if (bytes > (8 << 20) && tenth > reported_tenth && tenth < 10) {
+          reported_tenth = tenth;
+          log(fmt::format("data: tokenized {}% of the {} text ({} files)", 10 * tenth, what,
+                          encoded));
+        }
+        out.insert(out.end(), ids.begin(), ids.end());
+        if (eos) out.push_back(*eos);
       }
-      tokens.insert(tokens.end(), ids.begin(), ids.end());
-      if (eos) tokens.push_back(*eos);  // documents end with EOS
+      return out;
+    };
+    std::vector<std::int32_t> train = encode_all(texts, total, "training");
+    std::vector<std::int32_t> val;
+    std::int64_t val_total = 0;
+    if (!val_files.empty()) {
+      std::vector<std::string> val_texts;
+      for (const auto& f : val_files) {
+        val_texts.push_back(read_file(f));
+        val_total += static_cast<std::int64_t>(val_texts.back().size());
+      }
+      log(fmt::format("data: {} validation files, {:.1f} MiB of held-out text", val_files.size(),
+                      static_cast<double>(val_total) / (1 << 20)));
+      val = encode_all(val_texts, val_total, "validation");
+    } else {
+      const auto n_val =
+          static_cast<std::size_t>(static_cast<double>(train.size()) * d.validation_fraction);
+      val.assign(train.end() - static_cast<std::ptrdiff_t>(n_val), train.end());
+      train.resize(train.size() - n_val);
     }
-    const auto n_val =
-        static_cast<std::size_t>(static_cast<double>(tokens.size()) * d.validation_fraction);
-    const std::vector<std::int32_t> train(tokens.begin(),
-                                          tokens.end() - static_cast<std::ptrdiff_t>(n_val));
-    const std::vector<std::int32_t> val(tokens.end() - static_cast<std::ptrdiff_t>(n_val),
-                                        tokens.end());
     write_file_atomic(tok_path, std::string_view(reinterpret_cast<const char*>(tok_bytes.data()),
                                                  tok_bytes.size()));
     write_tokens(train_path, train);
@@ -195,7 +362,8 @@ Dataset Dataset::prepare(const TrainConfig& config,
     log(fmt::format(
         "data: {} training and {} validation tokens ({:.2f} bytes per token)", train.size(),
         val.size(),
-        static_cast<double>(total) / static_cast<double>(std::max<std::size_t>(1, tokens.size()))));
+        static_cast<double>(total + val_total) /
+            static_cast<double>(std::max<std::size_t>(1, train.size() + val.size()))));
   } else {
     log(fmt::format("data: reusing {} (inputs unchanged)", dir.string()));
   }
@@ -219,7 +387,8 @@ Dataset Dataset::prepare(const TrainConfig& config,
         "text or lower training.seq_len",
         ds.train_tokens().size(), need);
   }
-  if (d.validation_fraction > 0 && ds.val_tokens().size() < need) {
+  if ((d.validation_fraction > 0 || !d.validation_inputs.empty()) &&
+      ds.val_tokens().size() < need) {
     fail<UsageError>(
         "data: {} validation tokens, fewer than training.seq_len + 1 = {}; raise "
         "data.validation_fraction, add text, or set it to 0",
@@ -249,10 +418,13 @@ void Batcher::fill(std::int64_t step, std::int64_t micro, std::vector<std::int32
                                             static_cast<std::uint64_t>(micro) * 2654435761ull +
                                             static_cast<std::uint64_t>(b)));
     const std::uint64_t start = r % starts;
-    std::memcpy(inputs.data() + b * seq_, tokens_.data() + start,
-                static_cast<std::size_t>(seq_) * sizeof(std::int32_t));
-    std::memcpy(targets.data() + b * seq_, tokens_.data() + start + 1,
-                static_cast<std::size_t>(seq_) * sizeof(std::int32_t));
+    // Stored -(t + 1) is token t as context only: an input, never a target.
+    for (std::int64_t i = 0; i < seq_; ++i) {
+      const std::int32_t in = tokens_[start + static_cast<std::uint64_t>(i)];
+      const std::int32_t next = tokens_[start + static_cast<std::uint64_t>(i) + 1];
+      inputs[static_cast<std::size_t>(b * seq_ + i)] = in >= 0 ? in : -in - 1;
+      targets[static_cast<std::size_t>(b * seq_ + i)] = next >= 0 ? next : -1;
+    }
   }
 }
 

@@ -592,11 +592,19 @@ LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
                                 double entropy_weight, float grad_scale, float* d_logits) {
   const auto n = static_cast<std::int64_t>(targets.size());
   std::vector<double> ce(sz(n)), ent(sz(n));
-  const double inv_n = 1.0 / static_cast<double>(n);
+  // Negative targets are context only (a chat's user turns): no loss, no gradient; the mean is
+  // over the rest.
+  const auto counted = std::count_if(targets.begin(), targets.end(), [](auto t) { return t >= 0; });
+  const double inv_n = counted > 0 ? 1.0 / static_cast<double>(counted) : 0.0;
   pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       const float* z = logits + r * v;
       float* dz = d_logits + r * v;
+      const std::int32_t target = targets[sz(r)];
+      if (target < 0) {
+        std::fill(dz, dz + v, 0.0f);
+        continue;
+      }
       const float top = kernels::max_f32(z, v);
       kernels::exp_shifted(z, top, dz, v);  // unnormalized p, reused below
       const double sum = kernels::sum_f64(dz, v);
@@ -608,7 +616,6 @@ LossStats loss_forward_backward(ThreadPool& pool, const float* logits,
       const double pz =
           kernels::dot_f64(dz, z, v) - static_cast<double>(top) * kernels::sum_f64(dz, v);
       const double entropy = log_sum - pz;  // -sum p log p
-      const std::int32_t target = targets[sz(r)];
       ce[sz(r)] = log_z - z[target];
       ent[sz(r)] = entropy;
       // loss = ce - w H: dz_i = (p_i - [i = target]) + w p_i (log p_i + H)

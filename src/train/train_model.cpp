@@ -445,6 +445,10 @@ LossStats TrainModel::evaluate(std::span<const std::int32_t> inputs,
     row_ce->resize(targets.size());
     const std::int64_t V = config_.vocab_size;
     for (std::size_t r = 0; r < targets.size(); ++r) {
+      if (targets[r] < 0) {  // context only
+        (*row_ce)[r] = 0;
+        continue;
+      }
       const float* z = impl_->logits.data() + static_cast<std::int64_t>(r) * V;
       const float top = *std::max_element(z, z + V);
       double sum = 0;

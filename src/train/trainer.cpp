@@ -11,6 +11,7 @@
 #include "nanochat/train/checkpoint.hpp"
 #include "nanochat/train/data.hpp"
 #include "nanochat/train/export.hpp"
+#include "nanochat/train/init.hpp"
 #include "nanochat/train/optim.hpp"
 #include "nanochat/train/train_model.hpp"
 #include "nanochat/util/error.hpp"
@@ -123,6 +124,22 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     }
   }
 
+  // --init: the weights and tokenizer of an existing model (a new run only; a resumed run has
+  // them in its checkpoint, and its config names the tokenizer file written here).
+  std::optional<InitModel> init;
+  if (!options.init.empty() && !ckpt) {
+    init = load_init_model(options.init);
+    const fs::path tok = dir / "init-tokenizer.gguf";
+    write_file_atomic(tok, std::string_view(reinterpret_cast<const char*>(init->tokenizer_gguf.data()),
+                                            init->tokenizer_gguf.size()));
+    if (cfg.data.tokenizer == "train") cfg.data.tokenizer = tok.string();
+    log(fmt::format("init: weights and tokenizer from {}", init->source.string()));
+  }
+  if (ckpt && cfg.data.tokenizer == "train") {
+    const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
+    if (saved.data.tokenizer != "train") cfg.data.tokenizer = saved.data.tokenizer;
+  }
+
   Dataset data = Dataset::prepare(cfg, log);
   const auto vocab = static_cast<std::int64_t>(data.tokenizer().size());
   if (cfg.model.vocab_size != 0 && cfg.model.vocab_size != vocab) {
@@ -132,6 +149,17 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
         cfg.source.string(), cfg.model.vocab_size, vocab, vocab);
   }
   cfg.model.vocab_size = vocab;
+  if (init) {
+    TrainConfig from = cfg;
+    from.model = init->config;
+    std::string what;
+    if (!same_model(from, cfg, what)) {
+      const auto at = what.find(" in the checkpoint");
+      if (at != std::string::npos) what.replace(at, 18, " in the --init model");
+      fail<UsageError>("--init {}: {}; make [model] describe the same network",
+                       init->source.string(), what);
+    }
+  }
   if (ckpt) {
     const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
     std::string what;
@@ -177,6 +205,17 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     log(fmt::format("resuming at step {} of {}", step, t.total_steps));
   } else {
     model.init(t.seed);
+    if (init) {
+      for (auto& p : model.params()) {
+        const auto it = std::find_if(init->weights.begin(), init->weights.end(),
+                                     [&](const CheckpointTensor& w) { return w.name == p.name; });
+        if (it == init->weights.end() || it->data.size() != p.size()) {
+          fail<FormatError>("--init {}: tensor '{}' is missing or has another size",
+                            init->source.string(), p.name);
+        }
+        p.value = it->data;
+      }
+    }
   }
   log(fmt::format(
       "model: {:.2f} M parameters, {} layers, dim {}, vocab {}, {} stream{}; "
@@ -215,19 +254,20 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   auto evaluate = [&](std::int64_t at) {
     if (!val_batches) return;
     if (options.progress) fmt::print(stderr, "\r\033[K");
-    double ce = 0, bytes = 0;
+    double ce = 0, bytes = 0, tokens = 0;
     std::vector<std::int32_t> in, tg;
     std::vector<double> row_ce;
     for (std::int64_t b = 0; b < t.eval_batches; ++b) {
       val_batches->fill(b, 0, in, tg);
       model.evaluate(in, tg, t.batch_size, t.seq_len, &row_ce);
       for (std::size_t i = 0; i < tg.size(); ++i) {
+        if (tg[i] < 0) continue;  // context only (chat data)
         ce += row_ce[i];
         bytes += data.token_bytes()[static_cast<std::size_t>(tg[i])];
+        tokens += 1;
       }
     }
-    const double tokens = static_cast<double>(t.eval_batches * t.batch_size * t.seq_len);
-    result.val_loss = ce / tokens;
+    result.val_loss = ce / std::max(1.0, tokens);
     result.val_bpb = ce / std::log(2.0) / std::max(1.0, bytes);
     emit({{"step", at}, {"val_loss", result.val_loss}, {"val_bpb", result.val_bpb}});
     if (options.table) {

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include "nanochat/engine/chat_template.hpp"
+#include "nanochat/model/chat_template.hpp"
 #include "nanochat/util/error.hpp"
 
-namespace nanochat::engine {
+namespace nanochat::model {
 namespace {
 
 const std::vector<ChatMessage> kConversation = {
@@ -47,4 +47,4 @@ TEST(ChatTemplate, RendersEachFamily) {
 }
 
 }  // namespace
-}  // namespace nanochat::engine
+}  // namespace nanochat::model

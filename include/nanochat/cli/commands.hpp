@@ -17,6 +17,7 @@ void add_model(CLI::App& app);
 void add_perplexity(CLI::App& app);
 // `train` and `export`.
 void add_train(CLI::App& app);
+void add_eval(CLI::App& app);
 // `benchmark model`, added under `benchmark` by add_benchmark.
 void add_benchmark_model(CLI::App& bench);
 // `benchmark train`, likewise.

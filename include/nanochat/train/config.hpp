@@ -49,7 +49,14 @@ struct DataSection {
   std::string tokenizer = "train";        // "train", or a GGUF file whose tokenizer to use
   std::int64_t tokenizer_vocab_size = 0;  // when training one; 0 = model.vocab_size
   double validation_fraction = 0.05;
-  std::int64_t max_bytes = 0;  // 0 = all
+  // When set, the validation tokens come from these files, folders or globs (held-out text the
+  // tokenizer never sees) and validation_fraction is not used.
+  std::vector<std::string> validation_inputs;
+  std::int64_t max_bytes = 0;  // 0 = all (training text only)
+  // "text": files of text; "chat": JSON-lines files of {"messages": [{"role", "content"}]},
+  // rendered with chat_template, the loss on the assistant's tokens only.
+  std::string format = "text";
+  std::string chat_template = "plain";
 };
 
 struct OutputSection {

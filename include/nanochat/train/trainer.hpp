@@ -16,6 +16,9 @@ namespace nanochat::train {
 struct TrainRunOptions {
   TrainConfig config;
   bool resume = false;          // continue from the newest good checkpoint
+  // A new run starts from this model (checkpoint, run folder or nanochat GGUF) instead of random
+  // weights, with its tokenizer (train/init.hpp).
+  std::filesystem::path init;
   std::int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
   bool table = false;           // a readable table on stdout (a terminal) instead of JSON lines
   bool progress = false;        // a progress bar with ETA on stderr

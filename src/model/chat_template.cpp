@@ -1,10 +1,10 @@
-#include "nanochat/engine/chat_template.hpp"
+#include "nanochat/model/chat_template.hpp"
 
 #include <cctype>
 
 #include "nanochat/util/error.hpp"
 
-namespace nanochat::engine {
+namespace nanochat::model {
 namespace {
 
 bool has(const std::string& s, const char* marker) { return s.find(marker) != std::string::npos; }
@@ -38,6 +38,20 @@ ChatTemplate ChatTemplate::named(const std::string& name) {
         name);
   }
   return t;
+}
+
+std::string ChatTemplate::jinja() const {
+  if (name_ == "chatml") {
+    return "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] "
+           "}}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% "
+           "endif %}";
+  }
+  if (name_ == "plain") {
+    return "{% for message in messages %}{{ message['role'] | capitalize }}: {{ "
+           "message['content'] }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif "
+           "%}";
+  }
+  return "";
 }
 
 ChatTemplate ChatTemplate::detect(const std::string& j) {
@@ -100,4 +114,4 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
   return out;
 }
 
-}  // namespace nanochat::engine
+}  // namespace nanochat::model

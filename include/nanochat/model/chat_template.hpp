@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace nanochat::engine {
+namespace nanochat::model {
 
 struct ChatMessage {
   std::string role;  // "system", "user" or "assistant"
@@ -23,6 +23,9 @@ class ChatTemplate {
   const std::string& name() const { return name_; }
   // The prompt for `messages`, ending with the assistant's turn opener when `add_generation`.
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation) const;
+  // A Jinja text for tokenizer.chat_template that detect() recognises as this template and that
+  // renders as render() does (chatml and plain; empty for the others).
+  std::string jinja() const;
   // Text that ends the assistant's turn (besides EOS).
   const std::vector<std::string>& stop() const { return stop_; }
 
@@ -31,4 +34,4 @@ class ChatTemplate {
   std::vector<std::string> stop_;
 };
 
-}  // namespace nanochat::engine
+}  // namespace nanochat::model
