@@ -262,6 +262,7 @@ const char* run_status_name(RunStatus s) {
     case RunStatus::kTimeout: return "timeout";
     case RunStatus::kOutputLimit: return "output_limit";
     case RunStatus::kCrash: return "crash";
+    case RunStatus::kPromptTooLong: return "prompt_too_long";
   }
   return "?";
 }
@@ -370,7 +371,16 @@ CodeEvalReport evaluate_code(engine::Session* session, const CodeSuite& suite,
         g.sampling = o.sampling;
         g.sampling.seed = o.sampling.seed + static_cast<std::uint64_t>(j);
         g.stop = p.stop;
-        completion = session->generate(p.prompt, g).text;
+        try {
+          completion = session->generate(p.prompt, g).text;
+        } catch (const UsageError& e) {  // the prompt does not fit the context
+          RunResult r;
+          r.status = RunStatus::kPromptTooLong;
+          r.message = e.what();
+          pr.runs.push_back(r);
+          pr.completions.emplace_back();
+          continue;
+        }
       }
       pr.runs.push_back(run_rust(assemble_program(p, completion), p.test_harness, o.rustc,
                                  o.limits));

@@ -79,7 +79,7 @@ std::span<const std::int32_t> as_tokens(const MappedFile& f) {
 // turn at a time, split where the template's prompt for the turn ends.
 std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::Tokenizer& tok,
                                            const model::ChatTemplate& tmpl,
-                                           std::size_t* conversations) {
+                                           std::vector<std::size_t>& starts, std::size_t base) {
   std::vector<std::int32_t> out;
   std::istringstream in(read_file(path));
   std::string line;
@@ -123,6 +123,7 @@ std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::To
     if (!any_assistant) {
       fail<FormatError>("{}: no assistant message, so nothing to learn from this line", where);
     }
+    starts.push_back(base + out.size());
     std::string done;  // rendered so far
     bool first = true;
     for (std::size_t i = 0; i < messages.size(); ++i) {
@@ -145,7 +146,6 @@ std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::To
       done = full;
     }
     if (const auto eos = tok.eos()) out.push_back(*eos);  // the answer ends: learn to stop
-    ++*conversations;
   }
   return out;
 }
@@ -239,21 +239,24 @@ Dataset Dataset::prepare(const TrainConfig& config,
     const auto tok_file = gguf::GgufFile::parse(tok_bytes, tok_path.string());
     const model::Tokenizer tok = model::Tokenizer::from_gguf(tok_file);
     std::vector<std::int32_t> train, val;
-    std::size_t n_train = 0, n_val = 0;
+    std::vector<std::size_t> starts, val_starts;  // where each conversation begins
     for (const auto& f : files) {
-      const auto t = encode_chat_file(f, tok, tmpl, &n_train);
+      const auto t = encode_chat_file(f, tok, tmpl, starts, train.size());
       train.insert(train.end(), t.begin(), t.end());
     }
     for (const auto& f : val_files) {
-      const auto t = encode_chat_file(f, tok, tmpl, &n_val);
+      const auto t = encode_chat_file(f, tok, tmpl, val_starts, val.size());
       val.insert(val.end(), t.begin(), t.end());
     }
+    std::size_t n_train = starts.size(), n_val = val_starts.size();
     if (val_files.empty() && d.validation_fraction > 0) {
-      // The last conversations (whole ones: a cut starts at a BOS) are held out.
-      auto cut = train.size() - static_cast<std::size_t>(static_cast<double>(train.size()) *
-                                                         d.validation_fraction);
-      const auto bos = tok.bos();
-      while (cut < train.size() && bos && train[cut] != -*bos - 1) ++cut;
+      // The last conversations, whole, are held out.
+      const auto want = train.size() - static_cast<std::size_t>(static_cast<double>(train.size()) *
+                                                                d.validation_fraction);
+      const auto it = std::lower_bound(starts.begin(), starts.end(), want);
+      const std::size_t cut = it == starts.end() ? train.size() : *it;
+      n_val = static_cast<std::size_t>(starts.end() - it);
+      n_train -= n_val;
       val.assign(train.begin() + static_cast<std::ptrdiff_t>(cut), train.end());
       train.resize(cut);
     }
@@ -268,8 +271,8 @@ Dataset Dataset::prepare(const TrainConfig& config,
     write_file_atomic(manifest, m.dump(2) + "\n");
     const auto targets = std::count_if(train.begin(), train.end(), [](auto t) { return t >= 0; });
     log(fmt::format("data: {} conversations in {} files ({} chat template): {} tokens, {} of "
-                    "them assistant targets; {} validation tokens",
-                    n_train, files.size(), tmpl.name(), train.size(), targets, val.size()));
+                    "them assistant targets; {} validation conversations, {} tokens",
+                    n_train, files.size(), tmpl.name(), train.size(), targets, n_val, val.size()));
   } else if (!reuse) {
     make_directories(dir);
     // Read the text (up to max_bytes).

@@ -133,7 +133,17 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     write_file_atomic(tok, std::string_view(reinterpret_cast<const char*>(init->tokenizer_gguf.data()),
                                             init->tokenizer_gguf.size()));
     if (cfg.data.tokenizer == "train") cfg.data.tokenizer = tok.string();
-    log(fmt::format("init: weights and tokenizer from {}", init->source.string()));
+    // The same network? (The vocabulary is the init model's own tokenizer's: checked below.)
+    TrainConfig from = cfg;
+    from.model = init->config;
+    if (cfg.model.vocab_size == 0) from.model.vocab_size = 0;
+    std::string what;
+    if (!same_model(from, cfg, what)) {
+      const auto at = what.find(" in the checkpoint");
+      if (at != std::string::npos) what.replace(at, 18, " in the --init model");
+      fail<UsageError>("--init {}: {}; make [model] describe the same network",
+                       init->source.string(), what);
+    }
   }
   if (ckpt && cfg.data.tokenizer == "train") {
     const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
@@ -150,15 +160,13 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   }
   cfg.model.vocab_size = vocab;
   if (init) {
-    TrainConfig from = cfg;
-    from.model = init->config;
-    std::string what;
-    if (!same_model(from, cfg, what)) {
-      const auto at = what.find(" in the checkpoint");
-      if (at != std::string::npos) what.replace(at, 18, " in the --init model");
-      fail<UsageError>("--init {}: {}; make [model] describe the same network",
-                       init->source.string(), what);
+    if (init->config.vocab_size != vocab) {
+      fail<UsageError>(
+          "--init {}: the model has {} tokens but the tokenizer of data.tokenizer {} has {}; "
+          "fine-tune with the model's own tokenizer (leave data.tokenizer unset)",
+          init->source.string(), init->config.vocab_size, cfg.data.tokenizer, vocab);
     }
+    log(fmt::format("init: weights and tokenizer from {}", init->source.string()));
   }
   if (ckpt) {
     const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");

@@ -91,13 +91,13 @@ PY
 printf 'GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' >"$work/sample-notok.gguf"
 
 # info on a vocab-only file: text and JSON.
-vocab="$(dirname "$0")/../../../shared/testdata/tokenizers/ggml-vocab-gpt-2.gguf"
+vocab="$(dirname "$0")/../data/shared/testdata/tokenizers/ggml-vocab-gpt-2.gguf"
 out=$("$bin" info -m "$vocab") && grep -q "tokenizer:      gpt2 (pre: gpt-2), 50257 tokens, 50000 merges" <<<"$out" &&
   grep -q "architecture:   gpt2" <<<"$out" && ok || bad "info text: $out"
 "$bin" info --json -m "$vocab" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["tokenizer"]["tokens"] == 50257 and d["architecture"] == "gpt2"' && ok || bad "info --json"
 
 # tokenize: the ids of every .inp/.out pair, through the real binary.
-vdir="$(dirname "$0")/../../../shared/testdata/tokenizers"
+vdir="$(dirname "$0")/../data/shared/testdata/tokenizers"
 python3 - "$bin" "$vdir" <<'PY' && ok || bad "tokenize --ids vs .out files"
 import subprocess, sys
 bin, vdir = sys.argv[1:3]
@@ -118,7 +118,7 @@ printf 'def main():\n    return 42\n' >"$work/code.py"
   ok || bad "tokenize --special"
 
 # tokenizer train: files, folders with --ext, globs; the result tokenizes and round-trips.
-tdir="$(dirname "$0")/../../../shared/testdata/text"
+tdir="$(dirname "$0")/../data/shared/testdata/text"
 mkdir -p "$work/src/pkg" "$work/src/.git"
 printf 'fn main() {\n    println!("hello");\n}\n' >"$work/src/pkg/a.rs"
 printf 'def f():\n    return 1\n' >"$work/src/pkg/b.py"

@@ -247,7 +247,7 @@ TEST(Gguf, I2sIsReadInBitnetFiles) {
 
 TEST(Gguf, ReadsTheSharedVocabularyFiles) {
   const fs::path dir = fs::path(NANOCHAT_SHARED_DIR) / "testdata" / "tokenizers";
-  ASSERT_TRUE(fs::exists(dir)) << dir << " is missing: the shared/ folder must sit beside the repo";
+  ASSERT_TRUE(fs::exists(dir)) << dir << " is missing (tests/data/shared/ in the repository)";
   const std::map<std::string, std::pair<std::string, std::size_t>> expected = {
       {"ggml-vocab-gpt-2.gguf", {"gpt2", 50257}},
       {"ggml-vocab-starcoder.gguf", {"gpt2", 49152}},

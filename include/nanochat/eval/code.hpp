@@ -51,7 +51,8 @@ struct SandboxLimits {
   double wall_seconds = 20;                    // per run (compiling gets 120)
 };
 
-enum class RunStatus { kPass, kCompileError, kFail, kTimeout, kOutputLimit, kCrash };
+// kPromptTooLong: the problem's prompt does not fit the model's context (counted as a failure).
+enum class RunStatus { kPass, kCompileError, kFail, kTimeout, kOutputLimit, kCrash, kPromptTooLong };
 const char* run_status_name(RunStatus s);
 
 struct RunResult {
