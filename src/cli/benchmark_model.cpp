@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/gguf/reader.hpp"
@@ -19,6 +18,7 @@
 #include "nanochat/model/model.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/stats.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -109,10 +109,10 @@ void run(const Options& o) {
                      {"median", r.tps.median},
                      {"read_bw_fraction", r.bw_fraction}});
     }
-    std::puts(
-        nlohmann::json({{"model", model_path}, {"bytes_per_token", bytes_per_token}, {"results", out}})
-            .dump(2)
-            .c_str());
+    std::puts(nlohmann::json(
+                  {{"model", model_path}, {"bytes_per_token", bytes_per_token}, {"results", out}})
+                  .dump(2)
+                  .c_str());
     return;
   }
   fmt::print("model: {} ({:.1f} MiB read per token)\n\n", model_path,
@@ -130,7 +130,8 @@ void add_benchmark_model(CLI::App& bench) {
   auto o = std::make_shared<Options>();
   CLI::App* sub =
       bench.add_subcommand("model", "Prompt processing and generation speed of a model");
-  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
+  sub->add_option("-m,--model", o->model,
+                  "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   sub->add_option("-p,--n-prompt", o->prompt, "Prompt tokens (ppN)")->capture_default_str();
   sub->add_option("-n,--n-gen", o->generate, "Generated tokens (tgN)")->capture_default_str();

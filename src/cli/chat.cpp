@@ -14,14 +14,14 @@
 #include <memory>
 #include <string>
 
-#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
-#include "nanochat/model/chat_template.hpp"
 #include "nanochat/engine/session.hpp"
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/model/chat_template.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -108,8 +108,8 @@ void run(const Options& o) {
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, nullptr);
-  fmt::print(stderr, "nanochat chat: {} ({} template, context {}). /help for commands.\n", model_path,
-             tmpl.name(), session.context());
+  fmt::print(stderr, "nanochat chat: {} ({} template, context {}). /help for commands.\n",
+             model_path, tmpl.name(), session.context());
   for (;;) {
     g_interrupted.store(false);
     char* raw = readline(prompt.c_str());
@@ -156,7 +156,8 @@ void run(const Options& o) {
 void add_chat(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("chat", "Chat with a model in the terminal");
-  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
+  sub->add_option("-m,--model", o->model,
+                  "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   // llama.cpp's -sys is accepted too: main() rewrites it to --system-prompt (CLI11 2.1 does not
   // allow multi-letter single-dash names).

@@ -15,6 +15,7 @@
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/model.hpp"
 #include "nanochat/util/corpus.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
 #include "nanochat/zoo/default_model.hpp"
@@ -87,10 +88,10 @@ void run_bpb(const BpbOptions& o) {
   auto l = load(o.model, o.kernel);
   const std::int64_t n_ctx = o.context > 0 ? o.context : l->model->config().context_length;
   const bool bar = isatty(STDERR_FILENO) != 0 && !o.json;
-  const eval::BpbReport r = eval::evaluate_bpb(
-      *l->model, *l->tok, found.files, n_ctx, [&](std::size_t done, std::size_t total) {
-        if (bar) progress_bar(done, total, "files");
-      });
+  const eval::BpbReport r = eval::evaluate_bpb(*l->model, *l->tok, found.files, n_ctx,
+                                               [&](std::size_t done, std::size_t total) {
+                                                 if (bar) progress_bar(done, total, "files");
+                                               });
   const engine::Score per_file = r.per_file_total();
   const double xz_concat = bits_per_byte(r.concatenated_xz_bytes, r.concatenated_bytes);
   const double xz_each = bits_per_byte(r.per_file_xz_bytes(), r.per_file_bytes());
@@ -103,24 +104,23 @@ void run_bpb(const BpbOptions& o) {
                        {"bits_per_byte", f.score.bits_per_byte()},
                        {"xz_bits_per_byte", bits_per_byte(f.xz_bytes, f.bytes)}});
     }
-    const nlohmann::json doc = {
-        {"model", l->path},
-        {"context", n_ctx},
-        {"files", files},
-        {"concatenated",
-         {{"bytes", r.concatenated_bytes},
-          {"scored_tokens", r.concatenated.tokens},
-          {"scored_bytes", r.concatenated.bytes},
-          {"chunks", r.concatenated.chunks},
-          {"bits_per_byte", r.concatenated.bits_per_byte()},
-          {"perplexity", r.concatenated.perplexity()},
-          {"xz_bits_per_byte", xz_concat}}},
-        {"per_file",
-         {{"bytes", r.per_file_bytes()},
-          {"scored_tokens", per_file.tokens},
-          {"bits_per_byte", per_file.bits_per_byte()},
-          {"xz_bits_per_byte", xz_each}}},
-        {"seconds", r.seconds}};
+    const nlohmann::json doc = {{"model", l->path},
+                                {"context", n_ctx},
+                                {"files", files},
+                                {"concatenated",
+                                 {{"bytes", r.concatenated_bytes},
+                                  {"scored_tokens", r.concatenated.tokens},
+                                  {"scored_bytes", r.concatenated.bytes},
+                                  {"chunks", r.concatenated.chunks},
+                                  {"bits_per_byte", r.concatenated.bits_per_byte()},
+                                  {"perplexity", r.concatenated.perplexity()},
+                                  {"xz_bits_per_byte", xz_concat}}},
+                                {"per_file",
+                                 {{"bytes", r.per_file_bytes()},
+                                  {"scored_tokens", per_file.tokens},
+                                  {"bits_per_byte", per_file.bits_per_byte()},
+                                  {"xz_bits_per_byte", xz_each}}},
+                                {"seconds", r.seconds}};
     std::puts(doc.dump().c_str());
     return;
   }
@@ -160,6 +160,7 @@ struct CodeOptions {
   std::string results;
   bool json = false;
   double cpu_limit = 10, wall_limit = 20;
+  int jobs = 0;
   std::int64_t memory_mib = 1024, output_kib = 1024;
   KernelFlags kernel;
 };
@@ -191,6 +192,8 @@ void run_code(const CodeOptions& o) {
   e.sampling.temperature = static_cast<float>(o.temp >= 0 ? o.temp : (e.samples == 1 ? 0.0 : 0.8));
   e.sampling.top_p = static_cast<float>(o.top_p);
   e.sampling.seed = static_cast<std::uint64_t>(o.seed);
+  if (o.jobs < 0) fail<UsageError>("-j {}: use 0 (one per core) or more", o.jobs);
+  e.jobs = o.jobs > 0 ? o.jobs : std::max(1, cpu_info().physical_cores);
   e.limits.cpu_seconds = o.cpu_limit;
   e.limits.wall_seconds = o.wall_limit;
   e.limits.memory_bytes = o.memory_mib << 20;
@@ -227,8 +230,8 @@ void run_code(const CodeOptions& o) {
                             {"message", p.runs[i].message}});
           }
           const std::string line =
-              nlohmann::json({{"id", p.id}, {"n", p.runs.size()}, {"passed", p.passed},
-                              {"runs", runs}})
+              nlohmann::json(
+                  {{"id", p.id}, {"n", p.runs.size()}, {"passed", p.passed}, {"runs", runs}})
                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
           std::fprintf(results.get(), "%s\n", line.c_str());
           std::fflush(results.get());
@@ -317,6 +320,9 @@ void add_eval(CLI::App& app) {
       ->capture_default_str();
   code->add_flag("--reference", c->reference,
                  "Run the suite's reference solutions through the harness (HumanEval-X)");
+  code->add_option("-j,--jobs", c->jobs,
+                   "Programs compiled and run at once, beside generation (0: one per core)")
+      ->capture_default_str();
   code->add_option("--rustc", c->rustc, "rustc to compile with (default: /usr/bin/rustc)");
   code->add_option("--results", c->results, "Write per-problem results as JSON lines here");
   code->add_flag("--json", c->json, "Print one JSON summary and nothing else on stdout");

@@ -7,13 +7,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/engine/session.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/stats.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -105,7 +105,8 @@ void run(Options o, bool prompt_given) {
 void add_generate(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("generate", "Continue a prompt with a model");
-  sub->add_option("-m,--model", opts->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
+  sub->add_option("-m,--model", opts->model,
+                  "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   auto* prompt = sub->add_option("-p,--prompt", opts->prompt, "Prompt text");
   sub->add_option("-f,--file", opts->file, "File with the prompt (else -p, else stdin)");

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "nanochat/zoo/default_model.hpp"
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/engine/scoring.hpp"
@@ -19,6 +18,7 @@
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
 #include "nanochat/util/stats.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -62,7 +62,8 @@ void run(const Options& o) {
   const engine::Score score =
       engine::score_chunks(*model, tok, tokens, n_ctx, chunks, [&](const engine::Score& s) {
         if (o.json) return;
-        fmt::print(stderr, "[{}]{:.4f}{}", s.chunks, s.perplexity(), s.chunks == chunks ? "\n" : ",");
+        fmt::print(stderr, "[{}]{:.4f}{}", s.chunks, s.perplexity(),
+                   s.chunks == chunks ? "\n" : ",");
         std::fflush(stderr);
       });
   const double ppl = score.perplexity(), ppl_err = score.perplexity_error();
@@ -87,7 +88,8 @@ void run(const Options& o) {
 void add_perplexity(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("perplexity", "Perplexity and bits per byte of a text file");
-  sub->add_option("-m,--model", o->model, "GGUF model file (default: the shipped nanochat-rust.gguf)")
+  sub->add_option("-m,--model", o->model,
+                  "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   sub->add_option("-f,--file", o->file, "Text file to score")->required();
   sub->add_option("-c,--ctx-size", o->context, "Tokens per chunk (0: min(model context, 512))")

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
+#include <future>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -73,6 +75,13 @@ struct ChildResult {
 
 ChildResult run_child(const std::vector<std::string>& argv, const fs::path& dir, double cpu_s,
                       std::int64_t memory, std::int64_t output_bytes, double wall_s) {
+  // Everything the child needs is prepared before fork: the parent has other threads, so the
+  // child may not allocate before exec.
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const rlim_t cpu = static_cast<rlim_t>(std::ceil(cpu_s));
+  const rlim_t fsize = static_cast<rlim_t>(std::max<std::int64_t>(output_bytes, 64 << 20));
   int pipe_fd[2];
   if (pipe2(pipe_fd, O_CLOEXEC) != 0) fail<IoError>("eval: cannot create a pipe");
   const pid_t pid = fork();
@@ -88,13 +97,10 @@ ChildResult run_child(const std::vector<std::string>& argv, const fs::path& dir,
       rlimit r{v, v};
       setrlimit(what, &r);
     };
-    limit(RLIMIT_CPU, static_cast<rlim_t>(std::ceil(cpu_s)));
+    limit(RLIMIT_CPU, cpu);
     if (memory > 0) limit(RLIMIT_AS, static_cast<rlim_t>(memory));
-    limit(RLIMIT_FSIZE, static_cast<rlim_t>(std::max<std::int64_t>(output_bytes, 64 << 20)));
+    limit(RLIMIT_FSIZE, fsize);
     limit(RLIMIT_CORE, 0);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     execvp(args[0], args.data());
     _exit(127);
   }
@@ -119,7 +125,8 @@ ChildResult run_child(const std::vector<std::string>& argv, const fs::path& dir,
         const ssize_t n = read(pipe_fd[0], buf, sizeof buf);
         if (n > 0) {
           const auto keep = std::min<std::int64_t>(
-              n, std::max<std::int64_t>(0, output_bytes - static_cast<std::int64_t>(r.output.size())));
+              n,
+              std::max<std::int64_t>(0, output_bytes - static_cast<std::int64_t>(r.output.size())));
           r.output.append(buf, static_cast<std::size_t>(keep));
           if (static_cast<std::int64_t>(r.output.size()) >= output_bytes) {
             r.output_limit = true;
@@ -172,7 +179,8 @@ CodeSuite load_suite(const std::string& name_or_path) {
     const auto found = find_data_file(fs::path("eval") / s.file);
     if (!found) {
       std::string where;
-      for (const auto& d : data_dirs()) where += (where.empty() ? "" : ", ") + (d / "eval").string();
+      for (const auto& d : data_dirs())
+        where += (where.empty() ? "" : ", ") + (d / "eval").string();
       fail<UsageError>("--set {}: {} is not installed (looked in {}); reinstall nanochat", s.name,
                        s.file, where);
     }
@@ -256,13 +264,20 @@ std::string assemble_program(const CodeProblem& p, const std::string& completion
 
 const char* run_status_name(RunStatus s) {
   switch (s) {
-    case RunStatus::kPass: return "pass";
-    case RunStatus::kCompileError: return "compile_error";
-    case RunStatus::kFail: return "fail";
-    case RunStatus::kTimeout: return "timeout";
-    case RunStatus::kOutputLimit: return "output_limit";
-    case RunStatus::kCrash: return "crash";
-    case RunStatus::kPromptTooLong: return "prompt_too_long";
+    case RunStatus::kPass:
+      return "pass";
+    case RunStatus::kCompileError:
+      return "compile_error";
+    case RunStatus::kFail:
+      return "fail";
+    case RunStatus::kTimeout:
+      return "timeout";
+    case RunStatus::kOutputLimit:
+      return "output_limit";
+    case RunStatus::kCrash:
+      return "crash";
+    case RunStatus::kPromptTooLong:
+      return "prompt_too_long";
   }
   return "?";
 }
@@ -294,8 +309,8 @@ RunResult run_rust(const std::string& program, bool test_harness, const std::str
   RunResult r;
   try {
     write_file_atomic(dir / "main.rs", program);
-    std::vector<std::string> compile = {rustc, "--edition", "2021", "-A", "warnings", "-C",
-                                        "opt-level=1", "main.rs", "-o", "main"};
+    std::vector<std::string> compile = {rustc, "--edition",   "2021",    "-A", "warnings",
+                                        "-C",  "opt-level=1", "main.rs", "-o", "main"};
     if (test_harness) compile.insert(compile.begin() + 1, "--test");
     const ChildResult c = run_child(compile, dir, 60, 0, 1 << 20, 120);
     if (c.exit_code != 0) {
@@ -308,8 +323,8 @@ RunResult run_rust(const std::string& program, bool test_harness, const std::str
       std::vector<std::string> run = {"./main"};
       if (test_harness) run = {"./main", "--test-threads=1", "-q"};
       static const bool can_unshare = [] {
-        const ChildResult u = run_child({"unshare", "-n", "true"}, fs::temp_directory_path(), 5,
-                                        0, 4096, 10);
+        const ChildResult u =
+            run_child({"unshare", "-n", "true"}, fs::temp_directory_path(), 5, 0, 4096, 10);
         return u.exit_code == 0;
       }();
       if (can_unshare) run.insert(run.begin(), {"unshare", "-n"});
@@ -340,10 +355,9 @@ RunResult run_rust(const std::string& program, bool test_harness, const std::str
   return r;
 }
 
-CodeEvalReport evaluate_code(engine::Session* session, const CodeSuite& suite,
-                             const CodeEvalOptions& o,
-                             const std::function<void(const ProblemResult&, std::size_t,
-                                                      std::size_t)>& on_problem) {
+CodeEvalReport evaluate_code(
+    engine::Session* session, const CodeSuite& suite, const CodeEvalOptions& o,
+    const std::function<void(const ProblemResult&, std::size_t, std::size_t)>& on_problem) {
   const auto start = std::chrono::steady_clock::now();
   if (o.reference && suite.problems.front().reference.empty()) {
     fail<UsageError>("--reference: suite {} has no reference solutions (HumanEval-X has)",
@@ -356,11 +370,30 @@ CodeEvalReport evaluate_code(engine::Session* session, const CodeSuite& suite,
                   : suite.problems.size();
   CodeEvalReport report;
   report.suite = suite.name;
+  report.problems.resize(total);
+  // Programs compile and run on up to o.jobs threads while the model writes the next
+  // completions; results are taken in the order they were started, so problems finish in order.
+  struct Pending {
+    std::size_t problem;
+    std::future<RunResult> run;
+  };
+  std::deque<Pending> pending;
+  std::vector<int> left(total, 0);
+  std::size_t finished = 0;
+  auto take_oldest = [&] {
+    Pending p = std::move(pending.front());
+    pending.pop_front();
+    ProblemResult& pr = report.problems[p.problem];
+    pr.runs.push_back(p.run.get());
+    if (pr.runs.back().status == RunStatus::kPass) ++pr.passed;
+    if (--left[p.problem] == 0 && on_problem) on_problem(pr, ++finished, total);
+  };
+  const int n = o.reference ? 1 : o.samples;
   for (std::size_t i = 0; i < total; ++i) {
     const CodeProblem& p = suite.problems[i];
-    ProblemResult pr;
+    ProblemResult& pr = report.problems[i];
     pr.id = p.id;
-    const int n = o.reference ? 1 : o.samples;
+    left[i] = n;
     for (int j = 0; j < n; ++j) {
       std::string completion;
       if (o.reference) {
@@ -377,27 +410,28 @@ CodeEvalReport evaluate_code(engine::Session* session, const CodeSuite& suite,
           RunResult r;
           r.status = RunStatus::kPromptTooLong;
           r.message = e.what();
-          pr.runs.push_back(r);
+          std::promise<RunResult> ready;
+          ready.set_value(r);
           pr.completions.emplace_back();
+          pending.push_back({i, ready.get_future()});
           continue;
         }
       }
-      pr.runs.push_back(run_rust(assemble_program(p, completion), p.test_harness, o.rustc,
-                                 o.limits));
-      if (pr.runs.back().status == RunStatus::kPass) ++pr.passed;
+      while (static_cast<int>(pending.size()) >= std::max(1, o.jobs)) take_oldest();
+      pending.push_back({i, std::async(std::launch::async, run_rust,
+                                       assemble_program(p, completion), p.test_harness, o.rustc,
+                                       o.limits)});
       pr.completions.push_back(std::move(completion));
     }
-    report.problems.push_back(std::move(pr));
-    if (on_problem) on_problem(report.problems.back(), i + 1, total);
   }
+  while (!pending.empty()) take_oldest();
   for (int k : o.ks) {
     double sum = 0;
     for (const auto& pr : report.problems) {
       sum += pass_at_k(static_cast<int>(pr.runs.size()), pr.passed, k);
     }
-    report.pass_at.emplace_back(k, report.problems.empty()
-                                         ? 0.0
-                                         : sum / static_cast<double>(report.problems.size()));
+    report.pass_at.emplace_back(
+        k, report.problems.empty() ? 0.0 : sum / static_cast<double>(report.problems.size()));
   }
   report.seconds = seconds_since(start);
   return report;

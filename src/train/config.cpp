@@ -375,8 +375,9 @@ std::string to_toml(const TrainConfig& c) {
       t.lion_lr, t.adamw_lr, t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum,
       t.matmul_precision, t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches,
       t.seed, list(d.inputs), list(d.include), list(d.exclude), quoted(d.tokenizer),
-      d.tokenizer_vocab_size, d.validation_fraction, list(d.validation_inputs), d.max_bytes, d.format, d.chat_template,
-      quoted(c.output.checkpoint_dir.string()), c.output.log_level, c.output.log_format);
+      d.tokenizer_vocab_size, d.validation_fraction, list(d.validation_inputs), d.max_bytes,
+      d.format, d.chat_template, quoted(c.output.checkpoint_dir.string()), c.output.log_level,
+      c.output.log_format);
 }
 
 }  // namespace nanochat::train

@@ -4,8 +4,8 @@
 #include <fnmatch.h>
 
 #include <cstring>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
@@ -73,8 +73,8 @@ std::span<const std::int32_t> as_tokens(const MappedFile& f) {
   return {reinterpret_cast<const std::int32_t*>(f.bytes().data()), f.size() / sizeof(std::int32_t)};
 }
 
-// One conversation per line: {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}]}.
-// Rendered with `tmpl`; each assistant turn's tokens (and the EOS after the last one) are
+// One conversation per line: {"messages": [{"role": "system"|"user"|"assistant", "content":
+// "..."}]}. Rendered with `tmpl`; each assistant turn's tokens (and the EOS after the last one) are
 // targets, everything else is stored as -(t + 1): context only. The pieces are tokenized one
 // turn at a time, split where the template's prompt for the turn ends.
 std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::Tokenizer& tok,
@@ -102,9 +102,10 @@ std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::To
     }
     if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array() ||
         j["messages"].empty()) {
-      fail<FormatError>("{}: no \"messages\" array; expected {{\"messages\": [{{\"role\": ..., "
-                        "\"content\": ...}}]}}",
-                        where);
+      fail<FormatError>(
+          "{}: no \"messages\" array; expected {{\"messages\": [{{\"role\": ..., "
+          "\"content\": ...}}]}}",
+          where);
     }
     std::vector<model::ChatMessage> messages;
     bool any_assistant = false;
@@ -127,14 +128,15 @@ std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::To
     std::string done;  // rendered so far
     bool first = true;
     for (std::size_t i = 0; i < messages.size(); ++i) {
-      const std::vector<model::ChatMessage> upto(messages.begin(),
-                                                 messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+      const std::vector<model::ChatMessage> upto(
+          messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
       const std::string full = tmpl.render(upto, false);
       if (messages[i].role == "assistant") {
-        const std::vector<model::ChatMessage> before(messages.begin(),
-                                                     messages.begin() + static_cast<std::ptrdiff_t>(i));
+        const std::vector<model::ChatMessage> before(
+            messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
         const std::string prompt = tmpl.render(before, true);
-        if (prompt.compare(0, done.size(), done) != 0 || full.compare(0, prompt.size(), prompt) != 0) {
+        if (prompt.compare(0, done.size(), done) != 0 ||
+            full.compare(0, prompt.size(), prompt) != 0) {
           fail("chat template {} does not render turn by turn", tmpl.name());
         }
         context(prompt.substr(done.size()), first);
@@ -177,9 +179,8 @@ Dataset Dataset::prepare(const TrainConfig& config,
   }
   const std::vector<fs::path> files = select_files(d, d.inputs, "data.inputs");
   const std::vector<fs::path> val_files =
-      d.validation_inputs.empty()
-          ? std::vector<fs::path>{}
-          : select_files(d, d.validation_inputs, "data.validation_inputs");
+      d.validation_inputs.empty() ? std::vector<fs::path>{}
+                                  : select_files(d, d.validation_inputs, "data.validation_inputs");
   for (const auto& f : val_files) {
     if (std::find(files.begin(), files.end(), f) != files.end()) {
       fail<UsageError>(
@@ -270,7 +271,8 @@ Dataset Dataset::prepare(const TrainConfig& config,
     m["val_tokens"] = val.size();
     write_file_atomic(manifest, m.dump(2) + "\n");
     const auto targets = std::count_if(train.begin(), train.end(), [](auto t) { return t >= 0; });
-    log(fmt::format("data: {} conversations in {} files ({} chat template): {} tokens, {} of "
+    log(
+        fmt::format("data: {} conversations in {} files ({} chat template): {} tokens, {} of "
                     "them assistant targets; {} validation conversations, {} tokens",
                     n_train, files.size(), tmpl.name(), train.size(), targets, n_val, val.size()));
   } else if (!reuse) {
@@ -362,11 +364,10 @@ Dataset Dataset::prepare(const TrainConfig& config,
     m["train_tokens"] = train.size();
     m["val_tokens"] = val.size();
     write_file_atomic(manifest, m.dump(2) + "\n");  // last: it vouches for the files above
-    log(fmt::format(
-        "data: {} training and {} validation tokens ({:.2f} bytes per token)", train.size(),
-        val.size(),
-        static_cast<double>(total + val_total) /
-            static_cast<double>(std::max<std::size_t>(1, train.size() + val.size()))));
+    log(fmt::format("data: {} training and {} validation tokens ({:.2f} bytes per token)",
+                    train.size(), val.size(),
+                    static_cast<double>(total + val_total) /
+                        static_cast<double>(std::max<std::size_t>(1, train.size() + val.size()))));
   } else {
     log(fmt::format("data: reusing {} (inputs unchanged)", dir.string()));
   }

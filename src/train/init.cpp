@@ -81,9 +81,10 @@ InitModel load_init_model(const fs::path& path) {
     return from_checkpoint(found.front());
   }
   if (!fs::is_regular_file(path, ec)) {
-    fail<UsageError>("--init {}: no such file; name a checkpoint (.nckpt), a run's folder or a "
-                     "nanochat GGUF model",
-                     path.string());
+    fail<UsageError>(
+        "--init {}: no such file; name a checkpoint (.nckpt), a run's folder or a "
+        "nanochat GGUF model",
+        path.string());
   }
   if (path.extension() == ".gguf") return from_gguf(path);
   return from_checkpoint(path);

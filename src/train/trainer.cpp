@@ -130,8 +130,9 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   if (!options.init.empty() && !ckpt) {
     init = load_init_model(options.init);
     const fs::path tok = dir / "init-tokenizer.gguf";
-    write_file_atomic(tok, std::string_view(reinterpret_cast<const char*>(init->tokenizer_gguf.data()),
-                                            init->tokenizer_gguf.size()));
+    write_file_atomic(tok,
+                      std::string_view(reinterpret_cast<const char*>(init->tokenizer_gguf.data()),
+                                       init->tokenizer_gguf.size()));
     if (cfg.data.tokenizer == "train") cfg.data.tokenizer = tok.string();
     // The same network? (The vocabulary is the init model's own tokenizer's: checked below.)
     TrainConfig from = cfg;

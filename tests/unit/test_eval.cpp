@@ -28,8 +28,9 @@ TEST(PassAtK, UnbiasedEstimator) {
   EXPECT_DOUBLE_EQ(pass_at_k(10, 10, 10), 1.0);
   EXPECT_NEAR(pass_at_k(10, 1, 1), 0.1, 1e-12);
   EXPECT_NEAR(pass_at_k(5, 2, 2), 1.0 - 3.0 / 10.0, 1e-12);  // 1 - C(3,2)/C(5,2)
-  EXPECT_NEAR(pass_at_k(20, 3, 10), 1.0 - (17.0 * 16 * 15 * 14 * 13 * 12 * 11 * 10 * 9 * 8) /
-                                             (20.0 * 19 * 18 * 17 * 16 * 15 * 14 * 13 * 12 * 11),
+  EXPECT_NEAR(pass_at_k(20, 3, 10),
+              1.0 - (17.0 * 16 * 15 * 14 * 13 * 12 * 11 * 10 * 9 * 8) /
+                        (20.0 * 19 * 18 * 17 * 16 * 15 * 14 * 13 * 12 * 11),
               1e-12);
   EXPECT_DOUBLE_EQ(pass_at_k(3, 1, 3), 1.0);  // n - c < k: some draw of 3 always hits
   EXPECT_THROW(pass_at_k(3, 1, 4), UsageError);
@@ -85,8 +86,9 @@ TEST_F(Sandbox, PassFailAndCompileErrors) {
 
 TEST_F(Sandbox, LimitsStopRunawayPrograms) {
   // A loop burns its CPU seconds (or the wall clock) and is killed.
-  const RunResult loop = run("fn main() { let mut x: u64 = 1; loop { x = x.wrapping_mul(3); "
-                             "if x == 0 { println!(\"{}\", x); } } }");
+  const RunResult loop =
+      run("fn main() { let mut x: u64 = 1; loop { x = x.wrapping_mul(3); "
+          "if x == 0 { println!(\"{}\", x); } } }");
   EXPECT_EQ(loop.status, RunStatus::kTimeout);
   EXPECT_LT(loop.seconds, 30);
   // A sleeping program uses no CPU: the wall clock stops it.
@@ -94,8 +96,9 @@ TEST_F(Sandbox, LimitsStopRunawayPrograms) {
       run("fn main() { std::thread::sleep(std::time::Duration::from_secs(60)); }");
   EXPECT_EQ(sleep.status, RunStatus::kTimeout);
   // Unbounded allocation fails inside the address-space limit.
-  const RunResult mem = run("fn main() { let mut v: Vec<Vec<u8>> = Vec::new(); loop { "
-                            "v.push(vec![1u8; 64 << 20]); } }");
+  const RunResult mem =
+      run("fn main() { let mut v: Vec<Vec<u8>> = Vec::new(); loop { "
+          "v.push(vec![1u8; 64 << 20]); } }");
   EXPECT_NE(mem.status, RunStatus::kPass);
   EXPECT_NE(mem.status, RunStatus::kTimeout) << "allocation was not limited";
   // Megabytes of output are cut at the limit.
@@ -124,8 +127,8 @@ TEST_F(Sandbox, ProgramsHaveNoNetwork) {
       port);
   const RunResult r = run(program);
   close(s);
-  EXPECT_EQ(r.status, RunStatus::kPass) << "the program reached the loopback server (exit "
-                                        << r.exit_code << ")";
+  EXPECT_EQ(r.status, RunStatus::kPass)
+      << "the program reached the loopback server (exit " << r.exit_code << ")";
 }
 
 TEST(Suites, ShippedSuitesLoadAndAssemble) {
@@ -155,7 +158,8 @@ TEST(Suites, ShippedSuitesLoadAndAssemble) {
 
 TEST(Suites, BadFilesNameTheLine) {
   const fs::path f = fs::temp_directory_path() / fmt::format("nanochat-suite-{}.jsonl", ::getpid());
-  write_file_atomic(f, "{\"name\": \"a\", \"prompt\": \"fn a() {\\n\", \"test\": \"\"}\nnot json\n");
+  write_file_atomic(f,
+                    "{\"name\": \"a\", \"prompt\": \"fn a() {\\n\", \"test\": \"\"}\nnot json\n");
   try {
     (void)load_suite(f.string());
     ADD_FAILURE() << "accepted a file with a bad line";
@@ -167,7 +171,8 @@ TEST(Suites, BadFilesNameTheLine) {
 
 TEST(Xz, SizeEqualsTheXzCommand) {
   std::string text;
-  for (int i = 0; i < 2000; ++i) text += fmt::format("fn f{}(x: u32) -> u32 {{ x * {} }}\n", i, i % 13);
+  for (int i = 0; i < 2000; ++i)
+    text += fmt::format("fn f{}(x: u32) -> u32 {{ x * {} }}\n", i, i % 13);
   const fs::path f = fs::temp_directory_path() / fmt::format("nanochat-xz-{}.txt", ::getpid());
   write_file_atomic(f, text);
   std::FILE* p = popen(fmt::format("xz -9e -c '{}' | wc -c", f.string()).c_str(), "r");

@@ -63,7 +63,8 @@ std::string sample_text() {
 // A base run of a few steps on sample_text() in dir/base; returns its config.
 TrainConfig base_config(const fs::path& dir, std::int64_t steps, int dim = 256) {
   write_file_atomic(dir / "corpus.txt", sample_text());
-  return parse_train_config(fmt::format(R"(
+  return parse_train_config(
+      fmt::format(R"(
 [model]
 dim = {}
 n_layers = 1
@@ -86,9 +87,8 @@ validation_fraction = 0
 [output]
 checkpoint_dir = "{}"
 )",
-                                        dim, steps, (dir / "corpus.txt").string(),
-                                        (dir / "base").string()),
-                            "base.toml");
+                  dim, steps, (dir / "corpus.txt").string(), (dir / "base").string()),
+      "base.toml");
 }
 
 void write_chat(const fs::path& path) {
@@ -203,8 +203,8 @@ TEST_F(Finetune, InitOfAnotherShapeOrArchitectureIsOneClearError) {
   // A llama-architecture file.
   model::ModelConfig lc = load_init_model(r.exported).config;
   lc.architecture = "llama";
-  model::write_random_model(lc, model::RandomModelOptions{}, [](gguf::GgufWriter&) {},
-                            dir_ / "llama.gguf");
+  model::write_random_model(
+      lc, model::RandomModelOptions{}, [](gguf::GgufWriter&) {}, dir_ / "llama.gguf");
   try {
     (void)load_init_model(dir_ / "llama.gguf");
     FAIL() << "a llama file was taken as an init model";

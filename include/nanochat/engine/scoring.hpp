@@ -16,8 +16,8 @@ namespace nanochat::engine {
 
 // Sums over the scored tokens; nats.
 struct Score {
-  double nll = 0;        // -sum log p(token)
-  double nll_sq = 0;     // sum (log p)^2, for the standard error
+  double nll = 0;     // -sum log p(token)
+  double nll_sq = 0;  // sum (log p)^2, for the standard error
   std::int64_t tokens = 0;
   std::int64_t bytes = 0;  // bytes of the scored tokens' pieces
   std::int64_t chunks = 0;

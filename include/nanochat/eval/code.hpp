@@ -45,21 +45,29 @@ CodeSuite load_suite(const std::string& name_or_path);
 std::string assemble_program(const CodeProblem& p, const std::string& completion);
 
 struct SandboxLimits {
-  double cpu_seconds = 10;                     // per run (compiling gets 60)
-  std::int64_t memory_bytes = 1LL << 30;       // address space of the program
-  std::int64_t output_bytes = 1 << 20;         // stdout + stderr, and any file it writes
-  double wall_seconds = 20;                    // per run (compiling gets 120)
+  double cpu_seconds = 10;                // per run (compiling gets 60)
+  std::int64_t memory_bytes = 1LL << 30;  // address space of the program
+  std::int64_t output_bytes = 1 << 20;    // stdout + stderr, and any file it writes
+  double wall_seconds = 20;               // per run (compiling gets 120)
 };
 
 // kPromptTooLong: the problem's prompt does not fit the model's context (counted as a failure).
-enum class RunStatus { kPass, kCompileError, kFail, kTimeout, kOutputLimit, kCrash, kPromptTooLong };
+enum class RunStatus {
+  kPass,
+  kCompileError,
+  kFail,
+  kTimeout,
+  kOutputLimit,
+  kCrash,
+  kPromptTooLong
+};
 const char* run_status_name(RunStatus s);
 
 struct RunResult {
   RunStatus status = RunStatus::kFail;
-  int exit_code = -1;    // or -signal
-  double seconds = 0;    // compile + run, wall clock
-  std::string message;   // the first lines of rustc's or the program's output
+  int exit_code = -1;   // or -signal
+  double seconds = 0;   // compile + run, wall clock
+  std::string message;  // the first lines of rustc's or the program's output
 };
 
 // Compiles and runs one program in a fresh temporary folder (removed afterwards), without
@@ -76,13 +84,14 @@ std::string find_rustc(const std::string& requested);
 double pass_at_k(int n, int c, int k);
 
 struct CodeEvalOptions {
-  int samples = 1;                  // completions per problem (n)
-  std::vector<int> ks = {1};        // pass@k for each k <= samples
-  model::SamplerParams sampling;    // temperature 0: greedy
-  int max_tokens = 384;             // per completion; a completion cut here usually fails
-  int limit = 0;                    // first N problems only (0: all)
-  bool reference = false;           // run the suite's reference solutions, not the model
-  std::string rustc;                // from find_rustc
+  int samples = 1;                // completions per problem (n)
+  std::vector<int> ks = {1};      // pass@k for each k <= samples
+  model::SamplerParams sampling;  // temperature 0: greedy
+  int max_tokens = 384;           // per completion; a completion cut here usually fails
+  int limit = 0;                  // first N problems only (0: all)
+  bool reference = false;         // run the suite's reference solutions, not the model
+  std::string rustc;              // from find_rustc
+  int jobs = 2;                   // programs compiled and run at once, beside generation
   SandboxLimits limits;
 };
 

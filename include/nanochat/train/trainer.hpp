@@ -15,7 +15,7 @@ namespace nanochat::train {
 
 struct TrainRunOptions {
   TrainConfig config;
-  bool resume = false;          // continue from the newest good checkpoint
+  bool resume = false;  // continue from the newest good checkpoint
   // A new run starts from this model (checkpoint, run folder or nanochat GGUF) instead of random
   // weights, with its tokenizer (train/init.hpp).
   std::filesystem::path init;
