@@ -61,7 +61,7 @@ void run_train(const TrainOptions& o) {
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
   if (res.steps_run == 0 && res.finished) {
-    log(fmt::format("model: {}", res.exported.string()));
+    if (!res.exported.empty()) log(fmt::format("model: {}", res.exported.string()));
     return;
   }
   log(fmt::format("{} after {} steps: loss {:.4f}{}; {:.0f} tokens/s; peak memory {:.0f} MiB",
@@ -93,6 +93,12 @@ void run_export(const ExportCliOptions& o) {
   }
   const train::Checkpoint c = train::load_checkpoint(path);
   const model::ModelConfig config = train::checkpoint_model_config(c);
+  if (train::parse_train_config(c.config_toml, "checkpoint config").quantization != "ternary") {
+    fail<UsageError>(
+        "{}: trained with model.quantization = \"none\" (float layers, for comparison); only "
+        "ternary models can be exported",
+        path.string());
+  }
   train::ExportOptions eo;
   eo.arch = o.arch;
   if (o.ternary != "tq2_0" && o.ternary != "tq1_0") {

@@ -111,6 +111,8 @@ Schema make_schema(TrainConfig& c, std::string& activation, std::string& schedul
   mk["group_size"] = {int_in(&c.group_size, 0, 0, "model.group_size",
                              "0 (one absmean scale per tensor; nanochat's kernels carry one "
                              "scale per row, so smaller groups cannot be exported yet)")};
+  mk["quantization"] = {string_of(&c.quantization, {"ternary", "none"}, "model.quantization",
+                                  "\"ternary\" or \"none\" (float layers, for comparison)")};
   mk["mhc_n_streams"] = {[&mhc_streams](const toml::node& n, const Origin& o) {
     int_in(&mhc_streams, 1, 4, "model.mhc_n_streams", "1, 2 or 4")(n, o);
     if (mhc_streams == 3) bad_value(o, "model.mhc_n_streams", "1, 2 or 4");
@@ -354,7 +356,8 @@ std::string to_toml(const TrainConfig& c) {
   };
   return fmt::format(
       "[model]\ndim = {}\nn_layers = {}\nn_heads = {}\nn_kv_heads = {}\nffn_dim = {}\n"
-      "vocab_size = {}\nmax_seq_len = {}\ngroup_size = {}\nmhc_n_streams = {}\n"
+      "vocab_size = {}\nmax_seq_len = {}\ngroup_size = {}\nquantization = \"{}\"\n"
+      "mhc_n_streams = {}\n"
       "ffn_activation = \"{}\"\nsub_norms = {}\ntied_embeddings = {}\nnorm_eps = {}\n"
       "rope_theta = {}\n\n"
       "[training]\nbatch_size = {}\nseq_len = {}\ntotal_steps = {}\nwarmup_steps = {}\n"
@@ -368,16 +371,16 @@ std::string to_toml(const TrainConfig& c) {
       "max_bytes = {}\nformat = \"{}\"\nchat_template = \"{}\"\n\n"
       "[output]\ncheckpoint_dir = {}\nlog_level = \"{}\"\nlog_format = \"{}\"\n",
       m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.ffn_dim, m.vocab_size, m.context_length,
-      c.group_size, m.mhc_streams, model::ffn_activation_name(m.ffn_activation), m.sub_norms,
-      m.tied_embeddings, m.norm_eps, m.rope_theta, t.batch_size, t.seq_len, t.total_steps,
-      t.warmup_steps, t.schedule == Schedule::kWsd ? "wsd" : "cosine", t.decay_fraction,
-      t.min_lr_fraction, t.muon_lr, t.optimizer == ScalarOptimizer::kLion ? "lion" : "adamw",
-      t.lion_lr, t.adamw_lr, t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum,
-      t.matmul_precision, t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches,
-      t.seed, list(d.inputs), list(d.include), list(d.exclude), quoted(d.tokenizer),
-      d.tokenizer_vocab_size, d.validation_fraction, list(d.validation_inputs), d.max_bytes,
-      d.format, d.chat_template, quoted(c.output.checkpoint_dir.string()), c.output.log_level,
-      c.output.log_format);
+      c.group_size, c.quantization, m.mhc_streams, model::ffn_activation_name(m.ffn_activation),
+      m.sub_norms, m.tied_embeddings, m.norm_eps, m.rope_theta, t.batch_size, t.seq_len,
+      t.total_steps, t.warmup_steps, t.schedule == Schedule::kWsd ? "wsd" : "cosine",
+      t.decay_fraction, t.min_lr_fraction, t.muon_lr,
+      t.optimizer == ScalarOptimizer::kLion ? "lion" : "adamw", t.lion_lr, t.adamw_lr,
+      t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum, t.matmul_precision,
+      t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches, t.seed, list(d.inputs),
+      list(d.include), list(d.exclude), quoted(d.tokenizer), d.tokenizer_vocab_size,
+      d.validation_fraction, list(d.validation_inputs), d.max_bytes, d.format, d.chat_template,
+      quoted(c.output.checkpoint_dir.string()), c.output.log_level, c.output.log_format);
 }
 
 }  // namespace nanochat::train

@@ -377,6 +377,17 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 // ---- ternary linear ----
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
                      TernaryLinear& layer, GemmPrecision precision, std::int64_t tokens) {
+  layer.in = in;
+  layer.out = out;
+  if (!layer.quantize) {  // a float layer: the latent weights as they are
+    layer.dequant.assign(w, w + out * in);
+    if (precision == GemmPrecision::kBf16) {
+      round_to_bf16(ctx.pool(), layer.dequant.data(), out, in, layer.dequant16);
+    } else {
+      layer.dequant16.clear();
+    }
+    return;
+  }
   layer.trits.resize(sz(out * in));
   const float scale =
       ternary::quantize_absmean_into(std::span<const float>(w, sz(out * in)), layer.trits);
@@ -403,9 +414,20 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
 }
 
 void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
-                    kernels::PackedActivations& acts, GemmInput& x_hat, GemmPrecision precision) {
-  kernels::pack_activations(x, n, in, acts, pool);
+                    kernels::PackedActivations& acts, GemmInput& x_hat, GemmPrecision precision,
+                    bool quantize) {
   const bool bf16 = precision == GemmPrecision::kBf16;
+  if (!quantize) {
+    if (bf16) {
+      x_hat.f32.clear();
+      round_to_bf16(pool, x, n, in, x_hat.bf16);
+    } else {
+      x_hat.bf16.clear();
+      x_hat.f32.assign(x, x + n * in);
+    }
+    return;
+  }
+  kernels::pack_activations(x, n, in, acts, pool);
   if (bf16) {
     x_hat.f32.clear();
     x_hat.bf16.resize(sz(n * in));
@@ -429,6 +451,23 @@ void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y) {
   ctx.matmul(layer.packed, acts, y, sz(layer.out));
+}
+
+void linear_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
+                    const kernels::PackedActivations& acts, const GemmInput& x_hat, std::int64_t n,
+                    float* y, GemmPrecision precision) {
+  if (layer.quantize) {
+    ternary_forward(ctx, layer, acts, y);
+    return;
+  }
+  // y (N, out) = x_hat (N, in) . W^T (in, out)
+  if (precision == GemmPrecision::kBf16) {
+    gemm_rounded(ctx.pool(), false, true, n, layer.out, layer.in, x_hat.bf16.data(), layer.in,
+                 layer.dequant16.data(), y, layer.out, false);
+  } else {
+    gemm(ctx.pool(), false, true, n, layer.out, layer.in, x_hat.f32.data(), layer.in,
+         layer.dequant.data(), layer.in, y, layer.out, false);
+  }
 }
 
 void linear_backward(ThreadPool& pool, const float* w, const std::uint16_t* w16, std::int64_t out,

@@ -57,6 +57,7 @@ struct TrainModel::Impl {
   // Quantized weights of the current forward, by parameter index.
   std::vector<TernaryLinear> ternary;
   GemmPrecision precision = GemmPrecision::kF32;
+  bool quantize = true;  // false: float linear layers and head (model.quantization = "none")
   std::optional<kernels::Q8Matrix> tied_q8;
   std::vector<float> tied_dequant;            // (V, C)
   std::vector<std::uint16_t> tied_dequant16;  // the same in bf16, for bf16 GEMMs
@@ -121,6 +122,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, kernels::KernelContext& kern
 TrainModel::~TrainModel() = default;
 
 void TrainModel::set_gemm_precision(GemmPrecision p) { impl_->precision = p; }
+void TrainModel::set_quantization(bool ternary) { impl_->quantize = ternary; }
 
 std::size_t TrainModel::parameter_count() const {
   std::size_t n = 0;
@@ -173,11 +175,18 @@ struct Forward {
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Param& p = params[i];
       if (p.ternary) {
+        m.ternary[i].quantize = m.quantize;
         ternary_prepare(ctx, p.value.data(), p.shape[0], p.shape[1], m.ternary[i], m.precision,
                         m.rows);
       }
     }
-    if (c.tied_embeddings) {
+    if (c.tied_embeddings && !m.quantize) {
+      const Param& e = params[sz(m.embedding)];
+      m.tied_dequant = e.value;
+      if (m.precision == GemmPrecision::kBf16) {
+        round_to_bf16(ctx.pool(), m.tied_dequant.data(), c.vocab_size, c.dim, m.tied_dequant16);
+      }
+    } else if (c.tied_embeddings) {
       const Param& e = params[sz(m.embedding)];
       m.tied_q8 = kernels::quantize_q8_0_matrix(
           c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {
@@ -253,10 +262,10 @@ struct Forward {
       mhc_read_forward(attn_mhc, a.x_in.data(), N, C, a.u_attn.data());
       rmsnorm_forward(pool, a.u_attn.data(), val(L.attn_norm), N, C, c.norm_eps, a.h_attn.data(),
                       a.rstd_attn.data());
-      quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv, m.precision);
-      ternary_forward(ctx, m.ternary[sz(L.wq)], m.packed, a.q.data());
-      ternary_forward(ctx, m.ternary[sz(L.wk)], m.packed, a.k.data());
-      ternary_forward(ctx, m.ternary[sz(L.wv)], m.packed, a.v.data());
+      quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv, m.precision, m.quantize);
+      linear_forward(ctx, m.ternary[sz(L.wq)], m.packed, a.xhat_qkv, N, a.q.data(), m.precision);
+      linear_forward(ctx, m.ternary[sz(L.wk)], m.packed, a.xhat_qkv, N, a.k.data(), m.precision);
+      linear_forward(ctx, m.ternary[sz(L.wv)], m.packed, a.xhat_qkv, N, a.v.data(), m.precision);
       rope_forward(pool, *m.rope, a.q.data(), N, seq, c.n_heads, c.rope_style);
       rope_forward(pool, *m.rope, a.k.data(), N, seq, c.n_kv_heads, c.rope_style);
       attention_forward(pool, shape, a.q.data(), a.k.data(), a.v.data(), a.att.data(),
@@ -267,17 +276,18 @@ struct Forward {
                         a.rstd_att_sub.data());
         att_n = a.att_n.data();
       }
-      quantize_input(pool, att_n, N, C, m.packed, a.xhat_o, m.precision);
-      ternary_forward(ctx, m.ternary[sz(L.wo)], m.packed, a.y_attn.data());
+      quantize_input(pool, att_n, N, C, m.packed, a.xhat_o, m.precision, m.quantize);
+      linear_forward(ctx, m.ternary[sz(L.wo)], m.packed, a.xhat_o, N, a.y_attn.data(), m.precision);
       const auto h_attn = mhc::residual_matrix(attn_mhc);
       mhc_write_forward(attn_mhc, h_attn, a.x_in.data(), a.y_attn.data(), N, C, a.x_mid.data());
       // Feed-forward.
       mhc_read_forward(ffn_mhc, a.x_mid.data(), N, C, a.u_ffn.data());
       rmsnorm_forward(pool, a.u_ffn.data(), val(L.ffn_norm), N, C, c.norm_eps, a.h_ffn.data(),
                       a.rstd_ffn.data());
-      quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn, m.precision);
-      ternary_forward(ctx, m.ternary[sz(L.w_gate)], m.packed, a.gate.data());
-      ternary_forward(ctx, m.ternary[sz(L.w_up)], m.packed, a.up.data());
+      quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn, m.precision, m.quantize);
+      linear_forward(ctx, m.ternary[sz(L.w_gate)], m.packed, a.xhat_ffn, N, a.gate.data(),
+                     m.precision);
+      linear_forward(ctx, m.ternary[sz(L.w_up)], m.packed, a.xhat_ffn, N, a.up.data(), m.precision);
       ffn_act_forward(pool, c.ffn_activation, a.gate.data(), a.up.data(), N * F, a.act.data());
       float* act_n = a.act.data();
       if (c.sub_norms) {
@@ -285,8 +295,9 @@ struct Forward {
                         a.rstd_act_sub.data());
         act_n = a.act_n.data();
       }
-      quantize_input(pool, act_n, N, F, m.packed, a.xhat_down, m.precision);
-      ternary_forward(ctx, m.ternary[sz(L.w_down)], m.packed, a.y_ffn.data());
+      quantize_input(pool, act_n, N, F, m.packed, a.xhat_down, m.precision, m.quantize);
+      linear_forward(ctx, m.ternary[sz(L.w_down)], m.packed, a.xhat_down, N, a.y_ffn.data(),
+                     m.precision);
       const auto h_ffn = mhc::residual_matrix(ffn_mhc);
       mhc_write_forward(ffn_mhc, h_ffn, a.x_mid.data(), a.y_ffn.data(), N, C, m.x.data());
     }
@@ -302,11 +313,22 @@ struct Forward {
     }
     rmsnorm_forward(pool, m.mean.data(), val(m.output_norm), N, C, c.norm_eps, m.h_out.data(),
                     m.rstd_out.data());
-    quantize_input(pool, m.h_out.data(), N, C, m.packed, m.xhat_head, m.precision);
-    if (c.tied_embeddings) {
+    quantize_input(pool, m.h_out.data(), N, C, m.packed, m.xhat_head, m.precision, m.quantize);
+    if (c.tied_embeddings && !m.quantize) {  // a float head: logits = h W_emb^T
+      TernaryLinear head;
+      head.quantize = false;
+      head.out = c.vocab_size;
+      head.in = C;
+      head.dequant.swap(m.tied_dequant);
+      head.dequant16.swap(m.tied_dequant16);
+      linear_forward(ctx, head, m.packed, m.xhat_head, N, m.logits.data(), m.precision);
+      head.dequant.swap(m.tied_dequant);
+      head.dequant16.swap(m.tied_dequant16);
+    } else if (c.tied_embeddings) {
       kernels::q8_matmul(*m.tied_q8, m.packed, ctx.isa(), pool, m.logits.data(), sz(c.vocab_size));
     } else {
-      ternary_forward(ctx, m.ternary[sz(m.output)], m.packed, m.logits.data());
+      linear_forward(ctx, m.ternary[sz(m.output)], m.packed, m.xhat_head, N, m.logits.data(),
+                     m.precision);
     }
   }
 

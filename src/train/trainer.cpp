@@ -105,8 +105,10 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       TrainResult done;
       done.steps = ckpt->step;
       done.finished = true;
-      done.exported = dir / "model.gguf";
-      if (!fs::exists(done.exported)) {
+      const bool ternary =
+          parse_train_config(ckpt->config_toml, "checkpoint").quantization == "ternary";
+      if (ternary) done.exported = dir / "model.gguf";
+      if (ternary && !fs::exists(done.exported)) {
         std::vector<CheckpointTensor> weights;
         for (const auto& w : ckpt->tensors) {
           if (w.name.ends_with(".weight")) weights.push_back(w);
@@ -175,6 +177,11 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     if (!same_model(saved, cfg, what)) {
       fail<UsageError>("--resume: {}; the checkpoint cannot continue with this config", what);
     }
+    if (saved.quantization != cfg.quantization) {
+      fail<UsageError>(
+          "--resume: model.quantization is \"{}\" in the checkpoint but \"{}\" in the config",
+          saved.quantization, cfg.quantization);
+    }
     if (to_toml(saved) != to_toml(cfg)) {
       log("warning: the config differs from the checkpoint's (not in [model]); the run will not "
           "match an uninterrupted one");
@@ -186,6 +193,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
 
   TrainModel model(cfg.model, kernels);
   model.set_gemm_precision(parse_gemm_precision(t.matmul_precision));
+  model.set_quantization(cfg.quantization == "ternary");
   Optimizer optim(t, model.params());
   std::int64_t step = 0;
   double elapsed_before = 0;
@@ -397,10 +405,15 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     result.finished = true;
     std::vector<CheckpointTensor> weights;
     for (const auto& p : model.params()) weights.push_back({p.name, p.value});
-    result.exported = dir / "model.gguf";
-    ExportOptions eo;
-    eo.name = dir.filename().string();
-    export_gguf(cfg.model, weights, data.tokenizer_gguf(), eo, result.exported);
+    if (cfg.quantization == "ternary") {
+      result.exported = dir / "model.gguf";
+      ExportOptions eo;
+      eo.name = dir.filename().string();
+      export_gguf(cfg.model, weights, data.tokenizer_gguf(), eo, result.exported);
+    } else {
+      log("model.quantization = \"none\": a float comparison run, not exported (nanochat runs "
+          "ternary models)");
+    }
   }
   result.peak_memory_mib = peak_rss_mib();
   emit({{"step", step},

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -303,6 +304,74 @@ TEST_F(Finetune, BadChatRecordsNameTheFileAndLine) {
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("--init"), std::string::npos) << e.what();
   }
+}
+
+// model.quantization = "none": the same network with float layers. Without quantizers the
+// whole model is differentiable, so its gradients must match central finite differences.
+TEST(FloatComparison, GradientsOfTheUnquantizedModelMatchFiniteDifferences) {
+  kernels::KernelContext ctx(quiet_kernels(2));
+  model::ModelConfig c;
+  c.dim = 256;
+  c.n_layers = 1;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_dim = 256;
+  c.vocab_size = 64;
+  c.context_length = 16;
+  c.mhc_streams = 2;
+  TrainModel m(c, ctx);
+  m.set_gemm_precision(GemmPrecision::kF32);
+  m.set_quantization(false);
+  m.init(3);
+  const std::vector<std::int32_t> in = {1, 5, 9, 33, 2, 60, 7, 7}, tg = {5, 9, 33, 2, 60, 7, 7, 1};
+  auto loss = [&] {
+    m.zero_grad();
+    return m.train_step(in, tg, 2, 4, 0.0, 1.0f).loss;
+  };
+  (void)loss();
+  // A few weights of every kind of matrix: attention, FFN, head.
+  for (auto& p : m.params()) {
+    if (!p.ternary) continue;
+    const std::vector<float> grad = p.grad;
+    // The three weights with the largest gradients, where a wrong backward shows most.
+    std::vector<std::size_t> order(p.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + 3, order.end(),
+                      [&](auto x, auto y) { return std::fabs(grad[x]) > std::fabs(grad[y]); });
+    ASSERT_GT(std::fabs(grad[order[0]]), 1e-4f) << p.name;
+    for (std::size_t i : {order[0], order[1], order[2]}) {
+      const float w = p.value[i];
+      const float h = 2e-3f;
+      p.value[i] = w + h;
+      const double up = loss();
+      p.value[i] = w - h;
+      const double down = loss();
+      p.value[i] = w;
+      const double numeric = (up - down) / (2.0 * h);
+      EXPECT_NEAR(grad[i], numeric, 1e-5 + 3e-2 * std::fabs(numeric)) << p.name << "[" << i << "]";
+    }
+  }
+  // The ternary model's gradient at the same point differs (straight-through quantizers).
+  m.set_quantization(true);
+  const double ternary_loss = loss();
+  m.set_quantization(false);
+  EXPECT_NE(ternary_loss, loss());
+}
+
+TEST_F(Finetune, AFloatComparisonRunTrainsAndIsNotExported) {
+  TrainRunOptions o;
+  o.config = base_config(dir_, 5);
+  o.config.quantization = "none";
+  const TrainResult r = run_training(o, ctx_, quiet_);
+  EXPECT_TRUE(r.finished);
+  EXPECT_TRUE(r.exported.empty());
+  EXPECT_FALSE(fs::exists(dir_ / "base" / "model.gguf"));
+  // Resuming it as a ternary run is refused.
+  TrainRunOptions again = o;
+  again.resume = true;
+  again.config.quantization = "ternary";
+  again.config.training.total_steps = 8;
+  EXPECT_THROW(run_training(again, ctx_, quiet_), UsageError);
 }
 
 TEST(Loss, ContextOnlyTargetsAddNothing) {

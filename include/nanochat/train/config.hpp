@@ -68,6 +68,9 @@ struct OutputSection {
 struct TrainConfig {
   model::ModelConfig model;     // architecture "nanochat"; vocab_size may be set from the tokenizer
   std::int64_t group_size = 0;  // weights per absmean scale; 0 = the whole tensor
+  // "ternary" (the model nanochat runs) or "none": float linear layers, the same network
+  // otherwise, to measure the ternary gap; such a run is not exported.
+  std::string quantization = "ternary";
   TrainingSection training;
   DataSection data;
   OutputSection output;

@@ -84,6 +84,10 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
 // quantizers pass gradients unchanged, so d_x = d_y * (s q) and d_W = d_y^T * dequant(x_q).
 struct TernaryLinear {
   std::int64_t in = 0, out = 0;
+  // false (model.quantization = "none", for measuring the ternary gap): the layer is a plain
+  // float linear layer — dequant holds the latent weights, inputs are not quantized and the
+  // forward is a float GEMM; nothing is packed for the kernels.
+  bool quantize = true;
   float scale = 0;                       // fp16-exact absmean scale
   std::vector<std::int8_t> trits;        // (out, in)
   std::vector<float> dequant;            // (out, in) = trits * scale, for backward
@@ -101,12 +105,18 @@ struct GemmInput {
 void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t out, std::int64_t in,
                      TernaryLinear& layer, GemmPrecision precision = GemmPrecision::kF32,
                      std::int64_t tokens = 1);
-// Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations.
+// Quantizes x (N, in) per token; x_hat (N, in) receives the dequantized activations. With
+// quantize = false, x_hat is x itself (rounded to bf16 for bf16 GEMMs) and acts is not touched.
 void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64_t in,
                     kernels::PackedActivations& acts, GemmInput& x_hat,
-                    GemmPrecision precision = GemmPrecision::kF32);
+                    GemmPrecision precision = GemmPrecision::kF32, bool quantize = true);
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y);
+// y (N, out): the ternary forward, or for a layer with quantize = false the float GEMM
+// x_hat (N, in) W^T at `precision`.
+void linear_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
+                    const kernels::PackedActivations& acts, const GemmInput& x_hat, std::int64_t n,
+                    float* y, GemmPrecision precision);
 // The backward of y (N, out) = x_hat (N, in) W^T for weights W (out, in) given in fp32 and, for
 // bf16 GEMMs, in bf16: d_x = d_y W — overwritten, or added to when `accumulate_dx` (inputs shared
 // by several layers) — and d_W += d_y^T x_hat. d_y is rounded once for both products.

@@ -43,6 +43,10 @@ class TrainModel {
 
   // Precision of the backward's float GEMMs (the forward is int8 and exact either way).
   void set_gemm_precision(GemmPrecision p);
+  // false: train without ternary quantization (float linear layers and head, float inputs) —
+  // the same network as a float model, to measure what ternary weights cost. Such a model
+  // cannot be exported: nanochat's inference runs ternary layers.
+  void set_quantization(bool ternary);
 
   // Random initialization from `seed` (normal weights, unit gains, identity-like mHC).
   void init(std::uint64_t seed);
