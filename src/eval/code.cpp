@@ -10,15 +10,16 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <deque>
-#include <future>
 #include <cmath>
+#include <deque>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/util/json_lines.hpp"
 #include "nanochat/util/paths.hpp"
 
 namespace nanochat::eval {
@@ -195,65 +196,54 @@ CodeSuite load_suite(const std::string& name_or_path) {
   if (!known) name = path.stem().string();
   CodeSuite suite;
   suite.name = name;
-  std::ifstream in(path);
-  if (!in) fail<IoError>("{}: cannot read", path.string());
-  std::string line;
-  int line_no = 0;
   bool format_known = false;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path.string(), line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      fail<FormatError>("{}: not a JSON object; a suite file has one problem per line", where);
-    }
-    if (!j.is_object()) fail<FormatError>("{}: not a JSON object", where);
-    const bool humaneval_x = j.contains("task_id") && j.contains("declaration");
-    if (!format_known) {
-      suite.format = humaneval_x ? SuiteFormat::kHumanEvalX : SuiteFormat::kMultiplE;
-      format_known = true;
-    } else if (humaneval_x != (suite.format == SuiteFormat::kHumanEvalX)) {
-      fail<FormatError>("{}: a record of another format than the file's first", where);
-    }
-    CodeProblem p;
-    if (humaneval_x) {
-      p.id = field(j, "task_id", where);
-      const std::string decl = drop_external_crates(field(j, "declaration", where));
-      p.prompt = field(j, "prompt", where) + decl;
-      p.stop = {"\n}"};
-      p.head = decl;
-      p.tail = "\n}\n" + field(j, "test", where);
-      p.test_harness = true;
-      std::string ref = field(j, "canonical_solution", where);
-      // The reference ends with the function's closing brace; the program adds its own.
-      const auto close = ref.find_last_of('}');
-      if (close != std::string::npos) ref.erase(close);
-      while (!ref.empty() && (ref.back() == '\n' || ref.back() == ' ')) ref.pop_back();
-      p.reference = ref;
-    } else {
-      p.id = field(j, "name", where);
-      p.prompt = field(j, "prompt", where);
-      p.head = p.prompt;
-      std::string test = field(j, "test", where);
-      // mbpp-rs tests start with the function's closing brace, humaneval-rs tests do not.
-      if (!test.empty() && test[0] == '}') test.erase(0, 1);
-      p.tail = "\n}\n" + test;
-      if (j.contains("stop_tokens") && j["stop_tokens"].is_array()) {
-        for (const auto& s : j["stop_tokens"]) {
-          if (s.is_string()) p.stop.push_back(s.get<std::string>());
+  for_each_json_line(
+      path, "one problem (MultiPL-E or HumanEval-X)",
+      [&](const nlohmann::json& j, const std::string& where) {
+        const bool humaneval_x = j.contains("task_id") && j.contains("declaration");
+        if (!format_known) {
+          suite.format = humaneval_x ? SuiteFormat::kHumanEvalX : SuiteFormat::kMultiplE;
+          format_known = true;
+        } else if (humaneval_x != (suite.format == SuiteFormat::kHumanEvalX)) {
+          fail<FormatError>("{}: a record of another format than the file's first", where);
         }
-      }
-      if (p.stop.empty()) p.stop = {"\n}"};
-    }
-    if (std::find(std::begin(kBroken), std::end(kBroken), p.id) != std::end(kBroken)) {
-      suite.skipped.push_back(p.id + ": its test never compiles (an integer literal too large)");
-      continue;
-    }
-    suite.problems.push_back(std::move(p));
-  }
+        CodeProblem p;
+        if (humaneval_x) {
+          p.id = field(j, "task_id", where);
+          const std::string decl = drop_external_crates(field(j, "declaration", where));
+          p.prompt = field(j, "prompt", where) + decl;
+          p.stop = {"\n}"};
+          p.head = decl;
+          p.tail = "\n}\n" + field(j, "test", where);
+          p.test_harness = true;
+          std::string ref = field(j, "canonical_solution", where);
+          // The reference ends with the function's closing brace; the program adds its own.
+          const auto close = ref.find_last_of('}');
+          if (close != std::string::npos) ref.erase(close);
+          while (!ref.empty() && (ref.back() == '\n' || ref.back() == ' ')) ref.pop_back();
+          p.reference = ref;
+        } else {
+          p.id = field(j, "name", where);
+          p.prompt = field(j, "prompt", where);
+          p.head = p.prompt;
+          std::string test = field(j, "test", where);
+          // mbpp-rs tests start with the function's closing brace, humaneval-rs tests do not.
+          if (!test.empty() && test[0] == '}') test.erase(0, 1);
+          p.tail = "\n}\n" + test;
+          if (j.contains("stop_tokens") && j["stop_tokens"].is_array()) {
+            for (const auto& s : j["stop_tokens"]) {
+              if (s.is_string()) p.stop.push_back(s.get<std::string>());
+            }
+          }
+          if (p.stop.empty()) p.stop = {"\n}"};
+        }
+        if (std::find(std::begin(kBroken), std::end(kBroken), p.id) != std::end(kBroken)) {
+          suite.skipped.push_back(p.id +
+                                  ": its test never compiles (an integer literal too large)");
+          return;
+        }
+        suite.problems.push_back(std::move(p));
+      });
   if (suite.problems.empty()) fail<FormatError>("{}: no problems in the file", path.string());
   return suite;
 }
@@ -418,9 +408,9 @@ CodeEvalReport evaluate_code(
         }
       }
       while (static_cast<int>(pending.size()) >= std::max(1, o.jobs)) take_oldest();
-      pending.push_back({i, std::async(std::launch::async, run_rust,
-                                       assemble_program(p, completion), p.test_harness, o.rustc,
-                                       o.limits)});
+      pending.push_back(
+          {i, std::async(std::launch::async, run_rust, assemble_program(p, completion),
+                         p.test_harness, o.rustc, o.limits)});
       pr.completions.push_back(std::move(completion));
     }
   }

@@ -14,6 +14,8 @@
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/corpus.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
+#include "nanochat/util/json_lines.hpp"
 
 namespace nanochat::train {
 namespace fs = std::filesystem;
@@ -81,74 +83,61 @@ std::vector<std::int32_t> encode_chat_file(const fs::path& path, const model::To
                                            const model::ChatTemplate& tmpl,
                                            std::vector<std::size_t>& starts, std::size_t base) {
   std::vector<std::int32_t> out;
-  std::istringstream in(read_file(path));
-  std::string line;
-  std::int64_t line_no = 0;
   auto context = [&](const std::string& text, bool bos) {
     for (const auto t : tok.encode(text, bos, false)) out.push_back(-t - 1);
   };
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path.string(), line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      fail<FormatError>(
-          "{}: not JSON; a chat file has one {{\"messages\": [{{\"role\": ..., \"content\": "
-          "...}}]}} object per line",
-          where);
-    }
-    if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array() ||
-        j["messages"].empty()) {
-      fail<FormatError>(
-          "{}: no \"messages\" array; expected {{\"messages\": [{{\"role\": ..., "
-          "\"content\": ...}}]}}",
-          where);
-    }
-    std::vector<model::ChatMessage> messages;
-    bool any_assistant = false;
-    for (const auto& m : j["messages"]) {
-      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
-          !m.contains("content") || !m["content"].is_string()) {
-        fail<FormatError>("{}: every message needs a string \"role\" and \"content\"", where);
-      }
-      const std::string role = m["role"].get<std::string>();
-      if (role != "system" && role != "user" && role != "assistant") {
-        fail<FormatError>("{}: role \"{}\"; use system, user or assistant", where, role);
-      }
-      any_assistant = any_assistant || role == "assistant";
-      messages.push_back({role, m["content"].get<std::string>()});
-    }
-    if (!any_assistant) {
-      fail<FormatError>("{}: no assistant message, so nothing to learn from this line", where);
-    }
-    starts.push_back(base + out.size());
-    std::string done;  // rendered so far
-    bool first = true;
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      const std::vector<model::ChatMessage> upto(
-          messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
-      const std::string full = tmpl.render(upto, false);
-      if (messages[i].role == "assistant") {
-        const std::vector<model::ChatMessage> before(
-            messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
-        const std::string prompt = tmpl.render(before, true);
-        if (prompt.compare(0, done.size(), done) != 0 ||
-            full.compare(0, prompt.size(), prompt) != 0) {
-          fail("chat template {} does not render turn by turn", tmpl.name());
+  for_each_json_line(
+      path, R"({"messages": [{"role": ..., "content": ...}]})",
+      [&](const nlohmann::json& j, const std::string& where) {
+        if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) {
+          fail<FormatError>(
+              "{}: no \"messages\" array; expected {{\"messages\": [{{\"role\": ..., "
+              "\"content\": ...}}]}}",
+              where);
         }
-        context(prompt.substr(done.size()), first);
-        for (const auto t : tok.encode(full.substr(prompt.size()), false, false)) out.push_back(t);
-      } else {
-        context(full.substr(done.size()), first);
-      }
-      first = false;
-      done = full;
-    }
-    if (const auto eos = tok.eos()) out.push_back(*eos);  // the answer ends: learn to stop
-  }
+        std::vector<model::ChatMessage> messages;
+        bool any_assistant = false;
+        for (const auto& m : j["messages"]) {
+          if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+              !m.contains("content") || !m["content"].is_string()) {
+            fail<FormatError>("{}: every message needs a string \"role\" and \"content\"", where);
+          }
+          const std::string role = m["role"].get<std::string>();
+          if (role != "system" && role != "user" && role != "assistant") {
+            fail<FormatError>("{}: role \"{}\"; use system, user or assistant", where, role);
+          }
+          any_assistant = any_assistant || role == "assistant";
+          messages.push_back({role, m["content"].get<std::string>()});
+        }
+        if (!any_assistant) {
+          fail<FormatError>("{}: no assistant message, so nothing to learn from this line", where);
+        }
+        starts.push_back(base + out.size());
+        std::string done;  // rendered so far
+        bool first = true;
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+          const std::vector<model::ChatMessage> upto(
+              messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+          const std::string full = tmpl.render(upto, false);
+          if (messages[i].role == "assistant") {
+            const std::vector<model::ChatMessage> before(
+                messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
+            const std::string prompt = tmpl.render(before, true);
+            if (prompt.compare(0, done.size(), done) != 0 ||
+                full.compare(0, prompt.size(), prompt) != 0) {
+              fail("chat template {} does not render turn by turn", tmpl.name());
+            }
+            context(prompt.substr(done.size()), first);
+            for (const auto t : tok.encode(full.substr(prompt.size()), false, false))
+              out.push_back(t);
+          } else {
+            context(full.substr(done.size()), first);
+          }
+          first = false;
+          done = full;
+        }
+        if (const auto eos = tok.eos()) out.push_back(*eos);  // the answer ends: learn to stop
+      });
   return out;
 }
 
@@ -220,6 +209,20 @@ Dataset Dataset::prepare(const TrainConfig& config,
   const fs::path dir = config.output.checkpoint_dir / "data";
   const fs::path manifest = dir / "manifest.json", tok_path = dir / "tokenizer.gguf";
   const fs::path train_path = dir / "train.bin", val_path = dir / "val.bin";
+  // The prepared files; the manifest last: it vouches for the files before it.
+  auto write_prepared = [&](const std::vector<std::uint8_t>& tok_bytes,
+                            const std::vector<std::int32_t>& train,
+                            const std::vector<std::int32_t>& val) {
+    write_file_atomic(tok_path, std::string_view(reinterpret_cast<const char*>(tok_bytes.data()),
+                                                 tok_bytes.size()));
+    write_tokens(train_path, train);
+    write_tokens(val_path, val);
+    nlohmann::json m;
+    m["fingerprint"] = ds.fingerprint_;
+    m["train_tokens"] = train.size();
+    m["val_tokens"] = val.size();
+    write_file_atomic(manifest, m.dump(2) + "\n");
+  };
   bool reuse = false;
   if (fs::exists(manifest) && fs::exists(tok_path) && fs::exists(train_path) &&
       fs::exists(val_path)) {
@@ -261,15 +264,7 @@ Dataset Dataset::prepare(const TrainConfig& config,
       val.assign(train.begin() + static_cast<std::ptrdiff_t>(cut), train.end());
       train.resize(cut);
     }
-    write_file_atomic(tok_path, std::string_view(reinterpret_cast<const char*>(tok_bytes.data()),
-                                                 tok_bytes.size()));
-    write_tokens(train_path, train);
-    write_tokens(val_path, val);
-    nlohmann::json m;
-    m["fingerprint"] = ds.fingerprint_;
-    m["train_tokens"] = train.size();
-    m["val_tokens"] = val.size();
-    write_file_atomic(manifest, m.dump(2) + "\n");
+    write_prepared(tok_bytes, train, val);
     const auto targets = std::count_if(train.begin(), train.end(), [](auto t) { return t >= 0; });
     log(
         fmt::format("data: {} conversations in {} files ({} chat template): {} tokens, {} of "
@@ -355,15 +350,7 @@ Dataset Dataset::prepare(const TrainConfig& config,
       val.assign(train.end() - static_cast<std::ptrdiff_t>(n_val), train.end());
       train.resize(train.size() - n_val);
     }
-    write_file_atomic(tok_path, std::string_view(reinterpret_cast<const char*>(tok_bytes.data()),
-                                                 tok_bytes.size()));
-    write_tokens(train_path, train);
-    write_tokens(val_path, val);
-    nlohmann::json m;
-    m["fingerprint"] = ds.fingerprint_;
-    m["train_tokens"] = train.size();
-    m["val_tokens"] = val.size();
-    write_file_atomic(manifest, m.dump(2) + "\n");  // last: it vouches for the files above
+    write_prepared(tok_bytes, train, val);
     log(fmt::format("data: {} training and {} validation tokens ({:.2f} bytes per token)",
                     train.size(), val.size(),
                     static_cast<double>(total + val_total) /

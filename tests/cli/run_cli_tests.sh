@@ -7,27 +7,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export NANOCHAT_CACHE="$work/cache"
 unset NANOCHAT_ISA NANOCHAT_ARG_THREADS
-pass=0
-fail=0
-
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-
-# expect_fail NAME PATTERN CMD... : non-zero exit, exactly one line on stderr matching PATTERN,
-# nothing on stdout.
-expect_fail() {
-  local name="$1" pattern="$2"
-  shift 2
-  "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$work/err")
-  if [[ $rc -eq 0 ]]; then bad "$name: exit 0"; return; fi
-  if [[ $lines -ne 1 ]]; then bad "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
-  if ! grep -qE -- "$pattern" "$work/err"; then bad "$name: stderr '$(cat "$work/err")' lacks /$pattern/"; return; fi
-  if [[ -s "$work/out" ]]; then bad "$name: wrote to stdout"; return; fi
-  ok
-}
+source "$(dirname "$0")/lib.sh"
 
 # --version: version, commit, compiler, build type.
 out=$("$bin" --version) && [[ "$out" =~ ^nanochat\ [0-9]+\.[0-9]+\.[0-9]+\ \(commit\ .+,\ .+,\ .+\ build ]] && ok || bad "--version: '$out'"

@@ -31,27 +31,15 @@
 #include "nanochat/train/trainer.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "test_helpers.hpp"
 
 namespace nanochat::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  const fs::path p =
-      fs::temp_directory_path() / fmt::format("nanochat-finetune-{}-{}", ::getpid(), name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-kernels::KernelOptions quiet_kernels(int threads) {
-  kernels::KernelOptions o;
-  o.threads = threads;
-  o.tune = kernels::TuneMode::kOff;
-  o.tune_cache.clear();
-  return o;
-}
+using nanochat::test_support::quiet_kernels;
+using nanochat::test_support::temp_dir;
 
 std::string sample_text() {
   std::string text;
@@ -270,7 +258,8 @@ TEST_F(Finetune, BadChatRecordsNameTheFileAndLine) {
   base.config = base_config(dir_, 2);
   const TrainResult r = run_training(base, ctx_, quiet_);
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"{not json", "not JSON"},
+      {"{not json", "not a JSON object"},
+      {"[1, 2]", "not a JSON object"},
       {R"({"msgs": []})", "no \"messages\" array"},
       {R"({"messages": [{"role": "robot", "content": "x"}]})", "role \"robot\""},
       {R"({"messages": [{"role": "user", "content": 3}]})", "string \"role\" and \"content\""},

@@ -3,6 +3,8 @@
 // (no packing, no kernels); decoding with the KV cache against recomputing the whole sequence.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "test_helpers.hpp"
 #include <unistd.h>
 
 #include <cmath>
@@ -279,13 +281,7 @@ void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
 class ModelVariant : public ::testing::TestWithParam<Variant> {};
 
-kernels::KernelOptions quiet_kernels(int threads) {
-  kernels::KernelOptions o;
-  o.threads = threads;
-  o.tune = kernels::TuneMode::kOff;
-  o.tune_cache.clear();
-  return o;
-}
+using nanochat::test_support::quiet_kernels;
 
 TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   const Variant v = GetParam();

@@ -26,27 +26,15 @@
 #include "nanochat/train/trainer.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "test_helpers.hpp"
 
 namespace nanochat::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  const fs::path p =
-      fs::temp_directory_path() / fmt::format("nanochat-train-{}-{}", ::getpid(), name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-kernels::KernelOptions quiet_kernels(int threads) {
-  kernels::KernelOptions o;
-  o.threads = threads;
-  o.tune = kernels::TuneMode::kOff;
-  o.tune_cache.clear();
-  return o;
-}
+using nanochat::test_support::quiet_kernels;
+using nanochat::test_support::temp_dir;
 
 const char* kMinimal = R"(
 [model]
