@@ -3,8 +3,6 @@
 // (no packing, no kernels); decoding with the KV cache against recomputing the whole sequence.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
-#include "test_helpers.hpp"
 #include <unistd.h>
 
 #include <cmath>
@@ -24,6 +22,7 @@
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
+#include "test_helpers.hpp"
 
 namespace nanochat::model {
 namespace {
