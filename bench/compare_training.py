@@ -20,6 +20,14 @@ import subprocess
 import sys
 import tomllib
 
+# PyTorch comes from Debian (python3-torch): under another interpreter first on PATH (pyenv,
+# a virtual environment), run again with Debian's.
+if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 

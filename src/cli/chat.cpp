@@ -1,13 +1,12 @@
 // nanochat chat: a conversation in the terminal with line editing (libedit), history, streaming
-// answers, the model's chat template, /help /clear /exit, and Ctrl-C to stop an answer without
-// quitting. When stdin is not a terminal it answers one turn and exits — it never waits for a
+// answers, the model's chat template, /help /clear /stats /exit, and Ctrl-C to stop an answer
+// without quitting. The conversation stays in the session's KV cache, so a turn costs its new
+// tokens. When stdin is not a terminal it answers one turn and exits — it never waits for a
 // person who is not there.
 #include <editline/readline.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -17,17 +16,12 @@
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/engine/session.hpp"
-#include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/chat_template.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
-#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted.store(true); }
 
 struct Options {
   std::string model;
@@ -44,49 +38,123 @@ const char* kHelp =
     "commands:\n"
     "  /help    this text\n"
     "  /clear   forget the conversation (the system prompt stays)\n"
+    "  /stats   timings of the last answer and of the whole conversation\n"
     "  /exit    quit (or Ctrl-D)\n"
     "end a line with \\ to continue on the next one; Ctrl-C stops an answer\n";
 
-void run(const Options& o) {
-  int threads = 0;
-  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
-  const model::SamplerParams sampling = o.sampling.resolve();
-  const std::string model_path = zoo::model_or_default(o.model);
-  const auto file = gguf::GgufFile::open(model_path);
-  kernels::KernelContext ctx(o.kernel.options(threads));
-  auto model = model::Model::load(file, ctx);
-  const model::Tokenizer tokenizer = model::Tokenizer::from_gguf(file);
-  engine::Session session(*model, tokenizer, o.context);
-  const model::ChatTemplate tmpl =
-      o.chat_template.empty()
-          ? model::ChatTemplate::detect(file.get_string("tokenizer.chat_template").value_or(""))
-          : model::ChatTemplate::named(o.chat_template);
+// A conversation over one session: each turn renders the whole conversation with the template,
+// and the session reuses the cached keys and values of everything before the new turn. When the
+// context cannot hold the conversation and room for an answer, the oldest turns are dropped
+// (the system prompt stays) and the user is told.
+class Conversation {
+ public:
+  Conversation(engine::Session& session, std::string system, engine::GenerateOptions options)
+      : session_(session), system_(std::move(system)), options_(std::move(options)) {
+    clear();
+  }
 
-  std::vector<model::ChatMessage> messages;
-  if (!o.system.empty()) messages.push_back({"system", o.system});
-  engine::GenerateOptions g;
-  g.n_predict = o.n_predict;
-  g.sampling = sampling;
-  g.stop = tmpl.stop();
-  g.parse_special = true;  // the template's markers are control tokens
+  void clear() {
+    messages_.clear();
+    if (!system_.empty()) messages_.push_back({"system", system_});
+  }
 
-  auto answer = [&](const std::string& user) {
-    messages.push_back({"user", user});
-    g_interrupted.store(false);
+  // Answers `user`, streaming the answer to stdout.
+  void answer(const std::string& user) {
+    messages_.push_back({"user", user});
+    const std::vector<model::TokenId> prompt = fit_prompt();
+    if (prompt.empty()) return;
+    clear_interrupted();
     const engine::GenerateResult r =
-        session.generate(tmpl.render(messages, true), g, [](std::string_view text) {
+        session_.generate_tokens(prompt, options_, [](std::string_view text) {
           std::fwrite(text.data(), 1, text.size(), stdout);
           std::fflush(stdout);
-          return !g_interrupted.load();
+          return !interrupted();
         });
     std::fputs("\n", stdout);
     std::fflush(stdout);
-    messages.push_back({"assistant", r.text});
+    messages_.push_back({"assistant", r.text});
+    last_ = r.timings;
+    last_finish_ = r.finish;
+    total_.prompt_tokens += r.timings.prompt_tokens;
+    total_.reused_tokens += r.timings.reused_tokens;
+    total_.prompt_ms += r.timings.prompt_ms;
+    total_.generated_tokens += r.timings.generated_tokens;
+    total_.eval_ms += r.timings.eval_ms;
+    ++turns_;
     if (r.finish == engine::FinishReason::kCancelled) fmt::print(stderr, "[stopped]\n");
     if (r.finish == engine::FinishReason::kContextFull) {
-      fmt::print(stderr, "[the context is full: /clear to start over, or raise -c]\n");
+      fmt::print(stderr,
+                 "[the context is full: the answer was cut; the oldest turns will make room for "
+                 "the next one]\n");
     }
-  };
+  }
+
+  void print_stats(std::uint64_t seed) const {
+    if (turns_ == 0) {
+      fmt::print(stderr, "[no answers yet]\n");
+      return;
+    }
+    fmt::print(stderr, "last answer:\n");
+    print_timings(last_, 0, engine::finish_reason_name(last_finish_), seed);
+    fmt::print(stderr, "conversation ({} answers):\n", turns_);
+    print_timings(total_, 0, nullptr, seed);
+  }
+  int turns() const { return turns_; }
+
+ private:
+  // The rendered conversation as tokens, with room for an answer; drops the oldest turns (and,
+  // if even the newest message alone does not fit, that message) and says so.
+  std::vector<model::TokenId> fit_prompt() {
+    const engine::LoadedModel& m = session_.model();
+    const std::int64_t context = session_.context();
+    const std::int64_t room = options_.n_predict > 0
+                                  ? std::min<std::int64_t>(options_.n_predict, context / 2)
+                                  : std::max<std::int64_t>(context / 4, 1);
+    int dropped = 0;
+    for (;;) {
+      std::vector<model::TokenId> tokens =
+          m.tokenizer().encode(m.chat_template().render(messages_, true), true, true);
+      if (static_cast<std::int64_t>(tokens.size()) + room <= context) {
+        if (dropped > 0) {
+          fmt::print(stderr, "[the context of {} tokens is full: dropped the oldest {} {}]\n",
+                     context, dropped, dropped == 1 ? "message" : "messages");
+        }
+        return tokens;
+      }
+      const std::size_t first = system_.empty() ? 0 : 1;
+      if (messages_.size() - first <= 1) {  // only the new message is left
+        fmt::print(stderr,
+                   "[this message takes {} tokens; with room for an answer it does not fit the "
+                   "context of {} tokens: shorten it, or restart with a larger -c]\n",
+                   tokens.size(), context);
+        messages_.pop_back();
+        return {};
+      }
+      messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(first));
+      ++dropped;
+    }
+  }
+
+  engine::Session& session_;
+  std::string system_;
+  engine::GenerateOptions options_;
+  std::vector<model::ChatMessage> messages_;
+  engine::Timings last_, total_;
+  engine::FinishReason last_finish_ = engine::FinishReason::kLength;
+  int turns_ = 0;
+};
+
+void run(const Options& o) {
+  engine::GenerateOptions g;
+  g.n_predict = o.n_predict;
+  g.sampling = o.sampling.resolve();
+  g.parse_special = true;  // the template's markers are control tokens
+  g.validate();
+  engine::validate_context(o.context);
+  const auto model = load_model(o.model, o.kernel, o.chat_template);
+  engine::Session session(model, o.context);
+  g.stop = model->chat_template().stop();
+  Conversation chat(session, o.system, g);
 
   if (!::isatty(0)) {  // scripted: one turn
     const std::string input((std::istreambuf_iterator<char>(std::cin)),
@@ -94,31 +162,28 @@ void run(const Options& o) {
     if (input.find_first_not_of(" \t\r\n") == std::string::npos) {
       fail<UsageError>("stdin is empty: pipe the message to answer, or run chat in a terminal");
     }
-    answer(input);
+    chat.answer(input);
     return;
   }
 
   const bool color = !o.no_color && ::isatty(1);
-  const std::string prompt = color ? "\001\033[1;32m\002> \001\033[0m\002" : "> ";
+  // \001 and \002 tell libedit that the escapes between them take no room on the screen.
+  const std::string prompt = color ? "\001\033[1;32m\002>\001\033[0m\002 " : "> ";
   const std::string history = (cache_dir() / "chat_history").string();
   std::error_code ec;
   std::filesystem::create_directories(cache_dir(), ec);
   using_history();
   read_history(history.c_str());
-  struct sigaction sa {};
-  sa.sa_handler = on_sigint;
-  sigaction(SIGINT, &sa, nullptr);
+  catch_interrupts();
   fmt::print(stderr, "nanochat chat: {} ({} template, context {}). /help for commands.\n",
-             model_path, tmpl.name(), session.context());
+             model->path().string(), model->chat_template().name(), session.context());
   for (;;) {
-    g_interrupted.store(false);
+    clear_interrupted();
     char* raw = readline(prompt.c_str());
     if (raw == nullptr) {
-      if (g_interrupted.load()) {  // Ctrl-C at the prompt: a fresh line, not an exit
-        std::fputs("\n", stdout);
-        continue;
-      }
-      break;  // Ctrl-D
+      std::fputs("\n", stdout);     // the shell's prompt starts on a fresh line
+      if (interrupted()) continue;  // Ctrl-C at the prompt: a fresh line, not an exit
+      break;                        // Ctrl-D
     }
     std::string line(raw);
     std::free(raw);
@@ -135,20 +200,20 @@ void run(const Options& o) {
     if (line == "/exit" || line == "/quit") break;
     if (line == "/help") {
       fmt::print(stderr, "{}", kHelp);
-      continue;
-    }
-    if (line == "/clear") {
-      messages.clear();
-      if (!o.system.empty()) messages.push_back({"system", o.system});
+    } else if (line == "/stats") {
+      chat.print_stats(g.sampling.seed);
+    } else if (line == "/clear") {
+      chat.clear();
       fmt::print(stderr, "[conversation cleared]\n");
-      continue;
-    }
-    if (line[0] == '/') {
+    } else if (line[0] == '/') {
       fmt::print(stderr, "unknown command {}; /help lists them\n", line);
-      continue;
+    } else {
+      chat.answer(line);
     }
-    answer(line);
   }
+  if (color) std::fputs("\033[0m", stdout);
+  std::fflush(stdout);
+  chat.print_stats(g.sampling.seed);
 }
 
 }  // namespace

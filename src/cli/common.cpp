@@ -1,14 +1,22 @@
 #include "nanochat/cli/common.hpp"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -66,6 +74,105 @@ void KernelFlags::add_to(CLI::App& app, bool thread_list) {
                  "on: use cached kernel timings and measure what is missing; off: built-in "
                  "defaults; force: measure again")
       ->capture_default_str();
+}
+
+int KernelFlags::single_thread_count() const {
+  if (threads.empty()) return 0;
+  if (threads.find(',') != std::string::npos) {
+    fail<UsageError>("-t {}: this command takes one thread count, not a list", threads);
+  }
+  const int n = parse_int_list(threads, "-t")[0];
+  const int cpus = cpu_info().logical_cpus;
+  if (n > cpus) {
+    spdlog::warn(
+        "-t {}: this machine has {} logical CPUs; more threads than that only slow "
+        "the kernels down",
+        n, cpus);
+  }
+  return n;
+}
+
+std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
+                                                const std::string& chat_template) {
+  engine::LoadOptions o;
+  o.kernels = kernel.options(kernel.single_thread_count());
+  o.chat_template = chat_template;
+  const std::string path = zoo::model_or_default(model);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  if (tty) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    fmt::print(stderr, "loading {} ({:.1f} MB)...", path,
+               ec ? 0.0 : static_cast<double>(size) / 1e6);
+    std::fflush(stderr);
+  }
+  spdlog::debug("loading {}: mapping, validating, repacking ternary tensors for {} threads", path,
+                o.kernels.threads);
+  try {
+    auto lm = engine::LoadedModel::load(path, o);
+    if (tty) fmt::print(stderr, "\r\033[K");
+    spdlog::debug("loaded {} in {:.0f} ms", path, lm->load_ms());
+    return lm;
+  } catch (...) {
+    if (tty) fmt::print(stderr, "\n");
+    throw;
+  }
+}
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) { g_interrupted.store(true); }
+}  // namespace
+
+void catch_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigaction(SIGINT, &sa, nullptr);
+}
+bool interrupted() { return g_interrupted.load(); }
+void clear_interrupted() { g_interrupted.store(false); }
+
+void print_timings(const engine::Timings& t, double load_ms, const char* finish,
+                   std::uint64_t seed) {
+  const auto per_token = [](double ms, std::int64_t n) {
+    return n > 0 ? ms / static_cast<double>(n) : 0.0;
+  };
+  const auto per_second = [](double ms, std::int64_t n) {
+    return ms > 0 ? static_cast<double>(n) * 1e3 / ms : 0.0;
+  };
+  const std::int64_t run = t.prompt_tokens - t.reused_tokens;
+  if (load_ms > 0) fmt::print(stderr, "load:        {:.1f} ms\n", load_ms);
+  fmt::print(
+      stderr, "prompt eval: {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s){}\n", run,
+      t.prompt_ms, per_token(t.prompt_ms, run), per_second(t.prompt_ms, run),
+      t.reused_tokens > 0 ? fmt::format("; {} more reused from the cache", t.reused_tokens) : "");
+  fmt::print(stderr, "eval:        {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s)\n",
+             t.generated_tokens, t.eval_ms, per_token(t.eval_ms, t.generated_tokens),
+             per_second(t.eval_ms, t.generated_tokens));
+  if (finish != nullptr) {
+    fmt::print(stderr, "finish:      {} (seed {})\n", finish, seed);
+  } else {
+    fmt::print(stderr, "seed:        {}\n", seed);
+  }
+}
+
+std::string flag_for(std::string_view parameter) {
+  static constexpr std::pair<std::string_view, std::string_view> kFlags[] = {
+      {"temperature", "--temp"},
+      {"top_k", "--top-k"},
+      {"top_p", "--top-p"},
+      {"min_p", "--min-p"},
+      {"repeat_penalty", "--repeat-penalty"},
+      {"repeat_last_n", "--repeat-last-n"},
+      {"context", "-c"},
+      {"prompt", "-p"},
+      {"stop", "--stop"},
+      {"n_predict", "-n"},
+  };
+  for (const auto& [name, flag] : kFlags) {
+    if (name == parameter) return std::string(flag);
+  }
+  return std::string(parameter);
 }
 
 kernels::KernelOptions KernelFlags::options(int thread_count) const {

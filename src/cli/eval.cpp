@@ -23,26 +23,6 @@
 namespace nanochat::cli {
 namespace {
 
-// A loaded model with its tokenizer; the file stays open as long as the model uses it.
-struct Loaded {
-  std::string path;
-  gguf::GgufFile file;
-  std::unique_ptr<kernels::KernelContext> ctx;
-  std::unique_ptr<model::Model> model;
-  std::unique_ptr<model::Tokenizer> tok;
-};
-
-std::unique_ptr<Loaded> load(const std::string& model, const KernelFlags& kernel) {
-  int threads = 0;
-  if (!kernel.threads.empty()) threads = parse_int_list(kernel.threads, "-t")[0];
-  const std::string path = zoo::model_or_default(model);
-  auto l = std::unique_ptr<Loaded>(new Loaded{path, gguf::GgufFile::open(path), {}, {}, {}});
-  l->ctx = std::make_unique<kernels::KernelContext>(kernel.options(threads));
-  l->model = model::Model::load(l->file, *l->ctx);
-  l->tok = std::make_unique<model::Tokenizer>(model::Tokenizer::from_gguf(l->file));
-  return l;
-}
-
 // "[=====>    ] 12/40 label" on stderr, redrawn in place (terminals only).
 void progress_bar(std::size_t done, std::size_t total, const std::string& label) {
   constexpr int kWidth = 30;
@@ -85,13 +65,13 @@ void run_bpb(const BpbOptions& o) {
     fail<UsageError>("-f: no text files{} in {}", o.ext.empty() ? "" : " with extension " + o.ext,
                      fmt::join(o.inputs, ", "));
   }
-  auto l = load(o.model, o.kernel);
-  const std::int64_t n_ctx = o.context > 0 ? o.context : l->model->config().context_length;
+  const auto l = load_model(o.model, o.kernel);
+  const std::int64_t n_ctx = o.context > 0 ? o.context : l->config().context_length;
   const bool bar = isatty(STDERR_FILENO) != 0 && !o.json;
-  const eval::BpbReport r = eval::evaluate_bpb(*l->model, *l->tok, found.files, n_ctx,
-                                               [&](std::size_t done, std::size_t total) {
-                                                 if (bar) progress_bar(done, total, "files");
-                                               });
+  const eval::BpbReport r =
+      eval::evaluate_bpb(*l, found.files, n_ctx, [&](std::size_t done, std::size_t total) {
+        if (bar) progress_bar(done, total, "files");
+      });
   const engine::Score per_file = r.per_file_total();
   const double xz_concat = bits_per_byte(r.concatenated_xz_bytes, r.concatenated_bytes);
   const double xz_each = bits_per_byte(r.per_file_xz_bytes(), r.per_file_bytes());
@@ -104,7 +84,7 @@ void run_bpb(const BpbOptions& o) {
                        {"bits_per_byte", f.score.bits_per_byte()},
                        {"xz_bits_per_byte", bits_per_byte(f.xz_bytes, f.bytes)}});
     }
-    const nlohmann::json doc = {{"model", l->path},
+    const nlohmann::json doc = {{"model", l->path().string()},
                                 {"context", n_ctx},
                                 {"files", files},
                                 {"concatenated",
@@ -132,8 +112,8 @@ void run_bpb(const BpbOptions& o) {
     }
     fmt::print("\n");
   }
-  fmt::print("model: {}\n{} files, {} bytes, context {} tokens\n\n", l->path, r.files.size(),
-             r.concatenated_bytes, n_ctx);
+  fmt::print("model: {}\n{} files, {} bytes, context {} tokens\n\n", l->path().string(),
+             r.files.size(), r.concatenated_bytes, n_ctx);
   fmt::print("{:<34} {:>10} {:>10}\n", "", "model bpb", "xz -9e bpb");
   fmt::print("{:<34} {:>10.4f} {:>10.4f}\n", "concatenated (llama.cpp chunks)",
              r.concatenated.bits_per_byte(), xz_concat);
@@ -201,11 +181,11 @@ void run_code(const CodeOptions& o) {
   const eval::CodeSuite suite = eval::load_suite(o.set);
   e.rustc = eval::find_rustc(o.rustc);
 
-  std::unique_ptr<Loaded> l;
+  std::shared_ptr<engine::LoadedModel> l;
   std::unique_ptr<engine::Session> session;
   if (!o.reference) {
-    l = load(o.model, o.kernel);
-    session = std::make_unique<engine::Session>(*l->model, *l->tok, 0);
+    l = load_model(o.model, o.kernel);
+    session = std::make_unique<engine::Session>(l, 0);
   }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> results(nullptr, std::fclose);
   std::string results_tmp;
@@ -252,7 +232,7 @@ void run_code(const CodeOptions& o) {
     nlohmann::json pass_at = nlohmann::json::object();
     for (const auto& [k, v] : r.pass_at) pass_at[fmt::format("pass@{}", k)] = v;
     const nlohmann::json doc = {{"suite", r.suite},
-                                {"model", o.reference ? "reference" : l->path},
+                                {"model", o.reference ? "reference" : l->path().string()},
                                 {"problems", r.problems.size()},
                                 {"samples", e.samples},
                                 {"temperature", e.sampling.temperature},
@@ -266,7 +246,7 @@ void run_code(const CodeOptions& o) {
   fmt::print("suite: {} ({} problems{}), {}, {} sample{} per problem, temperature {}\n", r.suite,
              r.problems.size(),
              suite.skipped.empty() ? "" : fmt::format(", {} skipped", suite.skipped.size()),
-             o.reference ? "reference solutions" : "model " + l->path, e.samples,
+             o.reference ? "reference solutions" : "model " + l->path().string(), e.samples,
              e.samples == 1 ? "" : "s", e.sampling.temperature);
   for (const auto& s : suite.skipped) fmt::print("  skipped {}\n", s);
   fmt::print("\n| metric | value |\n| --- | ---: |\n");

@@ -1,5 +1,6 @@
 // nanochat generate: continue a prompt with a model, streaming tokens to stdout and timings to
-// stderr (or one JSON object on stdout with --json).
+// stderr (or one JSON object on stdout with --json). Ctrl-C stops the generation: what was
+// generated, the timings and the seed are printed, and the exit code is 130.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -10,10 +11,7 @@
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
 #include "nanochat/engine/session.hpp"
-#include "nanochat/gguf/reader.hpp"
 #include "nanochat/util/error.hpp"
-#include "nanochat/util/stats.hpp"
-#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -27,77 +25,62 @@ struct Options {
   std::vector<std::string> stop;
   bool json = false;
   bool special = false;
+  bool ignore_eos = false;
   SamplingFlags sampling;
   KernelFlags kernel;
 };
 
 void run(Options o, bool prompt_given) {
-  const std::string prompt = read_text_input(o.prompt, prompt_given, o.file, true);
-  if (o.n_predict < -1)
-    fail<UsageError>("-n {}: use -1 (until the context is full) or more", o.n_predict);
-  if (o.context < 0) fail<UsageError>("-c {}: must be 0 (the model's) or positive", o.context);
-  const model::SamplerParams sampling = o.sampling.resolve();
-  int threads = 0;
-  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
-
-  const double load_start = now_seconds();
-  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model));
-  kernels::KernelContext ctx(o.kernel.options(threads));
-  auto model = model::Model::load(file, ctx);
-  const model::Tokenizer tokenizer = model::Tokenizer::from_gguf(file);
-  engine::Session session(*model, tokenizer, o.context);
-  const double load_ms = (now_seconds() - load_start) * 1e3;
-
   engine::GenerateOptions g;
   g.n_predict = o.n_predict;
-  g.sampling = sampling;
+  g.sampling = o.sampling.resolve();
   g.stop = o.stop;
   g.parse_special = o.special;
-  engine::TextCallback stream;
-  if (!o.json) {
-    stream = [](std::string_view text) {
+  g.ignore_eos = o.ignore_eos;
+  g.validate();
+  engine::validate_context(o.context);
+  const std::string prompt = read_text_input(o.prompt, prompt_given, o.file, true);
+
+  const auto model = load_model(o.model, o.kernel);
+  engine::Session session(model, o.context);
+  catch_interrupts();
+  const engine::GenerateResult r = session.generate(prompt, g, [&o](std::string_view text) {
+    if (!o.json) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-      return true;
-    };
-  }
-  const engine::GenerateResult r = session.generate(prompt, g, stream);
+    }
+    return !interrupted();
+  });
   const auto& t = r.timings;
-  auto per_token = [](double ms, std::int64_t n) {
-    return n > 0 ? ms / static_cast<double>(n) : 0.0;
-  };
-  auto per_second = [](double ms, std::int64_t n) {
+  const auto per_second = [](double ms, std::int64_t n) {
     return ms > 0 ? static_cast<double>(n) * 1e3 / ms : 0.0;
   };
   if (o.json) {
+    const std::int64_t run_tokens = t.prompt_tokens - t.reused_tokens;
     const nlohmann::json doc = {
         {"text", r.text},
         {"tokens", r.tokens},
         {"token_count", r.tokens.size()},
         {"finish_reason", engine::finish_reason_name(r.finish)},
-        {"seed", sampling.seed},
+        {"seed", g.sampling.seed},
         {"timings",
-         {{"load_ms", load_ms},
+         {{"load_ms", model->load_ms()},
           {"prompt_tokens", t.prompt_tokens},
           {"prompt_ms", t.prompt_ms},
-          {"prompt_tokens_per_second", per_second(t.prompt_ms, t.prompt_tokens)},
+          {"prompt_tokens_per_second", per_second(t.prompt_ms, run_tokens)},
           {"eval_tokens", t.generated_tokens},
           {"eval_ms", t.eval_ms},
-          {"eval_ms_per_token", per_token(t.eval_ms, t.generated_tokens)},
+          {"eval_ms_per_token",
+           t.generated_tokens > 0 ? t.eval_ms / static_cast<double>(t.generated_tokens) : 0.0},
           {"eval_tokens_per_second", per_second(t.eval_ms, t.generated_tokens)}}}};
     std::puts(doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-    return;
+  } else {
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    fmt::print(stderr, "\n");
+    print_timings(t, model->load_ms(), engine::finish_reason_name(r.finish), g.sampling.seed);
   }
-  std::fputs("\n", stdout);
-  fmt::print(stderr, "\nload:        {:.1f} ms\n", load_ms);
-  fmt::print(stderr, "prompt eval: {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s)\n",
-             t.prompt_tokens, t.prompt_ms, per_token(t.prompt_ms, t.prompt_tokens),
-             per_second(t.prompt_ms, t.prompt_tokens));
-  fmt::print(stderr, "eval:        {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s)\n",
-             t.generated_tokens, t.eval_ms, per_token(t.eval_ms, t.generated_tokens),
-             per_second(t.eval_ms, t.generated_tokens));
-  fmt::print(stderr, "finish:      {} (seed {})\n", engine::finish_reason_name(r.finish),
-             sampling.seed);
+  if (r.finish == engine::FinishReason::kCancelled) throw Interrupted{};
 }
 
 }  // namespace
@@ -121,6 +104,8 @@ void add_generate(CLI::App& app) {
   sub->add_flag("--json", opts->json,
                 "Print one JSON object (text, tokens, timings, finish reason)");
   sub->add_flag("--special", opts->special, "Parse control tokens written in the prompt");
+  sub->add_flag("--ignore-eos", opts->ignore_eos,
+                "Never end at EOS or another control token (until -n or the context)");
   opts->kernel.add_to(*sub, false);
   sub->callback([opts, prompt] { run(*opts, prompt->count() > 0); });
 }

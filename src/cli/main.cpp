@@ -1,10 +1,12 @@
 // nanochat: one binary, CLI11 subcommands. main() is the only place that turns errors into an
 // exit code and one line on stderr.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -28,15 +30,51 @@ std::string version_line() {
             : fmt::format("none ({} not found; pass -m)", nanochat::zoo::kDefaultModelFile));
 }
 
-// CLI11 errors as one line: what is wrong and which --help to read (that of the deepest
-// subcommand given, e.g. 'nanochat benchmark kernels --help').
-std::string one_line_failure(const CLI::App* app, const CLI::Error& e) {
-  std::string name = app->get_name();
-  for (const CLI::App* sub = app; !sub->get_subcommands().empty();) {
-    sub = sub->get_subcommands().front();
-    name += " " + sub->get_name();
+// The deepest subcommand given, e.g. 'benchmark kernels'.
+const CLI::App* deepest(const CLI::App* app, std::string& name) {
+  name = app->get_name();
+  for (; !app->get_subcommands().empty();) {
+    app = app->get_subcommands().front();
+    name += " " + app->get_name();
   }
-  return fmt::format("nanochat: {}; see '{} --help'\n", e.what(), name);
+  return app;
+}
+
+// CLI11 parse errors as one line naming what is wrong (the unknown command, the environment
+// variable that holds a bad value) and which --help to read.
+std::string one_line_failure(const CLI::App& app, const CLI::ParseError& e,
+                             const std::vector<std::string>& args) {
+  std::string name;
+  const CLI::App* sub = deepest(&app, name);
+  if (sub == &app) {  // no command recognised
+    std::vector<std::string> commands;
+    for (const CLI::App* c : app.get_subcommands({})) commands.push_back(c->get_name());
+    const std::string list = fmt::format("{}", fmt::join(commands, ", "));
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i].empty() || args[i][0] == '-') continue;
+      if (i > 0 && args[i - 1] == "--log-format") continue;
+      return fmt::format("unknown command '{}'; commands are {}", args[i], list);
+    }
+    if (e.get_name() == "RequiredError") {
+      return fmt::format("no command given; commands are {}", list);
+    }
+  }
+  const std::string what = e.what();
+  for (const CLI::Option* opt : sub->get_options()) {
+    const std::string& env = opt->get_envname();
+    const char* value = env.empty() ? nullptr : std::getenv(env.c_str());
+    if (value == nullptr || what.find(opt->get_name()) == std::string::npos) continue;
+    const bool on_command_line = std::any_of(args.begin(), args.end(), [&](const std::string& a) {
+      return opt->check_name(a.substr(0, a.find('=')));
+    });
+    if (!on_command_line) {
+      return fmt::format(
+          "{}={}: not a valid value for {} (from the environment; unset it or fix "
+          "it)",
+          env, value, opt->get_name());
+    }
+  }
+  return fmt::format("{}; see '{} --help'", what, name);
 }
 
 }  // namespace
@@ -47,7 +85,6 @@ int main(int argc, char** argv) {
                        "Print version, commit, compiler and build type");
   app.require_subcommand(1);
   app.fallthrough();  // -v and --log-format work after the subcommand too
-  app.failure_message(one_line_failure);
   int verbosity = 0;
   std::string log_format = "text";
   app.add_flag("-v,--verbose", verbosity, "More log output on stderr (repeat for more)");
@@ -73,14 +110,22 @@ int main(int argc, char** argv) {
   for (auto& a : args) {
     if (a == "-sys") a = "--system-prompt";
   }
+  const std::vector<std::string> given = args;
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
 
   try {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "nanochat: %s\n", one_line_failure(app, e, given).c_str());
+    return 2;  // every usage error, as CLI11's own errors and the commands' UsageError
   } catch (const nanochat::cli::Interrupted&) {
     return 130;
+  } catch (const nanochat::InvalidArgument& e) {  // a library parameter, named as the CLI's flag
+    const std::string flag = nanochat::cli::flag_for(e.parameter());
+    std::fprintf(stderr, "nanochat: %s%s%s: %s\n", flag.c_str(), e.value().empty() ? "" : " ",
+                 e.value().c_str(), e.problem().c_str());
+    return 2;
   } catch (const nanochat::UsageError& e) {
     std::fprintf(stderr, "nanochat: %s\n", e.what());
     return 2;
@@ -91,7 +136,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nanochat: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "nanochat: internal error: %s\n", e.what());
+    std::fprintf(stderr, "nanochat: internal error (a bug in nanochat; please report it): %s\n",
+                 e.what());
     return 1;
   }
   return 0;

@@ -34,21 +34,15 @@ struct Options {
 
 void run(const Options& o) {
   const std::string text = read_file(o.file);
-  if (o.context < 0) fail<UsageError>("-c {}: must be 0 (the model's) or positive", o.context);
-  int threads = 0;
-  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
-  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model));
-  kernels::KernelContext ctx(o.kernel.options(threads));
-  auto model = model::Model::load(file, ctx);
-  const model::Tokenizer tok = model::Tokenizer::from_gguf(file);
+  engine::validate_context(o.context);
+  const auto model = load_model(o.model, o.kernel);
   const std::int64_t n_ctx =
       o.context > 0 ? o.context : std::min<std::int64_t>(model->config().context_length, 512);
-  if (n_ctx < 4) fail<UsageError>("-c {}: use at least 4 tokens per chunk", n_ctx);
   if (n_ctx > model->config().context_length) {
-    fail<UsageError>("-c {}: exceeds the model's context of {} tokens", n_ctx,
-                     model->config().context_length);
+    fail_argument("context", n_ctx, "exceeds the model's context of {} tokens",
+                  model->config().context_length);
   }
-  const std::vector<model::TokenId> tokens = tok.encode(text, true);
+  const std::vector<model::TokenId> tokens = model->tokenizer().encode(text, true);
   const std::int64_t chunks_total = static_cast<std::int64_t>(tokens.size()) / n_ctx;
   if (chunks_total == 0) {
     fail<UsageError>(
@@ -60,7 +54,7 @@ void run(const Options& o) {
       o.max_chunks > 0 ? std::min(o.max_chunks, chunks_total) : chunks_total;
   const double start = now_seconds();
   const engine::Score score =
-      engine::score_chunks(*model, tok, tokens, n_ctx, chunks, [&](const engine::Score& s) {
+      engine::score_chunks(*model, tokens, n_ctx, chunks, [&](const engine::Score& s) {
         if (o.json) return;
         fmt::print(stderr, "[{}]{:.4f}{}", s.chunks, s.perplexity(),
                    s.chunks == chunks ? "\n" : ",");

@@ -11,6 +11,7 @@
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -26,8 +27,8 @@ struct Options {
 };
 
 void run(const Options& o, bool prompt_given) {
-  const std::string text = read_text_input(o.prompt, prompt_given, o.file, false);
-  const auto file = gguf::GgufFile::open(o.model, gguf::ReadOptions{true});
+  const std::string text = read_text_input(o.prompt, prompt_given, o.file, true);
+  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model), gguf::ReadOptions{true});
   const model::Tokenizer tok = model::Tokenizer::from_gguf(file);
   const auto ids = tok.encode(text, !o.no_bos, o.special);
   if (o.json) {
@@ -66,11 +67,12 @@ void add_tokenize(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* sub =
       app.add_subcommand("tokenize", "Show the tokens a model's tokenizer gives a text");
-  sub->add_option("-m,--model", opts->model, "GGUF file with a tokenizer (vocab-only files work)")
-      ->required()
+  sub->add_option("-m,--model", opts->model,
+                  "GGUF file with a tokenizer; vocab-only files work (default: the shipped "
+                  "nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
   auto* prompt = sub->add_option("-p,--prompt", opts->prompt, "Text to tokenize");
-  sub->add_option("-f,--file", opts->file, "File whose contents to tokenize");
+  sub->add_option("-f,--file", opts->file, "File whose contents to tokenize (else -p, else stdin)");
   sub->add_flag("--ids", opts->ids, "Print only the ids, space separated, on one line");
   sub->add_flag("--json", opts->json, "Print one JSON object: ids, pieces, count");
   sub->add_flag("--no-bos", opts->no_bos, "Do not add BOS/EOS even where the model asks for them");

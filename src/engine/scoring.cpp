@@ -17,11 +17,11 @@ double log_prob(const float* row, std::size_t vocab, model::TokenId target) {
   return static_cast<double>(row[static_cast<std::size_t>(target)] - top) - std::log(sum);
 }
 
-void check_context(const model::Model& model, std::int64_t n_ctx) {
-  if (n_ctx < 4) fail<UsageError>("context {}: use at least 4 tokens per chunk", n_ctx);
+void check_context(const LoadedModel& model, std::int64_t n_ctx) {
+  if (n_ctx < 4) fail_argument("context", n_ctx, "use at least 4 tokens per chunk");
   if (n_ctx > model.config().context_length) {
-    fail<UsageError>("context {} exceeds the model's context of {} tokens", n_ctx,
-                     model.config().context_length);
+    fail_argument("context", n_ctx, "exceeds the model's context of {} tokens",
+                  model.config().context_length);
   }
 }
 
@@ -65,10 +65,10 @@ double Score::bits_per_byte() const {
   return nll / std::log(2.0) / static_cast<double>(std::max<std::int64_t>(bytes, 1));
 }
 
-Score score_chunks(model::Model& model, const model::Tokenizer& tok,
-                   std::span<const model::TokenId> tokens, std::int64_t n_ctx,
+Score score_chunks(LoadedModel& model, std::span<const model::TokenId> tokens, std::int64_t n_ctx,
                    std::int64_t max_chunks, const std::function<void(const Score&)>& on_chunk) {
   check_context(model, n_ctx);
+  const model::Tokenizer& tok = model.tokenizer();
   const std::int64_t total = static_cast<std::int64_t>(tokens.size()) / n_ctx;
   const std::int64_t chunks = max_chunks > 0 ? std::min(max_chunks, total) : total;
   const auto vocab = static_cast<std::size_t>(model.config().vocab_size);
@@ -88,9 +88,9 @@ Score score_chunks(model::Model& model, const model::Tokenizer& tok,
   return s;
 }
 
-Score score_document(model::Model& model, const model::Tokenizer& tok, std::string_view text,
-                     std::int64_t n_ctx) {
+Score score_document(LoadedModel& model, std::string_view text, std::int64_t n_ctx) {
   check_context(model, n_ctx);
+  const model::Tokenizer& tok = model.tokenizer();
   const std::vector<model::TokenId> tokens = tok.encode(text, true);
   const auto n = static_cast<std::int64_t>(tokens.size());
   const auto vocab = static_cast<std::size_t>(model.config().vocab_size);

@@ -1,6 +1,7 @@
 #include "nanochat/engine/session.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/stats.hpp"
@@ -52,59 +53,104 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
-Session::Session(model::Model& model, const model::Tokenizer& tokenizer, std::int64_t context)
-    : model_(model),
-      tokenizer_(tokenizer),
-      cache_(model.config(), context > 0 ? context : model.config().context_length) {
-  if (static_cast<std::int64_t>(tokenizer.size()) != model.config().vocab_size) {
-    fail<FormatError>("the tokenizer has {} tokens but the model's vocabulary has {}",
-                      tokenizer.size(), model.config().vocab_size);
+void GenerateOptions::validate() const {
+  if (n_predict < -1) {
+    fail_argument("n_predict", n_predict, "use -1 (until the context is full), 0 or more");
   }
+  sampling.validate();
+  for (const auto& s : stop) {
+    if (s.empty()) fail_argument("stop", "\"\"", "an empty stop string would stop at once");
+  }
+}
+
+void validate_context(std::int64_t context) {
+  if (context < 0) fail_argument("context", context, "must be 0 (the model's) or positive");
+}
+
+Session::Session(std::shared_ptr<LoadedModel> model, std::int64_t context)
+    : model_(std::move(model)),
+      cache_(model_->config(),
+             (validate_context(context), context > 0) ? context : model_->config().context_length) {
+}
+
+void Session::reset() {
+  cache_.clear();
+  cached_.clear();
 }
 
 GenerateResult Session::generate(std::string_view prompt, const GenerateOptions& options,
                                  const TextCallback& on_text) {
-  if (prompt.empty()) fail<UsageError>("the prompt is empty; pass some text with -p or -f");
-  options.sampling.validate();
-  for (const auto& s : options.stop) {
-    if (s.empty()) fail<UsageError>("--stop: an empty stop string would stop at once");
-  }
-  const std::vector<model::TokenId> prompt_ids =
-      tokenizer_.encode(prompt, options.add_special, options.parse_special);
-  if (prompt_ids.empty()) fail<UsageError>("the prompt encodes to no tokens");
+  if (prompt.empty()) fail_argument("prompt", "", "the prompt is empty; give some text");
+  const std::vector<model::TokenId> ids =
+      model_->tokenizer().encode(prompt, options.add_special, options.parse_special);
+  return generate_tokens(ids, options, on_text);
+}
+
+GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_ids,
+                                        const GenerateOptions& options,
+                                        const TextCallback& on_text) {
+  options.validate();
+  if (prompt_ids.empty()) fail_argument("prompt", "", "the prompt encodes to no tokens");
   if (static_cast<std::int64_t>(prompt_ids.size()) >= cache_.capacity()) {
-    fail<UsageError>(
-        "the prompt has {} tokens but the context holds {}; raise -c (the model was "
-        "trained for {}) or shorten the prompt",
-        prompt_ids.size(), cache_.capacity(), model_.config().context_length);
+    fail_argument("context", cache_.capacity(),
+                  "the prompt has {} tokens, which leaves no room to generate; use a larger "
+                  "context (the model was trained for {}) or a shorter prompt",
+                  prompt_ids.size(), model_->config().context_length);
   }
+  const model::Tokenizer& tokenizer = model_->tokenizer();
   model::Sampler sampler(options.sampling);
   GenerateResult result;
   result.timings.prompt_tokens = static_cast<std::int64_t>(prompt_ids.size());
-  cache_.clear();
 
-  std::vector<model::TokenId> history = prompt_ids;
-  std::vector<float> logits;
+  // Reuse the longest common prefix; at least the prompt's last token runs again, for logits.
+  std::size_t common = 0;
+  while (common < cached_.size() && common + 1 < prompt_ids.size() &&
+         cached_[common] == prompt_ids[common]) {
+    ++common;
+  }
+  cached_.resize(common);
+  cache_.set_length(static_cast<std::int64_t>(common));
+  result.timings.reused_tokens = static_cast<std::int64_t>(common);
+
+  std::vector<model::TokenId> history(prompt_ids.begin(), prompt_ids.end());
   double start = now_seconds();
-  model_.forward(prompt_ids, cache_, logits);
+  const auto run = [&](std::span<const model::TokenId> tokens) {
+    model_->forward(tokens, cache_, logits_);
+    cached_.insert(cached_.end(), tokens.begin(), tokens.end());
+  };
+  run(prompt_ids.subspan(common));
   result.timings.prompt_ms = (now_seconds() - start) * 1e3;
+
+  std::vector<model::TokenId> banned;  // --ignore-eos: the tokens that would end the answer
+  if (options.ignore_eos) {
+    for (std::size_t id = 0; id < tokenizer.size(); ++id) {
+      const auto t = static_cast<model::TokenId>(id);
+      if ((tokenizer.eos() && t == *tokenizer.eos()) ||
+          tokenizer.token_type(t) == model::TokenType::kControl) {
+        banned.push_back(t);
+      }
+    }
+  }
 
   std::string pending;  // generated text not yet passed to the callback
   start = now_seconds();
-  const auto eos = tokenizer_.eos();
+  const auto eos = tokenizer.eos();
   for (;;) {
     if (options.n_predict >= 0 && static_cast<int>(result.tokens.size()) >= options.n_predict) {
       result.finish = FinishReason::kLength;
       break;
     }
-    const model::TokenId next = sampler.sample(logits, history);
-    if ((eos && next == *eos) || tokenizer_.token_type(next) == model::TokenType::kControl) {
+    for (const model::TokenId t : banned) {
+      logits_[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+    }
+    const model::TokenId next = sampler.sample(logits_, history);
+    if ((eos && next == *eos) || tokenizer.token_type(next) == model::TokenType::kControl) {
       result.finish = FinishReason::kEos;
       break;
     }
     result.tokens.push_back(next);
     history.push_back(next);
-    pending += tokenizer_.piece(next);
+    pending += tokenizer.piece(next);
 
     bool stopped = false;
     for (const auto& s : options.stop) {
@@ -134,7 +180,7 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateOptions&
       result.finish = FinishReason::kContextFull;
       break;
     }
-    model_.forward(std::span<const model::TokenId>(&next, 1), cache_, logits);
+    run(std::span<const model::TokenId>(&next, 1));
   }
   if (!pending.empty() && result.finish != FinishReason::kStop) {
     result.text += pending;

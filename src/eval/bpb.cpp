@@ -54,8 +54,8 @@ std::int64_t BpbReport::per_file_bytes() const {
   return n;
 }
 
-BpbReport evaluate_bpb(model::Model& model, const model::Tokenizer& tok,
-                       const std::vector<std::filesystem::path>& files, std::int64_t context,
+BpbReport evaluate_bpb(engine::LoadedModel& model, const std::vector<std::filesystem::path>& files,
+                       std::int64_t context,
                        const std::function<void(std::size_t, std::size_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   BpbReport r;
@@ -67,21 +67,21 @@ BpbReport evaluate_bpb(model::Model& model, const model::Tokenizer& tok,
     const std::string text = read_file(files[i]);
     f.bytes = static_cast<std::int64_t>(text.size());
     f.xz_bytes = xz_size(text);
-    if (!text.empty()) f.score = engine::score_document(model, tok, text, context);
+    if (!text.empty()) f.score = engine::score_document(model, text, context);
     all += text;
     r.files.push_back(std::move(f));
     if (progress) progress(i + 1, files.size());
   }
   r.concatenated_bytes = static_cast<std::int64_t>(all.size());
   r.concatenated_xz_bytes = xz_size(all);
-  const std::vector<model::TokenId> tokens = tok.encode(all, true);
+  const std::vector<model::TokenId> tokens = model.tokenizer().encode(all, true);
   if (static_cast<std::int64_t>(tokens.size()) < context) {
     fail<UsageError>(
         "the {} files hold {} tokens, fewer than one chunk of {} tokens; give more text or a "
         "smaller context",
         files.size(), tokens.size(), context);
   }
-  r.concatenated = engine::score_chunks(model, tok, tokens, context);
+  r.concatenated = engine::score_chunks(model, tokens, context);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

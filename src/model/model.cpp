@@ -1,6 +1,7 @@
 #include "nanochat/model/model.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -223,7 +224,19 @@ std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string&
 
 KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
     : capacity_(capacity), kv_dim_(c.kv_dim()) {
-  if (capacity <= 0) fail<UsageError>("-c {}: the context must hold at least one token", capacity);
+  if (capacity <= 0) fail_argument("context", capacity, "must hold at least one token");
+  // Keys and values of every layer, in float: checked before multiplying, so that no value of
+  // `capacity` (a flag) or of the model's shape (a file) can wrap the size.
+  const double bytes = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(capacity) *
+                       static_cast<double>(kv_dim_) * sizeof(float);
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
+                        static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (bytes > memory) {
+    fail_argument("context", capacity,
+                  "its KV cache would need {:.1f} GiB, more than this machine's {:.1f} GiB of "
+                  "memory; use a smaller context (the model was trained for {})",
+                  bytes / (1 << 30), memory / (1 << 30), c.context_length);
+  }
   const auto size = static_cast<std::size_t>(c.n_layers * capacity * kv_dim_);
   k_.assign(size, 0.0f);
   v_.assign(size, 0.0f);
@@ -363,11 +376,11 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
                     bool all_logits) {
   const ModelConfig& c = w_->config;
   const auto T = static_cast<std::int64_t>(tokens.size());
-  if (T == 0) fail("forward needs at least one token");
+  if (T == 0) fail<InternalError>("Model::forward called with no tokens");
   const std::int64_t pos0 = cache.length();
   if (pos0 + T > cache.capacity()) {
-    fail<UsageError>("the context holds {} tokens but {} are needed; raise -c", cache.capacity(),
-                     pos0 + T);
+    fail_argument("context", cache.capacity(), "{} tokens are needed; use a larger context",
+                  pos0 + T);
   }
   const std::int64_t dim = c.dim, n = c.mhc_streams, hd = c.head_dim(), kvd = c.kv_dim();
   const std::int64_t group = c.n_heads / c.n_kv_heads;

@@ -9,21 +9,22 @@
 namespace nanochat::model {
 
 void SamplerParams::validate() const {
-  if (!std::isfinite(temperature))
-    fail<UsageError>("--temp {}: must be a finite number", temperature);
-  if (top_k < 0) fail<UsageError>("--top-k {}: must be 0 (off) or positive", top_k);
+  if (!std::isfinite(temperature) || temperature < 0) {
+    fail_argument("temperature", temperature, "must be 0 (greedy) or a positive number");
+  }
+  if (top_k < 0) fail_argument("top_k", top_k, "must be 0 (off) or positive");
   if (!(top_p > 0.0f && top_p <= 1.0f)) {
-    fail<UsageError>("--top-p {}: must be in (0, 1]; 1 turns it off", top_p);
+    fail_argument("top_p", top_p, "must be in (0, 1]; 1 turns it off");
   }
   if (!(min_p >= 0.0f && min_p <= 1.0f)) {
-    fail<UsageError>("--min-p {}: must be in [0, 1]; 0 turns it off", min_p);
+    fail_argument("min_p", min_p, "must be in [0, 1]; 0 turns it off");
   }
   if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
-    fail<UsageError>("--repeat-penalty {}: must be positive; 1 turns it off", repeat_penalty);
+    fail_argument("repeat_penalty", repeat_penalty, "must be positive; 1 turns it off");
   }
   if (repeat_last_n < -1) {
-    fail<UsageError>("--repeat-last-n {}: must be -1 (whole context), 0 (off) or positive",
-                     repeat_last_n);
+    fail_argument("repeat_last_n", repeat_last_n,
+                  "must be -1 (whole context), 0 (off) or positive");
   }
 }
 

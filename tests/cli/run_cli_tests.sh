@@ -199,7 +199,7 @@ expect_fail "export: truncated checkpoint" "cut.nckpt: checksum mismatch" "$bin"
   --set "output.checkpoint_dir=\"$work/int\"" >/dev/null 2>"$work/int.err" &
 pid=$!
 for _ in $(seq 300); do
-  [[ $(wc -l <"$work/int/train.jsonl" 2>/dev/null || echo 0) -ge 3 ]] && break
+  [[ $(wc -l 2>/dev/null <"$work/int/train.jsonl" || echo 0) -ge 3 ]] && break
   sleep 0.1
 done
 kill -INT "$pid"
@@ -248,7 +248,7 @@ expect_fail "bad output" "-o yaml: unknown output format" "$bin" benchmark kerne
 expect_fail "bad autotune" "--autotune: 'sometimes'" "$bin" benchmark kernels --autotune sometimes --shape 8x8 --no-bandwidth
 expect_fail "bad log format" "--log-format: 'xml'" "$bin" --log-format xml system-info
 expect_fail "unknown flag" "--frobnicate" "$bin" benchmark kernels --frobnicate
-expect_fail "no subcommand" "subcommand" "$bin"
+expect_fail "no subcommand" "no command given" "$bin"
 expect_fail "info: missing file" "/nonexistent/x.gguf: cannot open" "$bin" info -m /nonexistent/x.gguf
 expect_fail "info: no -m" "--model is required" "$bin" info
 printf '[model]\ndim = 256\nn_layers = 1\nn_heads = 2\nffn_dim = 256\n[training]\nlr = 1\n[data]\ninputs = ["x"]\n' >"$work/bad.toml"
@@ -265,7 +265,7 @@ expect_fail "train: empty glob" "matches no files" "$bin" tokenizer train "$work
 expect_fail "train: tiny vocab" "--vocab-size 10: must be at least 259" "$bin" tokenizer train "$work/code.py" -o "$work/x.gguf" --vocab-size 10
 expect_fail "train: no output" "--output is required" "$bin" tokenizer train "$work/code.py"
 expect_fail "generate: empty prompt" "the prompt is empty" "$bin" generate -m "$work/model.gguf" -p "" --autotune off
-expect_fail "generate: context too small" "the context holds 3" "$bin" generate -m "$work/model.gguf" -p "a b c d e f g" -c 3 --autotune off
+expect_fail "generate: context too small" "-c 3: the prompt has 7 tokens" "$bin" generate -m "$work/model.gguf" -p "a b c d e f g" -c 3 --autotune off
 expect_fail "generate: bad top-p" "--top-p 2" "$bin" generate -m "$work/model.gguf" -p x --top-p 2 --autotune off
 expect_fail "generate: bad -n" "-n -5" "$bin" generate -m "$work/model.gguf" -p x -n -5 --autotune off
 expect_fail "generate: not a model" "architecture 'gpt2' is not one nanochat runs" "$bin" generate -m "$vdir/ggml-vocab-gpt-2.gguf" -p x --autotune off
@@ -280,7 +280,7 @@ expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --voc
 expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
 expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat -m '$work/model.gguf' --autotune off"
 expect_fail "chat: unknown template" "chat template 'jinja9' is unknown" sh -c "echo hi | '$bin' chat -m '$work/model.gguf' --chat-template jinja9 --autotune off"
-expect_fail "tokenize: no text" "no text: pass -p TEXT or -f FILE" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf"
+[[ "$(echo -n "Hello world" | "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" --ids --no-bos)" == "15496 995" ]] && ok || bad "tokenize reads stdin"
 expect_fail "tokenize: -p and -f" "-p and -f both given" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -p x -f "$work/code.py"
 expect_fail "tokenize: -f folder" "is a folder; pass a file" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f "$work"
 expect_fail "tokenize: missing -f file" "/nonexistent/in.txt: cannot open" "$bin" tokenize -m "$vdir/ggml-vocab-gpt-2.gguf" -f /nonexistent/in.txt
@@ -290,6 +290,40 @@ expect_fail "info: truncated" "trunc.gguf: tensor count needs 8 bytes" "$bin" in
 printf 'not a gguf file at all' >"$work/text.gguf"
 expect_fail "info: not gguf" "text.gguf: bad magic" "$bin" info -m "$work/text.gguf"
 expect_fail "env thread var" "'zero'" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
+
+# Usage errors: exit 2 and one line naming the command, flag or variable.
+expect_usage() {  # NAME PATTERN CMD...: as expect_fail, and the exit code is 2
+  local before=$fail
+  expect_fail "$@"
+  [[ $fail -eq $before ]] || return
+  "${@:3}" >/dev/null 2>&1
+  local rc=$?
+  [[ $rc -eq 2 ]] || { pass=$((pass - 1)); bad "$1: exit $rc, not 2"; }
+}
+m="$work/model.gguf"
+expect_usage "unknown command" "unknown command 'frob'; commands are .*generate" "$bin" frob
+expect_usage "no command" "no command given; commands are" "$bin"
+expect_usage "unknown flag" "not expected: --frob; see 'nanochat generate --help'" "$bin" generate --frob
+expect_usage "bad number" "n-predict = abc" "$bin" generate -m "$m" -n abc -p x
+expect_usage "env var named" "^nanochat: NANOCHAT_ARG_CTX_SIZE=abc: not a valid value for --ctx-size" env NANOCHAT_ARG_CTX_SIZE=abc "$bin" generate -m "$m" -p x
+expect_usage "generate -n -2" "^nanochat: -n -2: use -1" "$bin" generate -m "$m" -n -2 -p x
+expect_usage "chat -n -2" "^nanochat: -n -2: use -1" sh -c "echo hi | '$bin' chat -m '$m' -n -2"
+expect_usage "chat -c -3" "^nanochat: -c -3: must be 0" sh -c "echo hi | '$bin' chat -m '$m' -c -3"
+expect_usage "negative temp" "^nanochat: --temp -1: must be 0 \\(greedy\\) or a positive number" "$bin" generate -m "$m" --temp -1 -p x
+expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
+expect_usage "huge -c" "^nanochat: -c 72057594037927936: its KV cache would need .* GiB, more than this machine's" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
+
+# Ctrl-C during generate: the text so far, the timings and the seed; exit 130.
+# (A long context and --ignore-eos: it runs until interrupted.)
+"$bin" model random --vocab 512 -o "$work/long.gguf" --ctx 65536 --ffn 256 --layers 1 2>/dev/null
+"$bin" generate -m "$work/long.gguf" -p "ab" -n -1 --ignore-eos --temp 1 -s 5 --autotune off >"$work/gint.out" 2>"$work/gint.err" &
+gpid=$!
+sleep 1
+kill -INT $gpid
+wait $gpid
+rc=$?
+[[ $rc -eq 130 ]] && grep -q "finish:      cancelled (seed 5)" "$work/gint.err" && grep -q "^eval:" "$work/gint.err" &&
+  ok || bad "generate Ctrl-C: exit $rc, stderr $(cat "$work/gint.err")"
 
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

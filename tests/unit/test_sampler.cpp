@@ -86,33 +86,37 @@ TEST(Sampler, RepetitionPenaltyPushesRecentTokensDown) {
   EXPECT_EQ(s.sample(logits, std::vector<TokenId>{0, 2, 1}), 0);  // only 2 and 1 are recent
 }
 
-TEST(Sampler, BadValuesNameTheirFlag) {
-  auto expect = [](SamplerParams p, const char* flag) {
+// The library names its own parameter; the CLI's main() maps it to the flag (cli::flag_for).
+TEST(Sampler, BadValuesNameTheirParameter) {
+  auto expect = [](SamplerParams p, const char* parameter) {
     try {
       p.validate();
-      ADD_FAILURE() << flag;
-    } catch (const UsageError& e) {
-      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+      ADD_FAILURE() << parameter;
+    } catch (const InvalidArgument& e) {
+      EXPECT_EQ(e.parameter(), parameter) << e.what();
     }
   };
   SamplerParams p;
   p.top_k = -1;
-  expect(p, "--top-k");
+  expect(p, "top_k");
   p = {};
   p.top_p = 0.0f;
-  expect(p, "--top-p");
+  expect(p, "top_p");
   p = {};
   p.min_p = 1.5f;
-  expect(p, "--min-p");
+  expect(p, "min_p");
   p = {};
   p.repeat_penalty = 0.0f;
-  expect(p, "--repeat-penalty");
+  expect(p, "repeat_penalty");
   p = {};
   p.repeat_last_n = -2;
-  expect(p, "--repeat-last-n");
+  expect(p, "repeat_last_n");
   p = {};
   p.temperature = std::nanf("");
-  expect(p, "--temp");
+  expect(p, "temperature");
+  p = {};
+  p.temperature = -0.5f;
+  expect(p, "temperature");
 }
 
 }  // namespace

@@ -4,10 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "nanochat/engine/loaded_model.hpp"
+#include "nanochat/engine/session.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/model/sampler.hpp"
 
@@ -36,7 +39,29 @@ struct KernelFlags {
   void add_to(CLI::App& app, bool thread_list);
   // Validated kernel options for a given thread count (0 = default).
   kernels::KernelOptions options(int threads) const;
+  // The one thread count of a command that takes one (0 = default): a list is an error, more
+  // threads than the machine has logical CPUs a warning.
+  int single_thread_count() const;
 };
+
+// The model of -m (a path; empty: the default model), loaded with the kernel flags; on a
+// terminal, a line saying what is being loaded while it loads.
+std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
+                                                const std::string& chat_template = "");
+
+// Ctrl-C for commands that stop their work cleanly: after catch_interrupts(), SIGINT sets a flag
+// that interrupted() reads (clear_interrupted() resets it) instead of ending the process.
+void catch_interrupts();
+bool interrupted();
+void clear_interrupted();
+
+// generate's and chat's timing lines on stderr (llama.cpp's layout), with the finish reason
+// (nullptr: none, for sums over several answers) and the seed; load_ms 0: no load line.
+void print_timings(const engine::Timings& t, double load_ms, const char* finish,
+                   std::uint64_t seed);
+
+// The CLI's name for a library parameter (InvalidArgument::parameter): "temperature" -> "--temp".
+std::string flag_for(std::string_view parameter);
 
 // The text a command works on: -p TEXT (when `prompt_given`), else -f FILE, else stdin when
 // `allow_stdin` and stdin is not a terminal. UsageError when none or both are given.

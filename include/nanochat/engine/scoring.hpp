@@ -1,7 +1,7 @@
 // Scoring text with a model: log-likelihood, perplexity and bits per byte. `nanochat perplexity`,
 // `nanochat eval bpb` (and the server and Python module) all score through these functions.
 //
-// Thread-safety: as Model::forward (one call at a time per model's kernel context).
+// Thread-safety: as Session (each call has its own cache; the model may be shared).
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,7 @@
 #include <span>
 #include <string_view>
 
-#include "nanochat/model/model.hpp"
-#include "nanochat/model/tokenizer.hpp"
+#include "nanochat/engine/loaded_model.hpp"
 
 namespace nanochat::engine {
 
@@ -32,10 +31,9 @@ struct Score {
 // cut into chunks of `n_ctx`; each chunk starts with BOS (when the model adds one) and only its
 // second half is scored, so every scored token has at least n_ctx/2 tokens before it. Tokens
 // past the last whole chunk are not scored. `max_chunks` > 0 limits the chunks; `on_chunk`
-// (optional) sees the running score after each chunk. Throws UsageError when n_ctx < 4 or
-// exceeds the model's context.
-Score score_chunks(model::Model& model, const model::Tokenizer& tok,
-                   std::span<const model::TokenId> tokens, std::int64_t n_ctx,
+// (optional) sees the running score after each chunk. Throws InvalidArgument ("context") when
+// n_ctx < 4 or exceeds the model's context.
+Score score_chunks(LoadedModel& model, std::span<const model::TokenId> tokens, std::int64_t n_ctx,
                    std::int64_t max_chunks = 0,
                    const std::function<void(const Score&)>& on_chunk = {});
 
@@ -43,7 +41,6 @@ Score score_chunks(model::Model& model, const model::Tokenizer& tok,
 // given BOS, or not at all without one): windows of n_ctx tokens that overlap by half, each
 // scoring the tokens the previous window did not, so every token after the first window has at
 // least n_ctx/2 tokens of context. For documents shorter than n_ctx this is one forward pass.
-Score score_document(model::Model& model, const model::Tokenizer& tok, std::string_view text,
-                     std::int64_t n_ctx);
+Score score_document(LoadedModel& model, std::string_view text, std::int64_t n_ctx);
 
 }  // namespace nanochat::engine

@@ -1,15 +1,22 @@
-// A generation session: tokenizer + model + sampler + KV cache. The CLI, the server and the
-// Python module all generate through this, streaming text through a callback.
+// A generation session: its own KV cache and sampler over a shared LoadedModel. The CLI, the
+// server and the Python module all generate through this, streaming text through a callback.
+// A session continues: each generate() reuses the cached keys and values of the longest common
+// prefix of the new prompt and what the session has already run (a chat's earlier turns, a
+// longer prompt), so a turn costs its new tokens, not the whole history.
 //
-// Thread-safety: one session is used by one thread at a time.
+// Thread-safety: one session is used by one thread at a time; sessions over the same
+// LoadedModel may run on different threads at once.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "nanochat/engine/loaded_model.hpp"
 #include "nanochat/model/model.hpp"
 #include "nanochat/model/sampler.hpp"
 #include "nanochat/model/tokenizer.hpp"
@@ -22,13 +29,21 @@ struct GenerateOptions {
   std::vector<std::string> stop;  // --stop: generation ends before any of these
   bool add_special = true;        // BOS as the model asks
   bool parse_special = false;     // control tokens written in the prompt
+  bool ignore_eos = false;        // never sample EOS or another control token (llama.cpp's flag)
+
+  // Throws InvalidArgument naming the bad parameter (n_predict, stop, the sampler's).
+  void validate() const;
 };
+
+// Throws InvalidArgument ("context") unless `context` is 0 (the model's) or positive.
+void validate_context(std::int64_t context);
 
 enum class FinishReason { kLength, kEos, kStop, kContextFull, kCancelled };
 const char* finish_reason_name(FinishReason r);
 
 struct Timings {
-  std::int64_t prompt_tokens = 0;
+  std::int64_t prompt_tokens = 0;  // the whole prompt
+  std::int64_t reused_tokens = 0;  // of those, found in the cache (not run again)
   std::int64_t generated_tokens = 0;
   double prompt_ms = 0;  // prefill
   double eval_ms = 0;    // decode
@@ -48,19 +63,28 @@ using TextCallback = std::function<bool(std::string_view text)>;
 class Session {
  public:
   // `context`: KV cache size in tokens (0: the model's context length).
-  Session(model::Model& model, const model::Tokenizer& tokenizer, std::int64_t context = 0);
+  explicit Session(std::shared_ptr<LoadedModel> model, std::int64_t context = 0);
 
-  // Generates a continuation of `prompt` from an empty context. Throws UsageError for an empty
-  // prompt or one longer than the context.
+  // Generates a continuation of `prompt` (encoded with options.add_special/parse_special).
+  // Throws InvalidArgument ("prompt", "context") for an empty prompt or one that leaves no room
+  // in the context.
   GenerateResult generate(std::string_view prompt, const GenerateOptions& options,
                           const TextCallback& on_text = {});
+  // The same from tokens.
+  GenerateResult generate_tokens(std::span<const model::TokenId> prompt,
+                                 const GenerateOptions& options, const TextCallback& on_text = {});
 
   std::int64_t context() const { return cache_.capacity(); }
+  // The tokens whose keys and values the cache holds, in order.
+  const std::vector<model::TokenId>& cached_tokens() const { return cached_; }
+  // Forgets the cache (the next generate() runs its whole prompt).
+  void reset();
+  LoadedModel& model() { return *model_; }
 
  private:
-  model::Model& model_;
-  const model::Tokenizer& tokenizer_;
+  std::shared_ptr<LoadedModel> model_;
   model::KvCache cache_;
+  std::vector<model::TokenId> cached_;
+  std::vector<float> logits_;
 };
-
 }  // namespace nanochat::engine

@@ -42,8 +42,8 @@ struct BpbReport {
 
 // Scores `files` (in the given order) at `context` tokens. `progress(done, total)` after each
 // file. Throws UsageError for an unreadable file or a concatenation shorter than one chunk.
-BpbReport evaluate_bpb(model::Model& model, const model::Tokenizer& tok,
-                       const std::vector<std::filesystem::path>& files, std::int64_t context,
+BpbReport evaluate_bpb(engine::LoadedModel& model, const std::vector<std::filesystem::path>& files,
+                       std::int64_t context,
                        const std::function<void(std::size_t, std::size_t)>& progress = {});
 
 }  // namespace nanochat::eval

@@ -1,0 +1,42 @@
+#include "nanochat/engine/loaded_model.hpp"
+
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/stats.hpp"
+
+namespace nanochat::engine {
+
+std::shared_ptr<LoadedModel> LoadedModel::load(const std::filesystem::path& path,
+                                               const LoadOptions& options) {
+  const double start = now_seconds();
+  auto lm =
+      std::shared_ptr<LoadedModel>(new LoadedModel(path, gguf::GgufFile::open(path), options));
+  lm->load_ms_ = (now_seconds() - start) * 1e3;
+  return lm;
+}
+
+LoadedModel::LoadedModel(const std::filesystem::path& path, gguf::GgufFile file,
+                         const LoadOptions& o)
+    : path_(path),
+      file_(std::move(file)),
+      kernels_(std::make_unique<kernels::KernelContext>(o.kernels)),
+      model_(model::Model::load(file_, *kernels_)),
+      tokenizer_(model::Tokenizer::from_gguf(file_)),
+      template_(o.chat_template.empty()
+                    ? model::ChatTemplate::detect(
+                          file_.get_string("tokenizer.chat_template").value_or(""))
+                    : model::ChatTemplate::named(o.chat_template)) {
+  if (static_cast<std::int64_t>(tokenizer_.size()) != model_->config().vocab_size) {
+    fail<FormatError>("{}: the tokenizer has {} tokens but the model's vocabulary has {}",
+                      file_.name(), tokenizer_.size(), model_->config().vocab_size);
+  }
+}
+
+LoadedModel::~LoadedModel() = default;
+
+void LoadedModel::forward(std::span<const model::TokenId> tokens, model::KvCache& cache,
+                          std::vector<float>& logits, bool all_logits) {
+  const std::lock_guard lock(forward_mutex_);
+  model_->forward(tokens, cache, logits, all_logits);
+}
+
+}  // namespace nanochat::engine
