@@ -16,6 +16,7 @@ packages=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev liblzma-dev
   rustc xz-utils util-linux  # nanochat eval code compiles with Debian's rustc; xz and unshare in tests
+  qemu-user  # the slow tests run the kernels on emulated CPUs without AVX-512 / AVX2
   libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
 )
 for arg in "$@"; do

@@ -1,8 +1,10 @@
 #include "nanochat/kernels/isa.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
+#include "nanochat/kernels/isa_units.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 
@@ -27,28 +29,33 @@ std::optional<Isa> parse_isa(std::string_view text) {
   return std::nullopt;
 }
 
-bool isa_supported(Isa isa, const CpuFeatures& f) {
+namespace {
+
+std::span<const std::string_view> unit_of(Isa isa) {
   switch (isa) {
-    case Isa::kScalar:
-      return true;
     case Isa::kAvx2:
-      return f.avx2 && f.fma && f.f16c;
+      return isa_units::k_avx2;
     case Isa::kAvx512:
-      return f.avx512f && f.avx512bw && f.avx512vnni;
+      return isa_units::k_avx512;
+    case Isa::kScalar:
+      break;
   }
-  return false;
+  return {};
 }
 
-const char* isa_requirements(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar:
-      return "nothing";
-    case Isa::kAvx2:
-      return "AVX2, FMA and F16C";
-    case Isa::kAvx512:
-      return "AVX-512 F, BW and VNNI";
-  }
-  return "?";
+}  // namespace
+
+bool unit_supported(std::span<const std::string_view> unit, const CpuFeatures& f) {
+  return std::all_of(unit.begin(), unit.end(), [&](std::string_view x) { return f.has(x); });
+}
+
+bool isa_supported(Isa isa, const CpuFeatures& f) { return unit_supported(unit_of(isa), f); }
+
+std::string isa_requirements(Isa isa) {
+  std::string out;
+  for (std::string_view x : unit_of(isa))
+    out += std::string(out.empty() ? "" : " ") + std::string(x);
+  return out.empty() ? "nothing" : out;
 }
 
 std::vector<Isa> available_isas() {

@@ -4,7 +4,9 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "nanochat/kernels/isa_units.hpp"
 #include "nanochat/util/cpu.hpp"
+#include "nanochat/util/error.hpp"
 
 namespace nanochat::kernels {
 
@@ -27,13 +29,20 @@ bool optional_extension(bool cpu_has, const char* off) {
 }  // namespace
 
 bool avx512_uses_gfni() {
-  static const bool use = optional_extension(cpu_info().features.gfni, "NANOCHAT_NO_GFNI");
+  static const bool use = optional_extension(
+      unit_supported(isa_units::k_avx512_gfni, cpu_info().features), "NANOCHAT_NO_GFNI");
   return use;
 }
 
 bool avx2_uses_avx_vnni() {
-  static const bool use = optional_extension(cpu_info().features.avx_vnni, "NANOCHAT_NO_AVX_VNNI");
+  static const bool use = optional_extension(
+      unit_supported(isa_units::k_avx2_vnni, cpu_info().features), "NANOCHAT_NO_AVX_VNNI");
   return use;
+}
+
+void tile_driver_error(const char* what, std::int64_t a, std::int64_t b) {
+  if (b >= 0) fail<InternalError>("{} ({} vs {})", what, a, b);
+  fail<InternalError>("{} ({})", what, a);
 }
 
 int one_variant() { return 1; }

@@ -18,7 +18,7 @@
 #include <utility>
 
 #include "nanochat/kernels/packed.hpp"
-#include "nanochat/util/error.hpp"
+#include "nanochat/kernels/registry.hpp"
 
 namespace nanochat::kernels {
 namespace {
@@ -90,7 +90,7 @@ void gemm_rows(const PackedMatrix& w, const PackedActivations& x, int token_bloc
     case 4:
       return gemm_tiles<Micro, R, 4>(w, x, tile_begin, tile_end, y, ldy);
     default:
-      fail("no kernel processes {} tokens per pass; use 1, 2 or 4", token_block);
+      tile_driver_error("no kernel processes this many tokens per pass (1, 2 or 4)", token_block);
   }
 }
 
@@ -98,8 +98,9 @@ template <class Micro>
 void gemm_dispatch(const PackedMatrix& w, const PackedActivations& x, int token_block,
                    std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
                    std::size_t ldy) {
-  if (x.cols != w.cols)
-    fail("activations have {} features but the matrix takes {}", x.cols, w.cols);
+  if (x.cols != w.cols) {
+    tile_driver_error("the activations' width differs from the matrix's", x.cols, w.cols);
+  }
   switch (w.tile_rows) {
     case 1:
       return gemm_rows<Micro, 1>(w, x, token_block, tile_begin, tile_end, y, ldy);
@@ -110,7 +111,7 @@ void gemm_dispatch(const PackedMatrix& w, const PackedActivations& x, int token_
     case 8:
       return gemm_rows<Micro, 8>(w, x, token_block, tile_begin, tile_end, y, ldy);
     default:
-      fail("no kernel handles tiles of {} rows", w.tile_rows);
+      tile_driver_error("no kernel handles tiles of this many rows", w.tile_rows);
   }
 }
 

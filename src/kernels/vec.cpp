@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "nanochat/kernels/isa.hpp"
 #include "nanochat/util/clones.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "vec_internal.hpp"
@@ -192,7 +193,7 @@ NANOCHAT_CLONES void softmax_inplace(float* p, std::int64_t len) {
 NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const float* values,
                                    std::int64_t stride, std::int64_t len, std::int64_t d,
                                    float scale, float* p, float* out) {
-  static const bool avx512 = cpu_info().features.avx512f;
+  static const bool avx512 = isa_supported(Isa::kAvx512, cpu_info().features);
   if (avx512) {
     detail::attention_scores_avx512(q, keys, stride, len, d, scale, p);
   } else {

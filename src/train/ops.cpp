@@ -48,6 +48,12 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
   if (st != dnnl_success) fail("oneDNN sgemm failed (status {})", static_cast<int>(st));
 }
 
+// Every extension round_rows_avx512bf16 is compiled for.
+bool has_avx512bf16() {
+  const CpuFeatures& f = cpu_info().features;
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512bf16;
+}
+
 // fp32 -> bf16, nearest even, with the CPU's own instruction: the bf16 GEMMs only run on CPUs
 // that have it. (It treats denormal inputs as zero, which a GEMM operand can afford.)
 [[gnu::target("avx512f,avx512bw,avx512vl,avx512bf16")]] void round_rows_avx512bf16(
@@ -70,7 +76,7 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
 
 void round_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                 std::uint16_t* out) {
-  static const bool native = cpu_info().features.avx512bf16;
+  static const bool native = has_avx512bf16();
   if (native) {
     round_rows_avx512bf16(x, rows, cols, ld, out);
   } else {
@@ -180,7 +186,7 @@ void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int
 GemmPrecision parse_gemm_precision(const std::string& name) {
   // bf16 products only pay off (and are only sure to be supported by oneDNN) with AVX512_BF16;
   // elsewhere "bf16" runs in fp32.
-  const bool bf16 = cpu_info().features.avx512bf16;
+  const bool bf16 = has_avx512bf16();
   if (name == "fp32") return GemmPrecision::kF32;
   if (name == "bf16" || name == "auto") return bf16 ? GemmPrecision::kBf16 : GemmPrecision::kF32;
   fail<UsageError>("matmul precision '{}': use auto, fp32 or bf16", name);

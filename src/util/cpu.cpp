@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "nanochat/util/error.hpp"
 #include "nanochat/util/numa.hpp"
 
 namespace nanochat {
@@ -159,6 +160,29 @@ CpuInfo detect() {
 }
 
 }  // namespace
+
+bool CpuFeatures::has(std::string_view name) const {
+  const std::pair<std::string_view, bool> all[] = {
+      {"sse4.2", sse42},
+      {"avx", avx},
+      {"avx2", avx2},
+      {"fma", fma},
+      {"f16c", f16c},
+      {"avxvnni", avx_vnni},
+      {"avx512f", avx512f},
+      {"avx512bw", avx512bw},
+      {"avx512vl", avx512vl},
+      {"avx512dq", avx512dq},
+      {"avx512vnni", avx512vnni},
+      {"avx512vbmi", avx512vbmi},
+      {"gfni", gfni},
+      {"avx512bf16", avx512bf16},
+  };
+  for (const auto& [n, present] : all) {
+    if (n == name) return present;
+  }
+  fail<InternalError>("CpuFeatures::has: unknown extension '{}'", name);
+}
 
 std::string CpuInfo::feature_list() const {
   const std::pair<bool, const char*> all[] = {

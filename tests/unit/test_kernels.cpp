@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/isa.hpp"
+#include "nanochat/kernels/isa_units.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
@@ -182,7 +184,8 @@ TEST(KernelContext, MatmulDequantizesWithRowAndTokenScales) {
 TEST(KernelDispatch, GfniFollowsTheCpuAndNanochatNoGfni) {
   const char* off = std::getenv("NANOCHAT_NO_GFNI");
   const bool disabled = off != nullptr && *off != '\0' && std::string(off) != "0";
-  EXPECT_EQ(avx512_uses_gfni(), cpu_info().features.gfni && !disabled);
+  EXPECT_EQ(avx512_uses_gfni(),
+            unit_supported(isa_units::k_avx512_gfni, cpu_info().features) && !disabled);
   RecordProperty("gfni", avx512_uses_gfni() ? "used" : "not used");
 }
 
@@ -199,8 +202,44 @@ TEST(KernelDispatch, GfniAndAvxVnniSwitchesGiveTheAutotuneCacheItsOwnFile) {
 TEST(KernelDispatch, AvxVnniFollowsTheCpuAndNanochatNoAvxVnni) {
   const char* off = std::getenv("NANOCHAT_NO_AVX_VNNI");
   const bool disabled = off != nullptr && *off != '\0' && std::string(off) != "0";
-  EXPECT_EQ(avx2_uses_avx_vnni(), cpu_info().features.avx_vnni && !disabled);
+  EXPECT_EQ(avx2_uses_avx_vnni(),
+            unit_supported(isa_units::k_avx2_vnni, cpu_info().features) && !disabled);
   RecordProperty("avx_vnni", avx2_uses_avx_vnni() ? "used" : "not used");
+}
+
+// The gates check every extension each unit is compiled with (the table in src/CMakeLists.txt).
+TEST(KernelDispatch, GatesCheckEveryExtensionOfTheUnit) {
+  CpuFeatures haswell;
+  haswell.sse42 = haswell.avx = haswell.avx2 = haswell.fma = haswell.f16c = true;
+  CpuFeatures skylake_x = haswell;  // AVX-512 without VNNI
+  skylake_x.avx512f = skylake_x.avx512bw = skylake_x.avx512vl = skylake_x.avx512dq = true;
+  CpuFeatures cascade_lake = skylake_x;  // + VNNI, no GFNI
+  cascade_lake.avx512vnni = true;
+  CpuFeatures ice_lake = cascade_lake;
+  ice_lake.avx512vbmi = ice_lake.gfni = true;
+  CpuFeatures no_vl = cascade_lake;
+  no_vl.avx512vl = false;
+  CpuFeatures no_f16c = haswell;
+  no_f16c.f16c = false;
+
+  EXPECT_TRUE(isa_supported(Isa::kAvx2, haswell));
+  EXPECT_FALSE(isa_supported(Isa::kAvx2, no_f16c));
+  EXPECT_FALSE(isa_supported(Isa::kAvx512, haswell));
+  EXPECT_FALSE(isa_supported(Isa::kAvx512, skylake_x));
+  EXPECT_TRUE(isa_supported(Isa::kAvx512, cascade_lake));
+  EXPECT_FALSE(isa_supported(Isa::kAvx512, no_vl));
+  EXPECT_FALSE(unit_supported(isa_units::k_avx512_gfni, cascade_lake));
+  EXPECT_TRUE(unit_supported(isa_units::k_avx512_gfni, ice_lake));
+  EXPECT_FALSE(unit_supported(isa_units::k_avx2_vnni, ice_lake));  // AVX-VNNI is another CPUID bit
+  EXPECT_TRUE(isa_supported(Isa::kScalar, CpuFeatures{}));
+  // Every extension a unit names is one CpuFeatures knows (else has() throws InternalError).
+  for (auto unit : {std::span<const std::string_view>(isa_units::k_avx2),
+                    std::span<const std::string_view>(isa_units::k_avx2_vnni),
+                    std::span<const std::string_view>(isa_units::k_avx512),
+                    std::span<const std::string_view>(isa_units::k_avx512_gfni)}) {
+    for (std::string_view x : unit) EXPECT_NO_THROW((void)ice_lake.has(x)) << x;
+  }
+  EXPECT_THROW((void)ice_lake.has("avx10"), InternalError);
 }
 
 TEST(KernelDispatch, DefaultIsaIsTheBestAvailable) {

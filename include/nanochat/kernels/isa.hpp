@@ -3,6 +3,8 @@
 #pragma once
 
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -18,11 +20,13 @@ const char* isa_name(Isa isa);
 // Parses "scalar", "avx2" or "avx512"; nullopt for anything else.
 std::optional<Isa> parse_isa(std::string_view text);
 
-// Whether this CPU can run the path: avx2 needs AVX2 (+ OS YMM state); avx512 needs AVX-512 F,
-// BW and VNNI (+ OS ZMM state).
+// Whether this CPU can run the path: every extension its ISA unit is compiled with (the table in
+// src/CMakeLists.txt, generated into isa_units.hpp), with the OS saving the registers' state.
 bool isa_supported(Isa isa, const CpuFeatures& features);
-// What the path needs, for error messages ("AVX-512 F, BW and VNNI").
-const char* isa_requirements(Isa isa);
+// What the path needs, for error messages ("avx512f avx512bw ...").
+std::string isa_requirements(Isa isa);
+// Whether the CPU has every extension an ISA unit (isa_units.hpp) was compiled with.
+bool unit_supported(std::span<const std::string_view> unit, const CpuFeatures& features);
 
 // All paths this CPU can run, fastest first.
 std::vector<Isa> available_isas();

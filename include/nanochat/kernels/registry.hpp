@@ -38,6 +38,11 @@ struct KernelInfo {
 };
 
 // For kernels with a single way.
+// The tile driver's internal errors (InternalError), raised from baseline code: an ISA unit must
+// not instantiate fail<> or Error's members itself, since the linker could pick those weak copies,
+// compiled with the unit's flags, for baseline callers (tests/cli/isa_units_check.sh checks).
+[[noreturn]] void tile_driver_error(const char* what, std::int64_t a, std::int64_t b = -1);
+
 int one_variant();
 const char* plain_variant(int variant);
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace nanochat {
 
@@ -22,6 +23,10 @@ struct CpuFeatures {
   bool avx512vbmi = false;
   bool gfni = false;        // gf2p8affineqb: the AVX-512 kernel unpacks 2-bit weights with it
   bool avx512bf16 = false;  // vdpbf16ps: bf16 products (the trainer's backward GEMMs)
+
+  // By GCC's -m spelling ("avx512vnni", "avxvnni", "gfni", ...). Throws InternalError for a name
+  // it does not know (a unit compiled with an extension nobody checks for would be a bug).
+  bool has(std::string_view gcc_name) const;
 };
 
 struct CpuInfo {
