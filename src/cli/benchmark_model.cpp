@@ -42,8 +42,14 @@ struct Row {
 };
 
 void run(const Options& o) {
-  if (o.output != "md" && o.output != "json") fail<UsageError>("-o {}: use md or json", o.output);
-  if (o.prompt < 1 || o.generate < 1) fail<UsageError>("-p and -n must be at least 1");
+  if (o.output != "md" && o.output != "json" && o.output != "csv") {
+    fail<UsageError>("-o {}: use md, json or csv", o.output);
+  }
+  if (o.prompt < 0 || o.generate < 0 || o.prompt + o.generate == 0) {
+    fail<UsageError>(
+        "-p {} -n {}: 0 or more each (0 skips that test, as in llama-bench), not both 0", o.prompt,
+        o.generate);
+  }
   if (o.reps < 1) fail<UsageError>("-r {}: at least 1", o.reps);
   std::vector<int> thread_counts = o.threads.empty()
                                        ? std::vector<int>{kernels::default_thread_count()}
@@ -67,37 +73,53 @@ void run(const Options& o) {
     }
     std::mt19937 rng(1);
     std::uniform_int_distribution<int> token(0, static_cast<int>(c.vocab_size - 1));
-    std::vector<model::TokenId> prompt(static_cast<std::size_t>(o.prompt));
+    // The prompt test's tokens; generation starts from one random token.
+    std::vector<model::TokenId> prompt(static_cast<std::size_t>(std::max(o.prompt, 1)));
     for (auto& p : prompt) p = token(rng);
-    model::KvCache cache(c, o.prompt + o.generate);
+    model::KvCache cache(c, std::max(o.prompt, 1) + o.generate);
     std::vector<float> logits;
     fmt::print(stderr, "benchmark: t{} warming up (and tuning kernels if needed)...\n", t);
-    model->forward(prompt, cache, logits);  // warm-up, tunes the prefill shapes
+    if (o.prompt > 0) model->forward(prompt, cache, logits);  // warm-up, tunes the prefill shapes
     cache.clear();
     model->forward(std::span<const model::TokenId>(prompt.data(), 1), cache, logits);
     std::vector<double> pp, tg, ratio;
     for (int r = 0; r < o.reps; ++r) {
-      cache.clear();
-      double start = now_seconds();
-      model->forward(prompt, cache, logits);
-      pp.push_back(o.prompt / (now_seconds() - start));
-      const double bw = probe.sample_gbps(ctx.pool(), kernels::available_isas().front());
-      cache.clear();
-      model::TokenId next = prompt[0];
-      start = now_seconds();
-      for (int i = 0; i < o.generate; ++i) {
-        model->forward(std::span<const model::TokenId>(&next, 1), cache, logits);
-        next = static_cast<model::TokenId>(std::max_element(logits.begin(), logits.end()) -
-                                           logits.begin());
+      if (o.prompt > 0) {
+        cache.clear();
+        const double start = now_seconds();
+        model->forward(prompt, cache, logits);
+        pp.push_back(o.prompt / (now_seconds() - start));
       }
-      const double tps = o.generate / (now_seconds() - start);
-      tg.push_back(tps);
-      ratio.push_back(static_cast<double>(bytes_per_token) * tps / 1e9 / bw);
-      fmt::print(stderr, "benchmark: t{} rep {}/{}: pp {:.1f} tok/s, tg {:.1f} tok/s\n", t, r + 1,
-                 o.reps, pp.back(), tg.back());
+      if (o.generate > 0) {
+        const double bw = probe.sample_gbps(ctx.pool(), kernels::available_isas().front());
+        cache.clear();
+        model::TokenId next = prompt[0];
+        const double start = now_seconds();
+        for (int i = 0; i < o.generate; ++i) {
+          model->forward(std::span<const model::TokenId>(&next, 1), cache, logits);
+          next = static_cast<model::TokenId>(std::max_element(logits.begin(), logits.end()) -
+                                             logits.begin());
+        }
+        const double tps = o.generate / (now_seconds() - start);
+        tg.push_back(tps);
+        ratio.push_back(static_cast<double>(bytes_per_token) * tps / 1e9 / bw);
+      }
+      fmt::print(stderr, "benchmark: t{} rep {}/{}:{}{}\n", t, r + 1, o.reps,
+                 pp.empty() ? "" : fmt::format(" pp {:.1f} tok/s", pp.back()),
+                 tg.empty() ? "" : fmt::format(" tg {:.1f} tok/s", tg.back()));
     }
-    rows.push_back({fmt::format("pp{}", o.prompt), t, summarize(pp), 0});
-    rows.push_back({fmt::format("tg{}", o.generate), t, summarize(tg), summarize(ratio).median});
+    if (!pp.empty()) rows.push_back({fmt::format("pp{}", o.prompt), t, summarize(pp), 0});
+    if (!tg.empty()) {
+      rows.push_back({fmt::format("tg{}", o.generate), t, summarize(tg), summarize(ratio).median});
+    }
+  }
+  if (o.output == "csv") {  // llama-bench's -o csv: one header line, one line per test
+    std::puts("model,test,threads,avg_ts,stddev_ts,median_ts,bytes_per_token,read_bw_fraction");
+    for (const Row& r : rows) {
+      fmt::print("\"{}\",{},{},{:.3f},{:.3f},{:.3f},{},{:.4f}\n", model_path, r.test, r.threads,
+                 r.tps.mean, r.tps.stddev, r.tps.median, bytes_per_token, r.bw_fraction);
+    }
+    return;
   }
   if (o.output == "json") {
     nlohmann::json out = nlohmann::json::array();
@@ -133,12 +155,14 @@ void add_benchmark_model(CLI::App& bench) {
   sub->add_option("-m,--model", o->model,
                   "GGUF model file (default: the shipped nanochat-rust.gguf)")
       ->envname("NANOCHAT_ARG_MODEL");
-  sub->add_option("-p,--n-prompt", o->prompt, "Prompt tokens (ppN)")->capture_default_str();
-  sub->add_option("-n,--n-gen", o->generate, "Generated tokens (tgN)")->capture_default_str();
+  sub->add_option("-p,--n-prompt", o->prompt, "Prompt tokens (ppN; 0 skips the prompt test)")
+      ->capture_default_str();
+  sub->add_option("-n,--n-gen", o->generate, "Generated tokens (tgN; 0 skips generation)")
+      ->capture_default_str();
   sub->add_option("-t,--threads", o->threads,
                   "Thread counts, comma separated (default: physical cores)");
   sub->add_option("-r,--reps", o->reps, "Repetitions")->capture_default_str();
-  sub->add_option("-o,--output", o->output, "md or json")->capture_default_str();
+  sub->add_option("-o,--output", o->output, "md, json or csv")->capture_default_str();
   sub->add_option("--isa", o->isa, "Force a kernel path: scalar, avx2 or avx512");
   sub->add_option("--autotune", o->autotune, "on, off or force")->capture_default_str();
   sub->callback([o] { run(*o); });

@@ -152,7 +152,8 @@ void run(const Options& o) {
   g.validate();
   engine::validate_context(o.context);
   const auto model = load_model(o.model, o.kernel, o.chat_template);
-  engine::Session session(model, o.context);
+  engine::Session session(model, o.context);  // checks the context's memory first
+  warn_context(*model, o.context);
   g.stop = model->chat_template().stop();
   Conversation chat(session, o.system, g);
 

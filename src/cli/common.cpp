@@ -156,6 +156,13 @@ void print_timings(const engine::Timings& t, double load_ms, const char* finish,
   }
 }
 
+void warn_context(const engine::LoadedModel& model, std::int64_t context) {
+  if (context > model.config().context_length) {
+    spdlog::warn("-c {}: the model was trained for {} tokens; past that its output degrades",
+                 context, model.config().context_length);
+  }
+}
+
 std::string flag_for(std::string_view parameter) {
   static constexpr std::pair<std::string_view, std::string_view> kFlags[] = {
       {"temperature", "--temp"},
@@ -188,7 +195,13 @@ std::string read_text_input(const std::string& prompt, bool prompt_given, const 
   if (prompt_given && !file.empty())
     fail<UsageError>("-p and -f both given; pass the text one way");
   if (prompt_given) return prompt;
-  if (!file.empty()) return read_file(file);
+  if (!file.empty()) {
+    std::string text = read_file(file);
+    if (text.find('\0') != std::string::npos) {
+      spdlog::warn("{}: holds NUL bytes and looks binary; reading it as text anyway", file);
+    }
+    return text;
+  }
   if (!allow_stdin || ::isatty(0)) {
     fail<UsageError>("no text: pass -p TEXT or -f FILE{}",
                      allow_stdin ? ", or pipe it on stdin" : "");

@@ -42,7 +42,8 @@ void run(Options o, bool prompt_given) {
   const std::string prompt = read_text_input(o.prompt, prompt_given, o.file, true);
 
   const auto model = load_model(o.model, o.kernel);
-  engine::Session session(model, o.context);
+  engine::Session session(model, o.context);  // checks the context's memory first
+  warn_context(*model, o.context);
   catch_interrupts();
   const engine::GenerateResult r = session.generate(prompt, g, [&o](std::string_view text) {
     if (!o.json) {

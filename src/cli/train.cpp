@@ -28,6 +28,68 @@ void on_sigint(int) {
   ::signal(SIGTERM, SIG_DFL);
 }
 
+std::string duration(double s) {
+  const auto t = static_cast<std::int64_t>(s);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, t / 60 % 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{:.1f}s", s);
+}
+
+// How `train` shows a run: on a terminal a table on stdout (about 50 rows) and a progress bar with
+// ETA on stderr, else (or with --json) the JSON lines of train.jsonl on stdout; messages on stderr.
+class TerminalObserver : public train::TrainObserver {
+ public:
+  TerminalObserver(bool table, bool bar) : table_(table), bar_(bar) {}
+
+  void on_message(const std::string& line) override {
+    clear_bar();
+    fmt::print(stderr, "{}\n", line);
+  }
+  void on_record(const std::string& json_line) override {
+    if (!table_) fmt::print("{}\n", json_line);
+  }
+  void on_step(const train::StepReport& r) override {
+    const std::int64_t every = std::max<std::int64_t>(1, r.total_steps / 50);
+    if (table_ && (r.step % every == 0 || r.step == r.total_steps || r.step == 1 || !header_)) {
+      clear_bar();
+      if (!header_) {
+        fmt::print("{:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "step", "loss", "ce",
+                   "entropy", "lr", "grad_norm", "tok/s", "elapsed");
+        header_ = true;
+      }
+      fmt::print("{:>8} {:>9.4f} {:>9.4f} {:>8.3f} {:>9.2e} {:>9.3f} {:>9.0f} {:>9}\n", r.step,
+                 r.loss, r.ce, r.entropy, r.lr, r.grad_norm, r.tokens_per_second,
+                 duration(r.elapsed_seconds));
+      std::fflush(stdout);
+    }
+    if (bar_ && r.step < r.total_steps) {
+      const int filled =
+          static_cast<int>(30 * static_cast<double>(r.step) / static_cast<double>(r.total_steps));
+      fmt::print(stderr, "\r[{}{}] {}/{} loss {:.4f} ETA {}   ",
+                 std::string(static_cast<std::size_t>(filled), '#'),
+                 std::string(static_cast<std::size_t>(30 - filled), '.'), r.step, r.total_steps,
+                 r.loss, duration(r.eta_seconds));
+      bar_shown_ = true;
+    } else {
+      clear_bar();
+    }
+  }
+  void on_validation(std::int64_t step, double loss, double bpb) override {
+    if (!table_) return;
+    clear_bar();
+    fmt::print("  validation at step {}: loss {:.4f}, {:.3f} bits per byte\n", step, loss, bpb);
+  }
+  void clear_bar() {
+    if (!bar_shown_) return;
+    fmt::print(stderr, "\r\033[K");
+    bar_shown_ = false;
+  }
+
+ private:
+  bool table_, bar_;
+  bool header_ = false, bar_shown_ = false;
+};
+
 struct TrainOptions {
   std::string config;
   std::vector<std::string> set;
@@ -45,19 +107,16 @@ void run_train(const TrainOptions& o) {
   r.init = o.init;
   if (o.stop_after < 0) fail<UsageError>("--stop-after {}: must be 0 or more", o.stop_after);
   r.stop_after = o.stop_after;
-  const bool tty = isatty(STDOUT_FILENO) != 0;
-  r.table = tty && !o.json;
-  r.progress = isatty(STDERR_FILENO) != 0 && !o.json;
-  int threads = 0;
-  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
-  kernels::KernelContext ctx(o.kernel.options(threads));
-  auto log = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
+  TerminalObserver observer(isatty(STDOUT_FILENO) != 0 && !o.json,
+                            isatty(STDERR_FILENO) != 0 && !o.json);
+  kernels::KernelContext ctx(o.kernel.options(o.kernel.single_thread_count()));
+  auto log = [&observer](const std::string& line) { observer.on_message(line); };
   r.interrupt = &g_interrupt;
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  const train::TrainResult res = train::run_training(r, ctx, log);
+  const train::TrainResult res = train::run_training(r, ctx, observer);
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
   if (res.steps_run == 0 && res.finished) {

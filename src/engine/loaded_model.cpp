@@ -10,6 +10,12 @@ std::shared_ptr<LoadedModel> LoadedModel::load(const std::filesystem::path& path
   const double start = now_seconds();
   auto lm =
       std::shared_ptr<LoadedModel>(new LoadedModel(path, gguf::GgufFile::open(path), options));
+  // One decoded token now: the autotuner measures the decode shapes during loading, not in the
+  // middle of the first answer's output.
+  model::KvCache scratch(lm->config(), 1);
+  std::vector<float> logits;
+  const model::TokenId first = lm->tokenizer().bos().value_or(0);
+  lm->forward(std::span<const model::TokenId>(&first, 1), scratch, logits);
   lm->load_ms_ = (now_seconds() - start) * 1e3;
   return lm;
 }

@@ -81,7 +81,8 @@ std::int64_t batch_class(std::int64_t batch) {
 
 Autotuner::Autotuner(TuneMode mode, std::filesystem::path cache_file)
     : mode_(mode), cache_file_(std::move(cache_file)) {
-  if (mode_ == TuneMode::kOn) load_cache();
+  // force re-measures what this run needs but keeps (and saves back) every other cached plan.
+  if (mode_ != TuneMode::kOff) load_cache();
 }
 
 std::filesystem::path Autotuner::default_cache_file() {
@@ -140,8 +141,10 @@ Plan Autotuner::plan(const PlanRequest& request, ThreadPool& pool) {
   // Tuning a large model takes seconds on its first run: say so once, so nobody thinks it hangs.
   static std::atomic<bool> announced{false};
   if (!announced.exchange(true)) {
-    spdlog::warn("autotune: timing kernels for this CPU (first run only; kept in {})",
-                 cache_file_.empty() ? std::string("memory") : cache_file_.string());
+    spdlog::warn(
+        "autotune: timing the kernels on this CPU, under a second per matrix shape (once per "
+        "shape; kept in {})",
+        cache_file_.empty() ? std::string("memory") : cache_file_.string());
   }
   spdlog::info("autotune: measuring {}", key);
   Plan best = measure(request, pool);

@@ -29,13 +29,6 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
-std::string duration(double s) {
-  const auto t = static_cast<std::int64_t>(s);
-  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, t / 60 % 60);
-  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
-  return fmt::format("{:.1f}s", s);
-}
-
 // Keeps the lines of `path` whose "step" is at most `step` (a resumed run rewrites the rest).
 void truncate_log(const fs::path& path, std::int64_t step) {
   if (!fs::exists(path)) return;
@@ -72,7 +65,8 @@ bool same_model(const TrainConfig& a, const TrainConfig& b, std::string& what) {
 }  // namespace
 
 TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
-                         const std::function<void(const std::string&)>& log) {
+                         TrainObserver& observer) {
+  const auto log = [&observer](const std::string& line) { observer.on_message(line); };
   TrainConfig cfg = options.config;
   const TrainingSection& t = cfg.training;
   const fs::path dir = cfg.output.checkpoint_dir;
@@ -264,13 +258,13 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
 
   TrainResult result;
   auto emit = [&](const nlohmann::json& line) {
-    jsonl << line.dump() << "\n";
+    const std::string text = line.dump();
+    jsonl << text << "\n";
     jsonl.flush();
-    if (!options.table) fmt::print("{}\n", line.dump());
+    observer.on_record(text);
   };
   auto evaluate = [&](std::int64_t at) {
     if (!val_batches) return;
-    if (options.progress) fmt::print(stderr, "\r\033[K");
     double ce = 0, bytes = 0, tokens = 0;
     std::vector<std::int32_t> in, tg;
     std::vector<double> row_ce;
@@ -287,23 +281,15 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     result.val_loss = ce / std::max(1.0, tokens);
     result.val_bpb = ce / std::log(2.0) / std::max(1.0, bytes);
     emit({{"step", at}, {"val_loss", result.val_loss}, {"val_bpb", result.val_bpb}});
-    if (options.table) {
-      fmt::print("  validation at step {}: loss {:.4f}, {:.3f} bits per byte\n", at,
-                 result.val_loss, result.val_bpb);
-    }
+    observer.on_validation(at, result.val_loss, result.val_bpb);
   };
 
-  if (options.table) {
-    fmt::print("{:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "step", "loss", "ce", "entropy",
-               "lr", "grad_norm", "tok/s", "elapsed");
-  }
   const std::int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
   const auto run_start = Clock::now();
   const std::int64_t first_step = step;
   double grad_ema = 0;
   std::int64_t last_entropy_warning = -1000000, last_spike_warning = -1000000;
   std::vector<std::int32_t> inputs, targets;
-  const std::int64_t print_every = std::max<std::int64_t>(1, t.total_steps / 50);
   while (step < t.total_steps) {
     const auto step_start = Clock::now();
     const double lr_scale = lr_multiplier(t, step);
@@ -337,43 +323,40 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     const double run_s = std::chrono::duration<double>(Clock::now() - run_start).count();
     const double tok_s = static_cast<double>(tokens_per_step) / step_s;
     result.last_loss = s.loss;
+    StepReport report;
+    report.step = step;
+    report.total_steps = t.total_steps;
+    report.loss = s.loss;
+    report.ce = s.ce;
+    report.entropy = s.entropy;
+    report.lr = t.muon_lr * lr_scale;
+    report.lr_scalar = (t.optimizer == ScalarOptimizer::kAdamW ? t.adamw_lr : t.lion_lr) * lr_scale;
+    report.grad_norm = grad_norm;
+    report.tokens_per_second = tok_s;
+    report.elapsed_seconds = elapsed_before + run_s;
+    report.eta_seconds =
+        run_s / static_cast<double>(step - first_step) * static_cast<double>(t.total_steps - step);
     emit({{"step", step},
           {"loss", s.loss},
           {"ce_loss", s.ce},
           {"entropy", s.entropy},
-          {"lr", t.muon_lr * lr_scale},
-          {"lr_scalar",
-           (t.optimizer == ScalarOptimizer::kAdamW ? t.adamw_lr : t.lion_lr) * lr_scale},
+          {"lr", report.lr},
+          {"lr_scalar", report.lr_scalar},
           {"grad_norm", grad_norm},
           {"tokens_per_sec", tok_s},
-          {"elapsed", elapsed_before + run_s}});
-    if (options.table && (step % print_every == 0 || step == t.total_steps || step == 1)) {
-      if (options.progress) fmt::print(stderr, "\r\033[K");  // the bar is redrawn below
-      fmt::print("{:>8} {:>9.4f} {:>9.4f} {:>8.3f} {:>9.2e} {:>9.3f} {:>9.0f} {:>9}\n", step,
-                 s.loss, s.ce, s.entropy, t.muon_lr * lr_scale, grad_norm, tok_s,
-                 duration(elapsed_before + run_s));
-      std::fflush(stdout);
-    }
-    if (options.progress) {
-      const double per_step = run_s / static_cast<double>(step - first_step);
-      const double frac = static_cast<double>(step) / static_cast<double>(t.total_steps);
-      const int filled = static_cast<int>(frac * 30);
-      fmt::print(stderr, "\r[{}{}] {}/{} loss {:.4f} ETA {}   ", std::string(filled, '#'),
-                 std::string(30 - filled, '.'), step, t.total_steps, s.loss,
-                 duration(per_step * static_cast<double>(t.total_steps - step)));
-      if (step == t.total_steps) fmt::print(stderr, "\r\033[K");
-    }
+          {"elapsed", report.elapsed_seconds}});
+    observer.on_step(report);
     // Early warnings.
     if (s.entropy < 0.05 && step - last_entropy_warning >= 100) {
       log(
-          fmt::format("\nwarning: step {}: output entropy {:.4f} nats — the distribution is "
+          fmt::format("warning: step {}: output entropy {:.4f} nats — the distribution is "
                       "collapsing; consider training.entropy_weight > 0",
                       step, s.entropy));
       last_entropy_warning = step;
     }
     if (step - first_step > 20 && grad_norm > 5 * grad_ema && step - last_spike_warning >= 100) {
-      log(fmt::format("\nwarning: step {}: gradient norm {:.3g} is {:.1f}x its recent average",
-                      step, grad_norm, grad_norm / grad_ema));
+      log(fmt::format("warning: step {}: gradient norm {:.3g} is {:.1f}x its recent average", step,
+                      grad_norm, grad_norm / grad_ema));
       last_spike_warning = step;
     }
     grad_ema = step - first_step == 1 ? grad_norm : 0.95 * grad_ema + 0.05 * grad_norm;
@@ -387,7 +370,6 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
       result.checkpoint = save(step, elapsed_before + run_s);
     }
     if (stop && !last) {
-      if (options.progress) fmt::print(stderr, "\r\033[K");
       log(fmt::format("stopping at step {} ({}) with a checkpoint; continue with --resume", step,
                       interrupted ? "interrupted" : "--stop-after"));
       result.interrupted = interrupted;
@@ -421,6 +403,18 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
         {"tokens_per_sec_mean", result.tokens_per_second},
         {"peak_memory_mib", result.peak_memory_mib}});
   return result;
+}
+
+TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
+                         const std::function<void(const std::string&)>& log) {
+  struct LogObserver : TrainObserver {
+    const std::function<void(const std::string&)>& log;
+    explicit LogObserver(const std::function<void(const std::string&)>& l) : log(l) {}
+    void on_message(const std::string& line) override {
+      if (log) log(line);
+    }
+  } observer(log);
+  return run_training(options, kernels, observer);
 }
 
 }  // namespace nanochat::train

@@ -20,3 +20,13 @@ expect_fail() {
   if [[ -s "$work/out" ]]; then bad "$name: wrote to stdout"; return; fi
   ok
 }
+
+# expect_usage NAME PATTERN CMD...: as expect_fail, and the exit code is 2 (a usage error).
+expect_usage() {
+  local before=$fail
+  expect_fail "$@"
+  [[ $fail -eq $before ]] || return
+  "${@:3}" >/dev/null 2>&1
+  local rc=$?
+  [[ $rc -eq 2 ]] || { pass=$((pass - 1)); bad "$1: exit $rc, not 2"; }
+}

@@ -154,6 +154,12 @@ d = json.load(sys.stdin)
 tests = {r["test"] for r in d["results"]}
 assert tests == {"pp16", "tg8"}, tests
 assert all(r["tokens_per_second"] > 0 for r in d["results"]) and d["bytes_per_token"] > 0' && ok || bad "benchmark model"
+# -p 0 skips prompt processing (llama-bench's convention); -o csv: a header and one line per test.
+"$bin" benchmark model -m "$work/model.gguf" -p 0 -n 8 -t 1,2 -r 2 -o csv --autotune off 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.DictReader(sys.stdin))
+assert [(r["test"], r["threads"]) for r in rows] == [("tg8", "1"), ("tg8", "2")], rows
+assert all(float(r["avg_ts"]) > 0 for r in rows)' && ok || bad "benchmark model -p 0 -o csv"
 "$bin" model random --vocab 300 -o "$work/shape.gguf" --layers 1 --output-type q8_0 --embedding f16 2>/dev/null &&
   "$bin" generate -m "$work/shape.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --vocab"
 # llama.cpp's architectures: bitnet (tied F16 embedding, .scale tensors) and ternary llama.
@@ -277,6 +283,7 @@ expect_fail "model random: bad arch" "--arch gpt2: use nanochat, bitnet" "$bin" 
 expect_fail "model random: bitnet head" "--arch bitnet uses the embedding as output head" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch bitnet --output-type q8_0
 expect_fail "model random: llama streams" "--streams 2: only --arch nanochat" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch llama --streams 2
 expect_fail "model random: tokenizer or vocab" "either --tokenizer FILE or --vocab N" "$bin" model random -o "$work/x.gguf"
+expect_usage "benchmark model: both 0" "-p 0 -n 0: 0 or more each" "$bin" benchmark model -m "$work/model.gguf" -p 0 -n 0 --autotune off
 expect_fail "benchmark model: too long" "exceed the model's context" "$bin" benchmark model -m "$work/model.gguf" -p 250 -n 10 --autotune off
 expect_fail "chat: empty stdin" "stdin is empty" sh -c "printf '' | '$bin' chat -m '$work/model.gguf' --autotune off"
 expect_fail "chat: unknown template" "chat template 'jinja9' is unknown" sh -c "echo hi | '$bin' chat -m '$work/model.gguf' --chat-template jinja9 --autotune off"
@@ -292,14 +299,6 @@ expect_fail "info: not gguf" "text.gguf: bad magic" "$bin" info -m "$work/text.g
 expect_fail "env thread var" "'zero'" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
 
 # Usage errors: exit 2 and one line naming the command, flag or variable.
-expect_usage() {  # NAME PATTERN CMD...: as expect_fail, and the exit code is 2
-  local before=$fail
-  expect_fail "$@"
-  [[ $fail -eq $before ]] || return
-  "${@:3}" >/dev/null 2>&1
-  local rc=$?
-  [[ $rc -eq 2 ]] || { pass=$((pass - 1)); bad "$1: exit $rc, not 2"; }
-}
 m="$work/model.gguf"
 expect_usage "unknown command" "unknown command 'frob'; commands are .*generate" "$bin" frob
 expect_usage "no command" "no command given; commands are" "$bin"
@@ -312,6 +311,13 @@ expect_usage "chat -c -3" "^nanochat: -c -3: must be 0" sh -c "echo hi | '$bin' 
 expect_usage "negative temp" "^nanochat: --temp -1: must be 0 \\(greedy\\) or a positive number" "$bin" generate -m "$m" --temp -1 -p x
 expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
 expect_usage "huge -c" "^nanochat: -c 72057594037927936: its KV cache would need .* GiB, more than this machine's" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
+
+# Warnings as llama.cpp gives them: a context past the trained one, a binary file as the prompt.
+"$bin" generate -m "$m" -p "To be" -n 2 -c 1000 --autotune off >/dev/null 2>"$work/warn.err" &&
+  grep -q "warning: -c 1000: the model was trained for 256 tokens" "$work/warn.err" && ok || bad "context warning: $(cat "$work/warn.err")"
+printf 'ab\0cd' >"$work/binary.txt"
+"$bin" generate -m "$m" -f "$work/binary.txt" -n 2 --autotune off >/dev/null 2>"$work/warn.err" &&
+  grep -q "binary.txt: holds NUL bytes and looks binary" "$work/warn.err" && ok || bad "binary warning: $(cat "$work/warn.err")"
 
 # Ctrl-C during generate: the text so far, the timings and the seed; exit 130.
 # (A long context and --ignore-eos: it runs until interrupted.)

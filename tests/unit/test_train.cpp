@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -423,6 +424,48 @@ TEST(Trainer, DamagedCheckpointsAreDetectedAndTheOlderOneIsUsed) {
   }
   EXPECT_TRUE(warned);
   EXPECT_TRUE(resumed_at_4);
+  fs::remove_all(dir);
+}
+
+// The trainer draws nothing: it reports each step, validation and record to an observer (the CLI
+// draws a table, a bar or JSON lines from these; Python calls back).
+TEST(Trainer, ReportsToItsObserver) {
+  const fs::path dir = temp_dir("observer");
+  kernels::KernelContext ctx(quiet_kernels(1));
+  struct Recorder : TrainObserver {
+    std::vector<StepReport> steps;
+    std::vector<std::int64_t> validations;
+    std::vector<std::string> records, messages;
+    void on_step(const StepReport& r) override { steps.push_back(r); }
+    void on_validation(std::int64_t step, double loss, double bpb) override {
+      EXPECT_GT(loss, 0);
+      EXPECT_GT(bpb, 0);
+      validations.push_back(step);
+    }
+    void on_record(const std::string& line) override { records.push_back(line); }
+    void on_message(const std::string& line) override { messages.push_back(line); }
+  } rec;
+  TrainRunOptions o;
+  o.config = run_config(dir, sample_text(), 6);
+  o.config.training.eval_interval = 3;
+  const TrainResult r = run_training(o, ctx, rec);
+  ASSERT_TRUE(r.finished);
+  ASSERT_EQ(rec.steps.size(), 6u);
+  for (std::size_t i = 0; i < rec.steps.size(); ++i) {
+    EXPECT_EQ(rec.steps[i].step, static_cast<std::int64_t>(i + 1));
+    EXPECT_EQ(rec.steps[i].total_steps, 6);
+    EXPECT_TRUE(std::isfinite(rec.steps[i].loss));
+    EXPECT_GT(rec.steps[i].tokens_per_second, 0);
+  }
+  EXPECT_EQ(rec.steps.back().eta_seconds, 0);
+  EXPECT_EQ(rec.validations, (std::vector<std::int64_t>{3, 6}));
+  // Every record is a line of train.jsonl, in order.
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(dir / "run" / "train.jsonl"));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  EXPECT_EQ(rec.records, lines);
+  EXPECT_FALSE(rec.messages.empty());  // data preparation
+  for (const auto& m : rec.messages) EXPECT_EQ(m.find('\033'), std::string::npos) << m;
   fs::remove_all(dir);
 }
 

@@ -49,6 +49,9 @@ struct KernelFlags {
 std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
                                                 const std::string& chat_template = "");
 
+// A warning (as llama.cpp gives one) when `context` exceeds what the model was trained for.
+void warn_context(const engine::LoadedModel& model, std::int64_t context);
+
 // Ctrl-C for commands that stop their work cleanly: after catch_interrupts(), SIGINT sets a flag
 // that interrupted() reads (clear_interrupted() resets it) instead of ending the process.
 void catch_interrupts();

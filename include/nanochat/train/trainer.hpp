@@ -20,8 +20,6 @@ struct TrainRunOptions {
   // weights, with its tokenizer (train/init.hpp).
   std::filesystem::path init;
   std::int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this run
-  bool table = false;           // a readable table on stdout (a terminal) instead of JSON lines
-  bool progress = false;        // a progress bar with ETA on stderr
   // Set (e.g. by a SIGINT handler) to stop after the current step with a checkpoint.
   const std::atomic<bool>* interrupt = nullptr;
 };
@@ -38,9 +36,39 @@ struct TrainResult {
   std::filesystem::path checkpoint, exported;
 };
 
-// Runs (or resumes) training. `log` receives human-readable progress lines (stderr). Throws
-// UsageError for configuration and data problems and Error when the loss turns NaN/Inf (the
-// last good checkpoint is kept).
+// One optimizer step, as the trainer reports it.
+struct StepReport {
+  std::int64_t step = 0;  // steps done, 1-based
+  std::int64_t total_steps = 0;
+  double loss = 0, ce = 0, entropy = 0;
+  double lr = 0, lr_scalar = 0;  // Muon's and the scalar optimizer's learning rates
+  double grad_norm = 0;
+  double tokens_per_second = 0;  // this step's
+  double elapsed_seconds = 0;    // of the whole run, earlier sessions included
+  double eta_seconds = 0;        // at this run's mean pace
+};
+
+// What the trainer reports as it runs. The library draws nothing: the CLI draws a table, a
+// progress bar or JSON lines from these calls, the Python module calls back. Every method is
+// called on the training thread; the defaults do nothing.
+class TrainObserver {
+ public:
+  virtual ~TrainObserver() = default;
+  // A human-readable line: data preparation, warnings, stopping, export.
+  virtual void on_message(const std::string& line) { (void)line; }
+  // Each record the run appends to <checkpoint_dir>/train.jsonl, as that JSON line.
+  virtual void on_record(const std::string& json_line) { (void)json_line; }
+  virtual void on_step(const StepReport& step) { (void)step; }
+  virtual void on_validation(std::int64_t step, double loss, double bits_per_byte) {
+    (void)step, (void)loss, (void)bits_per_byte;
+  }
+};
+
+// Runs (or resumes) training, reporting to `observer`. Throws UsageError for configuration and
+// data problems and Error when the loss turns NaN/Inf (the last good checkpoint is kept).
+TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
+                         TrainObserver& observer);
+// The same with only the messages, to `log`.
 TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
                          const std::function<void(const std::string&)>& log);
 
