@@ -388,7 +388,8 @@ void add_benchmark(CLI::App& app) {
                   "2560x6912 and 65536x16384, which is far larger than the L3 cache)");
   sub->add_option("-t,--threads", opts->threads,
                   "Thread counts, comma separated (default: 1 and the physical core count)")
-      ->envname("NANOCHAT_ARG_THREADS");
+      ->envname("NANOCHAT_ARG_THREADS")
+      ->check(int_list_check("-t"));
   sub->add_option("-b,--batch", opts->batches, "Tokens per call, comma separated")
       ->capture_default_str();
   sub->add_option("--isa", opts->isas,

@@ -102,35 +102,50 @@ class Conversation {
   int turns() const { return turns_; }
 
  private:
-  // The rendered conversation as tokens, with room for an answer; drops the oldest turns (and,
-  // if even the newest message alone does not fit, that message) and says so.
+  // The rendered conversation as tokens, with room for an answer. When it does not fit, the
+  // oldest turns (a user message and the answers after it) are dropped, the system prompt kept;
+  // when even the new message alone does not fit, the conversation is left as it was and the
+  // message is not sent.
   std::vector<model::TokenId> fit_prompt() {
     const engine::LoadedModel& m = session_.model();
     const std::int64_t context = session_.context();
     const std::int64_t room = options_.n_predict > 0
                                   ? std::min<std::int64_t>(options_.n_predict, context / 2)
                                   : std::max<std::int64_t>(context / 4, 1);
+    const auto encode = [&](const std::vector<model::ChatMessage>& msgs) {
+      return m.tokenizer().encode(m.chat_template().render(msgs, true), true, true);
+    };
+    const auto fits = [&](const std::vector<model::TokenId>& t) {
+      return static_cast<std::int64_t>(t.size()) + room <= context;
+    };
+    const std::size_t first = system_.empty() ? 0 : 1;
+    std::vector<model::ChatMessage> alone(messages_.begin(),
+                                          messages_.begin() + static_cast<std::ptrdiff_t>(first));
+    alone.push_back(messages_.back());
+    const std::vector<model::TokenId> minimal = encode(alone);
+    if (!fits(minimal)) {
+      fmt::print(stderr,
+                 "[this message takes {} tokens; with room for an answer it does not fit the "
+                 "context of {} tokens: shorten it, or restart with a larger -c]\n",
+                 minimal.size(), context);
+      messages_.pop_back();
+      return {};
+    }
     int dropped = 0;
     for (;;) {
-      std::vector<model::TokenId> tokens =
-          m.tokenizer().encode(m.chat_template().render(messages_, true), true, true);
-      if (static_cast<std::int64_t>(tokens.size()) + room <= context) {
+      std::vector<model::TokenId> tokens = encode(messages_);
+      if (fits(tokens)) {
         if (dropped > 0) {
           fmt::print(stderr, "[the context of {} tokens is full: dropped the oldest {} {}]\n",
-                     context, dropped, dropped == 1 ? "message" : "messages");
+                     context, dropped, dropped == 1 ? "turn" : "turns");
         }
         return tokens;
       }
-      const std::size_t first = system_.empty() ? 0 : 1;
-      if (messages_.size() - first <= 1) {  // only the new message is left
-        fmt::print(stderr,
-                   "[this message takes {} tokens; with room for an answer it does not fit the "
-                   "context of {} tokens: shorten it, or restart with a larger -c]\n",
-                   tokens.size(), context);
-        messages_.pop_back();
-        return {};
-      }
-      messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(first));
+      // One turn: the first message after the system prompt and everything up to the next user
+      // message (the new message is always kept, so this ends).
+      auto end = messages_.begin() + static_cast<std::ptrdiff_t>(first) + 1;
+      while (end != messages_.end() - 1 && end->role != "user") ++end;
+      messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(first), end);
       ++dropped;
     }
   }
@@ -180,6 +195,7 @@ void run(const Options& o) {
              model->path().string(), model->chat_template().name(), session.context());
   for (;;) {
     clear_interrupted();
+    catch_interrupts();  // again: the handler resets itself after each Ctrl-C
     char* raw = readline(prompt.c_str());
     if (raw == nullptr) {
       std::fputs("\n", stdout);     // the shell's prompt starts on a fresh line
@@ -234,7 +250,8 @@ void add_chat(CLI::App& app) {
   sub->add_option("-n,--n-predict", o->n_predict, "Most tokens per answer (-1: no limit)")
       ->capture_default_str();
   sub->add_option("-c,--ctx-size", o->context, "Context size in tokens (0: the model's)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->envname("NANOCHAT_ARG_CTX_SIZE");
   sub->add_flag("--no-color", o->no_color, "No colours even on a terminal");
   o->sampling.add_to(*sub);
   o->kernel.add_to(*sub, false);

@@ -50,6 +50,17 @@ std::vector<int> parse_int_list(std::string_view text, std::string_view flag, in
   return out;
 }
 
+std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value) {
+  return [flag, min_value](const std::string& value) -> std::string {
+    try {
+      (void)parse_int_list(value, flag, min_value);
+      return {};
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+  };
+}
+
 Shape parse_shape(std::string_view text, std::string_view flag) {
   const std::size_t x = text.find_first_of("xX");
   Shape s;
@@ -66,7 +77,8 @@ void KernelFlags::add_to(CLI::App& app, bool thread_list) {
   app.add_option("-t,--threads", threads,
                  thread_list ? "Thread counts, comma separated (default: physical cores)"
                              : "Threads (default: physical cores)")
-      ->envname("NANOCHAT_ARG_THREADS");
+      ->envname("NANOCHAT_ARG_THREADS")
+      ->check(int_list_check("-t"));
   app.add_option("--isa", isa,
                  "Force a kernel path: scalar, avx2 or avx512 (default: NANOCHAT_ISA, else the "
                  "best this CPU has)");
@@ -127,6 +139,7 @@ extern "C" void on_interrupt(int) { g_interrupted.store(true); }
 void catch_interrupts() {
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
+  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once
   sigaction(SIGINT, &sa, nullptr);
 }
 bool interrupted() { return g_interrupted.load(); }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,7 +47,9 @@ class TerminalObserver : public train::TrainObserver {
     fmt::print(stderr, "{}\n", line);
   }
   void on_record(const std::string& json_line) override {
-    if (!table_) fmt::print("{}\n", json_line);
+    if (table_) return;
+    fmt::print("{}\n", json_line);
+    std::fflush(stdout);  // a reader on a pipe sees each step as it ends
   }
   void on_step(const train::StepReport& r) override {
     const std::int64_t every = std::max<std::int64_t>(1, r.total_steps / 50);
@@ -116,7 +119,14 @@ void run_train(const TrainOptions& o) {
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  const train::TrainResult res = train::run_training(r, ctx, observer);
+  const train::TrainResult res = [&] {
+    try {
+      return train::run_training(r, ctx, observer);
+    } catch (...) {
+      observer.clear_bar();  // main's error line starts on a clean line
+      throw;
+    }
+  }();
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
   if (res.steps_run == 0 && res.finished) {

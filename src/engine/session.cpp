@@ -86,9 +86,11 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateOptions&
   return generate_tokens(ids, options, on_text);
 }
 
-GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_ids,
+GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_span,
                                         const GenerateOptions& options,
                                         const TextCallback& on_text) {
+  // A copy: the caller's span may point into this session's own cached_tokens().
+  const std::vector<model::TokenId> prompt_ids(prompt_span.begin(), prompt_span.end());
   options.validate();
   if (prompt_ids.empty()) fail_argument("prompt", "", "the prompt encodes to no tokens");
   if (static_cast<std::int64_t>(prompt_ids.size()) >= cache_.capacity()) {
@@ -118,7 +120,7 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_i
     model_->forward(tokens, cache_, logits_);
     cached_.insert(cached_.end(), tokens.begin(), tokens.end());
   };
-  run(prompt_ids.subspan(common));
+  run(std::span<const model::TokenId>(prompt_ids).subspan(common));
   result.timings.prompt_ms = (now_seconds() - start) * 1e3;
 
   std::vector<model::TokenId> banned;  // --ignore-eos: the tokens that would end the answer
@@ -184,7 +186,8 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_i
   }
   if (!pending.empty() && result.finish != FinishReason::kStop) {
     result.text += pending;
-    if (on_text) on_text(pending);
+    // After a cancel the callback is not called again (its receiver may be gone).
+    if (on_text && result.finish != FinishReason::kCancelled) on_text(pending);
   }
   result.timings.generated_tokens = static_cast<std::int64_t>(result.tokens.size());
   result.timings.eval_ms = (now_seconds() - start) * 1e3;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/isa_units.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/util/cpu.hpp"
@@ -90,8 +91,9 @@ std::filesystem::path Autotuner::default_cache_file() {
   // NANOCHAT_NO_AVX_VNNI) go to a file of their own: they would otherwise name a variant this run
   // cannot use, or replace the plans measured with it.
   const CpuFeatures& f = cpu_info().features;
-  const std::string off = std::string(f.gfni && !avx512_uses_gfni() ? "-nogfni" : "") +
-                          (f.avx_vnni && !avx2_uses_avx_vnni() ? "-noavxvnni" : "");
+  const bool gfni_off = unit_supported(isa_units::k_avx512_gfni, f) && !avx512_uses_gfni();
+  const bool vnni_off = unit_supported(isa_units::k_avx2_vnni, f) && !avx2_uses_avx_vnni();
+  const std::string off = std::string(gfni_off ? "-nogfni" : "") + (vnni_off ? "-noavxvnni" : "");
   return cache_dir() / fmt::format("autotune-{}{}.json", cpu_info().signature(), off);
 }
 

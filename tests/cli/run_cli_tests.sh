@@ -296,7 +296,7 @@ printf 'GGUF\x03\x00\x00\x00' >"$work/trunc.gguf"
 expect_fail "info: truncated" "trunc.gguf: tensor count needs 8 bytes" "$bin" info -m "$work/trunc.gguf"
 printf 'not a gguf file at all' >"$work/text.gguf"
 expect_fail "info: not gguf" "text.gguf: bad magic" "$bin" info -m "$work/text.gguf"
-expect_fail "env thread var" "'zero'" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
+expect_usage "env thread var" "NANOCHAT_ARG_THREADS=zero: not a valid value for --threads" env NANOCHAT_ARG_THREADS=zero "$bin" benchmark kernels --shape 8x8
 
 # Usage errors: exit 2 and one line naming the command, flag or variable.
 m="$work/model.gguf"

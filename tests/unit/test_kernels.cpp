@@ -193,8 +193,10 @@ TEST(KernelDispatch, GfniAndAvxVnniSwitchesGiveTheAutotuneCacheItsOwnFile) {
   // Plans measured without an instruction set must not land in (or be read from) the file of
   // runs with it: a GFNI plan would be unusable, a shift-only one would replace the faster plan.
   const std::string name = Autotuner::default_cache_file().filename().string();
-  const bool gfni_off = cpu_info().features.gfni && !avx512_uses_gfni();
-  const bool vnni_off = cpu_info().features.avx_vnni && !avx2_uses_avx_vnni();
+  const bool gfni_off =
+      unit_supported(isa_units::k_avx512_gfni, cpu_info().features) && !avx512_uses_gfni();
+  const bool vnni_off =
+      unit_supported(isa_units::k_avx2_vnni, cpu_info().features) && !avx2_uses_avx_vnni();
   EXPECT_EQ(name.find("-nogfni") != std::string::npos, gfni_off) << name;
   EXPECT_EQ(name.find("-noavxvnni") != std::string::npos, vnni_off) << name;
 }

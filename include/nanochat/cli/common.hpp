@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,6 +19,10 @@ namespace nanochat::cli {
 
 // "1,2,4" -> {1, 2, 4}; every value must be >= min_value. Throws UsageError naming `flag`.
 std::vector<int> parse_int_list(std::string_view text, std::string_view flag, int min_value = 1);
+
+// The same as a CLI11 check, so that a bad value from an environment variable is named as the
+// variable (main() does that for CLI11's errors).
+std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value = 1);
 
 // Thrown by a command that stopped on Ctrl-C after saving its work; main exits with 130 (the
 // shell's code for SIGINT) and prints nothing more.
@@ -53,7 +58,8 @@ std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const 
 void warn_context(const engine::LoadedModel& model, std::int64_t context);
 
 // Ctrl-C for commands that stop their work cleanly: after catch_interrupts(), SIGINT sets a flag
-// that interrupted() reads (clear_interrupted() resets it) instead of ending the process.
+// that interrupted() reads (clear_interrupted() resets it) instead of ending the process; a
+// second Ctrl-C ends it (call catch_interrupts() again to catch the next one).
 void catch_interrupts();
 bool interrupted();
 void clear_interrupted();
