@@ -324,7 +324,10 @@ printf 'ab\0cd' >"$work/binary.txt"
 "$bin" model random --vocab 512 -o "$work/long.gguf" --ctx 65536 --ffn 256 --layers 1 2>/dev/null
 "$bin" generate -m "$work/long.gguf" -p "ab" -n -1 --ignore-eos --temp 1 -s 5 --autotune off >"$work/gint.out" 2>"$work/gint.err" &
 gpid=$!
-sleep 1
+for _ in $(seq 300); do  # until it streams text (the handler is in place), at most 30 s
+  [[ -s "$work/gint.out" ]] && break
+  sleep 0.1
+done
 kill -INT $gpid
 wait $gpid
 rc=$?
