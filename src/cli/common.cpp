@@ -145,23 +145,22 @@ void catch_interrupts() {
 bool interrupted() { return g_interrupted.load(); }
 void clear_interrupted() { g_interrupted.store(false); }
 
+double ms_per_token(double ms, std::int64_t n) { return n > 0 ? ms / static_cast<double>(n) : 0.0; }
+double tokens_per_second(double ms, std::int64_t n) {
+  return ms > 0 ? static_cast<double>(n) * 1e3 / ms : 0.0;
+}
+
 void print_timings(const engine::Timings& t, double load_ms, const char* finish,
                    std::uint64_t seed) {
-  const auto per_token = [](double ms, std::int64_t n) {
-    return n > 0 ? ms / static_cast<double>(n) : 0.0;
-  };
-  const auto per_second = [](double ms, std::int64_t n) {
-    return ms > 0 ? static_cast<double>(n) * 1e3 / ms : 0.0;
-  };
   const std::int64_t run = t.prompt_tokens - t.reused_tokens;
   if (load_ms > 0) fmt::print(stderr, "load:        {:.1f} ms\n", load_ms);
   fmt::print(
       stderr, "prompt eval: {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s){}\n", run,
-      t.prompt_ms, per_token(t.prompt_ms, run), per_second(t.prompt_ms, run),
+      t.prompt_ms, ms_per_token(t.prompt_ms, run), tokens_per_second(t.prompt_ms, run),
       t.reused_tokens > 0 ? fmt::format("; {} more reused from the cache", t.reused_tokens) : "");
   fmt::print(stderr, "eval:        {} tokens in {:.1f} ms ({:.2f} ms/token, {:.1f} tokens/s)\n",
-             t.generated_tokens, t.eval_ms, per_token(t.eval_ms, t.generated_tokens),
-             per_second(t.eval_ms, t.generated_tokens));
+             t.generated_tokens, t.eval_ms, ms_per_token(t.eval_ms, t.generated_tokens),
+             tokens_per_second(t.eval_ms, t.generated_tokens));
   if (finish != nullptr) {
     fmt::print(stderr, "finish:      {} (seed {})\n", finish, seed);
   } else {

@@ -53,9 +53,6 @@ void run(Options o, bool prompt_given) {
     return !interrupted();
   });
   const auto& t = r.timings;
-  const auto per_second = [](double ms, std::int64_t n) {
-    return ms > 0 ? static_cast<double>(n) * 1e3 / ms : 0.0;
-  };
   if (o.json) {
     const std::int64_t run_tokens = t.prompt_tokens - t.reused_tokens;
     const nlohmann::json doc = {
@@ -68,12 +65,11 @@ void run(Options o, bool prompt_given) {
          {{"load_ms", model->load_ms()},
           {"prompt_tokens", t.prompt_tokens},
           {"prompt_ms", t.prompt_ms},
-          {"prompt_tokens_per_second", per_second(t.prompt_ms, run_tokens)},
+          {"prompt_tokens_per_second", tokens_per_second(t.prompt_ms, run_tokens)},
           {"eval_tokens", t.generated_tokens},
           {"eval_ms", t.eval_ms},
-          {"eval_ms_per_token",
-           t.generated_tokens > 0 ? t.eval_ms / static_cast<double>(t.generated_tokens) : 0.0},
-          {"eval_tokens_per_second", per_second(t.eval_ms, t.generated_tokens)}}}};
+          {"eval_ms_per_token", ms_per_token(t.eval_ms, t.generated_tokens)},
+          {"eval_tokens_per_second", tokens_per_second(t.eval_ms, t.generated_tokens)}}}};
     std::puts(doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::fputs("\n", stdout);

@@ -64,6 +64,10 @@ void catch_interrupts();
 bool interrupted();
 void clear_interrupted();
 
+// Timing ratios (0 when there is nothing to divide by).
+double ms_per_token(double ms, std::int64_t n);
+double tokens_per_second(double ms, std::int64_t n);
+
 // generate's and chat's timing lines on stderr (llama.cpp's layout), with the finish reason
 // (nullptr: none, for sums over several answers) and the seed; load_ms 0: no load line.
 void print_timings(const engine::Timings& t, double load_ms, const char* finish,
