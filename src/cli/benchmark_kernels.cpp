@@ -16,13 +16,12 @@
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
+#include "nanochat/kernels/benchmark.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/kernels/membw.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
-#include "nanochat/util/random.hpp"
-#include "nanochat/util/stats.hpp"
 #include "nanochat/version.hpp"
 
 namespace nanochat::cli {
@@ -35,10 +34,6 @@ using kernels::Isa;
 // buffer resident, and at 4x L3 that inflated the measured GEMV rate by a quarter.
 const std::vector<std::string> kDefaultShapes = {"2560x2560", "640x2560", "6912x2560", "2560x6912",
                                                  "65536x16384"};
-// A case whose single call would take longer than this (judged from the kernel's speed on
-// earlier cases) is skipped, so the default run stays within minutes even for the scalar path.
-constexpr double kMaxSecondsPerCall = 2.0;
-constexpr double kMinSampleSeconds = 1e-3;
 
 struct Options {
   std::vector<std::string> shapes;
@@ -51,21 +46,7 @@ struct Options {
   bool no_bandwidth = false;
 };
 
-struct Result {
-  std::string kernel;
-  Isa isa;
-  cli::Shape shape;
-  int batch = 1;
-  int threads = 1;
-  kernels::Plan plan;
-  Summary seconds;
-  std::size_t weight_bytes = 0;
-  double gops = 0;
-  double weight_gbps = 0;
-  double bw_fraction = 0;  // of the read bandwidth at this thread count; 0 when not measured
-  double vs_scalar = 0;    // scalar time / this time, same case; 0 when scalar was not run
-  double token_cost = 0;   // time per token / time of the b=1 case, same kernel; 0 for b=1
-};
+using Result = kernels::KernelBenchResult;
 
 std::vector<Isa> parse_isa_list(const std::string& text) {
   if (text.empty()) {
@@ -84,62 +65,6 @@ std::vector<Isa> parse_isa_list(const std::string& text) {
     start = comma + 1;
   }
   return out;
-}
-
-kernels::PackedMatrix random_matrix(const cli::Shape& shape, Isa isa, int tile_rows) {
-  return kernels::pack_matrix(
-      shape.rows, shape.cols,
-      [](std::int64_t row, std::span<std::int8_t> trits) {
-        XorShift64 rng{0x51ed270b27f1a5c3ull ^
-                       static_cast<std::uint64_t>(row + 1) * 0x9e3779b97f4a7c15ull};
-        std::uint64_t bits = 0;
-        int left = 0;
-        for (auto& t : trits) {
-          if (left == 0) {
-            bits = rng.next();
-            left = 16;
-          }
-          // 4 bits -> trit with p(-1) = p(+1) = 5/16, p(0) = 6/16: near BitNet's weight mix.
-          const unsigned v = bits & 15u;
-          bits >>= 4;
-          --left;
-          t = static_cast<std::int8_t>(v < 5 ? -1 : (v < 10 ? 1 : 0));
-        }
-      },
-      isa, tile_rows);
-}
-
-struct Timing {
-  Summary seconds;
-  // Median of (weight bytes / call time) / (probe bandwidth) over samples taken in pairs; 0 when
-  // no probe was given.
-  double bw_fraction = 0;
-};
-
-// Times calls of one case. With a probe, every timed sample is paired with one bandwidth sample
-// taken right before it, and the fraction of read bandwidth is the median of the paired ratios:
-// on a shared machine the available bandwidth drifts, and a reference measured minutes earlier
-// would make the ratio meaningless.
-Timing time_calls(const kernels::PackedMatrix& w, const kernels::PackedActivations& x,
-                  int token_block, kernels::ThreadPool& pool, std::vector<std::int32_t>& y,
-                  int reps, kernels::BandwidthProbe* probe, Isa probe_isa) {
-  const double start = now_seconds();
-  kernels::run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
-  const double first = now_seconds() - start;
-  int calls = std::max(1, static_cast<int>(kMinSampleSeconds / std::max(first, 1e-9)));
-  if (first > 0.25) reps = std::min(reps, 3);  // slow cases: fewer, still a median
-  std::vector<double> samples, ratios;
-  for (int r = 0; r < reps; ++r) {
-    const double reference = probe ? probe->sample_gbps(pool, probe_isa) : 0;
-    const double t0 = now_seconds();
-    for (int i = 0; i < calls; ++i) {
-      kernels::run_gemm_i32(w, x, token_block, pool, y.data(), static_cast<std::size_t>(w.rows));
-    }
-    const double per_call = (now_seconds() - t0) / calls;
-    samples.push_back(per_call);
-    if (probe) ratios.push_back(static_cast<double>(w.weight_bytes()) / per_call / 1e9 / reference);
-  }
-  return Timing{summarize(samples), probe ? summarize(ratios).median : 0};
 }
 
 // " gfni" where the plan uses a kernel's non-default unpacking.
@@ -171,8 +96,8 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
   for (const Result& r : results) {
     fmt::print(
         "| {} | {}x{} | {} | {} | {}x{}{} | {} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {} |\n",
-        r.kernel, r.shape.rows, r.shape.cols, r.batch, r.threads, r.plan.tile_rows,
-        r.plan.token_block, variant_suffix(r.plan), human_time(r.seconds.median),
+        kernels::kernel_info(r.isa).name, r.shape.rows, r.shape.cols, r.batch, r.threads,
+        r.plan.tile_rows, r.plan.token_block, variant_suffix(r.plan), human_time(r.seconds.median),
         r.seconds.spread * 100, r.gops, r.weight_gbps,
         r.bw_fraction > 0 ? fmt::format("{:.0f}%", r.bw_fraction * 100) : "-",
         r.vs_scalar > 0 ? fmt::format("{:.1f}x", r.vs_scalar) : "-",
@@ -191,7 +116,7 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
 }
 
 nlohmann::json result_json(const Result& r) {
-  return {{"kernel", r.kernel},
+  return {{"kernel", kernels::kernel_info(r.isa).name},
           {"isa", kernels::isa_name(r.isa)},
           {"rows", r.shape.rows},
           {"cols", r.shape.cols},
@@ -214,132 +139,53 @@ nlohmann::json result_json(const Result& r) {
           {"token_cost_vs_b1", r.token_cost}};
 }
 
+// One whole line per event on stderr, so log lines (the autotuner's) never land mid-line.
+void print_progress(const kernels::KernelBenchEvent& e) {
+  using Kind = kernels::KernelBenchEvent::Kind;
+  const std::string what = fmt::format("{} {}x{} b{} t{}", kernels::kernel_info(e.isa).name,
+                                       e.shape.rows, e.shape.cols, e.batch, e.threads);
+  switch (e.kind) {
+    case Kind::kBandwidth:
+      fmt::print(stderr, "benchmark: measuring memory read bandwidth with {} thread{}...\n",
+                 e.threads, e.threads == 1 ? "" : "s");
+      break;
+    case Kind::kPacking:
+      fmt::print(stderr, "benchmark: [{}/{}] {}: packing the weights...\n", e.index, e.total, what);
+      break;
+    case Kind::kSkipped:
+      fmt::print(stderr, "benchmark: [{}/{}] skipped {} (~{:.0f} s/call)\n", e.index, e.total, what,
+                 e.estimate_seconds);
+      break;
+    case Kind::kDone:
+      fmt::print(stderr, "benchmark: [{}/{}] {}: {} per call (tile {}x{}{})\n", e.index, e.total,
+                 what, human_time(e.result->seconds.median), e.result->plan.tile_rows,
+                 e.result->plan.token_block, variant_suffix(e.result->plan));
+      break;
+  }
+  std::fflush(stderr);
+}
+
 void run(const Options& o) {
   if (o.output != "md" && o.output != "json" && o.output != "csv") {
     fail<UsageError>("-o {}: unknown output format; use md, json or csv", o.output);
   }
   if (o.reps < 1 || o.reps > 1000) fail<UsageError>("--reps {}: use 1 to 1000", o.reps);
-  std::vector<cli::Shape> shapes;
+  kernels::KernelBenchConfig config;
   for (const auto& s : (o.shapes.empty() ? kDefaultShapes : o.shapes)) {
-    shapes.push_back(parse_shape(s, "--shape"));
+    const cli::Shape shape = parse_shape(s, "--shape");
+    config.shapes.push_back({shape.rows, shape.cols});
   }
-  std::vector<int> thread_counts = o.threads.empty()
-                                       ? std::vector<int>{1, kernels::default_thread_count()}
-                                       : parse_int_list(o.threads, "-t");
-  std::sort(thread_counts.begin(), thread_counts.end());
-  thread_counts.erase(std::unique(thread_counts.begin(), thread_counts.end()), thread_counts.end());
-  const std::vector<int> batches = parse_int_list(o.batches, "-b");
-  const std::vector<Isa> isas = parse_isa_list(o.isas);
-  kernels::Autotuner tuner(kernels::parse_tune_mode(o.autotune),
-                           kernels::Autotuner::default_cache_file());
-
-  std::map<int, std::unique_ptr<kernels::ThreadPool>> pools;
-  for (int t : thread_counts) pools[t] = std::make_unique<kernels::ThreadPool>(t);
-
-  const Isa probe_isa = kernels::available_isas().front();
-  std::unique_ptr<kernels::BandwidthProbe> probe;
-  std::map<int, kernels::Bandwidth> bandwidth;
-  if (!o.no_bandwidth) {
-    probe = std::make_unique<kernels::BandwidthProbe>();
-    for (int t : thread_counts) {
-      fmt::print(stderr, "benchmark: measuring memory read bandwidth with {} thread{}...\n", t,
-                 t == 1 ? "" : "s");
-      bandwidth[t] = kernels::measure_read_bandwidth(*pools[t], probe_isa, *probe);
-    }
-  }
-  // Matrices at least this large stream from memory, so their bandwidth fraction is measured
-  // against paired probe samples; smaller ones are compared with the figure above.
-  const std::size_t out_of_cache_bytes = std::max<std::size_t>(2 * cpu_info().l3_bytes, 1);
-
-  std::vector<Result> results;
-  std::vector<std::string> notes;
-  std::map<Isa, double> macs_per_second;  // per thread, from the latest case: to skip hopeless ones
-  const std::size_t total = shapes.size() * batches.size() * thread_counts.size() * isas.size();
-  std::size_t done = 0;
-  for (const cli::Shape& shape : shapes) {
-    for (Isa isa : isas) {
-      std::map<int, kernels::PackedMatrix> packed;  // by tile_rows, for this shape and ISA
-      for (int batch : batches) {
-        kernels::PackedActivations x;
-        {
-          std::vector<std::int8_t> act(static_cast<std::size_t>(batch * shape.cols));
-          XorShift64 rng{0x1234567ull + static_cast<std::uint64_t>(batch)};
-          for (auto& v : act)
-            v = static_cast<std::int8_t>(static_cast<int>(rng.next() % 255) - 127);
-          kernels::pack_activations_i8(act.data(), batch, shape.cols, x);
-        }
-        std::vector<std::int32_t> y(static_cast<std::size_t>(batch * shape.rows));
-        for (int t : thread_counts) {
-          ++done;
-          const double macs =
-              static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
-          if (auto it = macs_per_second.find(isa); it != macs_per_second.end()) {
-            const double estimate = macs / (it->second * t);
-            if (estimate > kMaxSecondsPerCall) {
-              notes.push_back(fmt::format(
-                  "skipped {} {}x{} b{} t{}: about {:.0f} s per call at the speed seen so far; "
-                  "run it alone with --isa {} --shape {}x{} -b {} -t {} to measure it",
-                  kernels::kernel_info(isa).name, shape.rows, shape.cols, batch, t, estimate,
-                  kernels::isa_name(isa), shape.rows, shape.cols, batch, t));
-              fmt::print(stderr, "benchmark: [{}/{}] skipped {} {}x{} b{} t{} (~{:.0f} s/call)\n",
-                         done, total, kernels::kernel_info(isa).name, shape.rows, shape.cols, batch,
-                         t, estimate);
-              continue;
-            }
-          }
-          fmt::print(stderr, "benchmark: [{}/{}] {} {}x{} b{} t{}: tuning", done, total,
-                     kernels::kernel_info(isa).name, shape.rows, shape.cols, batch, t);
-          std::fflush(stderr);
-          const kernels::Plan plan =
-              tuner.plan(kernels::PlanRequest{shape.rows, shape.cols, batch, isa, 0}, *pools[t]);
-          auto it = packed.find(plan.tile_rows);
-          if (it == packed.end()) {
-            fmt::print(stderr, ", packing");
-            std::fflush(stderr);
-            it = packed.emplace(plan.tile_rows, random_matrix(shape, isa, plan.tile_rows)).first;
-          }
-          it->second.variant = plan.variant;
-          fmt::print(stderr, ", timing");
-          std::fflush(stderr);
-          Result r;
-          r.kernel = kernels::kernel_info(isa).name;
-          r.isa = isa;
-          r.shape = shape;
-          r.batch = batch;
-          r.threads = t;
-          r.plan = plan;
-          r.weight_bytes = it->second.weight_bytes();
-          const bool paired = probe && r.weight_bytes >= out_of_cache_bytes;
-          const Timing timing = time_calls(it->second, x, plan.token_block, *pools[t], y, o.reps,
-                                           paired ? probe.get() : nullptr, probe_isa);
-          r.seconds = timing.seconds;
-          r.gops = 2 * macs / r.seconds.median / 1e9;
-          r.weight_gbps = static_cast<double>(r.weight_bytes) / r.seconds.median / 1e9;
-          if (paired) {
-            r.bw_fraction = timing.bw_fraction;
-          } else if (auto b = bandwidth.find(t); b != bandwidth.end()) {
-            r.bw_fraction = r.weight_gbps / b->second.median_gbps;
-          }
-          macs_per_second[isa] = macs / r.seconds.median / t;
-          fmt::print(stderr, ": {} per call\n", human_time(r.seconds.median));
-          results.push_back(r);
-        }
-      }
-    }
-  }
-
-  for (Result& r : results) {
-    for (const Result& other : results) {
-      const bool same_case = other.shape.rows == r.shape.rows && other.shape.cols == r.shape.cols &&
-                             other.threads == r.threads;
-      if (same_case && other.batch == r.batch && other.isa == Isa::kScalar) {
-        r.vs_scalar = other.seconds.median / r.seconds.median;
-      }
-      if (same_case && other.isa == r.isa && other.batch == 1 && r.batch > 1) {
-        r.token_cost = r.seconds.median / r.batch / other.seconds.median;
-      }
-    }
-  }
+  config.threads = o.threads.empty() ? std::vector<int>{1, kernels::default_thread_count()}
+                                     : parse_int_list(o.threads, "-t");
+  config.batches = parse_int_list(o.batches, "-b");
+  config.isas = parse_isa_list(o.isas);
+  config.reps = o.reps;
+  config.bandwidth = !o.no_bandwidth;
+  config.autotune = kernels::parse_tune_mode(o.autotune);
+  const kernels::KernelBenchReport report = kernels::run_kernel_benchmark(config, print_progress);
+  const auto& results = report.results;
+  const auto& bandwidth = report.bandwidth;
+  const auto& notes = report.notes;
 
   if (o.output == "json") {
     nlohmann::json bw = nlohmann::json::array();
@@ -363,8 +209,8 @@ void run(const Options& o) {
         "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1\n");
     for (const Result& r : results) {
       fmt::print("{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f}\n",
-                 r.kernel, kernels::isa_name(r.isa), r.shape.rows, r.shape.cols, r.batch, r.threads,
-                 r.plan.tile_rows, r.plan.token_block,
+                 kernels::kernel_info(r.isa).name, kernels::isa_name(r.isa), r.shape.rows,
+                 r.shape.cols, r.batch, r.threads, r.plan.tile_rows, r.plan.token_block,
                  kernels::kernel_info(r.isa).variant_name(r.plan.variant), r.seconds.median * 1e6,
                  r.seconds.spread, r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost);
     }

@@ -16,6 +16,7 @@
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/util/log.hpp"
 #include "nanochat/util/random.hpp"
 #include "nanochat/util/stats.hpp"
 
@@ -143,7 +144,7 @@ Plan Autotuner::plan(const PlanRequest& request, ThreadPool& pool) {
   // Tuning a large model takes seconds on its first run: say so once, so nobody thinks it hangs.
   static std::atomic<bool> announced{false};
   if (!announced.exchange(true)) {
-    spdlog::warn(
+    notice(
         "autotune: timing the kernels on this CPU, under a second per matrix shape (once per "
         "shape; kept in {})",
         cache_file_.empty() ? std::string("memory") : cache_file_.string());

@@ -52,24 +52,47 @@ class JsonMessageFlag final : public spdlog::custom_flag_formatter {
   }
 };
 
+std::shared_ptr<spdlog::logger>& notice_logger() {
+  static std::shared_ptr<spdlog::logger> logger;
+  return logger;
+}
+
+std::unique_ptr<spdlog::formatter> json_formatter(std::string_view level) {
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<JsonMessageFlag>('*').set_pattern(
+      fmt::format(R"({{"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"{}","msg":%*}})", level));
+  return formatter;
+}
+
 }  // namespace
 
 void init_logging(int verbosity, LogFormat format) {
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("nanochat", sink);
+  // Notices share the sink, so their lines interleave whole with the other messages.
+  auto notices = std::make_shared<spdlog::logger>("nanochat.notice", sink);
   if (format == LogFormat::kJson) {
     // One JSON object per line.
-    auto formatter = std::make_unique<spdlog::pattern_formatter>();
-    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":%*})");
-    logger->set_formatter(std::move(formatter));
+    logger->set_formatter(json_formatter("%l"));
+    notices->set_formatter(json_formatter("notice"));
   } else {
     logger->set_pattern("%^%l%$: %v");
+    notices->set_pattern("note: %v");
   }
+  notices->set_level(spdlog::level::info);
+  notice_logger() = notices;
   const spdlog::level::level_enum levels[] = {spdlog::level::warn, spdlog::level::info,
                                               spdlog::level::debug, spdlog::level::trace};
   logger->set_level(levels[verbosity < 0 ? 0 : (verbosity > 3 ? 3 : verbosity)]);
   spdlog::set_default_logger(logger);
+}
+
+void notice_line(const std::string& message) {
+  if (const auto& logger = notice_logger()) {
+    logger->info("{}", message);
+  } else {
+    spdlog::info("{}", message);
+  }
 }
 
 LogFormat parse_log_format(std::string_view text) {
