@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # (the variables are for the scripts that source it)
 # Shared by the CLI test scripts (tests/cli/test_*.sh, one ctest test `cli.<topic>` each), sourced
 # as `source "$(dirname "$0")/lib.sh" "$@"` with the nanochat binary as the first argument.
 # Each script gets a temporary folder $work and a cache NANOCHAT_CACHE of its own (the scripts
@@ -11,7 +12,8 @@ test_name="${test_name/cli.test_/cli.}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The user's settings must not change what the binary does.
-unset NANOCHAT_ISA $(compgen -e | grep '^NANOCHAT_ARG_')
+while read -r v; do unset "$v"; done < <(compgen -e | grep '^NANOCHAT_ARG_')
+unset NANOCHAT_ISA
 export NANOCHAT_CACHE="$work/cache"
 
 pass=0
@@ -66,7 +68,7 @@ make_source_tree() {
 # The tiny tokenizer's command (test_tokenizer_train.sh checks what it reports).
 train_tiny_tokenizer() {
   "$bin" tokenizer train "$tdir/tiny-shakespeare.txt" "$work/src" "$tdir/*.md" --ext rs \
-    -o "$work/tok.gguf" --vocab-size 1024 "$@"
+    -o "$work/tok.gguf" --vocab-size 1024
 }
 
 # make_tiny_model: $work/tok.gguf (the tiny tokenizer, 1024 tokens) and $work/model.gguf (random
