@@ -13,6 +13,7 @@ corpus=0
 
 packages=(
   build-essential cmake ninja-build pkg-config git python3 clang clang-format
+  clang-tidy  # tools/lint.sh
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev libnuma-dev libpcre2-dev libedit-dev liblzma-dev
   rustc xz-utils util-linux  # nanochat eval code compiles with Debian's rustc; xz and unshare in tests

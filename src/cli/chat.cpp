@@ -34,7 +34,7 @@ struct Options {
   KernelFlags kernel;
 };
 
-const char* kHelp =
+constexpr const char* kHelp =
     "commands:\n"
     "  /help    this text\n"
     "  /clear   forget the conversation (the system prompt stays)\n"

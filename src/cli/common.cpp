@@ -51,7 +51,7 @@ std::vector<int> parse_int_list(std::string_view text, std::string_view flag, in
 }
 
 std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value) {
-  return [flag, min_value](const std::string& value) -> std::string {
+  return [flag = std::move(flag), min_value](const std::string& value) -> std::string {
     try {
       (void)parse_int_list(value, flag, min_value);
       return {};

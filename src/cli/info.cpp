@@ -87,7 +87,7 @@ void run(const Options& o) {
   gguf::ReadOptions ro;
   ro.allow_unsupported_types = true;
   const gguf::GgufFile f = gguf::GgufFile::open(o.model, ro);
-  const std::string arch = f.architecture();
+  const std::string& arch = f.architecture();
   const TokenizerSummary tok = tokenizer_summary(f);
   const std::string tmpl = f.get_string("tokenizer.chat_template").value_or("");
   std::uint64_t tensor_bytes = 0;

@@ -79,7 +79,9 @@ std::string one_line_failure(const CLI::App& app, const CLI::ParseError& e,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// The try covering the whole body also catches what setting up the commands or reporting an error
+// throws: one line on stderr, not std::terminate's abort.
+int main(int argc, char** argv) try {
   CLI::App app{"nanochat: ternary (1.58-bit) language models on the CPU", "nanochat"};
   app.set_version_flag("--version", version_line(),
                        "Print version, commit, compiler and build type");
@@ -141,4 +143,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "nanochat: internal error (a bug in nanochat; please report it): %s\n",
+               e.what());
+  return 1;
 }

@@ -410,7 +410,9 @@ void GgufFile::release(std::span<const std::uint8_t> bytes) const {
   const std::uintptr_t first = (begin + page - 1) / page * page;  // whole pages inside only
   const std::uintptr_t last = (begin + bytes.size()) / page * page;
   if (last > first) {
-    (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    // The pointer at `first`, derived from the span's own (not cast from the integer).
+    (void)::madvise(const_cast<std::uint8_t*>(bytes.data() + (first - begin)), last - first,
+                    MADV_DONTNEED);
   }
 }
 

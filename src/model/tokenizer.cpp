@@ -76,6 +76,8 @@ std::optional<PreTokenizer> pre_tokenizer(const std::string& pre) {
   if (pre == "deepseek-llm") {
     return PreTokenizer{
         {"[\\r\\n]", "\\s?\\p{L}+",
+         // One expression over two lines (llama.cpp's punctuation class), not two.
+         // NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
          "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}"
          "\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
          "\\s+$", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}+"},

@@ -53,7 +53,7 @@ fs::path save_checkpoint(const fs::path& dir, const Checkpoint& c, std::int64_t 
   h["tokenizer"] = {{"offset", offset}, {"bytes", c.tokenizer_gguf.size()}};
   const std::string header = h.dump();
 
-  const fs::path path = dir / fmt::format("step-{:08}.nckpt", c.step);
+  fs::path path = dir / fmt::format("step-{:08}.nckpt", c.step);
   AtomicFile f(path);
   std::uint64_t hash = 0xcbf29ce484222325ull;
   auto put = [&](std::span<const std::uint8_t> bytes) {

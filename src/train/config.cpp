@@ -33,7 +33,7 @@ struct Key {
 // Setters for the value types the schema uses. `key` is "section.name".
 Setter int_in(std::int64_t* out, std::int64_t lo, std::int64_t hi, std::string key,
               const char* allowed) {
-  return [=](const toml::node& n, const Origin& o) {
+  return [=, key = std::move(key)](const toml::node& n, const Origin& o) {
     const auto v = n.value<std::int64_t>();
     if (!n.is_integer() || !v || *v < lo || *v > hi) bad_value(o, key, allowed);
     *out = *v;
@@ -41,7 +41,7 @@ Setter int_in(std::int64_t* out, std::int64_t lo, std::int64_t hi, std::string k
 }
 
 Setter float_in(double* out, double lo, double hi, std::string key, const char* allowed) {
-  return [=](const toml::node& n, const Origin& o) {
+  return [=, key = std::move(key)](const toml::node& n, const Origin& o) {
     const auto v = n.value<double>();  // integers convert
     if (!v || !(*v >= lo) || !(*v <= hi)) bad_value(o, key, allowed);
     *out = *v;
@@ -49,7 +49,7 @@ Setter float_in(double* out, double lo, double hi, std::string key, const char* 
 }
 
 Setter boolean(bool* out, std::string key) {
-  return [=](const toml::node& n, const Origin& o) {
+  return [=, key = std::move(key)](const toml::node& n, const Origin& o) {
     if (!n.is_boolean()) bad_value(o, key, "true or false");
     *out = *n.value<bool>();
   };
@@ -57,7 +57,8 @@ Setter boolean(bool* out, std::string key) {
 
 Setter string_of(std::string* out, std::set<std::string> choices, std::string key,
                  const char* allowed) {
-  return [=](const toml::node& n, const Origin& o) {
+  return [=, choices = std::move(choices), key = std::move(key)](const toml::node& n,
+                                                                 const Origin& o) {
     if (!n.is_string()) bad_value(o, key, allowed);
     const std::string v = *n.value<std::string>();
     if (!choices.empty() && !choices.count(v)) bad_value(o, key, allowed);
@@ -66,7 +67,7 @@ Setter string_of(std::string* out, std::set<std::string> choices, std::string ke
 }
 
 Setter strings(std::vector<std::string>* out, std::string key) {
-  return [=](const toml::node& n, const Origin& o) {
+  return [=, key = std::move(key)](const toml::node& n, const Origin& o) {
     out->clear();
     if (n.is_string()) {
       out->push_back(*n.value<std::string>());

@@ -6,15 +6,12 @@
 # default model must give the same tokens as the native run.
 #   qemu_check.sh NANOCHAT TEST_BINARY...
 set -uo pipefail
-bin="$1"
-shift
 command -v qemu-x86_64 >/dev/null || {
   echo "FAIL: qemu-x86_64 not found; install it with tools/setup.sh (Debian's qemu-user)" >&2
   exit 1
 }
-source "$(dirname "$0")/lib.sh"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/lib.sh" "$1"  # $bin; $work and NANOCHAT_CACHE of its own
+shift
 
 tokens() {  # the greedy tokens of the default model, as one line
   "$@" generate -p "fn fibonacci(n: u64) -> u64 {" -n 24 --temp 0 --ignore-eos --autotune off \

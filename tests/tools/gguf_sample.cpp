@@ -17,7 +17,7 @@ using namespace nanochat;
 using gguf::Value;
 using gguf::ValueType;
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   if (argc != 3) {
     std::fprintf(stderr, "usage: gguf_sample OUT.gguf EXPECTED.json\n");
     return 2;
@@ -89,4 +89,7 @@ int main(int argc, char** argv) {
   w.write(argv[1]);
   write_file_atomic(argv[2], expected.dump());
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "gguf_sample: %s\n", e.what());
+  return 1;
 }

@@ -60,7 +60,7 @@ class Sandbox : public ::testing::Test {
     fs::remove_all(tmp_);
   }
   RunResult run(const std::string& program, bool test = false) {
-    const RunResult r = run_rust(program, test, rustc_, limits_);
+    RunResult r = run_rust(program, test, rustc_, limits_);
     EXPECT_TRUE(fs::is_empty(tmp_)) << "left behind in " << tmp_;
     return r;
   }

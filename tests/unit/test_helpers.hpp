@@ -13,7 +13,7 @@ namespace nanochat::test_support {
 
 // A fresh, empty folder under the temporary directory, unique to this process and `name`.
 inline std::filesystem::path temp_dir(const std::string& name) {
-  const std::filesystem::path p =
+  std::filesystem::path p =
       std::filesystem::temp_directory_path() / fmt::format("nanochat-test-{}-{}", ::getpid(), name);
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);

@@ -57,7 +57,7 @@ ModelConfig tiny_config(int streams, FfnActivation act, bool sub_norms, bool tie
 }
 
 fs::path write_model(const ModelConfig& c, RandomModelOptions o, const std::string& name) {
-  const fs::path path =
+  fs::path path =
       fs::temp_directory_path() / fmt::format("nanochat-model-{}-{}.gguf", ::getpid(), name);
   static const BpeVocab vocab = tiny_vocab();
   write_random_model(
@@ -394,7 +394,7 @@ fs::path rewrite(const fs::path& src, const std::string& name,
   gguf::GgufWriter w;
   for (const auto& [key, value] : in.metadata()) w.set(key, value);
   edit(w, in);
-  const fs::path out = fs::path(src).replace_filename(name);
+  fs::path out = fs::path(src).replace_filename(name);
   w.write(out);
   return out;
 }

@@ -53,8 +53,8 @@ TEST(Q8, EveryIsaMatchesAPlainLoop) {
           for (int r = 0; r < rows; ++r) {
             double want = 0;
             for (int i = 0; i < cols; ++i)
-              want += static_cast<double>(dq[static_cast<std::size_t>(r * cols + i)]) *
-                      x[static_cast<std::size_t>(b * cols + i)];
+              want += static_cast<double>(dq[static_cast<std::size_t>(r) * cols + i]) *
+                      x[static_cast<std::size_t>(b) * cols + i];
             want *= 0.5;
             EXPECT_NEAR(y[static_cast<std::size_t>(b * rows + r)], want,
                         1e-4 * (1 + std::fabs(want)))

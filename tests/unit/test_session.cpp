@@ -84,7 +84,7 @@ TEST(Session, StreamsOnlyWholeUtf8Characters) {
   g.sampling.seed = 3;
   int multibyte = 0;
   for (int round = 0; round < 4; ++round) {
-    g.sampling.seed = static_cast<std::uint64_t>(round + 3);
+    g.sampling.seed = static_cast<std::uint64_t>(round) + 3;
     std::vector<std::size_t> boundaries;
     std::string streamed;
     const GenerateResult r = s.generate("// Größe → 大小 ≤ ∑ λ émoji 🦀🦀 «ü» ",

@@ -3,8 +3,9 @@
 #include <rapidcheck/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <cstring>
+#include <cstdint>
 #include <vector>
 
 #include "nanochat/kernels/packed.hpp"
@@ -61,7 +62,7 @@ RC_GTEST_PROP(BlockProps, I2sRoundTrip, (float scale)) {
   std::vector<std::int8_t> back(trits.size());
   const float got = decode_i2_s(bytes, back);
   RC_ASSERT(back == trits);
-  RC_ASSERT(std::memcmp(&got, &scale, sizeof(float)) == 0);
+  RC_ASSERT(std::bit_cast<std::uint32_t>(got) == std::bit_cast<std::uint32_t>(scale));
 }
 
 RC_GTEST_PROP(BlockProps, RuntimeLayoutsRoundTrip, ()) {
@@ -103,7 +104,7 @@ RC_GTEST_PROP(QuantizerProps, AbsmeanInvariants, ()) {
     for (std::int64_t c = 0; c < cols; ++c) {
       const float s = t.scale_at(r, c);
       const float x = w[static_cast<std::size_t>(r * cols + c)];
-      const int q = t.trits[static_cast<std::size_t>(r * cols + c)];
+      const std::int8_t q = t.trits[static_cast<std::size_t>(r * cols + c)];
       RC_ASSERT(s >= kScaleEps);
       RC_ASSERT(q >= -1 && q <= 1);
       // q is round(x / s) clamped: within half a step unless clamped, and sign-consistent.

@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 using nanochat::test_support::quiet_kernels;
 using nanochat::test_support::temp_dir;
 
-const char* kMinimal = R"(
+constexpr const char* kMinimal = R"(
 [model]
 dim = 256
 n_layers = 1

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# nanochat --version and system-info: what a bug report needs.
+# Usage: test_version.sh path/to/nanochat
+set -uo pipefail
+source "$(dirname "$0")/lib.sh" "$@"
+
+# --version: version, commit, compiler, build type.
+out=$("$bin" --version) && [[ "$out" =~ ^nanochat\ [0-9]+\.[0-9]+\.[0-9]+\ \(commit\ .+,\ .+,\ .+\ build ]] && ok || bad "--version: '$out'"
+
+# system-info, text and JSON.
+out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
+  grep -q "kernel paths:" <<<"$out" && grep -q "cores:" <<<"$out" && ok || bad "system-info: $out"
+"$bin" system-info --json >"$work/si.json" 2>"$work/err" &&
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["isa_in_use"] and d["plans"] and d["cpu"]["physical_cores"] >= 1' \
+    "$work/si.json" && ok || bad "system-info --json"
+NANOCHAT_ISA=scalar "$bin" system-info | grep -q "in use: scalar" && ok || bad "NANOCHAT_ISA=scalar not honoured"
+NANOCHAT_NO_GFNI=1 NANOCHAT_NO_AVX_VNNI=1 "$bin" system-info |
+  grep -q "unpacks with shift and mask.*multiplies with vpmaddubsw" && ok ||
+  bad "NANOCHAT_NO_GFNI / NANOCHAT_NO_AVX_VNNI not reported by system-info"
+
+finish
