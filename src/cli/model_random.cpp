@@ -32,11 +32,11 @@ struct Options {
 };
 
 // ggml type of a float tensor named on the command line.
-std::uint32_t float_type(const std::string& flag, const std::string& name) {
-  if (name == "f32") return 0;
-  if (name == "f16") return 1;
-  if (name == "bf16") return 30;
-  if (name == "q8_0") return 8;
+gguf::TensorType float_type(const std::string& flag, const std::string& name) {
+  if (name == "f32") return gguf::TensorType::kF32;
+  if (name == "f16") return gguf::TensorType::kF16;
+  if (name == "bf16") return gguf::TensorType::kBF16;
+  if (name == "q8_0") return gguf::TensorType::kQ8_0;
   fail<UsageError>("{} {}: use f32, f16, bf16 or q8_0", flag, name);
 }
 
@@ -121,17 +121,17 @@ void run(Options o) {
   r.scale_tensors = o.scale_tensors;
   r.embedding_type = float_type("--embedding", o.embedding);
   if (o.output_type.empty() || o.output_type == "ternary") {
-    r.output_type = -1;
+    r.output_type = std::nullopt;
   } else {
-    r.output_type = static_cast<std::int32_t>(float_type("--output-type", o.output_type));
+    r.output_type = float_type("--output-type", o.output_type);
   }
   if (o.config.tied_embeddings && !o.output_type.empty()) {
     fail<UsageError>("--output-type {}: a --tied model has no output layer", o.output_type);
   }
   if (o.ternary == "tq2_0") {
-    r.ternary_type = 35;
+    r.ternary_type = gguf::TensorType::kTQ2_0;
   } else if (o.ternary == "tq1_0") {
-    r.ternary_type = 34;
+    r.ternary_type = gguf::TensorType::kTQ1_0;
   } else {
     fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
   }

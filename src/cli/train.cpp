@@ -173,7 +173,7 @@ void run_export(const ExportCliOptions& o) {
   if (o.ternary != "tq2_0" && o.ternary != "tq1_0") {
     fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
   }
-  eo.ternary_type = o.ternary == "tq2_0" ? 35 : 34;
+  eo.ternary_type = o.ternary == "tq2_0" ? gguf::TensorType::kTQ2_0 : gguf::TensorType::kTQ1_0;
   eo.name = path.parent_path().filename().string();  // the run's folder, as train names it
   // Weights are the ".weight" tensors; optimizer state is stored as "<name>.m" / "<name>.v".
   // The saved config already holds the tokenizer's vocab_size.

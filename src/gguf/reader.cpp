@@ -281,18 +281,18 @@ void GgufFile::parse_all(const ReadOptions& options) {
     for (std::uint32_t d = 0; d < n_dims; ++d) {
       t.dims.push_back(in.read<std::uint64_t>("tensor dimension"));
     }
-    const auto type_id = in.read<std::uint32_t>("tensor type");
-    const auto type = tensor_type_info(type_id, architecture_);
+    const auto id = in.read<std::uint32_t>("tensor type");
+    const auto type = tensor_type_info(id, architecture_);
     if (!type) {
-      in.error("tensor '{}' has type id {}, which ggml does not define{}", t.name, type_id,
-               type_id == 36 ? " outside BitNet architectures (I2_S)" : "");
+      in.error("tensor '{}' has type id {}, which ggml does not define{}", t.name, id,
+               id == type_id(TensorType::kI2_S) ? " outside BitNet architectures (I2_S)" : "");
     }
     if (!type->supported && !options.allow_unsupported_types) {
       fail<FormatError>(
           "{}: tensor '{}' has type {} (id {}), which nanochat cannot run in "
           "architecture '{}'; supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (and I2_S "
           "for BitNet) — re-quantize the model to one of them",
-          name_, t.name, type->name, type_id, architecture_.empty() ? "unknown" : architecture_);
+          name_, t.name, type->name, id, architecture_.empty() ? "unknown" : architecture_);
     }
     t.type = *type;
     const auto bytes = tensor_bytes(t.type, t.dims);

@@ -36,13 +36,12 @@ struct TernarySource {
   float i2s_scale = 0;
 
   float decode_row(std::int64_t row, std::span<std::int8_t> trits) const {
-    const auto id = info.type.id;
-    if (id == 35 || id == 34) {
-      const std::size_t row_bytes =
-          id == 35 ? ternary::tq2_0_bytes(cols) : ternary::tq1_0_bytes(cols);
+    const bool tq2 = info.type.is(gguf::TensorType::kTQ2_0);
+    if (tq2 || info.type.is(gguf::TensorType::kTQ1_0)) {
+      const std::size_t row_bytes = tq2 ? ternary::tq2_0_bytes(cols) : ternary::tq1_0_bytes(cols);
       const auto bytes = data.subspan(static_cast<std::size_t>(row) * row_bytes, row_bytes);
       std::vector<float> scales(static_cast<std::size_t>(cols / ternary::kQkK));
-      if (id == 35) {
+      if (tq2) {
         ternary::decode_tq2_0(bytes, trits, scales);
       } else {
         ternary::decode_tq1_0(bytes, trits, scales);
@@ -73,7 +72,12 @@ struct TernarySource {
   }
 };
 
-bool is_float_type(std::uint32_t id) { return id == 0 || id == 1 || id == 30 || id == 8; }
+// The types dequantize_rows reads: embeddings, gains and float or Q8_0 heads.
+bool is_float_type(const gguf::TensorTypeInfo& type) {
+  using gguf::TensorType;
+  return type.is(TensorType::kF32) || type.is(TensorType::kF16) || type.is(TensorType::kBF16) ||
+         type.is(TensorType::kQ8_0);
+}
 
 const gguf::TensorInfo& need_tensor(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
@@ -106,15 +110,15 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
   for (const TernaryPart& part : parts) {
     const gguf::TensorInfo& t = need_tensor(f, part.name);
     check_shape(f, t, {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(part.out)});
-    const auto id = t.type.id;
-    if (id != 34 && id != 35 && id != 36) {
+    const bool i2s = t.type.is(gguf::TensorType::kI2_S);
+    if (!i2s && !t.type.is(gguf::TensorType::kTQ1_0) && !t.type.is(gguf::TensorType::kTQ2_0)) {
       fail<FormatError>(
           "{}: tensor '{}' has type {}; nanochat's linear layers are ternary (TQ2_0, "
           "TQ1_0 or I2_S)",
           f.name(), part.name, t.type.name);
     }
     TernarySource src{f, t, f.tensor_data(t), in};
-    if (id == 36) {
+    if (i2s) {
       std::memcpy(&src.i2s_scale, src.data.data() + in * part.out / 4, sizeof(float));
     }
     // llama.cpp's bitnet layout may carry a one-value `.scale` tensor that multiplies the output.
@@ -182,20 +186,21 @@ void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float 
 
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
                      std::span<float> out) {
+  using gguf::TensorType, gguf::type_id;
   const std::size_t n = out.size();
   switch (type) {
-    case 0:
+    case type_id(TensorType::kF32):
       std::memcpy(out.data(), data.data() + first * 4, n * 4);
       return;
-    case 1:
-    case 30:
+    case type_id(TensorType::kF16):
+    case type_id(TensorType::kBF16):
       for (std::size_t i = 0; i < n; ++i) {
         std::uint16_t h;
         std::memcpy(&h, data.data() + 2 * (first + i), 2);
-        out[i] = type == 1 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+        out[i] = type == type_id(TensorType::kF16) ? fp16_to_fp32(h) : bf16_to_fp32(h);
       }
       return;
-    case 8:
+    case type_id(TensorType::kQ8_0):
       for (std::size_t i = 0; i < n; i += 32) {
         const std::uint8_t* block = data.data() + (first + i) / 32 * 34;
         std::uint16_t d;
@@ -211,9 +216,26 @@ void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std
   }
 }
 
+std::vector<std::uint8_t> encode_ternary(gguf::TensorType type, std::span<const std::int8_t> trits,
+                                         float scale) {
+  const auto n = static_cast<std::int64_t>(trits.size());
+  const std::vector<float> scales(trits.size() / static_cast<std::size_t>(ternary::kQkK), scale);
+  if (type == gguf::TensorType::kTQ2_0) {
+    std::vector<std::uint8_t> out(ternary::tq2_0_bytes(n));
+    ternary::encode_tq2_0(trits, scales, out);
+    return out;
+  }
+  if (type != gguf::TensorType::kTQ1_0) {
+    fail("encode_ternary: type {} is not TQ1_0 or TQ2_0", gguf::type_id(type));
+  }
+  std::vector<std::uint8_t> out(ternary::tq1_0_bytes(n));
+  ternary::encode_tq1_0(trits, scales, out);
+  return out;
+}
+
 std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo& t = need_tensor(f, name);
-  if (!is_float_type(t.type.id)) {
+  if (!is_float_type(t.type)) {
     fail<FormatError>("{}: tensor '{}' has type {}; expected F32, F16, BF16 or Q8_0", f.name(),
                       name, t.type.name);
   }
@@ -291,7 +313,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   const gguf::TensorInfo& emb = need_tensor(f, "token_embd.weight");
   check_shape(f, emb,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
-  if (!is_float_type(emb.type.id) || (emb.type.id == 8 && c.dim % 32 != 0)) {
+  if (!is_float_type(emb.type) || (emb.type.is(gguf::TensorType::kQ8_0) && c.dim % 32 != 0)) {
     fail<FormatError>(
         "{}: tensor 'token_embd.weight' has type {}; nanochat reads F32, F16, BF16 "
         "or Q8_0 embeddings",
@@ -351,9 +373,9 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
                           static_cast<std::size_t>(rows_read - head_released) * head_row_bytes));
     head_released = rows_read;
   };
-  if (head.type.id == 8) {
+  if (head.type.is(gguf::TensorType::kQ8_0)) {
     w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
-  } else if (is_float_type(head.type.id)) {
+  } else if (is_float_type(head.type)) {
     if (c.dim % 32 != 0) {
       fail<FormatError>("{}: a float output head needs a width that is a multiple of 32, not {}",
                         f.name(), c.dim);

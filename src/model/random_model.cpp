@@ -10,6 +10,7 @@
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
+#include "nanochat/model/model.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -27,11 +28,15 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
                         const std::function<void(gguf::GgufWriter&)>& add_tokenizer,
                         const std::filesystem::path& path) {
   c.validate("random model");
-  if (o.ternary_type != 34 && o.ternary_type != 35) fail("random models use TQ1_0 or TQ2_0");
-  for (const std::int64_t type :
-       {static_cast<std::int64_t>(o.embedding_type), static_cast<std::int64_t>(o.output_type)}) {
-    if (type != -1 && type != 0 && type != 1 && type != 30 && type != 8) {
-      fail("random models store embeddings and heads as F32, F16, BF16 or Q8_0, not type {}", type);
+  using gguf::TensorType;
+  if (o.ternary_type != TensorType::kTQ1_0 && o.ternary_type != TensorType::kTQ2_0) {
+    fail("random models use TQ1_0 or TQ2_0");
+  }
+  for (const TensorType type : {o.embedding_type, o.output_type.value_or(TensorType::kF32)}) {
+    if (type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16 &&
+        type != TensorType::kQ8_0) {
+      fail("random models store embeddings and heads as F32, F16, BF16 or Q8_0, not type {}",
+           gguf::type_id(type));
     }
   }
   std::mt19937_64 rng(o.seed);
@@ -51,7 +56,7 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     return v;
   };
   auto f32 = [&](const std::string& name, const std::vector<float>& v) {
-    w.add_tensor(name, 0, {v.size()}, as_bytes(v));
+    w.add_tensor(name, TensorType::kF32, {v.size()}, as_bytes(v));
   };
   auto ternary = [&](const std::string& name, std::int64_t in, std::int64_t out) {
     if (in % 256 != 0) fail("random model: {} has rows of {}, not a multiple of 256", name, in);
@@ -63,25 +68,25 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     if (o.scale_tensors) f32(name.substr(0, name.size() - 7) + ".scale", {scale});
     w.add_tensor(name, o.ternary_type,
                  {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)},
-                 ternary::encode_tq(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
+                 encode_ternary(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
   };
 
   // A float tensor [cols, rows] in `type` (F32, F16, BF16 or Q8_0).
-  auto float_tensor = [&](const std::string& name, std::uint32_t type, std::int64_t cols,
+  auto float_tensor = [&](const std::string& name, TensorType type, std::int64_t cols,
                           std::int64_t rows, const std::vector<float>& v) {
     const std::vector<std::uint64_t> dims = {static_cast<std::uint64_t>(cols),
                                              static_cast<std::uint64_t>(rows)};
     std::vector<std::uint8_t> bytes;
-    if (type == 0) {
-      w.add_tensor(name, 0, dims, as_bytes(v));
+    if (type == TensorType::kF32) {
+      w.add_tensor(name, type, dims, as_bytes(v));
       return;
     }
-    if (type == 8) {
+    if (type == TensorType::kQ8_0) {
       bytes.resize(v.size() / 32 * 34);
       kernels::quantize_row_q8_0(v, bytes);
     } else {
       std::vector<std::uint16_t> half(v.size());
-      if (type == 1) {
+      if (type == TensorType::kF16) {
         for (std::size_t i = 0; i < v.size(); ++i) half[i] = fp32_to_fp16(v[i]);
       } else {
         kernels::to_bf16(v.data(), 1, static_cast<std::int64_t>(v.size()),
@@ -122,9 +127,9 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     }
   }
   f32("output_norm.weight", vec(c.dim, 1.0f, 0.1f));
-  if (!c.tied_embeddings && o.output_type >= 0) {
+  if (!c.tied_embeddings && o.output_type) {
     // ~ N(0, 1/dim) so logits have unit size.
-    float_tensor("output.weight", static_cast<std::uint32_t>(o.output_type), c.dim, c.vocab_size,
+    float_tensor("output.weight", *o.output_type, c.dim, c.vocab_size,
                  vec(c.vocab_size * c.dim, 0.0f, 1.0f / std::sqrt(static_cast<float>(c.dim))));
   } else if (!c.tied_embeddings) {
     ternary("output.weight", c.dim, c.vocab_size);

@@ -187,19 +187,4 @@ float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits
   return scale;
 }
 
-std::vector<std::uint8_t> encode_tq(std::uint32_t type, std::span<const std::int8_t> trits,
-                                    float scale) {
-  const auto n = static_cast<std::int64_t>(trits.size());
-  const std::vector<float> scales(trits.size() / static_cast<std::size_t>(kQkK), scale);
-  if (type == 35) {
-    std::vector<std::uint8_t> out(tq2_0_bytes(n));
-    encode_tq2_0(trits, scales, out);
-    return out;
-  }
-  if (type != 34) fail("encode_tq: type {} is not TQ1_0 (34) or TQ2_0 (35)", type);
-  std::vector<std::uint8_t> out(tq1_0_bytes(n));
-  encode_tq1_0(trits, scales, out);
-  return out;
-}
-
 }  // namespace nanochat::ternary

@@ -6,6 +6,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/model.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
@@ -65,13 +66,16 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
     c.architecture = arch;
     c.rope_style = model::config_for_architecture(arch).rope_style;
   }
-  if (o.ternary_type != 34 && o.ternary_type != 35)
+  const bool tq2 = o.ternary_type == gguf::TensorType::kTQ2_0;
+  if (!tq2 && o.ternary_type != gguf::TensorType::kTQ1_0) {
     fail("export: ternary type must be TQ1_0/TQ2_0");
+  }
 
   gguf::GgufWriter w;
   w.set("general.architecture", gguf::Value(arch));
   w.set("general.name", gguf::Value(o.name.empty() ? std::string("nanochat") : o.name));
-  w.set("general.file_type", gguf::Value(std::uint32_t{o.ternary_type == 35 ? 37u : 36u}));
+  const gguf::FileType file_type = tq2 ? gguf::FileType::kTQ2_0 : gguf::FileType::kTQ1_0;
+  w.set("general.file_type", gguf::Value(static_cast<std::uint32_t>(file_type)));
   c.write_gguf(w);
   model::copy_tokenizer_metadata(gguf::GgufFile::parse(tokenizer_gguf, "tokenizer"), w);
 
@@ -88,7 +92,7 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
       if (name == "token_embd.weight") {
         dims = {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)};
       }
-      w.add_tensor(name, 0, dims,
+      w.add_tensor(name, gguf::TensorType::kF32, dims,
                    {reinterpret_cast<const std::uint8_t*>(t.data.data()), t.data.size() * 4});
       continue;
     }
@@ -103,7 +107,7 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
     }
     w.add_tensor(name, o.ternary_type,
                  {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(rows)},
-                 ternary::encode_tq(o.ternary_type, trits, scale));
+                 model::encode_ternary(o.ternary_type, trits, scale));
   }
   w.write(out);
 }

@@ -41,13 +41,13 @@ InitModel from_gguf(const fs::path& path) {
   for (const auto& t : file.tensors()) {
     CheckpointTensor w;
     w.name = t.name;
-    const std::uint32_t type = t.type.id;
-    if (type == 34 || type == 35) {  // TQ1_0 / TQ2_0: trit x block scale
+    const bool tq2 = t.type.is(gguf::TensorType::kTQ2_0);
+    if (tq2 || t.type.is(gguf::TensorType::kTQ1_0)) {  // trit x block scale
       const auto n = static_cast<std::size_t>(t.elements());
       std::vector<std::int8_t> trits(n);
       std::vector<float> scales(n / 256);
       const auto data = file.tensor_data(t);
-      if (type == 35) {
+      if (tq2) {
         ternary::decode_tq2_0(data, trits, scales);
       } else {
         ternary::decode_tq1_0(data, trits, scales);

@@ -52,14 +52,15 @@ int main(int argc, char** argv) try {
 
   std::vector<float> f32(15);
   for (std::size_t i = 0; i < f32.size(); ++i) f32[i] = static_cast<float>(i) * 0.25f - 1.0f;
-  w.add_tensor("f32.weight", 0, {5, 3},
+  using gguf::TensorType;
+  w.add_tensor("f32.weight", TensorType::kF32, {5, 3},
                {reinterpret_cast<const std::uint8_t*>(f32.data()), f32.size() * 4});
   std::vector<std::uint16_t> f16(16);
   for (std::size_t i = 0; i < f16.size(); ++i) f16[i] = fp32_to_fp16(static_cast<float>(i) - 8.0f);
-  w.add_tensor("f16.weight", 1, {8, 2},
+  w.add_tensor("f16.weight", TensorType::kF16, {8, 2},
                {reinterpret_cast<const std::uint8_t*>(f16.data()), f16.size() * 2});
   std::vector<std::uint16_t> bf16(4, 0x3f80);  // 1.0
-  w.add_tensor("bf16.weight", 30, {4},
+  w.add_tensor("bf16.weight", TensorType::kBF16, {4},
                {reinterpret_cast<const std::uint8_t*>(bf16.data()), bf16.size() * 2});
   std::vector<std::uint8_t> q8(2 * 2 * 34);  // 64 x 2 elements = 4 blocks of 32
   for (std::size_t b = 0; b < 4; ++b) {
@@ -67,23 +68,26 @@ int main(int argc, char** argv) try {
     std::memcpy(q8.data() + b * 34, &d, 2);
     for (std::size_t i = 0; i < 32; ++i) q8[b * 34 + 2 + i] = static_cast<std::uint8_t>(i * 7);
   }
-  w.add_tensor("q8.weight", 8, {64, 2}, q8);
+  w.add_tensor("q8.weight", TensorType::kQ8_0, {64, 2}, q8);
 
-  for (const auto& [name, type, rows, cols] : std::vector<std::tuple<std::string, int, int, int>>{
-           {"blk.0.ffn_up.weight", 35, 3, 512}, {"blk.0.attn_q.weight", 34, 2, 256}}) {
+  for (const auto& [name, type, rows, cols] :
+       std::vector<std::tuple<std::string, TensorType, int, int>>{
+           {"blk.0.ffn_up.weight", TensorType::kTQ2_0, 3, 512},
+           {"blk.0.attn_q.weight", TensorType::kTQ1_0, 2, 256}}) {
     std::vector<std::int8_t> t(static_cast<std::size_t>(rows * cols));
     for (auto& v : t) v = static_cast<std::int8_t>(trit(rng));
     std::vector<float> scales(static_cast<std::size_t>(rows * cols / 256));
     for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = 0.125f * static_cast<float>(i + 1);
-    std::vector<std::uint8_t> bytes(type == 35 ? ternary::tq2_0_bytes(rows * cols)
-                                               : ternary::tq1_0_bytes(rows * cols));
-    if (type == 35) {
+    const bool tq2 = type == TensorType::kTQ2_0;
+    std::vector<std::uint8_t> bytes(tq2 ? ternary::tq2_0_bytes(rows * cols)
+                                        : ternary::tq1_0_bytes(rows * cols));
+    if (tq2) {
       ternary::encode_tq2_0(t, scales, bytes);
     } else {
       ternary::encode_tq1_0(t, scales, bytes);
     }
-    w.add_tensor(name, static_cast<std::uint32_t>(type),
-                 {static_cast<std::uint64_t>(cols), static_cast<std::uint64_t>(rows)}, bytes);
+    w.add_tensor(name, type, {static_cast<std::uint64_t>(cols), static_cast<std::uint64_t>(rows)},
+                 bytes);
     expected[name] = {{"trits", t}, {"scales", scales}};
   }
   w.write(argv[1]);

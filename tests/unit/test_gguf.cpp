@@ -47,9 +47,9 @@ GgufWriter sample_writer() {
   std::vector<std::uint8_t> tq2(ternary::tq2_0_bytes(512));
   const std::vector<float> scales = {0.5f, 0.25f};
   ternary::encode_tq2_0(trits, scales, tq2);
-  w.add_tensor("blk.0.w", 35, {256, 2}, tq2);
+  w.add_tensor("blk.0.w", TensorType::kTQ2_0, {256, 2}, tq2);
   std::vector<std::uint8_t> f32(3 * 4, 0x3f);
-  w.add_tensor("norm", 0, {3}, f32);
+  w.add_tensor("norm", TensorType::kF32, {3}, f32);
   return w;
 }
 
@@ -146,20 +146,20 @@ TEST(Gguf, WriterIsDeterministicAndReplacesKeysInPlace) {
 TEST(Gguf, WriterRejectsWrongSizesAndDuplicates) {
   GgufWriter w;
   std::vector<std::uint8_t> bytes(65);
-  EXPECT_THROW(w.add_tensor("t", 35, {256}, bytes), Error);  // TQ2_0 needs 66
-  EXPECT_THROW(w.add_tensor("t", 35, {100}, bytes), Error);  // partial block
-  EXPECT_THROW(w.add_tensor("t", 99, {1}, bytes), Error);    // unknown type
+  EXPECT_THROW(w.add_tensor("t", TensorType::kTQ2_0, {256}, bytes), Error);  // TQ2_0 needs 66
+  EXPECT_THROW(w.add_tensor("t", TensorType::kTQ2_0, {100}, bytes), Error);  // partial block
+  EXPECT_THROW(w.add_tensor("t", 99, {1}, bytes), Error);                    // unknown type
   std::vector<std::uint8_t> ok(4);
-  w.add_tensor("t", 0, {1}, ok);
-  EXPECT_THROW(w.add_tensor("t", 0, {1}, ok), Error);
+  w.add_tensor("t", TensorType::kF32, {1}, ok);
+  EXPECT_THROW(w.add_tensor("t", TensorType::kF32, {1}, ok), Error);
   EXPECT_THROW(GgufWriter(24), Error);
 }
 
 TEST(Gguf, CustomAlignmentIsWrittenAndHonoured) {
   GgufWriter w(64);
   std::vector<std::uint8_t> a(4), b(8);
-  w.add_tensor("a", 0, {1}, a);
-  w.add_tensor("b", 0, {2}, b);
+  w.add_tensor("a", TensorType::kF32, {1}, a);
+  w.add_tensor("b", TensorType::kF32, {2}, b);
   const auto bytes = w.bytes();
   const GgufFile f = GgufFile::parse(bytes, "x");
   EXPECT_EQ(f.alignment(), 64u);
@@ -233,7 +233,7 @@ TEST(Gguf, I2sIsReadInBitnetFiles) {
   std::vector<std::int8_t> trits(256, 1);
   std::vector<std::uint8_t> bytes(ternary::i2_s_bytes(256));
   ternary::encode_i2_s(trits, 0.75f, bytes);
-  w.add_tensor("w", 36, {128, 2}, bytes);
+  w.add_tensor("w", TensorType::kI2_S, {128, 2}, bytes);
   const auto file = w.bytes();
   const GgufFile f = GgufFile::parse(file, "bitnet.gguf");
   const TensorInfo* t = f.find_tensor("w");

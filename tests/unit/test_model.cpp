@@ -74,11 +74,13 @@ struct RefLinear {
 RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
   RefLinear r{static_cast<std::int64_t>(t->dims[0]), static_cast<std::int64_t>(t->dims[1]), {}};
-  if (t->type.id == 8) {  // Q8_0 head: its float values
+  using gguf::TensorType;
+  if (t->type.is(TensorType::kQ8_0)) {  // Q8_0 head: its float values
     r.w = dequantize_tensor(f, name);
     return r;
   }
-  if (t->type.id == 0 || t->type.id == 1 || t->type.id == 30) {
+  if (t->type.is(TensorType::kF32) || t->type.is(TensorType::kF16) ||
+      t->type.is(TensorType::kBF16)) {
     // Float head: the engine quantizes it to Q8_0 (32-value blocks, d = max|w| / 127).
     const auto w = dequantize_tensor(f, name);
     r.w.resize(w.size());
@@ -94,7 +96,7 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   const auto n = static_cast<std::size_t>(r.in * r.out);
   std::vector<std::int8_t> trits(n);
   std::vector<float> scales(n / 256);
-  if (t->type.id == 35) {
+  if (t->type.is(TensorType::kTQ2_0)) {
     ternary::decode_tq2_0(f.tensor_data(*t), trits, scales);
   } else {
     ternary::decode_tq1_0(f.tensor_data(*t), trits, scales);
@@ -269,10 +271,10 @@ struct Variant {
   int streams;
   FfnActivation act;
   bool sub_norms, tied;
-  std::uint32_t ternary_type;
-  std::int32_t output_type = -1;
+  gguf::TensorType ternary_type;
+  std::optional<gguf::TensorType> output_type = std::nullopt;  // nullopt: ternary
   const char* arch = "nanochat";
-  std::uint32_t embedding_type = 0;
+  gguf::TensorType embedding_type = gguf::TensorType::kF32;
   bool scale_tensors = false;
 };
 
@@ -324,26 +326,32 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   fs::remove(path);
 }
 
+constexpr auto kTq1 = gguf::TensorType::kTQ1_0, kTq2 = gguf::TensorType::kTQ2_0;
+constexpr auto kF32 = gguf::TensorType::kF32, kF16 = gguf::TensorType::kF16,
+               kBf16 = gguf::TensorType::kBF16, kQ8 = gguf::TensorType::kQ8_0;
+
 INSTANTIATE_TEST_SUITE_P(
     Architectures, ModelVariant,
     ::testing::Values(
-        Variant{"plain_swiglu_tq2", 1, FfnActivation::kSwiGlu, false, false, 35},
-        Variant{"mhc2_relu2_subnorm_tq1", 2, FfnActivation::kReluSquared, true, false, 34},
-        Variant{"mhc4_swiglu_tied_tq2", 4, FfnActivation::kSwiGlu, false, true, 35},
-        Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, 34},
-        Variant{"nanochat_q8_head", 1, FfnActivation::kReluSquared, true, false, 35, 8},
-        Variant{"nanochat_f16_head_bf16_embd", 1, FfnActivation::kSwiGlu, false, false, 35, 1,
-                "nanochat", 30},
-        Variant{"nanochat_f32_head_q8_embd", 2, FfnActivation::kSwiGlu, false, false, 34, 0,
-                "nanochat", 8},
+        Variant{"plain_swiglu_tq2", 1, FfnActivation::kSwiGlu, false, false, kTq2},
+        Variant{"mhc2_relu2_subnorm_tq1", 2, FfnActivation::kReluSquared, true, false, kTq1},
+        Variant{"mhc4_swiglu_tied_tq2", 4, FfnActivation::kSwiGlu, false, true, kTq2},
+        Variant{"mhc4_relu2_subnorm_tied_tq1", 4, FfnActivation::kReluSquared, true, true, kTq1},
+        Variant{"nanochat_q8_head", 1, FfnActivation::kReluSquared, true, false, kTq2, kQ8},
+        Variant{"nanochat_f16_head_bf16_embd", 1, FfnActivation::kSwiGlu, false, false, kTq2, kF16,
+                "nanochat", kBf16},
+        Variant{"nanochat_f32_head_q8_embd", 2, FfnActivation::kSwiGlu, false, false, kTq1, kF32,
+                "nanochat", kQ8},
         // llama.cpp's bitnet: tied F16 embedding (as BitNet b1.58 2B4T), NeoX RoPE, relu2 via
         // bitnet.hidden_act, layer scales in `.scale` tensors.
-        Variant{"bitnet_tied_f16", 1, FfnActivation::kReluSquared, true, true, 35, -1, "bitnet", 1,
-                true},
-        Variant{"bitnet_silu_q8_head", 1, FfnActivation::kSwiGlu, true, false, 34, 8, "bitnet"},
+        Variant{"bitnet_tied_f16", 1, FfnActivation::kReluSquared, true, true, kTq2, std::nullopt,
+                "bitnet", kF16, true},
+        Variant{"bitnet_silu_q8_head", 1, FfnActivation::kSwiGlu, true, false, kTq1, kQ8, "bitnet"},
         // Ternary llama (TriLM): SwiGLU, adjacent RoPE, F16 head and embedding.
-        Variant{"llama_f16_head", 1, FfnActivation::kSwiGlu, false, false, 34, 1, "llama", 1},
-        Variant{"llama_tied_bf16", 1, FfnActivation::kSwiGlu, false, true, 35, -1, "llama", 30}),
+        Variant{"llama_f16_head", 1, FfnActivation::kSwiGlu, false, false, kTq1, kF16, "llama",
+                kF16},
+        Variant{"llama_tied_bf16", 1, FfnActivation::kSwiGlu, false, true, kTq2, std::nullopt,
+                "llama", kBf16}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Model, SameResultsAtAnyThreadCount) {
@@ -409,7 +417,7 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
   ModelConfig c = tiny_config(1, FfnActivation::kSwiGlu, false, false);
   c.architecture = "llama";
   RandomModelOptions o;
-  o.output_type = 1;
+  o.output_type = gguf::TensorType::kF16;
   const fs::path base = write_model(c, o, "foreign");
   kernels::KernelContext ctx(quiet_kernels(1));
   auto expect_error = [&](const fs::path& path, const std::string& want) {
@@ -423,13 +431,14 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
     fs::remove(path);
   };
   // An F16 linear layer (a llama file that is not ternary).
-  expect_error(rewrite(base, "f16-layer.gguf",
-                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
-                         copy_tensors(w, in, "blk.0.attn_q.weight");
-                         std::vector<std::uint8_t> half(256 * 256 * 2, 0);
-                         w.add_tensor("blk.0.attn_q.weight", 1, {256, 256}, half);
-                       }),
-               "tensor 'blk.0.attn_q.weight' has type F16; nanochat's linear layers are ternary");
+  expect_error(
+      rewrite(base, "f16-layer.gguf",
+              [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                copy_tensors(w, in, "blk.0.attn_q.weight");
+                std::vector<std::uint8_t> half(256 * 256 * 2, 0);
+                w.add_tensor("blk.0.attn_q.weight", gguf::TensorType::kF16, {256, 256}, half);
+              }),
+      "tensor 'blk.0.attn_q.weight' has type F16; nanochat's linear layers are ternary");
   // Partial rotary embeddings.
   expect_error(rewrite(base, "partial-rope.gguf",
                        [](gguf::GgufWriter& w, const gguf::GgufFile& in) {

@@ -213,7 +213,7 @@ struct ParityCase {
   bool tied, sub_norms;
   model::FfnActivation act;
   const char* arch;
-  std::uint32_t ternary_type;
+  gguf::TensorType ternary_type;
 };
 
 void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.name; }
@@ -266,18 +266,20 @@ TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
   fs::remove_all(dir);
 }
 
+constexpr auto kTq1 = gguf::TensorType::kTQ1_0, kTq2 = gguf::TensorType::kTQ2_0;
+
 INSTANTIATE_TEST_SUITE_P(
     Architectures, ExportParity,
     ::testing::Values(
         ParityCase{"nanochat_mhc2_tq2", 2, false, false, model::FfnActivation::kSwiGlu, "nanochat",
-                   35},
+                   kTq2},
         ParityCase{"nanochat_mhc4_tied_relu2_subnorms_tq1", 4, true, true,
-                   model::FfnActivation::kReluSquared, "nanochat", 34},
-        ParityCase{"llama", 1, false, false, model::FfnActivation::kSwiGlu, "llama", 35},
-        ParityCase{"llama_tied", 1, true, false, model::FfnActivation::kSwiGlu, "llama", 34},
-        ParityCase{"bitnet", 1, true, true, model::FfnActivation::kSwiGlu, "bitnet", 35},
+                   model::FfnActivation::kReluSquared, "nanochat", kTq1},
+        ParityCase{"llama", 1, false, false, model::FfnActivation::kSwiGlu, "llama", kTq2},
+        ParityCase{"llama_tied", 1, true, false, model::FfnActivation::kSwiGlu, "llama", kTq1},
+        ParityCase{"bitnet", 1, true, true, model::FfnActivation::kSwiGlu, "bitnet", kTq2},
         ParityCase{"bitnet_b158", 1, true, true, model::FfnActivation::kReluSquared, "bitnet-b1.58",
-                   35}),
+                   kTq2}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Export, ArchitecturesThatCannotExpressTheModelAreRefused) {

@@ -41,6 +41,15 @@ enum class TensorType : std::uint32_t {
   kTQ2_0 = 35,
   kI2_S = 36,  // bitnet.cpp; the same id means something else in upstream ggml
 };
+// The id a GGUF tensor table stores for `type`.
+constexpr std::uint32_t type_id(TensorType type) { return static_cast<std::uint32_t>(type); }
+
+// general.file_type values (llama.cpp's llama_ftype: LLAMA_FTYPE_MOSTLY_TQ1_0 / _TQ2_0) for the
+// files nanochat writes: the type most tensors have.
+enum class FileType : std::uint32_t {
+  kTQ1_0 = 36,
+  kTQ2_0 = 37,
+};
 
 struct TensorTypeInfo {
   std::uint32_t id;
@@ -48,6 +57,8 @@ struct TensorTypeInfo {
   std::int64_t block;        // elements per block
   std::int64_t block_bytes;  // bytes per block
   bool supported;            // nanochat can read its values
+
+  bool is(TensorType type) const { return id == type_id(type); }
 };
 
 // The type with this id in `architecture`'s files (36 is I2_S only for BitNet architectures);

@@ -25,6 +25,10 @@ class GgufWriter {
   // shape need (checked). The bytes are copied.
   void add_tensor(const std::string& name, std::uint32_t type_id, std::vector<std::uint64_t> dims,
                   std::span<const std::uint8_t> data);
+  void add_tensor(const std::string& name, TensorType type, std::vector<std::uint64_t> dims,
+                  std::span<const std::uint8_t> data) {
+    add_tensor(name, type_id(type), std::move(dims), data);
+  }
 
   // Writes the file atomically; throws IoError naming the path.
   void write(const std::filesystem::path& path) const;

@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "nanochat/gguf/types.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/model/config.hpp"
 #include "nanochat/model/tokenizer.hpp"
@@ -78,9 +79,12 @@ class Model {
 
 // Float values of an F32 / F16 / BF16 / Q8_0 tensor. Throws FormatError for other types.
 std::vector<float> dequantize_tensor(const gguf::GgufFile& file, const std::string& name);
-// out.size() values of a tensor of ggml type `type` (F32 0, F16 1, BF16 30, Q8_0 8) from element
+// out.size() values of a tensor of ggml type id `type` (F32, F16, BF16 or Q8_0) from element
 // `first` on; for Q8_0, `first` and out.size() are multiples of 32.
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
                      std::span<float> out);
+// A whole ternary tensor in TQ2_0 or TQ1_0, every block with the scale `scale` (as fp16).
+std::vector<std::uint8_t> encode_ternary(gguf::TensorType type, std::span<const std::int8_t> trits,
+                                         float scale);
 
 }  // namespace nanochat::model

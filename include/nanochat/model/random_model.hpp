@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 
+#include "nanochat/gguf/types.hpp"
 #include "nanochat/model/config.hpp"
 
 namespace nanochat::gguf {
@@ -17,10 +19,11 @@ namespace nanochat::model {
 
 struct RandomModelOptions {
   std::uint64_t seed = 1;
-  std::uint32_t ternary_type = 35;   // 35 TQ2_0, 34 TQ1_0
-  std::uint32_t embedding_type = 0;  // 0 F32, 1 F16, 30 BF16, 8 Q8_0
-  // -1: the ternary type; else a float type as for the embedding (8, Q8_0, as BitNet files have)
-  std::int32_t output_type = -1;
+  gguf::TensorType ternary_type = gguf::TensorType::kTQ2_0;  // or kTQ1_0
+  gguf::TensorType embedding_type = gguf::TensorType::kF32;  // or kF16, kBF16, kQ8_0
+  // nullopt: the ternary type; else a float type as for the embedding (kQ8_0, as BitNet files
+  // have)
+  std::optional<gguf::TensorType> output_type;
   // Ternary blocks with scale 1 and the layer's scale in a one-value `.scale` tensor, as
   // llama.cpp's bitnet layout allows.
   bool scale_tensors = false;

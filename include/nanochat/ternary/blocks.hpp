@@ -39,9 +39,6 @@ void encode_tq2_0(std::span<const std::int8_t> trits, std::span<const float> blo
 void encode_tq1_0(std::span<const std::int8_t> trits, std::span<const float> block_scales,
                   std::span<std::uint8_t> out);
 void encode_i2_s(std::span<const std::int8_t> trits, float scale, std::span<std::uint8_t> out);
-// A whole tensor in ggml type 35 (TQ2_0) or 34 (TQ1_0), with one scale for every block.
-std::vector<std::uint8_t> encode_tq(std::uint32_t type, std::span<const std::int8_t> trits,
-                                    float scale);
 
 // Decoders: the inverse. TQ2_0 and I2_S have a fourth 2-bit code (3) that is not a ternary
 // value; it is rejected with FormatError naming the block. Every TQ1_0 byte decodes.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "nanochat/gguf/types.hpp"
 #include "nanochat/model/config.hpp"
 #include "nanochat/train/checkpoint.hpp"
 
@@ -21,8 +22,8 @@ namespace nanochat::train {
 
 struct ExportOptions {
   std::string arch = "nanochat";
-  std::uint32_t ternary_type = 35;  // 35 TQ2_0, 34 TQ1_0
-  std::string name;                 // general.name
+  gguf::TensorType ternary_type = gguf::TensorType::kTQ2_0;  // or kTQ1_0
+  std::string name;                                          // general.name
 };
 
 // `tensors` holds the fp32 weights by GGUF name (as TrainModel names them). Throws UsageError
