@@ -36,7 +36,7 @@ MhcParams MhcParams::identity(int n) {
 
 void MhcParams::validate() const {
   if (n != 1 && n != 2 && n != 4) fail("mHC-lite supports 1, 2 or 4 streams, not {}", n);
-  const std::size_t want_logits = n == 1 ? 0 : (n == 2 ? 1 : 24);
+  const std::size_t want_logits = logit_count(n);
   if (h_pre.size() != static_cast<std::size_t>(n) || h_post.size() != static_cast<std::size_t>(n) ||
       res_logits.size() != want_logits) {
     fail("mHC-lite with {} streams needs {} h_pre, {} h_post and {} mixing logits; got {}, {}, {}",
@@ -51,6 +51,43 @@ void MhcParams::validate() const {
   for (float v : res_logits) {
     if (!std::isfinite(v)) fail("mHC-lite mixing logits hold a non-finite value");
   }
+}
+
+std::size_t logit_count(int n) { return n == 1 ? 0 : (n == 2 ? 1 : 24); }
+
+PackedLayout packed_layout(int n) {
+  const auto streams = static_cast<std::size_t>(n);
+  PackedLayout l;
+  l.h_post = streams;
+  l.logits = 2 * streams;
+  l.size = n == 1 ? 0 : l.logits + logit_count(n);
+  return l;
+}
+
+MhcParams unpack(std::span<const float> packed, int n) {
+  if (n == 1 && packed.empty()) return MhcParams::identity(1);
+  const PackedLayout l = packed_layout(n);
+  if (packed.size() != l.size) {
+    fail("mHC-lite with {} streams packs {} parameters, not {}", n, l.size, packed.size());
+  }
+  MhcParams p;
+  p.n = n;
+  p.h_pre.assign(packed.begin(), packed.begin() + static_cast<std::ptrdiff_t>(l.h_post));
+  p.h_post.assign(packed.begin() + static_cast<std::ptrdiff_t>(l.h_post),
+                  packed.begin() + static_cast<std::ptrdiff_t>(l.logits));
+  p.res_logits.assign(packed.begin() + static_cast<std::ptrdiff_t>(l.logits), packed.end());
+  p.validate();
+  return p;
+}
+
+std::vector<float> pack(const MhcParams& p) {
+  std::vector<float> out;
+  if (p.n == 1) return out;
+  out.reserve(packed_layout(p.n).size);
+  out.insert(out.end(), p.h_pre.begin(), p.h_pre.end());
+  out.insert(out.end(), p.h_post.begin(), p.h_post.end());
+  out.insert(out.end(), p.res_logits.begin(), p.res_logits.end());
+  return out;
 }
 
 std::vector<float> residual_matrix(const MhcParams& p) {

@@ -161,20 +161,14 @@ std::vector<float> load_vector(const gguf::GgufFile& f, const std::string& name,
 }
 
 mhc::MhcParams load_mhc(const gguf::GgufFile& f, const std::string& name, int n) {
-  mhc::MhcParams p = mhc::MhcParams::identity(n);
-  if (n == 1) return p;
-  const std::size_t logits = n == 2 ? 1 : 24;
+  if (n == 1) return mhc::MhcParams::identity(1);
   const std::vector<float> v =
-      load_vector(f, name, static_cast<std::int64_t>(2 * static_cast<std::size_t>(n) + logits));
-  p.h_pre.assign(v.begin(), v.begin() + n);
-  p.h_post.assign(v.begin() + n, v.begin() + 2 * n);
-  p.res_logits.assign(v.begin() + 2 * n, v.end());
+      load_vector(f, name, static_cast<std::int64_t>(mhc::packed_layout(n).size));
   try {
-    p.validate();
+    return mhc::unpack(v, n);
   } catch (const Error& e) {
     fail<FormatError>("{}: tensor '{}': {}", f.name(), name, e.what());
   }
-  return p;
 }
 
 void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float eps) {

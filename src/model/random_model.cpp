@@ -10,6 +10,7 @@
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
+#include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/model.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
@@ -117,12 +118,15 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     }
     if (n > 1) {
       for (const char* which : {"attn_mhc.weight", "ffn_mhc.weight"}) {
-        std::vector<float> v;
-        for (int i = 0; i < n; ++i) v.push_back((0.5f + uniform(rng)) / static_cast<float>(n));
-        for (int i = 0; i < n; ++i) v.push_back(0.5f + uniform(rng));
-        const int logits = n == 2 ? 1 : 24;
-        for (int i = 0; i < logits; ++i) v.push_back(2.0f * normal(rng));
-        f32(p + which, v);
+        mhc::MhcParams m;
+        m.n = n;
+        for (int i = 0; i < n; ++i)
+          m.h_pre.push_back((0.5f + uniform(rng)) / static_cast<float>(n));
+        for (int i = 0; i < n; ++i) m.h_post.push_back(0.5f + uniform(rng));
+        for (std::size_t i = 0; i < mhc::logit_count(n); ++i) {
+          m.res_logits.push_back(2.0f * normal(rng));
+        }
+        f32(p + which, mhc::pack(m));
       }
     }
   }

@@ -560,12 +560,13 @@ void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_ro
 void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
                        std::int64_t n_rows, std::int64_t c, float* d_x, float* d_params) {
   const std::int64_t n = p.n;
+  const std::size_t h_pre = mhc::packed_layout(p.n).h_pre;
   for (std::int64_t r = 0; r < n_rows; ++r) {
     const float* du = d_u + r * c;
     for (std::int64_t j = 0; j < n; ++j) {
       const float* xj = x + (r * n + j) * c;
       kernels::axpy_f32(p.h_pre[sz(j)], du, d_x + (r * n + j) * c, c);
-      if (n > 1) d_params[j] += kernels::dot_f32(xj, du, c);
+      if (n > 1) d_params[h_pre + sz(j)] += kernels::dot_f32(xj, du, c);
     }
   }
 }
@@ -584,6 +585,7 @@ void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const
                         const float* y, const float* d_x_new, std::int64_t n_rows, std::int64_t c,
                         float* d_x_old, float* d_y, float* d_params) {
   const std::int64_t n = p.n;
+  const mhc::PackedLayout layout = mhc::packed_layout(p.n);
   std::vector<double> d_h(sz(n * n), 0.0);
   for (std::int64_t r = 0; r < n_rows; ++r) {
     float* dy = d_y + r * c;
@@ -592,7 +594,7 @@ void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const
       const float* dn = d_x_new + (r * n + i) * c;
       kernels::axpy_f32(p.h_post[sz(i)], dn, dy, c);
       if (n > 1) {
-        d_params[n + i] += kernels::dot_f32(dn, y + r * c, c);
+        d_params[layout.h_post + sz(i)] += kernels::dot_f32(dn, y + r * c, c);
         for (std::int64_t j = 0; j < n; ++j) {
           d_h[sz(i * n + j)] += kernels::dot_f32(dn, x_old + (r * n + j) * c, c);
         }
@@ -610,7 +612,7 @@ void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const
     // H = a I + (1 - a) swap, a = sigmoid(l): dH/da = I - swap
     const double a = 1.0 / (1.0 + std::exp(-static_cast<double>(p.res_logits[0])));
     const double da = d_h[0] + d_h[3] - d_h[1] - d_h[2];
-    d_params[2 * n] += static_cast<float>(da * a * (1.0 - a));
+    d_params[layout.logits] += static_cast<float>(da * a * (1.0 - a));
   } else if (n == 4) {
     // H = sum_k w_k P_k, w = softmax(l): dl_k = w_k (dw_k - sum_j w_j dw_j)
     const auto& perms = mhc::permutations4();
@@ -626,7 +628,7 @@ void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const
       mean += w[sz(k)] * dw[sz(k)];
     }
     for (int k = 0; k < 24; ++k) {
-      d_params[2 * n + k] += static_cast<float>(w[sz(k)] * (dw[sz(k)] - mean));
+      d_params[layout.logits + sz(k)] += static_cast<float>(w[sz(k)] * (dw[sz(k)] - mean));
     }
   }
 }

@@ -17,18 +17,8 @@ namespace {
 
 std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
 
-std::size_t mhc_param_count(int n) {
-  return n == 1 ? 0 : 2 * static_cast<std::size_t>(n) + (n == 2 ? 1 : 24);
-}
-
 mhc::MhcParams mhc_from(const Param* p, int n) {
-  mhc::MhcParams m = mhc::MhcParams::identity(n);
-  if (p == nullptr) return m;
-  const auto& v = p->value;
-  m.h_pre.assign(v.begin(), v.begin() + n);
-  m.h_post.assign(v.begin() + n, v.begin() + 2 * n);
-  m.res_logits.assign(v.begin() + 2 * n, v.end());
-  return m;
+  return p == nullptr ? mhc::MhcParams::identity(n) : mhc::unpack(p->value, n);
 }
 
 }  // namespace
@@ -95,7 +85,7 @@ TrainModel::TrainModel(const model::ModelConfig& c, kernels::KernelContext& kern
   };
   Impl& m = *impl_;
   m.embedding = add("token_embd.weight", {V, C}, false, false, true);
-  const auto mhc_size = static_cast<std::int64_t>(mhc_param_count(c.mhc_streams));
+  const auto mhc_size = static_cast<std::int64_t>(mhc::packed_layout(c.mhc_streams).size);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
     LayerParams L;
@@ -140,10 +130,7 @@ void TrainModel::init(std::uint64_t seed) {
     if (gain) {
       std::fill(p.value.begin(), p.value.end(), 1.0f);
     } else if (mhc_param) {
-      const mhc::MhcParams id = mhc::MhcParams::identity(n);
-      std::copy(id.h_pre.begin(), id.h_pre.end(), p.value.begin());
-      std::copy(id.h_post.begin(), id.h_post.end(), p.value.begin() + n);
-      std::copy(id.res_logits.begin(), id.res_logits.end(), p.value.begin() + 2 * n);
+      p.value = mhc::pack(mhc::MhcParams::identity(n));
     } else {
       // GPT-2's 0.02, with output projections scaled down by depth.
       float std = 0.02f;
@@ -381,7 +368,7 @@ struct Forward {
           mhc_from(L.attn_mhc >= 0 ? &params[sz(L.attn_mhc)] : nullptr, c.mhc_streams);
       const mhc::MhcParams ffn_mhc =
           mhc_from(L.ffn_mhc >= 0 ? &params[sz(L.ffn_mhc)] : nullptr, c.mhc_streams);
-      std::vector<float> no_params(mhc_param_count(1) + 1);
+      std::vector<float> no_params(1);  // one stream: no mixing parameters, no gradient
       float* d_attn_mhc = L.attn_mhc >= 0 ? grad(L.attn_mhc) : no_params.data();
       float* d_ffn_mhc = L.ffn_mhc >= 0 ? grad(L.ffn_mhc) : no_params.data();
       // Feed-forward, in reverse.

@@ -158,14 +158,7 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
   const auto emb = dequantize_tensor(f, "token_embd.weight");
   auto vecf = [&](const std::string& name) { return dequantize_tensor(f, name); };
   auto mhc_of = [&](const std::string& name) {
-    mhc::MhcParams p = mhc::MhcParams::identity(n == 1 ? 1 : static_cast<int>(n));
-    if (n > 1) {
-      const auto v = vecf(name);
-      p.h_pre.assign(v.begin(), v.begin() + n);
-      p.h_post.assign(v.begin() + n, v.begin() + 2 * n);
-      p.res_logits.assign(v.begin() + 2 * n, v.end());
-    }
-    return p;
+    return n == 1 ? mhc::MhcParams::identity(1) : mhc::unpack(vecf(name), static_cast<int>(n));
   };
   const std::size_t T = tokens.size();
   // streams[t][s] vectors

@@ -238,18 +238,14 @@ TEST_F(TrainOps, MhcGradientsForTwoAndFourStreams) {
   for (int streams : {2, 4}) {
     const std::int64_t rows = 3, c = 8;
     mhc::MhcParams p = mhc::MhcParams::identity(streams);
-    // Packed parameters as the model stores them: h_pre, h_post, logits.
-    std::vector<float> packed;
-    for (int i = 0; i < streams; ++i) packed.push_back(0.3f + 0.1f * static_cast<float>(i));
-    for (int i = 0; i < streams; ++i) packed.push_back(0.8f + 0.2f * static_cast<float>(i));
-    for (std::size_t i = 0; i < p.res_logits.size(); ++i) {
-      packed.push_back(std::normal_distribution<float>(0.0f, 1.0f)(rng));
+    for (int i = 0; i < streams; ++i) {
+      p.h_pre[static_cast<std::size_t>(i)] = 0.3f + 0.1f * static_cast<float>(i);
+      p.h_post[static_cast<std::size_t>(i)] = 0.8f + 0.2f * static_cast<float>(i);
     }
-    auto unpack = [&] {
-      p.h_pre.assign(packed.begin(), packed.begin() + streams);
-      p.h_post.assign(packed.begin() + streams, packed.begin() + 2 * streams);
-      p.res_logits.assign(packed.begin() + 2 * streams, packed.end());
-    };
+    for (auto& l : p.res_logits) l = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+    // Packed parameters as the model stores them.
+    std::vector<float> packed = mhc::pack(p);
+    auto unpack = [&] { p = mhc::unpack(packed, streams); };
     auto x = random_vector(rows * streams * c, rng), y = random_vector(rows * c, rng);
     auto r_new = random_vector(x.size(), rng), r_u = random_vector(rows * c, rng);
     // L = r_new . write(x, y) + r_u . read(x)

@@ -39,6 +39,23 @@ struct MhcParams {
   void validate() const;
 };
 
+// The packed parameters of one sub-layer, as GGUF files (blk.N.attn_mhc.weight,
+// blk.N.ffn_mhc.weight, F32) and the trainer store them: [h_pre (n) | h_post (n) | res_logits].
+// n = 1 has no parameters and no tensor (size 0). The trainer's gradients use the same offsets.
+struct PackedLayout {
+  std::size_t h_pre = 0;  // offset of h_pre
+  std::size_t h_post;     // offset of h_post
+  std::size_t logits;     // offset of res_logits
+  std::size_t size;       // floats in all
+};
+// Mixing logits for n streams: 0 (n = 1), 1 (n = 2) or 24 (n = 4, one per permutation).
+std::size_t logit_count(int n);
+PackedLayout packed_layout(int n);
+// The parameters in `packed` (packed_layout(n).size floats; identity(1) for n = 1). Throws Error
+// when the size is wrong or a value is not finite.
+MhcParams unpack(std::span<const float> packed, int n);
+std::vector<float> pack(const MhcParams& p);
+
 // H_res as an n x n row-major matrix, computed in double and rounded once.
 std::vector<float> residual_matrix(const MhcParams& p);
 

@@ -144,7 +144,7 @@ void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* g
 // u (N, C) = sum_j h_pre[j] x_j
 void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_rows, std::int64_t c,
                       float* u);
-// d_x (N, n, C) += h_pre[j] d_u; d_params[0..n) += sum x_j . d_u
+// d_x (N, n, C) += h_pre[j] d_u; d_params (mhc::packed_layout order): d_h_pre += sum x_j . d_u
 void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
                        std::int64_t n_rows, std::int64_t c, float* d_x, float* d_params);
 // x_new (N, n, C) = H x_old + h_post y
