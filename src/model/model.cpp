@@ -56,17 +56,11 @@ struct TernarySource {
       }
       return scales[0];
     }
-    // I2_S: 128-weight groups of 32 bytes along the flattened tensor.
-    const std::size_t base = static_cast<std::size_t>(row * cols / 4);
-    for (std::int64_t j = 0; j < cols; ++j) {
-      const std::int64_t group = j / 128, k = j % 128;
-      const unsigned code =
-          (data[base + static_cast<std::size_t>(group * 32 + k % 32)] >> (6 - 2 * (k / 32))) & 3u;
-      if (code == 3) {
-        fail<FormatError>("{}: tensor '{}' holds an I2_S code 3; the data is corrupt", file.name(),
-                          info.name);
-      }
-      trits[static_cast<std::size_t>(j)] = static_cast<std::int8_t>(static_cast<int>(code) - 1);
+    // I2_S: 128-weight groups along the flattened tensor, one scale for all of it.
+    try {
+      ternary::decode_i2_s_range(data, row * cols, trits);
+    } catch (const FormatError& e) {
+      fail<FormatError>("{}: tensor '{}': {}", file.name(), info.name, e.what());
     }
     return i2s_scale;
   }

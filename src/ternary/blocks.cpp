@@ -165,13 +165,16 @@ void encode_i2_s(std::span<const std::int8_t> trits, float scale, std::span<std:
   std::memcpy(out.data() + n / 4, &scale, sizeof(float));
 }
 
-float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits) {
+void decode_i2_s_range(std::span<const std::uint8_t> in, std::int64_t first,
+                       std::span<std::int8_t> trits) {
   const auto n = static_cast<std::int64_t>(trits.size());
-  const std::size_t bytes = i2_s_bytes(n);
-  check_sizes("I2_S", trits.size(), 1, in.size(), 1, bytes);
+  if (first < 0 || static_cast<std::size_t>(first + n) > in.size() * 4) {
+    fail<InternalError>("I2_S: weights {} to {} lie outside a tensor of {} bytes", first, first + n,
+                        in.size());
+  }
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t block = i / kI2sBlock;
-    const std::int64_t j = i % kI2sBlock;
+    const std::int64_t block = (first + i) / kI2sBlock;
+    const std::int64_t j = (first + i) % kI2sBlock;
     const unsigned shift = static_cast<unsigned>(6 - 2 * (j / 32));
     const unsigned code = (in[static_cast<std::size_t>(block * 32 + j % 32)] >> shift) & 3u;
     if (code == 3) {
@@ -182,6 +185,13 @@ float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits
     }
     trits[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(static_cast<int>(code) - 1);
   }
+}
+
+float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits) {
+  const auto n = static_cast<std::int64_t>(trits.size());
+  const std::size_t bytes = i2_s_bytes(n);
+  check_sizes("I2_S", trits.size(), 1, in.size(), 1, bytes);
+  decode_i2_s_range(in, 0, trits);
   float scale = 0;
   std::memcpy(&scale, in.data() + n / 4, sizeof(float));
   return scale;

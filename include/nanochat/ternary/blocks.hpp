@@ -48,5 +48,9 @@ void decode_tq1_0(std::span<const std::uint8_t> in, std::span<std::int8_t> trits
                   std::span<float> block_scales);
 // Returns the tensor scale.
 float decode_i2_s(std::span<const std::uint8_t> in, std::span<std::int8_t> trits);
+// Weights [first, first + trits.size()) of an I2_S tensor whose bytes (trailer optional) are `in`:
+// one row at a time, for repacking at load.
+void decode_i2_s_range(std::span<const std::uint8_t> in, std::int64_t first,
+                       std::span<std::int8_t> trits);
 
 }  // namespace nanochat::ternary
