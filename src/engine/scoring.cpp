@@ -4,17 +4,16 @@
 #include <cmath>
 #include <vector>
 
+#include "nanochat/kernels/vec.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::engine {
 namespace {
 
-// log p(target) from one row of logits, by a max-shifted log-sum-exp in double.
+// log p(target) from one row of logits.
 double log_prob(const float* row, std::size_t vocab, model::TokenId target) {
-  const float top = *std::max_element(row, row + vocab);
-  double sum = 0;
-  for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v] - top));
-  return static_cast<double>(row[static_cast<std::size_t>(target)] - top) - std::log(sum);
+  const kernels::LogSumExp l = kernels::log_sum_exp(row, static_cast<std::int64_t>(vocab));
+  return static_cast<double>(row[static_cast<std::size_t>(target)] - l.max) - l.log_sum;
 }
 
 void check_context(const LoadedModel& model, std::int64_t n_ctx) {

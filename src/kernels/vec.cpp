@@ -61,6 +61,13 @@ namespace {
 }  // namespace
 
 // Sixteen independent lanes let the compiler vectorize the sum without reordering it freely.
+LogSumExp log_sum_exp(const float* z, std::int64_t n) {
+  const float top = *std::max_element(z, z + n);
+  double sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(z[i] - top));
+  return {top, std::log(sum)};
+}
+
 NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   float lanes[16] = {};
   std::int64_t i = 0;

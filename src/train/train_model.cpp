@@ -459,10 +459,8 @@ LossStats TrainModel::evaluate(std::span<const std::int32_t> inputs,
         continue;
       }
       const float* z = impl_->logits.data() + static_cast<std::int64_t>(r) * V;
-      const float top = *std::max_element(z, z + V);
-      double sum = 0;
-      for (std::int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(z[i] - top));
-      (*row_ce)[r] = static_cast<double>(top) + std::log(sum) - z[targets[r]];
+      const kernels::LogSumExp l = kernels::log_sum_exp(z, V);
+      (*row_ce)[r] = static_cast<double>(l.max) + l.log_sum - z[targets[r]];
     }
   }
   return s;

@@ -46,6 +46,16 @@ void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 // out[i] = exp(z[i] - shift) for z[i] <= shift (softmax numerators), vectorized, within ~2 ulp.
 void exp_shifted(const float* z, float shift, float* out, std::int64_t n);
 
+// The log-softmax normalizer log(sum_i e^z[i]) = max + log_sum, with max = max_i z[i] and
+// log_sum = log(sum_i e^(z[i] - max)): each exponential and the sum in double, in index order
+// (not cloned, not vectorized), so scoring and validation give the same figures on every ISA.
+// log p(t) = double(z[t] - max) - log_sum.
+struct LogSumExp {
+  float max;
+  double log_sum;
+};
+LogSumExp log_sum_exp(const float* z, std::int64_t n);
+
 // Gated FFN activations, out[i] = act(gate[i]) * up[i] (out may alias gate): SwiGLU
 // g / (1 + e^-g) or squared ReLU. Inference and training both call this, so they agree bit for
 // bit. `relu2` selects the squared ReLU.
