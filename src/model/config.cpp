@@ -2,6 +2,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::model {
@@ -105,11 +106,11 @@ ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
   c.context_length = need("context_length");
   if (const auto v = f.get_int(prefix + "vocab_size")) {
     c.vocab_size = *v;
-  } else if (const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+  } else if (const gguf::TensorInfo* emb = f.find_tensor(tensors::kEmbedding);
              emb != nullptr && emb->dims.size() == 2) {
     c.vocab_size = static_cast<std::int64_t>(emb->dims[1]);
   } else {
-    fail<FormatError>("{}: missing {}vocab_size and token_embd.weight", f.name(), prefix);
+    fail<FormatError>("{}: missing {}vocab_size and {}", f.name(), prefix, tensors::kEmbedding);
   }
   c.norm_eps =
       static_cast<float>(f.get_float(prefix + "attention.layer_norm_rms_epsilon").value_or(1e-5));
@@ -137,7 +138,7 @@ ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
       }
     }
     // llama.cpp's loaders fall back to the embedding when output.weight is absent.
-    c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+    c.tied_embeddings = f.find_tensor(tensors::kOutput) == nullptr;
   }
   c.validate(f.name());
   return c;

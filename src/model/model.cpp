@@ -12,6 +12,7 @@
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -117,7 +118,7 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
     }
     // llama.cpp's bitnet layout may carry a one-value `.scale` tensor that multiplies the output.
     float extra = 1.0f;
-    const std::string scale_name = part.name.substr(0, part.name.size() - 7) + ".scale";
+    const std::string scale_name = tensors::scale_of(part.name);
     if (f.find_tensor(scale_name) != nullptr) {
       const std::vector<float> s = dequantize_tensor(f, scale_name);
       if (s.size() != 1) {
@@ -298,7 +299,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   auto w = std::make_unique<Weights>();
   ModelConfig& c = w->config;
   c = ModelConfig::from_gguf(f);
-  const gguf::TensorInfo& emb = need_tensor(f, "token_embd.weight");
+  const gguf::TensorInfo& emb = need_tensor(f, tensors::kEmbedding);
   check_shape(f, emb,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
   if (!is_float_type(emb.type) || (emb.type.is(gguf::TensorType::kQ8_0) && c.dim % 32 != 0)) {
@@ -310,25 +311,25 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   w->embedding_type = emb.type.id;
   w->embedding = f.tensor_data(emb);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
+    const auto blk = [l](const char* part) { return tensors::block(l, part); };
     Weights::Layer layer;
-    layer.attn_norm = load_vector(f, p + "attn_norm.weight", c.dim);
-    layer.ffn_norm = load_vector(f, p + "ffn_norm.weight", c.dim);
+    layer.attn_norm = load_vector(f, blk(tensors::kAttnNorm), c.dim);
+    layer.ffn_norm = load_vector(f, blk(tensors::kFfnNorm), c.dim);
     layer.wqkv = load_ternary(f, ctx,
-                              {{p + "attn_q.weight", c.dim},
-                               {p + "attn_k.weight", c.kv_dim()},
-                               {p + "attn_v.weight", c.kv_dim()}},
+                              {{blk(tensors::kAttnQ), c.dim},
+                               {blk(tensors::kAttnK), c.kv_dim()},
+                               {blk(tensors::kAttnV), c.kv_dim()}},
                               c.dim);
-    layer.wo = load_ternary(f, ctx, p + "attn_output.weight", c.dim, c.dim);
+    layer.wo = load_ternary(f, ctx, blk(tensors::kAttnOutput), c.dim, c.dim);
     layer.w_gateup = load_ternary(
-        f, ctx, {{p + "ffn_gate.weight", c.ffn_dim}, {p + "ffn_up.weight", c.ffn_dim}}, c.dim);
-    layer.w_down = load_ternary(f, ctx, p + "ffn_down.weight", c.ffn_dim, c.dim);
+        f, ctx, {{blk(tensors::kFfnGate), c.ffn_dim}, {blk(tensors::kFfnUp), c.ffn_dim}}, c.dim);
+    layer.w_down = load_ternary(f, ctx, blk(tensors::kFfnDown), c.ffn_dim, c.dim);
     if (c.sub_norms) {
-      layer.attn_sub_norm = load_vector(f, p + "attn_sub_norm.weight", c.dim);
-      layer.ffn_sub_norm = load_vector(f, p + "ffn_sub_norm.weight", c.ffn_dim);
+      layer.attn_sub_norm = load_vector(f, blk(tensors::kAttnSubNorm), c.dim);
+      layer.ffn_sub_norm = load_vector(f, blk(tensors::kFfnSubNorm), c.ffn_dim);
     }
-    layer.attn_mhc = load_mhc(f, p + "attn_mhc.weight", c.mhc_streams);
-    layer.ffn_mhc = load_mhc(f, p + "ffn_mhc.weight", c.mhc_streams);
+    layer.attn_mhc = load_mhc(f, blk(tensors::kAttnMhc), c.mhc_streams);
+    layer.ffn_mhc = load_mhc(f, blk(tensors::kFfnMhc), c.mhc_streams);
     layer.attn_h = mhc::residual_matrix(layer.attn_mhc);
     layer.ffn_h = mhc::residual_matrix(layer.ffn_mhc);
     w->layers.push_back(std::move(layer));
@@ -343,9 +344,9 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   } catch (const Error& e) {
     fail<FormatError>("{}: {}", f.name(), e.what());
   }
-  w->output_norm = load_vector(f, "output_norm.weight", c.dim);
+  w->output_norm = load_vector(f, tensors::kOutputNorm, c.dim);
   const gguf::TensorInfo& head =
-      need_tensor(f, c.tied_embeddings ? "token_embd.weight" : "output.weight");
+      need_tensor(f, c.tied_embeddings ? tensors::kEmbedding : tensors::kOutput);
   check_shape(f, head,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
   // The head is read once, in row order, into its runtime copy: its mapped pages are released a
@@ -374,7 +375,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
           dequantize_rows(head.type.id, head_data, static_cast<std::size_t>(row * c.dim), values);
         });
   } else {
-    w->output = load_ternary(f, ctx, "output.weight", c.dim, c.vocab_size);
+    w->output = load_ternary(f, ctx, tensors::kOutput, c.dim, c.vocab_size);
   }
   // Repacked: the mapped copy leaves the resident set. A tied head's rows are still read as
   // embeddings; those few pages fault back in from the page cache.

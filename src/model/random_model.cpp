@@ -12,6 +12,7 @@
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/model.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -66,7 +67,7 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     // One scale per tensor, ~ 1/sqrt(fan-in) so activations keep their size.
     const float scale =
         fp16_to_fp32(fp32_to_fp16((0.5f + uniform(rng)) / std::sqrt(static_cast<float>(in))));
-    if (o.scale_tensors) f32(name.substr(0, name.size() - 7) + ".scale", {scale});
+    if (o.scale_tensors) f32(tensors::scale_of(name), {scale});
     w.add_tensor(name, o.ternary_type,
                  {static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)},
                  encode_ternary(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
@@ -98,26 +99,26 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     }
     w.add_tensor(name, type, dims, bytes);
   };
-  float_tensor("token_embd.weight", o.embedding_type, c.dim, c.vocab_size,
+  float_tensor(tensors::kEmbedding, o.embedding_type, c.dim, c.vocab_size,
                vec(c.vocab_size * c.dim, 0.0f, 1.0f));
   const int n = c.mhc_streams;
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    f32(p + "attn_norm.weight", vec(c.dim, 1.0f, 0.1f));
-    ternary(p + "attn_q.weight", c.dim, c.dim);
-    ternary(p + "attn_k.weight", c.dim, c.kv_dim());
-    ternary(p + "attn_v.weight", c.dim, c.kv_dim());
-    ternary(p + "attn_output.weight", c.dim, c.dim);
-    f32(p + "ffn_norm.weight", vec(c.dim, 1.0f, 0.1f));
-    ternary(p + "ffn_gate.weight", c.dim, c.ffn_dim);
-    ternary(p + "ffn_up.weight", c.dim, c.ffn_dim);
-    ternary(p + "ffn_down.weight", c.ffn_dim, c.dim);
+    const auto blk = [l](const char* part) { return tensors::block(l, part); };
+    f32(blk(tensors::kAttnNorm), vec(c.dim, 1.0f, 0.1f));
+    ternary(blk(tensors::kAttnQ), c.dim, c.dim);
+    ternary(blk(tensors::kAttnK), c.dim, c.kv_dim());
+    ternary(blk(tensors::kAttnV), c.dim, c.kv_dim());
+    ternary(blk(tensors::kAttnOutput), c.dim, c.dim);
+    f32(blk(tensors::kFfnNorm), vec(c.dim, 1.0f, 0.1f));
+    ternary(blk(tensors::kFfnGate), c.dim, c.ffn_dim);
+    ternary(blk(tensors::kFfnUp), c.dim, c.ffn_dim);
+    ternary(blk(tensors::kFfnDown), c.ffn_dim, c.dim);
     if (c.sub_norms) {
-      f32(p + "attn_sub_norm.weight", vec(c.dim, 1.0f, 0.1f));
-      f32(p + "ffn_sub_norm.weight", vec(c.ffn_dim, 1.0f, 0.1f));
+      f32(blk(tensors::kAttnSubNorm), vec(c.dim, 1.0f, 0.1f));
+      f32(blk(tensors::kFfnSubNorm), vec(c.ffn_dim, 1.0f, 0.1f));
     }
     if (n > 1) {
-      for (const char* which : {"attn_mhc.weight", "ffn_mhc.weight"}) {
+      for (const char* which : {tensors::kAttnMhc, tensors::kFfnMhc}) {
         mhc::MhcParams m;
         m.n = n;
         for (int i = 0; i < n; ++i)
@@ -126,17 +127,17 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
         for (std::size_t i = 0; i < mhc::logit_count(n); ++i) {
           m.res_logits.push_back(2.0f * normal(rng));
         }
-        f32(p + which, mhc::pack(m));
+        f32(blk(which), mhc::pack(m));
       }
     }
   }
-  f32("output_norm.weight", vec(c.dim, 1.0f, 0.1f));
+  f32(tensors::kOutputNorm, vec(c.dim, 1.0f, 0.1f));
   if (!c.tied_embeddings && o.output_type) {
     // ~ N(0, 1/dim) so logits have unit size.
-    float_tensor("output.weight", *o.output_type, c.dim, c.vocab_size,
+    float_tensor(tensors::kOutput, *o.output_type, c.dim, c.vocab_size,
                  vec(c.vocab_size * c.dim, 0.0f, 1.0f / std::sqrt(static_cast<float>(c.dim))));
   } else if (!c.tied_embeddings) {
-    ternary("output.weight", c.dim, c.vocab_size);
+    ternary(tensors::kOutput, c.dim, c.vocab_size);
   }
   w.write(path);
 }

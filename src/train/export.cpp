@@ -7,6 +7,7 @@
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/model.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
@@ -82,27 +83,23 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
   const bool permute = c.rope_style == model::RopeStyle::kHalves;
   for (const auto& t : tensors) {
     const std::string& name = t.name;
-    auto is = [&](const char* suffix) { return name.ends_with(suffix); };
-    const bool ternary_layer = is("attn_q.weight") || is("attn_k.weight") || is("attn_v.weight") ||
-                               is("attn_output.weight") || is("ffn_gate.weight") ||
-                               is("ffn_up.weight") || is("ffn_down.weight") ||
-                               name == "output.weight";
-    if (!ternary_layer) {
+    const std::string_view part = model::tensors::part_of(name);
+    if (!model::tensors::is_ternary_layer(name)) {
       std::vector<std::uint64_t> dims = {t.data.size()};
-      if (name == "token_embd.weight") {
+      if (name == model::tensors::kEmbedding) {
         dims = {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)};
       }
       w.add_tensor(name, gguf::TensorType::kF32, dims,
                    {reinterpret_cast<const std::uint8_t*>(t.data.data()), t.data.size() * 4});
       continue;
     }
-    const auto in = static_cast<std::int64_t>(is("ffn_down.weight") ? c.ffn_dim : c.dim);
+    const auto in = static_cast<std::int64_t>(part == model::tensors::kFfnDown ? c.ffn_dim : c.dim);
     const auto rows = static_cast<std::int64_t>(t.data.size()) / in;
     // The trits and fp16 scale the trainer's forward uses (same quantizer, same input).
     const ternary::TernaryTensor q = ternary::quantize_absmean(t.data, rows, in, 0);
     const float scale = fp16_to_fp32(fp32_to_fp16(q.scales[0]));
     std::vector<std::int8_t> trits = q.trits;
-    if (permute && (is("attn_q.weight") || is("attn_k.weight"))) {
+    if (permute && (part == model::tensors::kAttnQ || part == model::tensors::kAttnK)) {
       trits = neox_rows(trits, rows / c.head_dim(), c.head_dim(), in);
     }
     w.add_tensor(name, o.ternary_type,

@@ -10,9 +10,11 @@
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::train {
+namespace tensors = model::tensors;
 namespace {
 
 std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
@@ -84,28 +86,28 @@ TrainModel::TrainModel(const model::ModelConfig& c, kernels::KernelContext& kern
     return static_cast<int>(params_.size() - 1);
   };
   Impl& m = *impl_;
-  m.embedding = add("token_embd.weight", {V, C}, false, false, true);
+  m.embedding = add(tensors::kEmbedding, {V, C}, false, false, true);
   const auto mhc_size = static_cast<std::int64_t>(mhc::packed_layout(c.mhc_streams).size);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
+    const auto blk = [l](const char* part) { return tensors::block(l, part); };
     LayerParams L;
-    L.attn_norm = add(p + "attn_norm.weight", {C}, false, false, false);
-    if (mhc_size > 0) L.attn_mhc = add(p + "attn_mhc.weight", {mhc_size}, false, false, false);
-    L.wq = add(p + "attn_q.weight", {C, C}, true, true, true);
-    L.wk = add(p + "attn_k.weight", {KVD, C}, true, true, true);
-    L.wv = add(p + "attn_v.weight", {KVD, C}, true, true, true);
-    if (c.sub_norms) L.attn_sub_norm = add(p + "attn_sub_norm.weight", {C}, false, false, false);
-    L.wo = add(p + "attn_output.weight", {C, C}, true, true, true);
-    L.ffn_norm = add(p + "ffn_norm.weight", {C}, false, false, false);
-    if (mhc_size > 0) L.ffn_mhc = add(p + "ffn_mhc.weight", {mhc_size}, false, false, false);
-    L.w_gate = add(p + "ffn_gate.weight", {F, C}, true, true, true);
-    L.w_up = add(p + "ffn_up.weight", {F, C}, true, true, true);
-    if (c.sub_norms) L.ffn_sub_norm = add(p + "ffn_sub_norm.weight", {F}, false, false, false);
-    L.w_down = add(p + "ffn_down.weight", {C, F}, true, true, true);
+    L.attn_norm = add(blk(tensors::kAttnNorm), {C}, false, false, false);
+    if (mhc_size > 0) L.attn_mhc = add(blk(tensors::kAttnMhc), {mhc_size}, false, false, false);
+    L.wq = add(blk(tensors::kAttnQ), {C, C}, true, true, true);
+    L.wk = add(blk(tensors::kAttnK), {KVD, C}, true, true, true);
+    L.wv = add(blk(tensors::kAttnV), {KVD, C}, true, true, true);
+    if (c.sub_norms) L.attn_sub_norm = add(blk(tensors::kAttnSubNorm), {C}, false, false, false);
+    L.wo = add(blk(tensors::kAttnOutput), {C, C}, true, true, true);
+    L.ffn_norm = add(blk(tensors::kFfnNorm), {C}, false, false, false);
+    if (mhc_size > 0) L.ffn_mhc = add(blk(tensors::kFfnMhc), {mhc_size}, false, false, false);
+    L.w_gate = add(blk(tensors::kFfnGate), {F, C}, true, true, true);
+    L.w_up = add(blk(tensors::kFfnUp), {F, C}, true, true, true);
+    if (c.sub_norms) L.ffn_sub_norm = add(blk(tensors::kFfnSubNorm), {F}, false, false, false);
+    L.w_down = add(blk(tensors::kFfnDown), {C, F}, true, true, true);
     m.layers.push_back(L);
   }
-  m.output_norm = add("output_norm.weight", {C}, false, false, false);
-  if (!c.tied_embeddings) m.output = add("output.weight", {V, C}, false, true, true);
+  m.output_norm = add(tensors::kOutputNorm, {C}, false, false, false);
+  if (!c.tied_embeddings) m.output = add(tensors::kOutput, {V, C}, false, true, true);
   m.ternary.resize(params_.size());
 }
 
@@ -125,8 +127,9 @@ void TrainModel::init(std::uint64_t seed) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int n = config_.mhc_streams;
   for (auto& p : params_) {
-    const bool gain = p.name.find("norm.weight") != std::string::npos;
-    const bool mhc_param = p.name.find("_mhc.") != std::string::npos;
+    const std::string_view part = tensors::part_of(p.name);
+    const bool gain = part.ends_with("norm") || p.name == tensors::kOutputNorm;
+    const bool mhc_param = part == tensors::kAttnMhc || part == tensors::kFfnMhc;
     if (gain) {
       std::fill(p.value.begin(), p.value.end(), 1.0f);
     } else if (mhc_param) {
@@ -134,8 +137,7 @@ void TrainModel::init(std::uint64_t seed) {
     } else {
       // GPT-2's 0.02, with output projections scaled down by depth.
       float std = 0.02f;
-      if (p.name.find("attn_output") != std::string::npos ||
-          p.name.find("ffn_down") != std::string::npos) {
+      if (part == tensors::kAttnOutput || part == tensors::kFfnDown) {
         std /= std::sqrt(2.0f * static_cast<float>(config_.n_layers));
       }
       for (auto& v : p.value) v = std * normal(rng);

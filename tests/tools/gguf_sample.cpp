@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/file.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -72,8 +73,8 @@ int main(int argc, char** argv) try {
 
   for (const auto& [name, type, rows, cols] :
        std::vector<std::tuple<std::string, TensorType, int, int>>{
-           {"blk.0.ffn_up.weight", TensorType::kTQ2_0, 3, 512},
-           {"blk.0.attn_q.weight", TensorType::kTQ1_0, 2, 256}}) {
+           {model::tensors::block(0, model::tensors::kFfnUp), TensorType::kTQ2_0, 3, 512},
+           {model::tensors::block(0, model::tensors::kAttnQ), TensorType::kTQ1_0, 2, 256}}) {
     std::vector<std::int8_t> t(static_cast<std::size_t>(rows * cols));
     for (auto& v : t) v = static_cast<std::int8_t>(trit(rng));
     std::vector<float> scales(static_cast<std::size_t>(rows * cols / 256));

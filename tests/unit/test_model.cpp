@@ -18,6 +18,7 @@
 #include "nanochat/model/bpe_trainer.hpp"
 #include "nanochat/model/model.hpp"
 #include "nanochat/model/random_model.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
@@ -155,7 +156,7 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
                                                   const std::vector<TokenId>& tokens) {
   const ModelConfig c = ModelConfig::from_gguf(f);
   const std::int64_t dim = c.dim, hd = c.head_dim(), n = c.mhc_streams;
-  const auto emb = dequantize_tensor(f, "token_embd.weight");
+  const auto emb = dequantize_tensor(f, tensors::kEmbedding);
   auto vecf = [&](const std::string& name) { return dequantize_tensor(f, name); };
   auto mhc_of = [&](const std::string& name) {
     return n == 1 ? mhc::MhcParams::identity(1) : mhc::unpack(vecf(name), static_cast<int>(n));
@@ -190,17 +191,17 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
       }
   };
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    const auto wq = ref_linear(f, p + "attn_q.weight"), wk = ref_linear(f, p + "attn_k.weight"),
-               wv = ref_linear(f, p + "attn_v.weight"),
-               wo = ref_linear(f, p + "attn_output.weight"),
-               wg = ref_linear(f, p + "ffn_gate.weight"), wu = ref_linear(f, p + "ffn_up.weight"),
-               wd = ref_linear(f, p + "ffn_down.weight");
-    const auto attn_mhc = mhc_of(p + "attn_mhc.weight"), ffn_mhc = mhc_of(p + "ffn_mhc.weight");
+    const auto blk = [l](const char* part) { return tensors::block(l, part); };
+    const auto wq = ref_linear(f, blk(tensors::kAttnQ)), wk = ref_linear(f, blk(tensors::kAttnK)),
+               wv = ref_linear(f, blk(tensors::kAttnV)),
+               wo = ref_linear(f, blk(tensors::kAttnOutput)),
+               wg = ref_linear(f, blk(tensors::kFfnGate)), wu = ref_linear(f, blk(tensors::kFfnUp)),
+               wd = ref_linear(f, blk(tensors::kFfnDown));
+    const auto attn_mhc = mhc_of(blk(tensors::kAttnMhc)), ffn_mhc = mhc_of(blk(tensors::kFfnMhc));
     std::vector<std::vector<float>> keys(T), vals(T);
     std::vector<std::vector<float>> attn_out(T);
     for (std::size_t t = 0; t < T; ++t) {
-      const auto h = ref_norm(read(attn_mhc, t), vecf(p + "attn_norm.weight"), c.norm_eps);
+      const auto h = ref_norm(read(attn_mhc, t), vecf(blk(tensors::kAttnNorm)), c.norm_eps);
       auto q = ref_apply(wq, h);
       keys[t] = ref_apply(wk, h);
       vals[t] = ref_apply(wv, h);
@@ -226,12 +227,12 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
             a[static_cast<std::size_t>(head * hd + i)] +=
                 static_cast<float>(sc[s] / sum) * vals[s][static_cast<std::size_t>(kvh * hd + i)];
       }
-      if (c.sub_norms) a = ref_norm(a, vecf(p + "attn_sub_norm.weight"), c.norm_eps);
+      if (c.sub_norms) a = ref_norm(a, vecf(blk(tensors::kAttnSubNorm)), c.norm_eps);
       attn_out[t] = ref_apply(wo, a);
     }
     for (std::size_t t = 0; t < T; ++t) write(attn_mhc, t, attn_out[t]);
     for (std::size_t t = 0; t < T; ++t) {
-      const auto h = ref_norm(read(ffn_mhc, t), vecf(p + "ffn_norm.weight"), c.norm_eps);
+      const auto h = ref_norm(read(ffn_mhc, t), vecf(blk(tensors::kFfnNorm)), c.norm_eps);
       auto g = ref_apply(wg, h);
       const auto u = ref_apply(wu, h);
       for (std::size_t i = 0; i < g.size(); ++i) {
@@ -240,7 +241,7 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
                             : (g[i] > 0 ? g[i] * g[i] : 0.0f);
         g[i] = a * u[i];
       }
-      if (c.sub_norms) g = ref_norm(g, vecf(p + "ffn_sub_norm.weight"), c.norm_eps);
+      if (c.sub_norms) g = ref_norm(g, vecf(blk(tensors::kFfnSubNorm)), c.norm_eps);
       write(ffn_mhc, t, ref_apply(wd, g));
     }
   }
@@ -250,10 +251,10 @@ std::vector<std::vector<float>> reference_forward(const gguf::GgufFile& f,
     for (const auto& s : x[t])
       for (std::int64_t i = 0; i < dim; ++i)
         m[static_cast<std::size_t>(i)] += s[static_cast<std::size_t>(i)] / static_cast<float>(n);
-    const auto h = ref_norm(m, vecf("output_norm.weight"), c.norm_eps);
+    const auto h = ref_norm(m, vecf(tensors::kOutputNorm), c.norm_eps);
     {
       logits[t] =
-          ref_apply(ref_linear(f, c.tied_embeddings ? "token_embd.weight" : "output.weight"), h);
+          ref_apply(ref_linear(f, c.tied_embeddings ? tensors::kEmbedding : tensors::kOutput), h);
     }
   }
   return logits;
@@ -424,14 +425,14 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
     fs::remove(path);
   };
   // An F16 linear layer (a llama file that is not ternary).
-  expect_error(
-      rewrite(base, "f16-layer.gguf",
-              [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
-                copy_tensors(w, in, "blk.0.attn_q.weight");
-                std::vector<std::uint8_t> half(256 * 256 * 2, 0);
-                w.add_tensor("blk.0.attn_q.weight", gguf::TensorType::kF16, {256, 256}, half);
-              }),
-      "tensor 'blk.0.attn_q.weight' has type F16; nanochat's linear layers are ternary");
+  expect_error(rewrite(base, "f16-layer.gguf",
+                       [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+                         copy_tensors(w, in, tensors::block(0, tensors::kAttnQ));
+                         std::vector<std::uint8_t> half(256 * 256 * 2, 0);
+                         w.add_tensor(tensors::block(0, tensors::kAttnQ), gguf::TensorType::kF16,
+                                      {256, 256}, half);
+                       }),
+               "tensor 'blk.0.attn_q.weight' has type F16; nanochat's linear layers are ternary");
   // Partial rotary embeddings.
   expect_error(rewrite(base, "partial-rope.gguf",
                        [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
@@ -442,7 +443,7 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
   // A missing layer.
   expect_error(rewrite(base, "missing.gguf",
                        [](gguf::GgufWriter& w, const gguf::GgufFile& in) {
-                         copy_tensors(w, in, "blk.1.ffn_down.weight");
+                         copy_tensors(w, in, tensors::block(1, tensors::kFfnDown));
                        }),
                "tensor 'blk.1.ffn_down.weight' is missing");
   // An architecture nanochat does not run.
@@ -455,7 +456,7 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
   // The file itself loads, and without output.weight the head is the embedding.
   const auto tied_path = rewrite(
       base, "tied.gguf",
-      [](gguf::GgufWriter& w, const gguf::GgufFile& in) { copy_tensors(w, in, "output.weight"); });
+      [](gguf::GgufWriter& w, const gguf::GgufFile& in) { copy_tensors(w, in, tensors::kOutput); });
   {
     const auto file = gguf::GgufFile::open(tied_path);
     EXPECT_TRUE(ModelConfig::from_gguf(file).tied_embeddings);

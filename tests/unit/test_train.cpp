@@ -19,6 +19,7 @@
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
 #include "nanochat/model/model.hpp"
+#include "nanochat/model/tensor_names.hpp"
 #include "nanochat/train/checkpoint.hpp"
 #include "nanochat/train/config.hpp"
 #include "nanochat/train/export.hpp"
@@ -485,7 +486,7 @@ TEST(Trainer, ANanLossStopsTheRunAndKeepsTheCheckpoints) {
   ASSERT_FALSE(saved.empty());
   Checkpoint c = load_checkpoint(saved.front());
   for (auto& t : c.tensors) {
-    if (t.name == "output_norm.weight") std::fill(t.data.begin(), t.data.end(), NAN);
+    if (t.name == model::tensors::kOutputNorm) std::fill(t.data.begin(), t.data.end(), NAN);
   }
   save_checkpoint(dir / "run", c, 5);
   o.resume = true;
