@@ -175,13 +175,8 @@ void run_export(const ExportCliOptions& o) {
   }
   eo.ternary_type = o.ternary == "tq2_0" ? gguf::TensorType::kTQ2_0 : gguf::TensorType::kTQ1_0;
   eo.name = path.parent_path().filename().string();  // the run's folder, as train names it
-  // Weights are the ".weight" tensors; optimizer state is stored as "<name>.m" / "<name>.v".
   // The saved config already holds the tokenizer's vocab_size.
-  std::vector<train::CheckpointTensor> weights;
-  for (const auto& t : c.tensors) {
-    if (t.name.ends_with(".weight")) weights.push_back(t);
-  }
-  train::export_gguf(config, weights, c.tokenizer_gguf, eo, o.output);
+  train::export_gguf(config, train::checkpoint_weights(c), c.tokenizer_gguf, eo, o.output);
   fmt::print(stderr, "wrote {} ({}, step {})\n", o.output, o.arch, c.step);
 }
 

@@ -38,6 +38,14 @@ model::ModelConfig checkpoint_model_config(const Checkpoint& c) {
   return parse_train_config(c.config_toml, "checkpoint config").model;
 }
 
+std::vector<CheckpointTensor> checkpoint_weights(const Checkpoint& c) {
+  std::vector<CheckpointTensor> weights;
+  for (const auto& t : c.tensors) {
+    if (t.name.ends_with(".weight")) weights.push_back(t);
+  }
+  return weights;
+}
+
 void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointTensor>& tensors,
                  std::span<const std::uint8_t> tokenizer_gguf, const ExportOptions& o,
                  const std::filesystem::path& out) {

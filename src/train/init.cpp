@@ -19,9 +19,7 @@ InitModel from_checkpoint(const fs::path& path) {
   InitModel m;
   m.source = path;
   m.config = checkpoint_model_config(c);
-  for (const auto& t : c.tensors) {
-    if (t.name.ends_with(".weight")) m.weights.push_back(t);
-  }
+  m.weights = checkpoint_weights(c);
   m.tokenizer_gguf = c.tokenizer_gguf;
   return m;
 }

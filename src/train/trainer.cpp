@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
+#include <span>
 #include <nlohmann/json.hpp>
 
 #include "nanochat/train/checkpoint.hpp"
@@ -62,92 +64,134 @@ bool same_model(const TrainConfig& a, const TrainConfig& b, std::string& what) {
              model::ffn_activation_name(y.ffn_activation), "ffn_activation");
 }
 
-}  // namespace
+using Log = std::function<void(const std::string&)>;
 
-TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
-                         TrainObserver& observer) {
-  const auto log = [&observer](const std::string& line) { observer.on_message(line); };
-  TrainConfig cfg = options.config;
-  const TrainingSection& t = cfg.training;
-  const fs::path dir = cfg.output.checkpoint_dir;
-  make_directories(dir);
+// Validation batches are drawn with the training seed xor this, so that they are not the
+// training batches' order.
+constexpr std::uint64_t kValidationSeedSalt = 0x5EEDull;
 
-  // Checkpoints decide whether this is a new run.
+// Early warnings while training. The thresholds are rules of thumb, not tuned values:
+//  - output entropy under 0.05 nats means nearly all probability sits on one token: the output
+//    distribution is collapsing (training.entropy_weight counters it);
+//  - a gradient norm 5x its running average is a spike worth a look before the loss diverges;
+//    the average (weight 0.05 for the newest step, a memory of about 20 steps) is trusted only
+//    after the run's first 20 steps;
+//  - each warning at most once per 100 steps, so that a lasting condition does not flood the log.
+class EarlyWarnings {
+ public:
+  static constexpr double kCollapsedEntropy = 0.05;  // nats
+  static constexpr double kSpikeFactor = 5;
+  static constexpr std::int64_t kSpikeWarmupSteps = 20;
+  static constexpr double kEmaKeep = 0.95, kEmaNew = 0.05;
+  static constexpr std::int64_t kRepeatAfterSteps = 100;
+
+  explicit EarlyWarnings(std::int64_t first_step) : first_step_(first_step) {}
+
+  // After step `step` (1-based) with its output entropy and gradient norm.
+  void check(std::int64_t step, double entropy, double grad_norm, const Log& log) {
+    if (entropy < kCollapsedEntropy && step - last_entropy_warning_ >= kRepeatAfterSteps) {
+      log(
+          fmt::format("warning: step {}: output entropy {:.4f} nats — the distribution is "
+                      "collapsing; consider training.entropy_weight > 0",
+                      step, entropy));
+      last_entropy_warning_ = step;
+    }
+    if (step - first_step_ > kSpikeWarmupSteps && grad_norm > kSpikeFactor * grad_ema_ &&
+        step - last_spike_warning_ >= kRepeatAfterSteps) {
+      log(fmt::format("warning: step {}: gradient norm {:.3g} is {:.1f}x its recent average", step,
+                      grad_norm, grad_norm / grad_ema_));
+      last_spike_warning_ = step;
+    }
+    grad_ema_ = step - first_step_ == 1 ? grad_norm : kEmaKeep * grad_ema_ + kEmaNew * grad_norm;
+  }
+
+ private:
+  std::int64_t first_step_;
+  double grad_ema_ = 0;
+  std::int64_t last_entropy_warning_ = -kRepeatAfterSteps;
+  std::int64_t last_spike_warning_ = -kRepeatAfterSteps;
+};
+
+// The run's model file, <dir>/model.gguf: the one place a run exports.
+fs::path export_run(const fs::path& dir, const model::ModelConfig& config,
+                    const std::vector<CheckpointTensor>& weights,
+                    std::span<const std::uint8_t> tokenizer_gguf) {
+  fs::path out = dir / "model.gguf";
+  ExportOptions eo;
+  eo.name = dir.filename().string();
+  export_gguf(config, weights, tokenizer_gguf, eo, out);
+  return out;
+}
+
+// The newest readable checkpoint in `dir` when resuming; nullopt for a new run. Refuses a new
+// run over existing checkpoints and a resume without one.
+std::optional<Checkpoint> find_checkpoint(const fs::path& dir, bool resume, const Log& log) {
   const auto existing = list_checkpoints(dir);
-  if (!options.resume && !existing.empty()) {
+  if (!resume && !existing.empty()) {
     fail<UsageError>(
         "{} already holds checkpoints ({}); pass --resume to continue that run, or set "
         "output.checkpoint_dir to a new folder",
         dir.string(), existing.front().filename().string());
   }
-  std::optional<Checkpoint> ckpt;
-  if (options.resume) {
-    if (existing.empty()) {
-      fail<UsageError>("--resume: {} holds no checkpoint; start without --resume", dir.string());
-    }
-    for (const auto& p : existing) {
-      try {
-        ckpt = load_checkpoint(p);
-        break;
-      } catch (const FormatError& e) {
-        log(fmt::format("warning: {}; trying an older checkpoint", e.what()));
-      }
-    }
-    if (!ckpt) fail<UsageError>("--resume: no readable checkpoint in {}", dir.string());
-    if (ckpt->step >= t.total_steps) {
-      // Nothing to train: make sure the model file exists and say how to go further.
-      TrainResult done;
-      done.steps = ckpt->step;
-      done.finished = true;
-      const bool ternary =
-          parse_train_config(ckpt->config_toml, "checkpoint").quantization == "ternary";
-      if (ternary) done.exported = dir / "model.gguf";
-      if (ternary && !fs::exists(done.exported)) {
-        std::vector<CheckpointTensor> weights;
-        for (const auto& w : ckpt->tensors) {
-          if (w.name.ends_with(".weight")) weights.push_back(w);
-        }
-        ExportOptions eo;
-        eo.name = dir.filename().string();
-        export_gguf(checkpoint_model_config(*ckpt), weights, ckpt->tokenizer_gguf, eo,
-                    done.exported);
-      }
-      log(
-          fmt::format("the run already finished at step {} (training.total_steps is {}); raise "
-                      "training.total_steps to train further",
-                      ckpt->step, t.total_steps));
-      return done;
+  if (!resume) return std::nullopt;
+  if (existing.empty()) {
+    fail<UsageError>("--resume: {} holds no checkpoint; start without --resume", dir.string());
+  }
+  for (const auto& p : existing) {
+    try {
+      return load_checkpoint(p);
+    } catch (const FormatError& e) {
+      log(fmt::format("warning: {}; trying an older checkpoint", e.what()));
     }
   }
+  fail<UsageError>("--resume: no readable checkpoint in {}", dir.string());
+}
 
-  // --init: the weights and tokenizer of an existing model (a new run only; a resumed run has
-  // them in its checkpoint, and its config names the tokenizer file written here).
-  std::optional<InitModel> init;
-  if (!options.init.empty() && !ckpt) {
-    init = load_init_model(options.init);
-    const fs::path tok = dir / "init-tokenizer.gguf";
-    write_file_atomic(tok,
-                      std::string_view(reinterpret_cast<const char*>(init->tokenizer_gguf.data()),
-                                       init->tokenizer_gguf.size()));
-    if (cfg.data.tokenizer == "train") cfg.data.tokenizer = tok.string();
-    // The same network? (The vocabulary is the init model's own tokenizer's: checked below.)
-    TrainConfig from = cfg;
-    from.model = init->config;
-    if (cfg.model.vocab_size == 0) from.model.vocab_size = 0;
-    std::string what;
-    if (!same_model(from, cfg, what)) {
-      const auto at = what.find(" in the checkpoint");
-      if (at != std::string::npos) what.replace(at, 18, " in the --init model");
-      fail<UsageError>("--init {}: {}; make [model] describe the same network",
-                       init->source.string(), what);
+// A resumed run that has nothing left to train: makes sure the model file exists and says how
+// to go further.
+TrainResult finished_already(const Checkpoint& ckpt, std::int64_t total_steps, const fs::path& dir,
+                             const Log& log) {
+  TrainResult done;
+  done.steps = ckpt.step;
+  done.finished = true;
+  if (parse_train_config(ckpt.config_toml, "checkpoint").quantization == "ternary") {
+    done.exported = dir / "model.gguf";
+    if (!fs::exists(done.exported)) {
+      export_run(dir, checkpoint_model_config(ckpt), checkpoint_weights(ckpt), ckpt.tokenizer_gguf);
     }
   }
-  if (ckpt && cfg.data.tokenizer == "train") {
-    const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
-    if (saved.data.tokenizer != "train") cfg.data.tokenizer = saved.data.tokenizer;
-  }
+  log(
+      fmt::format("the run already finished at step {} (training.total_steps is {}); raise "
+                  "training.total_steps to train further",
+                  ckpt.step, total_steps));
+  return done;
+}
 
-  Dataset data = Dataset::prepare(cfg, log);
+// --init: the weights and tokenizer of an existing model for a new run. The tokenizer is written
+// to <dir>/init-tokenizer.gguf and becomes data.tokenizer unless the config names one.
+InitModel load_init(const fs::path& path, const fs::path& dir, TrainConfig& cfg) {
+  InitModel init = load_init_model(path);
+  const fs::path tok = dir / "init-tokenizer.gguf";
+  write_file_atomic(tok, std::string_view(reinterpret_cast<const char*>(init.tokenizer_gguf.data()),
+                                          init.tokenizer_gguf.size()));
+  if (cfg.data.tokenizer == "train") cfg.data.tokenizer = tok.string();
+  // The same network? (The vocabulary is the init model's own tokenizer's: checked later.)
+  TrainConfig from = cfg;
+  from.model = init.config;
+  if (cfg.model.vocab_size == 0) from.model.vocab_size = 0;
+  std::string what;
+  if (!same_model(from, cfg, what)) {
+    const auto at = what.find(" in the checkpoint");
+    if (at != std::string::npos) what.replace(at, 18, " in the --init model");
+    fail<UsageError>("--init {}: {}; make [model] describe the same network", init.source.string(),
+                     what);
+  }
+  return init;
+}
+
+// Sets model.vocab_size from the tokenizer, checking it against the config and the --init model.
+void set_vocabulary(TrainConfig& cfg, const Dataset& data, const std::optional<InitModel>& init,
+                    const Log& log) {
   const auto vocab = static_cast<std::int64_t>(data.tokenizer().size());
   if (cfg.model.vocab_size != 0 && cfg.model.vocab_size != vocab) {
     fail<UsageError>(
@@ -165,25 +209,137 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     }
     log(fmt::format("init: weights and tokenizer from {}", init->source.string()));
   }
-  if (ckpt) {
-    const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
-    std::string what;
-    if (!same_model(saved, cfg, what)) {
-      fail<UsageError>("--resume: {}; the checkpoint cannot continue with this config", what);
-    }
-    if (saved.quantization != cfg.quantization) {
-      fail<UsageError>(
-          "--resume: model.quantization is \"{}\" in the checkpoint but \"{}\" in the config",
-          saved.quantization, cfg.quantization);
-    }
-    if (to_toml(saved) != to_toml(cfg)) {
-      log("warning: the config differs from the checkpoint's (not in [model]); the run will not "
-          "match an uninterrupted one");
-    }
-    if (ckpt->fingerprint != data.fingerprint()) {
-      log("warning: the training data changed since the checkpoint");
-    }
+}
+
+// Whether `cfg` and `data` can continue the checkpoint's run: the same network and quantization
+// are required; other differences are warnings.
+void check_resume(const Checkpoint& ckpt, const TrainConfig& cfg, const Dataset& data,
+                  const Log& log) {
+  const TrainConfig saved = parse_train_config(ckpt.config_toml, "checkpoint");
+  std::string what;
+  if (!same_model(saved, cfg, what)) {
+    fail<UsageError>("--resume: {}; the checkpoint cannot continue with this config", what);
   }
+  if (saved.quantization != cfg.quantization) {
+    fail<UsageError>(
+        "--resume: model.quantization is \"{}\" in the checkpoint but \"{}\" in the config",
+        saved.quantization, cfg.quantization);
+  }
+  if (to_toml(saved) != to_toml(cfg)) {
+    log("warning: the config differs from the checkpoint's (not in [model]); the run will not "
+        "match an uninterrupted one");
+  }
+  if (ckpt.fingerprint != data.fingerprint()) {
+    log("warning: the training data changed since the checkpoint");
+  }
+}
+
+// The checkpoint's parameters and optimizer state into `model` and `optim`.
+void restore(const Checkpoint& ckpt, TrainModel& model, Optimizer& optim) {
+  for (auto& p : model.params()) {
+    const CheckpointTensor* ct = ckpt.find(p.name);
+    if (ct == nullptr || ct->data.size() != p.size()) {
+      fail<FormatError>("checkpoint step {}: tensor '{}' is missing or has the wrong size",
+                        ckpt.step, p.name);
+    }
+    p.value = ct->data;
+  }
+  for (auto& slot : optim.slots()) {
+    const CheckpointTensor* ct = ckpt.find(slot.name);
+    if (ct == nullptr || ct->data.size() != slot.data->size()) {
+      fail<FormatError>(
+          "checkpoint step {}: optimizer state '{}' is missing or has the wrong "
+          "size (was the optimizer changed?)",
+          ckpt.step, slot.name);
+    }
+    *slot.data = ct->data;
+  }
+  optim.set_steps(ckpt.step);
+}
+
+// The --init model's weights into `model`.
+void copy_init_weights(const InitModel& init, TrainModel& model) {
+  for (auto& p : model.params()) {
+    const auto it = std::find_if(init.weights.begin(), init.weights.end(),
+                                 [&](const CheckpointTensor& w) { return w.name == p.name; });
+    if (it == init.weights.end() || it->data.size() != p.size()) {
+      fail<FormatError>("--init {}: tensor '{}' is missing or has another size",
+                        init.source.string(), p.name);
+    }
+    p.value = it->data;
+  }
+}
+
+// One optimizer step's gradients, summed over training.grad_accum micro-batches; the loss
+// figures are their means.
+LossStats accumulate_gradients(TrainModel& model, const Batcher& batches, const TrainingSection& t,
+                               std::int64_t step, std::vector<std::int32_t>& inputs,
+                               std::vector<std::int32_t>& targets) {
+  model.zero_grad();
+  LossStats s;
+  for (std::int64_t micro = 0; micro < t.grad_accum; ++micro) {
+    batches.fill(step, micro, inputs, targets);
+    const LossStats m = model.train_step(inputs, targets, t.batch_size, t.seq_len, t.entropy_weight,
+                                         1.0f / static_cast<float>(t.grad_accum));
+    s.loss += m.loss / static_cast<double>(t.grad_accum);
+    s.ce += m.ce / static_cast<double>(t.grad_accum);
+    s.entropy += m.entropy / static_cast<double>(t.grad_accum);
+  }
+  return s;
+}
+
+// Stops the run when step `step` (1-based) diverged: a NaN or Inf anywhere (weights,
+// activations, gradients) shows in the loss or the gradient norm.
+void fail_if_diverged(std::int64_t step, double loss, double grad_norm, const fs::path& dir) {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return;
+  const auto kept = list_checkpoints(dir);
+  fail(
+      "step {}: the {} is {}; stopping. {} Lower the learning rates or tighten "
+      "training.grad_clip, then --resume.",
+      step, std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? grad_norm : loss,
+      kept.empty() ? std::string("No checkpoint was written yet.")
+                   : fmt::format("The last good checkpoint, {}, is kept.",
+                                 kept.front().filename().string()));
+}
+
+// A step's line in train.jsonl.
+nlohmann::json step_record(const StepReport& r) {
+  return {{"step", r.step},
+          {"loss", r.loss},
+          {"ce_loss", r.ce},
+          {"entropy", r.entropy},
+          {"lr", r.lr},
+          {"lr_scalar", r.lr_scalar},
+          {"grad_norm", r.grad_norm},
+          {"tokens_per_sec", r.tokens_per_second},
+          {"elapsed", r.elapsed_seconds}};
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext& kernels,
+                         TrainObserver& observer) {
+  const Log log = [&observer](const std::string& line) { observer.on_message(line); };
+  TrainConfig cfg = options.config;
+  const TrainingSection& t = cfg.training;
+  const fs::path dir = cfg.output.checkpoint_dir;
+  make_directories(dir);
+
+  // Checkpoints decide whether this is a new run.
+  const std::optional<Checkpoint> ckpt = find_checkpoint(dir, options.resume, log);
+  if (ckpt && ckpt->step >= t.total_steps) return finished_already(*ckpt, t.total_steps, dir, log);
+  // A resumed run has the --init weights in its checkpoint, and its config names the tokenizer
+  // file written then.
+  std::optional<InitModel> init;
+  if (!options.init.empty() && !ckpt) init = load_init(options.init, dir, cfg);
+  if (ckpt && cfg.data.tokenizer == "train") {
+    const TrainConfig saved = parse_train_config(ckpt->config_toml, "checkpoint");
+    if (saved.data.tokenizer != "train") cfg.data.tokenizer = saved.data.tokenizer;
+  }
+
+  Dataset data = Dataset::prepare(cfg, log);
+  set_vocabulary(cfg, data, init, log);
+  if (ckpt) check_resume(*ckpt, cfg, data, log);
 
   TrainModel model(cfg.model, kernels);
   model.set_gemm_precision(parse_gemm_precision(t.matmul_precision));
@@ -192,47 +348,20 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   std::int64_t step = 0;
   double elapsed_before = 0;
   if (ckpt) {
-    for (auto& p : model.params()) {
-      const CheckpointTensor* ct = ckpt->find(p.name);
-      if (ct == nullptr || ct->data.size() != p.size()) {
-        fail<FormatError>("checkpoint step {}: tensor '{}' is missing or has the wrong size",
-                          ckpt->step, p.name);
-      }
-      p.value = ct->data;
-    }
-    for (auto& slot : optim.slots()) {
-      const CheckpointTensor* ct = ckpt->find(slot.name);
-      if (ct == nullptr || ct->data.size() != slot.data->size()) {
-        fail<FormatError>(
-            "checkpoint step {}: optimizer state '{}' is missing or has the wrong "
-            "size (was the optimizer changed?)",
-            ckpt->step, slot.name);
-      }
-      *slot.data = ct->data;
-    }
+    restore(*ckpt, model, optim);
     step = ckpt->step;
-    optim.set_steps(step);
     elapsed_before = ckpt->elapsed_s;
     log(fmt::format("resuming at step {} of {}", step, t.total_steps));
   } else {
     model.init(t.seed);
-    if (init) {
-      for (auto& p : model.params()) {
-        const auto it = std::find_if(init->weights.begin(), init->weights.end(),
-                                     [&](const CheckpointTensor& w) { return w.name == p.name; });
-        if (it == init->weights.end() || it->data.size() != p.size()) {
-          fail<FormatError>("--init {}: tensor '{}' is missing or has another size",
-                            init->source.string(), p.name);
-        }
-        p.value = it->data;
-      }
-    }
+    if (init) copy_init_weights(*init, model);
   }
-  log(fmt::format(
-      "model: {:.2f} M parameters, {} layers, dim {}, vocab {}, {} stream{}; "
-      "{} threads",
-      static_cast<double>(model.parameter_count()) / 1e6, cfg.model.n_layers, cfg.model.dim, vocab,
-      cfg.model.mhc_streams, cfg.model.mhc_streams > 1 ? "s" : "", kernels.pool().size()));
+  log(
+      fmt::format("model: {:.2f} M parameters, {} layers, dim {}, vocab {}, {} stream{}; "
+                  "{} threads",
+                  static_cast<double>(model.parameter_count()) / 1e6, cfg.model.n_layers,
+                  cfg.model.dim, cfg.model.vocab_size, cfg.model.mhc_streams,
+                  cfg.model.mhc_streams > 1 ? "s" : "", kernels.pool().size()));
 
   const fs::path log_path = dir / "train.jsonl";
   truncate_log(log_path, step);
@@ -242,7 +371,7 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   const Batcher train_batches(data.train_tokens(), t.batch_size, t.seq_len, t.seed);
   std::optional<Batcher> val_batches;
   if (!data.val_tokens().empty()) {
-    val_batches.emplace(data.val_tokens(), t.batch_size, t.seq_len, t.seed ^ 0x5EEDull);
+    val_batches.emplace(data.val_tokens(), t.batch_size, t.seq_len, t.seed ^ kValidationSeedSalt);
   }
   auto save = [&](std::int64_t at, double elapsed) {
     Checkpoint c;
@@ -287,36 +416,14 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   const std::int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
   const auto run_start = Clock::now();
   const std::int64_t first_step = step;
-  double grad_ema = 0;
-  std::int64_t last_entropy_warning = -1000000, last_spike_warning = -1000000;
+  EarlyWarnings warnings(first_step);
   std::vector<std::int32_t> inputs, targets;
   while (step < t.total_steps) {
     const auto step_start = Clock::now();
     const double lr_scale = lr_multiplier(t, step);
-    model.zero_grad();
-    LossStats s;
-    for (std::int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      train_batches.fill(step, micro, inputs, targets);
-      const LossStats m =
-          model.train_step(inputs, targets, t.batch_size, t.seq_len, t.entropy_weight,
-                           1.0f / static_cast<float>(t.grad_accum));
-      s.loss += m.loss / static_cast<double>(t.grad_accum);
-      s.ce += m.ce / static_cast<double>(t.grad_accum);
-      s.entropy += m.entropy / static_cast<double>(t.grad_accum);
-    }
-    // A NaN or Inf anywhere (weights, activations, gradients) shows in the loss or the norm.
+    const LossStats s = accumulate_gradients(model, train_batches, t, step, inputs, targets);
     const double grad_norm = clip_gradients(model.params(), t.grad_clip);
-    if (!std::isfinite(s.loss) || !std::isfinite(grad_norm)) {
-      const auto kept = list_checkpoints(dir);
-      fail(
-          "step {}: the {} is {}; stopping. {} Lower the learning rates or tighten "
-          "training.grad_clip, then --resume.",
-          step + 1, std::isfinite(s.loss) ? "gradient norm" : "loss",
-          std::isfinite(s.loss) ? grad_norm : s.loss,
-          kept.empty() ? std::string("No checkpoint was written yet.")
-                       : fmt::format("The last good checkpoint, {}, is kept.",
-                                     kept.front().filename().string()));
-    }
+    fail_if_diverged(step + 1, s.loss, grad_norm, dir);
     optim.step(kernels.pool(), model.params(), lr_scale);
     ++step;
     const double step_s = std::chrono::duration<double>(Clock::now() - step_start).count();
@@ -336,30 +443,9 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
     report.elapsed_seconds = elapsed_before + run_s;
     report.eta_seconds =
         run_s / static_cast<double>(step - first_step) * static_cast<double>(t.total_steps - step);
-    emit({{"step", step},
-          {"loss", s.loss},
-          {"ce_loss", s.ce},
-          {"entropy", s.entropy},
-          {"lr", report.lr},
-          {"lr_scalar", report.lr_scalar},
-          {"grad_norm", grad_norm},
-          {"tokens_per_sec", tok_s},
-          {"elapsed", report.elapsed_seconds}});
+    emit(step_record(report));
     observer.on_step(report);
-    // Early warnings.
-    if (s.entropy < 0.05 && step - last_entropy_warning >= 100) {
-      log(
-          fmt::format("warning: step {}: output entropy {:.4f} nats — the distribution is "
-                      "collapsing; consider training.entropy_weight > 0",
-                      step, s.entropy));
-      last_entropy_warning = step;
-    }
-    if (step - first_step > 20 && grad_norm > 5 * grad_ema && step - last_spike_warning >= 100) {
-      log(fmt::format("warning: step {}: gradient norm {:.3g} is {:.1f}x its recent average", step,
-                      grad_norm, grad_norm / grad_ema));
-      last_spike_warning = step;
-    }
-    grad_ema = step - first_step == 1 ? grad_norm : 0.95 * grad_ema + 0.05 * grad_norm;
+    warnings.check(step, s.entropy, grad_norm, log);
 
     const bool last = step == t.total_steps;
     const bool interrupted = options.interrupt != nullptr && options.interrupt->load();
@@ -385,13 +471,10 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
           : 0;
   if (step >= t.total_steps) {
     result.finished = true;
-    std::vector<CheckpointTensor> weights;
-    for (const auto& p : model.params()) weights.push_back({p.name, p.value});
     if (cfg.quantization == "ternary") {
-      result.exported = dir / "model.gguf";
-      ExportOptions eo;
-      eo.name = dir.filename().string();
-      export_gguf(cfg.model, weights, data.tokenizer_gguf(), eo, result.exported);
+      std::vector<CheckpointTensor> weights;
+      for (const auto& p : model.params()) weights.push_back({p.name, p.value});
+      result.exported = export_run(dir, cfg.model, weights, data.tokenizer_gguf());
     } else {
       log("model.quantization = \"none\": a float comparison run, not exported (nanochat runs "
           "ternary models)");

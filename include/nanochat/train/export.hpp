@@ -34,5 +34,7 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
 
 // The model configuration a checkpoint was trained with.
 model::ModelConfig checkpoint_model_config(const Checkpoint& c);
+// A checkpoint's weights: its ".weight" tensors (optimizer state is "<name>.m" / "<name>.v").
+std::vector<CheckpointTensor> checkpoint_weights(const Checkpoint& c);
 
 }  // namespace nanochat::train
