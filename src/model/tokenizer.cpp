@@ -40,50 +40,67 @@ struct PreTokenizer {
   bool ignore_merges = false;  // a word that is already a token is not merged (llama3)
 };
 
-std::optional<PreTokenizer> pre_tokenizer(const std::string& pre) {
-  const std::string gpt2 =
-      "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
-  const std::string llama3 =
-      "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
-      "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  const std::string qwen2 =
-      "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
-      "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  if (pre.empty() || pre == "default") {
-    return PreTokenizer{{"[\\p{P}\\$\\+<=>\\^~\\|]+", gpt2, "\\p{N}+", "[0-9][0-9][0-9]"}, false};
-  }
-  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" ||
-      pre == "dbrx" || pre == "smaug-bpe") {
-    return PreTokenizer{{llama3}, pre != "dbrx" && pre != "smaug-bpe"};
-  }
-  if (pre == "gpt-2" || pre == "phi-2" || pre == "mpt" || pre == "olmo" || pre == "jais" ||
-      pre == "jina-es" || pre == "jina-de" || pre == "jina-v2-es" || pre == "jina-v2-de" ||
-      pre == "jina-v2-code") {
-    return PreTokenizer{{gpt2}, false};
-  }
-  if (pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "smollm" ||
-      pre == "codeshell" || pre == "exaone" || pre == "minerva-7b") {
-    return PreTokenizer{{"\\p{N}", gpt2}, false};
-  }
-  if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "stablelm2") {
-    return PreTokenizer{{qwen2}, false};
-  }
-  if (pre == "deepseek-coder") {
-    return PreTokenizer{{"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+",
-                         "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}"},
-                        false};
-  }
-  if (pre == "deepseek-llm") {
-    return PreTokenizer{
-        {"[\\r\\n]", "\\s?\\p{L}+",
+constexpr char kGpt2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+constexpr char kLlama3[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr char kQwen2[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr char kCjk[] = "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+";
+
+// Every pre-tokenizer nanochat knows, with the names that select it: lookup and the error
+// message's list of known names both read this table.
+struct PreTokenizerEntry {
+  std::vector<std::string_view> names;
+  PreTokenizer pre;
+};
+
+const std::vector<PreTokenizerEntry>& pre_tokenizers() {
+  static const std::vector<PreTokenizerEntry> table = {
+      // "" is a file without tokenizer.ggml.pre.
+      {{"default", ""},
+       {{"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2, "\\p{N}+", "[0-9][0-9][0-9]"}, false}},
+      {{"llama3", "llama-v3", "llama-bpe", "falcon3"}, {{kLlama3}, true}},
+      {{"dbrx", "smaug-bpe"}, {{kLlama3}, false}},
+      {{"gpt-2", "phi-2", "mpt", "olmo", "jais", "jina-es", "jina-de", "jina-v2-es", "jina-v2-de",
+        "jina-v2-code"},
+       {{kGpt2}, false}},
+      {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"},
+       {{"\\p{N}", kGpt2}, false}},
+      {{"qwen2", "deepseek-r1-qwen", "stablelm2"}, {{kQwen2}, false}},
+      {{"deepseek-coder"}, {{"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", kCjk, "\\p{N}"}, false}},
+      {{"deepseek-llm"},
+       {{"[\\r\\n]", "\\s?\\p{L}+",
          // One expression over two lines (llama.cpp's punctuation class), not two.
          // NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
          "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}"
          "\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
-         "\\s+$", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}+"},
-        false};
+         "\\s+$", kCjk, "\\p{N}+"},
+        false}},
+  };
+  return table;
+}
+
+const PreTokenizer* pre_tokenizer(std::string_view name) {
+  for (const PreTokenizerEntry& e : pre_tokenizers()) {
+    if (std::find(e.names.begin(), e.names.end(), name) != e.names.end()) return &e.pre;
   }
-  return std::nullopt;
+  return nullptr;
+}
+
+// "default, llama3, ...": every name pre_tokenizer knows.
+std::string known_pre_tokenizers() {
+  std::string out;
+  for (const PreTokenizerEntry& e : pre_tokenizers()) {
+    for (std::string_view name : e.names) {
+      if (name.empty()) continue;
+      if (!out.empty()) out += ", ";
+      out += name;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -417,13 +434,11 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
 
   if (impl->kind == Kind::kBpe) {
     impl->pre = file.get_string("tokenizer.ggml.pre").value_or("default");
-    auto pre = pre_tokenizer(impl->pre);
-    if (!pre) {
+    const PreTokenizer* pre = pre_tokenizer(impl->pre);
+    if (pre == nullptr) {
       fail<FormatError>(
-          "{}: tokenizer.ggml.pre '{}' is a pre-tokenizer nanochat does not know; "
-          "known: default, gpt-2, llama-bpe, deepseek-coder, deepseek-llm, "
-          "starcoder, refact, qwen2 and their aliases",
-          file.name(), impl->pre);
+          "{}: tokenizer.ggml.pre '{}' is a pre-tokenizer nanochat does not know; known: {}",
+          file.name(), impl->pre, known_pre_tokenizers());
     }
     impl->splitter.emplace(pre->patterns);
     impl->ignore_merges = pre->ignore_merges;
