@@ -174,6 +174,41 @@ struct SpmBigram {
   }
 };
 
+// The merge loop of llama.cpp's BPE and SentencePiece tokenizers: the symbols of a word form a
+// linked list (`prev`, `next`: indices, -1 at the ends); candidate merges of neighbours wait in a
+// priority queue (Bigram's operator<: best first, then leftmost). A popped candidate that no
+// longer applies (`current` false: a side was merged since) is skipped; otherwise `merge` folds
+// the right symbol into the left one, which takes over its link, and the new neighbour pairs
+// become candidates. `candidate(left, right)` gives the Bigram for a pair, or nullopt when the
+// pair does not merge.
+template <typename Bigram, typename Sym, typename Candidate, typename Current, typename Merge>
+void merge_symbols(std::vector<Sym>& symbols, Candidate candidate, Current current, Merge merge) {
+  std::priority_queue<Bigram> queue;
+  auto add_bigram = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    if (std::optional<Bigram> b = candidate(left, right)) queue.push(std::move(*b));
+  };
+  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
+  while (!queue.empty()) {
+    const Bigram b = queue.top();
+    queue.pop();
+    Sym& l = symbols[static_cast<std::size_t>(b.left)];
+    Sym& r = symbols[static_cast<std::size_t>(b.right)];
+    if (!current(l, r, b)) continue;
+    merge(l, r, b);
+    l.next = r.next;
+    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
+    add_bigram(l.prev, b.left);
+    add_bigram(b.left, l.next);
+  }
+}
+
+// Folds r into l for symbols that are byte ranges of the word.
+void merge_ranges(Symbol& l, Symbol& r) {
+  l.length += r.length;
+  r.length = 0;
+}
+
 std::vector<Symbol> split_chars(std::string_view word) {
   std::vector<Symbol> symbols;
   std::size_t offset = 0;
@@ -238,32 +273,25 @@ void Tokenizer::Impl::bpe_word_ids(std::string_view raw, std::vector<TokenId>& o
     symbols.push_back({byte_ids[static_cast<unsigned char>(raw[i])], index - 1,
                        i + 1 < raw.size() ? index + 1 : -1});
   }
-  std::priority_queue<IdBigram> queue;
-  auto add_bigram = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
-    const TokenId a = symbols[static_cast<std::size_t>(left)].id;
-    const TokenId b = symbols[static_cast<std::size_t>(right)].id;
-    const auto it =
-        id_merges.find((static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
-                       static_cast<std::uint32_t>(b));
-    if (it == id_merges.end()) return;
-    queue.push({it->second.first, left, right, a, b, it->second.second});
-  };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
-  while (!queue.empty()) {
-    const IdBigram b = queue.top();
-    queue.pop();
-    IdSymbol& l = symbols[static_cast<std::size_t>(b.left)];
-    IdSymbol& r = symbols[static_cast<std::size_t>(b.right)];
-    // Outdated when either side has been merged since (ids changed or the link moved).
-    if (l.id != b.left_id || r.id != b.right_id || l.next != b.right || r.id < 0) continue;
-    l.id = b.merged;
-    r.id = -1;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
-    add_bigram(l.prev, b.left);
-    add_bigram(b.left, l.next);
-  }
+  merge_symbols<IdBigram>(
+      symbols,
+      [&](int left, int right) -> std::optional<IdBigram> {
+        const TokenId a = symbols[static_cast<std::size_t>(left)].id;
+        const TokenId b = symbols[static_cast<std::size_t>(right)].id;
+        const auto it =
+            id_merges.find((static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
+                           static_cast<std::uint32_t>(b));
+        if (it == id_merges.end()) return std::nullopt;
+        return IdBigram{it->second.first, left, right, a, b, it->second.second};
+      },
+      // Outdated when either side has been merged since (ids changed or the link moved).
+      [](const IdSymbol& l, const IdSymbol& r, const IdBigram& b) {
+        return l.id == b.left_id && r.id == b.right_id && l.next == b.right && r.id >= 0;
+      },
+      [](IdSymbol& l, IdSymbol& r, const IdBigram& b) {
+        l.id = b.merged;
+        r.id = -1;
+      });
   for (const IdSymbol& s : symbols) {
     if (s.id >= 0) out.push_back(s.id);
   }
@@ -271,35 +299,23 @@ void Tokenizer::Impl::bpe_word_ids(std::string_view raw, std::vector<TokenId>& o
 
 void Tokenizer::Impl::bpe_word_strings(const std::string& word, std::vector<TokenId>& out) const {
   std::vector<Symbol> symbols = split_chars(word);
-  std::priority_queue<BpeBigram> queue;
-  auto add_bigram = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
-    const Symbol& l = symbols[static_cast<std::size_t>(left)];
-    const Symbol& r = symbols[static_cast<std::size_t>(right)];
-    std::string key = word.substr(l.offset, l.length);
-    key += ' ';
-    key.append(word, r.offset, r.length);
-    const auto it = merge_rank.find(key);
-    if (it == merge_rank.end()) return;
-    queue.push({left, right, it->second, word.substr(l.offset, l.length + r.length)});
-  };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
-  while (!queue.empty()) {
-    const BpeBigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[static_cast<std::size_t>(b.left)];
-    Symbol& r = symbols[static_cast<std::size_t>(b.right)];
-    if (l.length == 0 || r.length == 0 || l.length + r.length != b.text.size() ||
-        l.next != b.right) {
-      continue;  // outdated
-    }
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
-    add_bigram(l.prev, b.left);
-    add_bigram(b.left, l.next);
-  }
+  merge_symbols<BpeBigram>(
+      symbols,
+      [&](int left, int right) -> std::optional<BpeBigram> {
+        const Symbol& l = symbols[static_cast<std::size_t>(left)];
+        const Symbol& r = symbols[static_cast<std::size_t>(right)];
+        std::string key = word.substr(l.offset, l.length);
+        key += ' ';
+        key.append(word, r.offset, r.length);
+        const auto it = merge_rank.find(key);
+        if (it == merge_rank.end()) return std::nullopt;
+        return BpeBigram{left, right, it->second, word.substr(l.offset, l.length + r.length)};
+      },
+      [](const Symbol& l, const Symbol& r, const BpeBigram& b) {
+        return l.length != 0 && r.length != 0 && l.length + r.length == b.text.size() &&
+               l.next == b.right;
+      },
+      [](Symbol& l, Symbol& r, const BpeBigram&) { merge_ranges(l, r); });
   for (const Symbol& s : symbols) {
     if (s.length == 0) continue;
     const std::string_view piece(word.data() + s.offset, s.length);
@@ -315,33 +331,23 @@ void Tokenizer::Impl::bpe_word_strings(const std::string& word, std::vector<Toke
 
 void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>& out) const {
   std::vector<Symbol> symbols = split_chars(text);
-  std::priority_queue<SpmBigram> queue;
   // Views into `text`, which outlives this call.
   std::unordered_map<std::string_view, std::pair<int, int>> rev_merge;
-  auto add_bigram = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
-    const Symbol& l = symbols[static_cast<std::size_t>(left)];
-    const Symbol& r = symbols[static_cast<std::size_t>(right)];
-    const std::string_view piece = text.substr(l.offset, l.length + r.length);
-    const auto id = lookup(piece);
-    if (!id) return;
-    queue.push({left, right, scores[static_cast<std::size_t>(*id)], piece.size()});
-    rev_merge.insert_or_assign(piece, std::make_pair(left, right));
-  };
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) add_bigram(i - 1, i);
-  while (!queue.empty()) {
-    const SpmBigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[static_cast<std::size_t>(b.left)];
-    Symbol& r = symbols[static_cast<std::size_t>(b.right)];
-    if (l.length == 0 || r.length == 0 || l.length + r.length != b.size) continue;
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<std::size_t>(r.next)].prev = b.left;
-    add_bigram(l.prev, b.left);
-    add_bigram(b.left, l.next);
-  }
+  merge_symbols<SpmBigram>(
+      symbols,
+      [&](int left, int right) -> std::optional<SpmBigram> {
+        const Symbol& l = symbols[static_cast<std::size_t>(left)];
+        const Symbol& r = symbols[static_cast<std::size_t>(right)];
+        const std::string_view piece = text.substr(l.offset, l.length + r.length);
+        const auto id = lookup(piece);
+        if (!id) return std::nullopt;
+        rev_merge.insert_or_assign(piece, std::make_pair(left, right));
+        return SpmBigram{left, right, scores[static_cast<std::size_t>(*id)], piece.size()};
+      },
+      [](const Symbol& l, const Symbol& r, const SpmBigram& b) {
+        return l.length != 0 && r.length != 0 && l.length + r.length == b.size;
+      },
+      [](Symbol& l, Symbol& r, const SpmBigram&) { merge_ranges(l, r); });
   // Pieces that are not tokens are split back along their merges, down to bytes.
   std::vector<std::pair<std::size_t, std::size_t>> stack;
   for (const Symbol& s : symbols) {
