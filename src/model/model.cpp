@@ -467,7 +467,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     // Causal attention, heads split over the pool (each head's output by one thread).
     kernels_.pool().parallel_for(T * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
       thread_local std::vector<float> scores;
-      scores.resize(std::max(scores.size(), sz(pos0 + T)));
+      scores.resize(std::max(scores.size(), sz(cache.capacity())));  // once per context size
       for (std::int64_t job = begin; job < end; ++job) {
         const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
         kernels::attention_row(q.data() + t * dim + head * hd, kc + (head / group) * hd,
