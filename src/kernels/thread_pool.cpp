@@ -91,16 +91,6 @@ void ThreadPool::run(const std::function<void(int)>& job) {
   if (error_) std::rethrow_exception(error_);
 }
 
-void ThreadPool::parallel_for(std::int64_t n,
-                              const std::function<void(std::int64_t, std::int64_t)>& job) {
-  const std::int64_t parts = size();
-  run([&](int i) {
-    const std::int64_t begin = n * i / parts;
-    const std::int64_t end = n * (i + 1) / parts;
-    if (begin < end) job(begin, end);
-  });
-}
-
 int default_thread_count() { return cpu_info().physical_cores; }
 
 }  // namespace nanochat::kernels

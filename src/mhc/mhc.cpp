@@ -179,7 +179,8 @@ void read(const MhcParams& p, std::span<const float> x, std::size_t width, std::
 void write(const MhcParams& p, std::span<const float> h, std::span<float> x, std::size_t width,
            std::span<const float> y) {
   const auto n = static_cast<std::size_t>(p.n);
-  std::vector<float> mixed(n * width, 0.0f);
+  thread_local std::vector<float> mixed;  // kept: a decoded token calls this twice per layer
+  mixed.assign(n * width, 0.0f);
   for (std::size_t i = 0; i < n; ++i) {
     float* out = mixed.data() + i * width;
     for (std::size_t j = 0; j < n; ++j) {
@@ -190,7 +191,7 @@ void write(const MhcParams& p, std::span<const float> h, std::span<float> x, std
     const float post = p.h_post[i];
     for (std::size_t d = 0; d < width; ++d) out[d] += post * y[d];
   }
-  std::copy(mixed.begin(), mixed.end(), x.begin());
+  std::copy_n(mixed.begin(), n * width, x.begin());
 }
 
 }  // namespace nanochat::mhc

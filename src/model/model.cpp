@@ -397,8 +397,10 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   const std::int64_t group = c.n_heads / c.n_kv_heads;
   const auto sz = [](std::int64_t v) { return static_cast<std::size_t>(v); };
 
+  ForwardBuffers& b = cache.buffers();
+  auto& [x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h, rope_cos, rope_sin, acts] = b;
   // Residual streams [T][n][dim], all starting as the token embedding.
-  std::vector<float> x(sz(T * n * dim));
+  x.resize(sz(T * n * dim));
   for (std::int64_t t = 0; t < T; ++t) {
     const TokenId tok = tokens[sz(t)];
     if (tok < 0 || tok >= c.vocab_size) fail("token id {} is outside the vocabulary", tok);
@@ -407,12 +409,18 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
                     std::span<float>(x0, sz(dim)));
     for (std::int64_t s = 1; s < n; ++s) std::copy_n(x0, dim, x0 + s * dim);
   }
-  std::vector<float> u(sz(T * dim)), h(sz(T * std::max(dim, c.ffn_dim)));
-  std::vector<float> q(sz(T * dim)), k(sz(T * kvd)), v(sz(T * kvd)), att(sz(T * dim));
-  std::vector<float> gate(sz(T * c.ffn_dim)), up(sz(T * c.ffn_dim)), out(sz(T * dim));
-  std::vector<float> qkv(sz(T * (dim + 2 * kvd))), gateup(sz(T * 2 * c.ffn_dim));
-  kernels::PackedActivations acts;
-  std::vector<float> rope_cos, rope_sin;
+  // Every element of these is written before it is read.
+  u.resize(sz(T * dim));
+  h.resize(sz(T * std::max(dim, c.ffn_dim)));
+  q.resize(sz(T * dim));
+  k.resize(sz(T * kvd));
+  v.resize(sz(T * kvd));
+  att.resize(sz(T * dim));
+  gate.resize(sz(T * c.ffn_dim));
+  up.resize(sz(T * c.ffn_dim));
+  out.resize(sz(T * dim));
+  qkv.resize(sz(T * (dim + 2 * kvd)));
+  gateup.resize(sz(T * 2 * c.ffn_dim));
   kernels::rope_angles(pos0, T, hd, c.rope_theta, rope_cos, rope_sin);
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -469,7 +477,8 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     }
     // Causal attention, heads split over the pool (each head's output by one thread).
     kernels_.pool().parallel_for(T * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
-      std::vector<float> scores(sz(pos0 + T));
+      thread_local std::vector<float> scores;
+      scores.resize(std::max(scores.size(), sz(cache.capacity())));  // once per context size
       for (std::int64_t job = begin; job < end; ++job) {
         const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
         kernels::attention_row(q.data() + t * dim + head * hd, kc + (head / group) * hd,
@@ -498,8 +507,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
       std::copy_n(row, c.ffn_dim, gate.data() + t * c.ffn_dim);
       std::copy_n(row + c.ffn_dim, c.ffn_dim, up.data() + t * c.ffn_dim);
     }
-    kernels::gated_activation(gate.data(), up.data(), gate.data(),
-                              static_cast<std::int64_t>(gate.size()),
+    kernels::gated_activation(gate.data(), up.data(), gate.data(), T * c.ffn_dim,
                               c.ffn_activation == FfnActivation::kReluSquared);
     if (c.sub_norms) {
       for (std::int64_t t = 0; t < T; ++t) {
@@ -515,7 +523,7 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   // Output: mean of the streams, final norm, head.
   const std::int64_t first = all_logits ? 0 : T - 1;
   const std::int64_t rows = T - first;
-  std::vector<float> final_h(sz(rows * dim));
+  final_h.resize(sz(rows * dim));
   for (std::int64_t t = first; t < T; ++t) {
     std::fill_n(u.data(), dim, 0.0f);
     for (std::int64_t s = 0; s < n; ++s) {

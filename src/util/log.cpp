@@ -67,10 +67,12 @@ std::unique_ptr<spdlog::formatter> json_formatter(std::string_view level) {
 }  // namespace
 
 void init_logging(int verbosity, LogFormat format) {
-  auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-  auto logger = std::make_shared<spdlog::logger>("nanochat", sink);
-  // Notices share the sink, so their lines interleave whole with the other messages.
-  auto notices = std::make_shared<spdlog::logger>("nanochat.notice", sink);
+  auto logger = std::make_shared<spdlog::logger>(
+      "nanochat", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  // A sink of its own (a formatter belongs to the sink); console sinks share one process-wide
+  // lock, so lines of the two loggers never interleave.
+  auto notices = std::make_shared<spdlog::logger>(
+      "nanochat.notice", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   if (format == LogFormat::kJson) {
     // One JSON object per line.
     logger->set_formatter(json_formatter("%l"));

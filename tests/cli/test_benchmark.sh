@@ -22,6 +22,11 @@ for r in rows:
         assert r["token_cost_vs_b1"] > 0, r
 PY
 grep -q "benchmark: \[" "$work/bench.err" && ok || bad "benchmark progress missing on stderr"
+# The first tuning in a fresh cache is announced as a note, and every stderr line is whole: a
+# progress line or a log line, never one broken into by the other.
+grep -q "^note: autotune: timing the kernels" "$work/bench.err" && ok || bad "autotune note: $(cat "$work/bench.err")"
+bad_lines=$(grep -cvE '^(note: |benchmark: \[[0-9]+/[0-9]+\] [^ ]+ [0-9]+x[0-9]+ b[0-9]+ t[0-9]+: (packing the weights\.\.\.|[0-9.]+ (us|ms|s) per call \(tile [0-9]+x[0-9]+( [a-z]+)?\))$)' "$work/bench.err")
+[[ $bad_lines -eq 0 ]] && ok || bad "benchmark stderr has $bad_lines unexpected lines: $(cat "$work/bench.err")"
 
 "$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 2 --no-bandwidth -o csv >"$work/bench.csv" 2>/dev/null &&
   head -1 "$work/bench.csv" | grep -q "^kernel,isa,rows,cols" && ok || bad "benchmark csv"

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "nanochat/kernels/benchmark.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
@@ -184,6 +185,79 @@ TEST_F(Autotune, ConstraintsAreHonoured) {
     const Plan q = tuner.plan({64, 512, 1, isa, 0}, pool);
     EXPECT_EQ(q.isa, isa);
   }
+}
+
+// The kernel benchmark (library side of `nanochat benchmark kernels`): one result per case, in
+// order, each announced by an event; ratios against scalar and against one token.
+TEST(KernelBenchmark, TimesEveryCaseAndRelatesThem) {
+  KernelBenchConfig config;
+  config.shapes = {{64, 256}, {32, 128}};
+  config.threads = {2, 1, 2};  // sorted, deduplicated
+  config.batches = {1, 3};
+  config.isas = {Isa::kScalar, available_isas().front()};
+  config.reps = 2;
+  config.bandwidth = false;
+  config.autotune = TuneMode::kOff;
+  std::vector<KernelBenchEvent::Kind> kinds;
+  std::size_t done = 0, last_index = 0;
+  const KernelBenchReport report = run_kernel_benchmark(config, [&](const KernelBenchEvent& e) {
+    kinds.push_back(e.kind);
+    EXPECT_EQ(e.total, 2u * 2u * 2u * 2u);
+    EXPECT_GE(e.index, last_index);
+    last_index = e.index;
+    if (e.kind == KernelBenchEvent::Kind::kDone) {
+      ASSERT_NE(e.result, nullptr);
+      EXPECT_EQ(e.result->shape.rows, e.shape.rows);
+      ++done;
+    }
+  });
+  ASSERT_EQ(report.results.size(), 16u);
+  EXPECT_EQ(done, 16u);
+  EXPECT_TRUE(report.bandwidth.empty());
+  EXPECT_EQ(report.results.front().threads, 1);
+  EXPECT_EQ(report.results.front().isa, Isa::kScalar);
+  for (const KernelBenchResult& r : report.results) {
+    EXPECT_GT(r.seconds.median, 0);
+    EXPECT_EQ(r.seconds.n, 2u);
+    const auto macs = static_cast<double>(r.shape.rows * r.shape.cols * r.batch);
+    EXPECT_NEAR(r.gops, 2.0 * macs / r.seconds.median / 1e9, 1e-9 * r.gops);
+    EXPECT_GT(r.vs_scalar, 0);  // scalar ran, so every case has its ratio (scalar's own is 1)
+    if (r.isa == Isa::kScalar) {
+      EXPECT_DOUBLE_EQ(r.vs_scalar, 1.0);
+    }
+    EXPECT_EQ(r.token_cost > 0, r.batch > 1);
+    EXPECT_EQ(r.plan.source, "default");
+  }
+}
+
+TEST(KernelBenchmark, BadConfigNamesItsParameter) {
+  KernelBenchConfig config;
+  config.shapes = {{64, 256}};
+  config.threads = {1};
+  config.batches = {1};
+  config.isas = {Isa::kScalar};
+  config.bandwidth = false;
+  config.autotune = TuneMode::kOff;
+  auto message = [&](KernelBenchConfig c) -> std::string {
+    try {
+      run_kernel_benchmark(c, nullptr);
+    } catch (const InvalidArgument& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  KernelBenchConfig c = config;
+  c.reps = 0;
+  EXPECT_EQ(message(c), "reps 0: use 1 to 1000");
+  c = config;
+  c.shapes = {{0, 5}};
+  EXPECT_EQ(message(c), "shape 0x5: rows and columns must be > 0");
+  c = config;
+  c.threads = {0};
+  EXPECT_EQ(message(c), "threads 0: must be at least 1");
+  c = config;
+  c.batches.clear();
+  EXPECT_EQ(message(c), "batch: no batch size given");
 }
 
 TEST(AutotuneModes, Parse) {

@@ -31,8 +31,20 @@ class ThreadPool {
   void run(const std::function<void(int)>& job);
 
   // Splits [0, n) into size() contiguous ranges (as equal as possible) and runs
-  // job(begin, end) on each non-empty one.
-  void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& job);
+  // job(begin, end) on each non-empty one. A template, and the job handed to run() captures one
+  // reference, which fits std::function's inline storage: a call allocates nothing.
+  template <typename Job>
+  void parallel_for(std::int64_t n, const Job& job) {
+    const struct {
+      std::int64_t n, parts;
+      const Job& job;
+    } range{n, size(), job};
+    run([&range](int i) {
+      const std::int64_t begin = range.n * i / range.parts;
+      const std::int64_t end = range.n * (i + 1) / range.parts;
+      if (begin < end) range.job(begin, end);
+    });
+  }
 
  private:
   void worker_loop(int index);

@@ -35,7 +35,16 @@ class GgufFile;
 
 namespace nanochat::model {
 
-// Keys and values of every layer for the positions seen so far.
+// What Model::forward works in, kept from call to call so that decoding one token allocates
+// nothing: the buffers only grow, to the largest batch of tokens seen.
+struct ForwardBuffers {
+  std::vector<float> x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h;
+  std::vector<float> rope_cos, rope_sin;
+  kernels::PackedActivations acts;
+};
+
+// Keys and values of every layer for the positions seen so far, and the forward pass's working
+// buffers: one KvCache per session.
 class KvCache {
  public:
   KvCache(const ModelConfig& config, std::int64_t capacity);
@@ -46,10 +55,12 @@ class KvCache {
   float* keys(std::int64_t layer) { return k_.data() + layer * capacity_ * kv_dim_; }
   float* values(std::int64_t layer) { return v_.data() + layer * capacity_ * kv_dim_; }
   void set_length(std::int64_t n) { length_ = n; }
+  ForwardBuffers& buffers() { return buffers_; }
 
  private:
   std::int64_t capacity_, kv_dim_, length_ = 0;
   std::vector<float> k_, v_;
+  ForwardBuffers buffers_;
 };
 
 class Model {
