@@ -6,9 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
-#include <nlohmann/json.hpp>
 
 #include "nanochat/train/checkpoint.hpp"
 #include "nanochat/train/data.hpp"
