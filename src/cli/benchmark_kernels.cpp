@@ -169,11 +169,9 @@ void run(const Options& o) {
   if (o.output != "md" && o.output != "json" && o.output != "csv") {
     fail<UsageError>("-o {}: unknown output format; use md, json or csv", o.output);
   }
-  if (o.reps < 1 || o.reps > 1000) fail<UsageError>("--reps {}: use 1 to 1000", o.reps);
   kernels::KernelBenchConfig config;
   for (const auto& s : (o.shapes.empty() ? kDefaultShapes : o.shapes)) {
-    const cli::Shape shape = parse_shape(s, "--shape");
-    config.shapes.push_back({shape.rows, shape.cols});
+    config.shapes.push_back(parse_shape(s, "--shape"));
   }
   config.threads = o.threads.empty() ? std::vector<int>{1, kernels::default_thread_count()}
                                      : parse_int_list(o.threads, "-t");

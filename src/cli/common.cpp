@@ -61,9 +61,9 @@ std::function<std::string(const std::string&)> int_list_check(std::string flag, 
   };
 }
 
-Shape parse_shape(std::string_view text, std::string_view flag) {
+kernels::MatrixShape parse_shape(std::string_view text, std::string_view flag) {
   const std::size_t x = text.find_first_of("xX");
-  Shape s;
+  kernels::MatrixShape s;
   if (x == std::string_view::npos || !parse_int64(text.substr(0, x), s.rows) ||
       !parse_int64(text.substr(x + 1), s.cols) || s.rows < 1 || s.cols < 1 ||
       s.rows > (std::int64_t{1} << 22) || s.cols > (std::int64_t{1} << 22)) {
@@ -187,6 +187,9 @@ std::string flag_for(std::string_view parameter) {
       {"prompt", "-p"},
       {"stop", "--stop"},
       {"n_predict", "-n"},
+      {"reps", "--reps"},
+      {"batch", "-b"},
+      {"shape", "--shape"},
   };
   for (const auto& [name, flag] : kFlags) {
     if (name == parameter) return std::string(flag);

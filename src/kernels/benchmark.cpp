@@ -98,8 +98,7 @@ void relate(std::vector<KernelBenchResult>& results) {
   }
 }
 
-}  // namespace
-
+// The pseudo-random ternary matrix the benchmark times, packed.
 PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, int tile_rows) {
   return pack_matrix(
       shape.rows, shape.cols,
@@ -122,6 +121,8 @@ PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, int tile_rows) {
       },
       isa, tile_rows);
 }
+
+}  // namespace
 
 KernelBenchReport run_kernel_benchmark(
     const KernelBenchConfig& config, const std::function<void(const KernelBenchEvent&)>& on_event) {

@@ -12,6 +12,7 @@
 
 #include "nanochat/engine/loaded_model.hpp"
 #include "nanochat/engine/session.hpp"
+#include "nanochat/kernels/benchmark.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/model/sampler.hpp"
 
@@ -28,12 +29,8 @@ std::function<std::string(const std::string&)> int_list_check(std::string flag, 
 // shell's code for SIGINT) and prints nothing more.
 struct Interrupted {};
 
-struct Shape {
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-};
 // "2560x2560" (M rows x K columns). Throws UsageError naming `flag`.
-Shape parse_shape(std::string_view text, std::string_view flag);
+kernels::MatrixShape parse_shape(std::string_view text, std::string_view flag);
 
 // Options of commands that run kernels.
 struct KernelFlags {

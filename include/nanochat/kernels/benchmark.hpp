@@ -75,7 +75,4 @@ struct KernelBenchEvent {
 KernelBenchReport run_kernel_benchmark(
     const KernelBenchConfig& config, const std::function<void(const KernelBenchEvent&)>& on_event);
 
-// The pseudo-random ternary matrix the benchmark times (BitNet's mix of -1/0/+1), packed.
-PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, int tile_rows);
-
 }  // namespace nanochat::kernels
