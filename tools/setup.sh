@@ -19,6 +19,8 @@ packages=(
   rustc xz-utils util-linux  # nanochat eval code compiles with Debian's rustc; xz and unshare in tests
   qemu-user  # the slow tests run the kernels on emulated CPUs without AVX-512 / AVX2
   libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
+  libcpp-httplib-dev  # nanochat serve
+  python3-prometheus-client  # the serve tests parse /metrics with Prometheus's own parser
 )
 for arg in "$@"; do
   case "$arg" in
@@ -56,15 +58,19 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   $sudo apt-get install -y -qq -o=Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >&2
 fi
 
-# @huggingface/gguf (npm), the independent GGUF reader used by ../shared/tools/gguf-dump.mjs,
-# pinned, into the repository's .cache/ (git-ignored).
-gguf_js="$root/.cache/gguf-js"
-if [[ ! -f "$gguf_js/node_modules/@huggingface/gguf/package.json" ]]; then
-  echo "setup: installing @huggingface/gguf@0.4.6 into $gguf_js" >&2
-  mkdir -p "$gguf_js"
-  (cd "$gguf_js" && { [[ -f package.json ]] || echo '{"name":"gguf-js","private":true}' >package.json; } &&
-    npm install --silent --no-audit --no-fund @huggingface/gguf@0.4.6 >&2)
-fi
+# npm packages the tests drive nanochat with, pinned, each into the repository's .cache/
+# (git-ignored): @huggingface/gguf, the independent GGUF reader (tests/tools/gguf-dump.mjs), and
+# openai, OpenAI's official client, which the serve tests talk to the server with.
+npm_package() {  # DIR PACKAGE VERSION
+  local dir="$root/.cache/$1"
+  [[ -f "$dir/node_modules/$2/package.json" ]] && return
+  echo "setup: installing $2@$3 into $dir" >&2
+  mkdir -p "$dir"
+  (cd "$dir" && { [[ -f package.json ]] || echo "{\"name\":\"$1\",\"private\":true}" >package.json; } &&
+    npm install --silent --no-audit --no-fund "$2@$3" >&2)
+}
+npm_package gguf-js @huggingface/gguf 0.4.6
+npm_package openai-js openai 4.104.0
 
 # The default model's corpus: rebuilt when the crate lists or the script changed (the script's
 # output depends only on them and the installed packages).

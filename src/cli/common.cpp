@@ -16,6 +16,7 @@
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
+#include "nanochat/util/stats.hpp"
 #include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
@@ -104,6 +105,15 @@ int KernelFlags::single_thread_count() const {
   return n;
 }
 
+void progress_bar(std::uint64_t done, std::uint64_t total, std::string_view text) {
+  constexpr std::uint64_t kWidth = 30;
+  const std::uint64_t filled = total > 0 ? std::min(kWidth, kWidth * done / total) : kWidth;
+  fmt::print(stderr, "\r\033[K[{}{}] {}", std::string(filled, '='),
+             std::string(kWidth - filled, ' '), text);
+  if (done >= total) fmt::print(stderr, "\r\033[K");
+  std::fflush(stderr);
+}
+
 std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
                                                 const std::string& chat_template) {
   engine::LoadOptions o;
@@ -111,22 +121,32 @@ std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const 
   o.chat_template = chat_template;
   const std::string path = zoo::model_or_default(model);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  if (tty) {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    fmt::print(stderr, "loading {} ({:.1f} MB)...", path,
-               ec ? 0.0 : static_cast<double>(size) / 1e6);
-    std::fflush(stderr);
-  }
-  spdlog::debug("loading {}: mapping, validating, repacking ternary tensors for {} threads", path,
-                o.kernels.threads);
+  spdlog::debug(
+      "loading {}: mapping the file, validating its metadata and tensors, repacking the ternary "
+      "weights in the layout the autotuner's plans want",
+      path);
+  const double start = now_seconds();
+  bool drawn = false;
+  o.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+    // Small models load in a blink: the bar appears only for a load that takes a while.
+    if (!tty || (!drawn && now_seconds() - start < 0.3)) return;
+    drawn = true;
+    const double mb = 1e-6;
+    progress_bar(done, total,
+                 fmt::format("loading {} {:.0f}/{:.0f} MB", std::filesystem::path(path).filename().string(),
+                             static_cast<double>(done) * mb, static_cast<double>(total) * mb));
+  };
   try {
     auto lm = engine::LoadedModel::load(path, o);
-    if (tty) fmt::print(stderr, "\r\033[K");
-    spdlog::debug("loaded {} in {:.0f} ms", path, lm->load_ms());
+    spdlog::debug(
+        "loaded {} in {:.0f} ms: {} layers, {:.1f} MB of weights read per token, {} kernels on {} "
+        "threads; one token was run to autotune the decode shapes",
+        path, lm->load_ms(), lm->config().n_layers,
+        static_cast<double>(lm->bytes_per_token()) / 1e6, kernels::isa_name(lm->kernels().isa()),
+        lm->kernels().threads());
     return lm;
   } catch (...) {
-    if (tty) fmt::print(stderr, "\n");
+    if (drawn) fmt::print(stderr, "\r\033[K");
     throw;
   }
 }

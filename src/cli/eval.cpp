@@ -23,16 +23,6 @@
 namespace nanochat::cli {
 namespace {
 
-// "[=====>    ] 12/40 label" on stderr, redrawn in place (terminals only).
-void progress_bar(std::size_t done, std::size_t total, const std::string& label) {
-  constexpr int kWidth = 30;
-  const int filled = total ? static_cast<int>(kWidth * done / total) : kWidth;
-  fmt::print(stderr, "\r\033[K[{}{}] {}/{} {}", std::string(static_cast<std::size_t>(filled), '='),
-             std::string(static_cast<std::size_t>(kWidth - filled), ' '), done, total, label);
-  if (done == total) fmt::print(stderr, "\r\033[K");
-  std::fflush(stderr);
-}
-
 double bits_per_byte(std::int64_t compressed, std::int64_t bytes) {
   return bytes > 0 ? 8.0 * static_cast<double>(compressed) / static_cast<double>(bytes) : 0.0;
 }
@@ -70,7 +60,7 @@ void run_bpb(const BpbOptions& o) {
   const bool bar = isatty(STDERR_FILENO) != 0 && !o.json;
   const eval::BpbReport r =
       eval::evaluate_bpb(*l, found.files, n_ctx, [&](std::size_t done, std::size_t total) {
-        if (bar) progress_bar(done, total, "files");
+        if (bar) progress_bar(done, total, fmt::format("{}/{} files", done, total));
       });
   const engine::Score per_file = r.per_file_total();
   const double xz_concat = bits_per_byte(r.concatenated_xz_bytes, r.concatenated_bytes);
@@ -216,7 +206,10 @@ void run_code(const CodeOptions& o) {
           std::fprintf(results.get(), "%s\n", line.c_str());
           std::fflush(results.get());
         }
-        if (bar) progress_bar(done, total, fmt::format("problems, {} solved", passed_problems));
+        if (bar) {
+          progress_bar(done, total,
+                       fmt::format("{}/{} problems, {} solved", done, total, passed_problems));
+        }
       });
   if (results) {
     std::fflush(results.get());

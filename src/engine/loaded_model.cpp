@@ -25,7 +25,7 @@ LoadedModel::LoadedModel(const std::filesystem::path& path, gguf::GgufFile file,
     : path_(path),
       file_(std::move(file)),
       kernels_(std::make_unique<kernels::KernelContext>(o.kernels)),
-      model_(model::Model::load(file_, *kernels_)),
+      model_(model::Model::load(file_, *kernels_, o.on_progress)),
       tokenizer_(model::Tokenizer::from_gguf(file_)),
       template_(o.chat_template.empty()
                     ? model::ChatTemplate::detect(
@@ -43,6 +43,12 @@ void LoadedModel::forward(std::span<const model::TokenId> tokens, model::KvCache
                           std::vector<float>& logits, bool all_logits) {
   const std::lock_guard lock(forward_mutex_);
   model_->forward(tokens, cache, logits, all_logits);
+}
+
+void LoadedModel::forward_batch(std::span<const model::Model::Segment> segments,
+                                model::ForwardBuffers& buffers, std::vector<float>& logits) {
+  const std::lock_guard lock(forward_mutex_);
+  model_->forward_batch(segments, buffers, logits);
 }
 
 }  // namespace nanochat::engine

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
+#include <string>
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/kernels/q8.hpp"
@@ -295,7 +297,18 @@ std::size_t Model::bytes_per_token() const {
   return bytes;
 }
 
-std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelContext& ctx) {
+std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelContext& ctx,
+                                   const LoadProgress& progress) {
+  std::uint64_t total = 0;
+  for (const gguf::TensorInfo& t : f.tensors()) total += t.bytes;
+  // Layers and the head are the work; each reports the bytes of the tensors it read.
+  std::uint64_t done = 0;
+  const auto report = [&](std::initializer_list<std::string> names) {
+    for (const std::string& name : names) {
+      if (const gguf::TensorInfo* t = f.find_tensor(name)) done += t->bytes;
+    }
+    if (progress) progress(std::min(done, total), total);
+  };
   auto w = std::make_unique<Weights>();
   ModelConfig& c = w->config;
   c = ModelConfig::from_gguf(f);
@@ -333,6 +346,9 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     layer.attn_h = mhc::residual_matrix(layer.attn_mhc);
     layer.ffn_h = mhc::residual_matrix(layer.ffn_mhc);
     w->layers.push_back(std::move(layer));
+    report({blk(tensors::kAttnQ), blk(tensors::kAttnK), blk(tensors::kAttnV),
+            blk(tensors::kAttnOutput), blk(tensors::kFfnGate), blk(tensors::kFfnUp),
+            blk(tensors::kFfnDown)});
   }
   std::vector<mhc::MhcParams> all;
   for (const auto& layer : w->layers) {
@@ -380,34 +396,70 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   // Repacked: the mapped copy leaves the resident set. A tied head's rows are still read as
   // embeddings; those few pages fault back in from the page cache.
   f.release(head);
+  done = total;  // the small tensors (norms, mHC) were read along the way
+  report({});
   return std::unique_ptr<Model>(new Model(std::move(w), ctx));
 }
 
 void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector<float>& logits,
                     bool all_logits) {
+  const Segment segment{tokens, &cache, all_logits};
+  forward_batch(std::span<const Segment>(&segment, 1), cache.buffers(), logits);
+}
+
+void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
+                          std::vector<float>& logits) {
   const ModelConfig& c = w_->config;
-  const auto T = static_cast<std::int64_t>(tokens.size());
-  if (T == 0) fail<InternalError>("Model::forward called with no tokens");
-  const std::int64_t pos0 = cache.length();
-  if (pos0 + T > cache.capacity()) {
-    fail_argument("context", cache.capacity(), "{} tokens are needed; use a larger context",
-                  pos0 + T);
-  }
   const std::int64_t dim = c.dim, n = c.mhc_streams, hd = c.head_dim(), kvd = c.kv_dim();
   const std::int64_t group = c.n_heads / c.n_kv_heads;
   const auto sz = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  auto& [x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h, rope_cos, rope_sin,
+         segment_cos, segment_sin, row_position, row_segment, acts] = b;
 
-  ForwardBuffers& b = cache.buffers();
-  auto& [x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h, rope_cos, rope_sin, acts] = b;
+  // Rows: every segment's tokens one after another, each with its segment and position.
+  std::int64_t T = 0, max_capacity = 0, out_rows = 0;
+  for (std::size_t s = 0; s < segments.size(); ++s) {
+    const Segment& seg = segments[s];
+    const auto count = static_cast<std::int64_t>(seg.tokens.size());
+    if (count == 0 || seg.cache == nullptr) {
+      fail<InternalError>("Model::forward_batch: segment {} has no tokens or no cache", s);
+    }
+    for (std::size_t r = 0; r < s; ++r) {
+      if (segments[r].cache == seg.cache) {
+        fail<InternalError>("Model::forward_batch: segments {} and {} share a cache", r, s);
+      }
+    }
+    if (seg.cache->length() + count > seg.cache->capacity()) {
+      fail_argument("context", seg.cache->capacity(), "{} tokens are needed; use a larger context",
+                    seg.cache->length() + count);
+    }
+    T += count;
+    max_capacity = std::max(max_capacity, seg.cache->capacity());
+    out_rows += seg.all_logits ? count : 1;
+  }
+  row_position.resize(sz(T));
+  row_segment.resize(sz(T));
+  rope_cos.resize(sz(T * (hd / 2)));
+  rope_sin.resize(sz(T * (hd / 2)));
   // Residual streams [T][n][dim], all starting as the token embedding.
   x.resize(sz(T * n * dim));
-  for (std::int64_t t = 0; t < T; ++t) {
-    const TokenId tok = tokens[sz(t)];
-    if (tok < 0 || tok >= c.vocab_size) fail("token id {} is outside the vocabulary", tok);
-    float* x0 = x.data() + t * n * dim;
-    dequantize_rows(w_->embedding_type, w_->embedding, static_cast<std::size_t>(tok * dim),
-                    std::span<float>(x0, sz(dim)));
-    for (std::int64_t s = 1; s < n; ++s) std::copy_n(x0, dim, x0 + s * dim);
+  for (std::int64_t s = 0, t = 0; s < static_cast<std::int64_t>(segments.size()); ++s) {
+    const Segment& seg = segments[sz(s)];
+    const std::int64_t pos0 = seg.cache->length();
+    const auto count = static_cast<std::int64_t>(seg.tokens.size());
+    kernels::rope_angles(pos0, count, hd, c.rope_theta, segment_cos, segment_sin);
+    std::copy_n(segment_cos.data(), count * (hd / 2), rope_cos.data() + t * (hd / 2));
+    std::copy_n(segment_sin.data(), count * (hd / 2), rope_sin.data() + t * (hd / 2));
+    for (std::int64_t i = 0; i < count; ++i, ++t) {
+      row_position[sz(t)] = pos0 + i;
+      row_segment[sz(t)] = s;
+      const TokenId tok = seg.tokens[sz(i)];
+      if (tok < 0 || tok >= c.vocab_size) fail("token id {} is outside the vocabulary", tok);
+      float* x0 = x.data() + t * n * dim;
+      dequantize_rows(w_->embedding_type, w_->embedding, static_cast<std::size_t>(tok * dim),
+                      std::span<float>(x0, sz(dim)));
+      for (std::int64_t r = 1; r < n; ++r) std::copy_n(x0, dim, x0 + r * dim);
+    }
   }
   // Every element of these is written before it is read.
   u.resize(sz(T * dim));
@@ -421,7 +473,6 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
   out.resize(sz(T * dim));
   qkv.resize(sz(T * (dim + 2 * kvd)));
   gateup.resize(sz(T * 2 * c.ffn_dim));
-  kernels::rope_angles(pos0, T, hd, c.rope_theta, rope_cos, rope_sin);
   const float inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(hd));
 
   auto read_streams = [&](const mhc::MhcParams& p) {
@@ -464,26 +515,30 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
       std::copy_n(row + dim, kvd, k.data() + t * kvd);
       std::copy_n(row + dim + kvd, kvd, v.data() + t * kvd);
     }
-    float* kc = cache.keys(l);
-    float* vc = cache.values(l);
     for (std::int64_t t = 0; t < T; ++t) {
       const float* cos_t = rope_cos.data() + t * (hd / 2);
       const float* sin_t = rope_sin.data() + t * (hd / 2);
       const bool adjacent = c.rope_style == RopeStyle::kAdjacent;
       kernels::rope_rotate(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, 1.0f, adjacent);
       kernels::rope_rotate(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, 1.0f, adjacent);
-      std::copy_n(k.data() + t * kvd, kvd, kc + (pos0 + t) * kvd);
-      std::copy_n(v.data() + t * kvd, kvd, vc + (pos0 + t) * kvd);
+      KvCache& cache = *segments[sz(row_segment[sz(t)])].cache;
+      const std::int64_t pos = row_position[sz(t)];
+      std::copy_n(k.data() + t * kvd, kvd, cache.keys(l) + pos * kvd);
+      std::copy_n(v.data() + t * kvd, kvd, cache.values(l) + pos * kvd);
     }
-    // Causal attention, heads split over the pool (each head's output by one thread).
+    // Causal attention, heads split over the pool (each head's output by one thread); each row
+    // attends to its own sequence's cache, up to its own position.
     kernels_.pool().parallel_for(T * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
       thread_local std::vector<float> scores;
-      scores.resize(std::max(scores.size(), sz(cache.capacity())));  // once per context size
+      scores.resize(std::max(scores.size(), sz(max_capacity)));  // once per context size
       for (std::int64_t job = begin; job < end; ++job) {
         const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
-        kernels::attention_row(q.data() + t * dim + head * hd, kc + (head / group) * hd,
-                               vc + (head / group) * hd, kvd, pos0 + t + 1, hd, inv_sqrt_hd,
-                               scores.data(), att.data() + t * dim + head * hd);
+        KvCache& cache = *segments[sz(row_segment[sz(t)])].cache;
+        kernels::attention_row(q.data() + t * dim + head * hd,
+                               cache.keys(l) + (head / group) * hd,
+                               cache.values(l) + (head / group) * hd, kvd,
+                               row_position[sz(t)] + 1, hd, inv_sqrt_hd, scores.data(),
+                               att.data() + t * dim + head * hd);
       }
     });
     if (c.sub_norms) {
@@ -518,20 +573,27 @@ void Model::forward(std::span<const TokenId> tokens, KvCache& cache, std::vector
     linear(L.w_down, gate.data(), c.ffn_dim, out.data());
     write_streams(L.ffn_mhc, L.ffn_h);
   }
-  cache.set_length(pos0 + T);
-
-  // Output: mean of the streams, final norm, head.
-  const std::int64_t first = all_logits ? 0 : T - 1;
-  const std::int64_t rows = T - first;
-  final_h.resize(sz(rows * dim));
-  for (std::int64_t t = first; t < T; ++t) {
-    std::fill_n(u.data(), dim, 0.0f);
-    for (std::int64_t s = 0; s < n; ++s) {
-      const float* xs = x.data() + (t * n + s) * dim;
-      for (std::int64_t i = 0; i < dim; ++i) u[sz(i)] += xs[i] / static_cast<float>(n);
-    }
-    rms_norm(u.data(), w_->output_norm.data(), final_h.data() + (t - first) * dim, dim, c.norm_eps);
+  for (const Segment& seg : segments) {
+    seg.cache->set_length(seg.cache->length() + static_cast<std::int64_t>(seg.tokens.size()));
   }
+
+  // Output: mean of the streams, final norm, head — for each segment's last row (or all).
+  final_h.resize(sz(out_rows * dim));
+  std::int64_t row = 0;
+  for (std::int64_t s = 0, t0 = 0; s < static_cast<std::int64_t>(segments.size()); ++s) {
+    const auto count = static_cast<std::int64_t>(segments[sz(s)].tokens.size());
+    for (std::int64_t t = segments[sz(s)].all_logits ? t0 : t0 + count - 1; t < t0 + count; ++t) {
+      std::fill_n(u.data(), dim, 0.0f);
+      for (std::int64_t r = 0; r < n; ++r) {
+        const float* xs = x.data() + (t * n + r) * dim;
+        for (std::int64_t i = 0; i < dim; ++i) u[sz(i)] += xs[i] / static_cast<float>(n);
+      }
+      rms_norm(u.data(), w_->output_norm.data(), final_h.data() + row * dim, dim, c.norm_eps);
+      ++row;
+    }
+    t0 += count;
+  }
+  const std::int64_t rows = out_rows;
   logits.assign(sz(rows * c.vocab_size), 0.0f);
   if (w_->output_q8) {
     kernels::pack_activations(final_h.data(), rows, dim, acts);

@@ -317,6 +317,44 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
     EXPECT_LE(max_err_cache, 1e-4 * max_ref) << v.name << " position " << t << " cache vs prefill";
   }
   EXPECT_EQ(cache2.length(), 7);
+
+  // Continuous batching: three sequences at different positions in one pass give exactly what
+  // each gives alone, and a prompt run in chunks gives exactly what it gives in one piece.
+  KvCache a(model->config(), 16), b(model->config(), 16), c(model->config(), 16);
+  KvCache a1(model->config(), 16), b1(model->config(), 16), c1(model->config(), 16);
+  std::vector<float> scratch;
+  model->forward(std::span(tokens).first(4), a, scratch);
+  model->forward(std::span(tokens).first(4), a1, scratch);
+  model->forward(std::span(tokens).first(2), c, scratch);
+  model->forward(std::span(tokens).first(2), c1, scratch);
+  const std::vector<Model::Segment> segments = {
+      {std::span(tokens).subspan(4, 1), &a, false},
+      {std::span(tokens).first(3), &b, true},
+      {std::span(tokens).subspan(2, 2), &c, false}};
+  ForwardBuffers buffers;
+  std::vector<float> batched;
+  model->forward_batch(segments, buffers, batched);
+  ASSERT_EQ(batched.size(), 5u * 300);
+  std::vector<float> alone, part;
+  model->forward(std::span(tokens).subspan(4, 1), a1, part);
+  alone.insert(alone.end(), part.begin(), part.end());
+  model->forward(std::span(tokens).first(3), b1, part, true);
+  alone.insert(alone.end(), part.begin(), part.end());
+  model->forward(std::span(tokens).subspan(2, 2), c1, part);
+  alone.insert(alone.end(), part.begin(), part.end());
+  EXPECT_EQ(batched, alone) << v.name << ": batched vs alone";
+  EXPECT_EQ(a.length(), 5);
+  EXPECT_EQ(b.length(), 3);
+  EXPECT_EQ(c.length(), 4);
+  for (std::int64_t layer = 0; layer < model->config().n_layers; ++layer) {
+    const std::size_t n = 4 * static_cast<std::size_t>(model->config().kv_dim());
+    EXPECT_TRUE(std::equal(c.keys(layer), c.keys(layer) + n, c1.keys(layer))) << layer;
+    EXPECT_TRUE(std::equal(c.values(layer), c.values(layer) + n, c1.values(layer))) << layer;
+  }
+  KvCache chunked(model->config(), 16);
+  model->forward(std::span(tokens).first(3), chunked, scratch);
+  model->forward(std::span(tokens).subspan(3), chunked, part);
+  EXPECT_EQ(part, std::vector<float>(all.end() - 300, all.end())) << v.name << ": chunked";
   fs::remove(path);
 }
 

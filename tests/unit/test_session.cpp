@@ -66,6 +66,27 @@ TEST(LoadedModel, OwnsFileTokenizerAndTemplate) {
   EXPECT_GT(m->bytes_per_token(), 0u);
 }
 
+TEST(LoadedModel, ReportsLoadingProgressUpToTheWholeFile) {
+  LoadOptions o;
+  o.kernels = quiet_kernels(1);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
+  o.on_progress = [&](std::uint64_t done, std::uint64_t total) { calls.emplace_back(done, total); };
+  const auto m = LoadedModel::load(NANOCHAT_DEFAULT_MODEL, o);
+  // One report a layer and one at the end, never going back, ending at the file's tensor bytes.
+  ASSERT_EQ(calls.size(), static_cast<std::size_t>(m->config().n_layers) + 1);
+  std::uint64_t tensor_bytes = 0;
+  for (const auto& t : m->file().tensors()) tensor_bytes += t.bytes;
+  std::uint64_t last = 0;
+  for (const auto& [done, total] : calls) {
+    EXPECT_EQ(total, tensor_bytes);
+    EXPECT_GE(done, last);
+    EXPECT_LE(done, total);
+    last = done;
+  }
+  EXPECT_LT(calls.front().first, tensor_bytes);
+  EXPECT_EQ(calls.back().first, tensor_bytes);
+}
+
 TEST(LoadedModel, MissingFileNamesIt) {
   try {
     (void)LoadedModel::load("/nonexistent/model.gguf");

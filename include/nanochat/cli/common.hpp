@@ -46,8 +46,11 @@ struct KernelFlags {
   int single_thread_count() const;
 };
 
+// "[=====     ] text" on stderr, redrawn in place (for terminals); cleared when done == total.
+void progress_bar(std::uint64_t done, std::uint64_t total, std::string_view text);
+
 // The model of -m (a path; empty: the default model), loaded with the kernel flags; on a
-// terminal, a line saying what is being loaded while it loads.
+// terminal, a progress bar while it loads; with -v, what loading does and how long it took.
 std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
                                                 const std::string& chat_template = "");
 

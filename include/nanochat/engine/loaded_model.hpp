@@ -30,6 +30,7 @@ namespace nanochat::engine {
 struct LoadOptions {
   kernels::KernelOptions kernels;  // threads (0: physical cores), ISA, autotuning
   std::string chat_template;       // a template name overriding the file's; empty: the file's
+  model::LoadProgress on_progress;  // bytes of weights repacked so far, as loading goes
 };
 
 class LoadedModel {
@@ -53,6 +54,9 @@ class LoadedModel {
   // Model::forward, one pass at a time across all sessions.
   void forward(std::span<const model::TokenId> tokens, model::KvCache& cache,
                std::vector<float>& logits, bool all_logits = false);
+  // Model::forward_batch, likewise one pass at a time.
+  void forward_batch(std::span<const model::Model::Segment> segments,
+                     model::ForwardBuffers& buffers, std::vector<float>& logits);
 
  private:
   LoadedModel(const std::filesystem::path& path, gguf::GgufFile file, const LoadOptions& o);

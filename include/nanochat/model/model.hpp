@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -39,7 +40,8 @@ namespace nanochat::model {
 // nothing: the buffers only grow, to the largest batch of tokens seen.
 struct ForwardBuffers {
   std::vector<float> x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h;
-  std::vector<float> rope_cos, rope_sin;
+  std::vector<float> rope_cos, rope_sin, segment_cos, segment_sin;
+  std::vector<std::int64_t> row_position, row_segment;
   kernels::PackedActivations acts;
 };
 
@@ -63,11 +65,15 @@ class KvCache {
   ForwardBuffers buffers_;
 };
 
+// Called as loading goes: `done` of `total` tensor bytes read and repacked.
+using LoadProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
 class Model {
  public:
   // Loads weights from `file` (which must stay open: nothing is copied that need not be),
   // repacking ternary tensors for `kernels`. Throws FormatError naming the file and tensor.
-  static std::unique_ptr<Model> load(const gguf::GgufFile& file, kernels::KernelContext& kernels);
+  static std::unique_ptr<Model> load(const gguf::GgufFile& file, kernels::KernelContext& kernels,
+                                     const LoadProgress& progress = {});
   ~Model();
 
   const ModelConfig& config() const;
@@ -79,6 +85,19 @@ class Model {
   // `all_logits`. Throws Error when the cache is too small or a token is out of range.
   void forward(std::span<const TokenId> tokens, KvCache& cache, std::vector<float>& logits,
                bool all_logits = false);
+
+  // Several sequences in one pass (continuous batching): each segment's tokens run at its own
+  // cache's positions, all of them through each matrix together, so the weights are read once
+  // for the whole batch. Logits: for each segment in order, its last token's row (or all its
+  // rows when `all_logits`). Every row is computed as it would be alone: the results equal
+  // separate forward() calls. The caches must be distinct.
+  struct Segment {
+    std::span<const TokenId> tokens;
+    KvCache* cache = nullptr;
+    bool all_logits = false;
+  };
+  void forward_batch(std::span<const Segment> segments, ForwardBuffers& buffers,
+                     std::vector<float>& logits);
 
   struct Weights;
 
