@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
+
+#include "nanochat/kernels/vec.hpp"
 
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/stats.hpp"
@@ -58,6 +61,9 @@ void GenerateOptions::validate() const {
     fail_argument("n_predict", n_predict, "use -1 (until the context is full), 0 or more");
   }
   sampling.validate();
+  if (top_logprobs < 0 || top_logprobs > 20) {
+    fail_argument("top_logprobs", top_logprobs, "must be in [0, 20]");
+  }
   for (const auto& s : stop) {
     if (s.empty()) fail_argument("stop", "\"\"", "an empty stop string would stop at once");
   }
@@ -99,9 +105,8 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_s
                   "context (the model was trained for {}) or a shorter prompt",
                   prompt_ids.size(), model_->config().context_length);
   }
-  const model::Tokenizer& tokenizer = model_->tokenizer();
-  model::Sampler sampler(options.sampling);
-  GenerateResult result;
+  Decoder decoder(*model_, prompt_ids, options);
+  GenerateResult& result = decoder.result();
   result.timings.prompt_tokens = static_cast<std::int64_t>(prompt_ids.size());
 
   // Reuse the longest common prefix; at least the prompt's last token runs again, for logits.
@@ -114,7 +119,6 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_s
   cache_.set_length(static_cast<std::int64_t>(common));
   result.timings.reused_tokens = static_cast<std::int64_t>(common);
 
-  std::vector<model::TokenId> history(prompt_ids.begin(), prompt_ids.end());
   double start = now_seconds();
   const auto run = [&](std::span<const model::TokenId> tokens) {
     model_->forward(tokens, cache_, logits_);
@@ -123,75 +127,127 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_s
   run(std::span<const model::TokenId>(prompt_ids).subspan(common));
   result.timings.prompt_ms = (now_seconds() - start) * 1e3;
 
-  std::vector<model::TokenId> banned;  // --ignore-eos: the tokens that would end the answer
-  if (options.ignore_eos) {
-    for (std::size_t id = 0; id < tokenizer.size(); ++id) {
-      const auto t = static_cast<model::TokenId>(id);
-      if ((tokenizer.eos() && t == *tokenizer.eos()) ||
-          tokenizer.token_type(t) == model::TokenType::kControl) {
-        banned.push_back(t);
-      }
-    }
-  }
-
-  std::string pending;  // generated text not yet passed to the callback
   start = now_seconds();
-  const auto eos = tokenizer.eos();
-  for (;;) {
-    if (options.n_predict >= 0 && static_cast<int>(result.tokens.size()) >= options.n_predict) {
-      result.finish = FinishReason::kLength;
-      break;
-    }
-    for (const model::TokenId t : banned) {
-      logits_[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
-    }
-    const model::TokenId next = sampler.sample(logits_, history);
-    if ((eos && next == *eos) || tokenizer.token_type(next) == model::TokenType::kControl) {
-      result.finish = FinishReason::kEos;
-      break;
-    }
-    result.tokens.push_back(next);
-    history.push_back(next);
-    pending += tokenizer.piece(next);
-
-    bool stopped = false;
-    for (const auto& s : options.stop) {
-      const auto at = pending.find(s);
-      if (at != std::string::npos) {
-        pending.resize(at);
-        stopped = true;
-      }
-    }
-    const std::size_t hold =
-        stopped ? 0 : std::max(held_back(pending, options.stop), incomplete_utf8(pending));
-    if (pending.size() > hold) {
-      const std::string_view out(pending.data(), pending.size() - hold);
-      result.text += out;
-      const bool go_on = !on_text || on_text(out);
-      pending.erase(0, pending.size() - hold);
-      if (!go_on) {
-        result.finish = FinishReason::kCancelled;
-        break;
-      }
-    }
-    if (stopped) {
-      result.finish = FinishReason::kStop;
-      break;
-    }
-    if (cache_.length() >= cache_.capacity()) {
-      result.finish = FinishReason::kContextFull;
-      break;
-    }
-    run(std::span<const model::TokenId>(&next, 1));
-  }
-  if (!pending.empty() && result.finish != FinishReason::kStop) {
-    result.text += pending;
-    // After a cancel the callback is not called again (its receiver may be gone).
-    if (on_text && result.finish != FinishReason::kCancelled) on_text(pending);
+  while (const auto next = decoder.step(logits_, cache_.length() < cache_.capacity(), on_text)) {
+    run(std::span<const model::TokenId>(&*next, 1));
   }
   result.timings.generated_tokens = static_cast<std::int64_t>(result.tokens.size());
   result.timings.eval_ms = (now_seconds() - start) * 1e3;
-  return result;
+  return std::move(result);
+}
+
+Decoder::Decoder(const LoadedModel& model, std::span<const model::TokenId> prompt,
+                 const GenerateOptions& options)
+    : tokenizer_(model.tokenizer()),
+      options_((options.validate(), options)),
+      sampler_(options.sampling),
+      history_(prompt.begin(), prompt.end()) {
+  if (options_.ignore_eos) {
+    for (std::size_t id = 0; id < tokenizer_.size(); ++id) {
+      const auto t = static_cast<model::TokenId>(id);
+      if ((tokenizer_.eos() && t == *tokenizer_.eos()) ||
+          tokenizer_.token_type(t) == model::TokenType::kControl) {
+        banned_.push_back(t);
+      }
+    }
+  }
+}
+
+void Decoder::finish(FinishReason reason, const TextCallback& on_text) {
+  result_.finish = reason;
+  done_ = true;
+  if (!pending_.empty() && reason != FinishReason::kStop) {
+    result_.text += pending_;
+    // After a cancel the callback is not called again (its receiver may be gone).
+    if (on_text && reason != FinishReason::kCancelled) on_text(pending_);
+  }
+  pending_.clear();
+  result_.timings.generated_tokens = static_cast<std::int64_t>(result_.tokens.size());
+}
+
+void Decoder::cancel() {
+  if (!done_) finish(FinishReason::kCancelled, {});
+}
+
+std::optional<model::TokenId> Decoder::step(std::span<const float> logits_in, bool room,
+                                            const TextCallback& on_text) {
+  if (done_) return std::nullopt;
+  if (options_.n_predict >= 0 && static_cast<int>(result_.tokens.size()) >= options_.n_predict) {
+    finish(FinishReason::kLength, on_text);
+    return std::nullopt;
+  }
+  std::span<const float> logits = logits_in;
+  if (!banned_.empty()) {
+    scratch_.assign(logits_in.begin(), logits_in.end());
+    for (const model::TokenId t : banned_) {
+      scratch_[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+    }
+    logits = scratch_;
+  }
+  const model::TokenId next = sampler_.sample(logits, history_);
+  const auto eos = tokenizer_.eos();
+  if ((eos && next == *eos) || tokenizer_.token_type(next) == model::TokenType::kControl) {
+    finish(FinishReason::kEos, on_text);
+    return std::nullopt;
+  }
+  result_.tokens.push_back(next);
+  history_.push_back(next);
+  if (options_.logprobs) result_.logprobs.push_back(token_logprob(logits_in, next));
+  pending_ += tokenizer_.piece(next);
+
+  bool stopped = false;
+  for (const auto& s : options_.stop) {
+    const auto at = pending_.find(s);
+    if (at != std::string::npos) {
+      pending_.resize(at);
+      stopped = true;
+    }
+  }
+  const std::size_t hold =
+      stopped ? 0 : std::max(held_back(pending_, options_.stop), incomplete_utf8(pending_));
+  if (pending_.size() > hold) {
+    const std::string_view out(pending_.data(), pending_.size() - hold);
+    result_.text += out;
+    const bool go_on = !on_text || on_text(out);
+    pending_.erase(0, pending_.size() - hold);
+    if (!go_on) {
+      finish(FinishReason::kCancelled, on_text);
+      return std::nullopt;
+    }
+  }
+  if (stopped) {
+    finish(FinishReason::kStop, on_text);
+    return std::nullopt;
+  }
+  if (!room) {
+    finish(FinishReason::kContextFull, on_text);
+    return std::nullopt;
+  }
+  return next;
+}
+
+TokenLogprob Decoder::token_logprob(std::span<const float> logits, model::TokenId token) const {
+  const kernels::LogSumExp lse =
+      kernels::log_sum_exp(logits.data(), static_cast<std::int64_t>(logits.size()));
+  const auto logprob = [&](model::TokenId t) {
+    return static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(t)] - lse.max) -
+                              lse.log_sum);
+  };
+  TokenLogprob r{token, logprob(token), {}};
+  const auto k = static_cast<std::size_t>(std::min<std::int64_t>(
+      options_.top_logprobs, static_cast<std::int64_t>(logits.size())));
+  if (k > 0) {
+    std::vector<model::TokenId> ids(logits.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<model::TokenId>(i);
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                      [&](model::TokenId a, model::TokenId b) {
+                        const float la = logits[static_cast<std::size_t>(a)];
+                        const float lb = logits[static_cast<std::size_t>(b)];
+                        return la > lb || (la == lb && a < b);
+                      });
+    for (std::size_t i = 0; i < k; ++i) r.top.emplace_back(ids[i], logprob(ids[i]));
+  }
+  return r;
 }
 
 }  // namespace nanochat::engine

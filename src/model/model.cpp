@@ -251,8 +251,10 @@ KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
                   bytes / (1 << 30), memory / (1 << 30), c.context_length);
   }
   const auto size = static_cast<std::size_t>(c.n_layers * capacity * kv_dim_);
-  k_.assign(size, 0.0f);
-  v_.assign(size, 0.0f);
+  // Not zeroed: only positions already written are read, and untouched pages of a large cache
+  // cost no memory until the sequence reaches them.
+  k_.reset(new float[size]);
+  v_.reset(new float[size]);
 }
 
 struct Model::Weights {

@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
+#include <unordered_map>
+#include <utility>
 
 #include "nanochat/util/error.hpp"
 
@@ -22,6 +23,10 @@ void SamplerParams::validate() const {
   if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
     fail_argument("repeat_penalty", repeat_penalty, "must be positive; 1 turns it off");
   }
+  for (const auto& [name, value] :
+       {std::pair{"presence_penalty", presence_penalty}, {"frequency_penalty", frequency_penalty}}) {
+    if (!(value >= -2.0f && value <= 2.0f)) fail_argument(name, value, "must be in [-2, 2]");
+  }
   if (repeat_last_n < -1) {
     fail_argument("repeat_last_n", repeat_last_n,
                   "must be -1 (whole context), 0 (off) or positive");
@@ -36,20 +41,26 @@ TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> 
   if (logits.empty()) fail("cannot sample from an empty vocabulary");
   const auto n = logits.size();
 
-  // Repetition penalty, once per distinct recent token (as llama.cpp applies it).
+  // Penalties over the recent tokens: repetition once per distinct token (as llama.cpp applies
+  // it), presence once, frequency per occurrence.
   std::span<const float> work = logits;
-  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0 && !history.empty()) {
+  const bool penalize = params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                        params_.frequency_penalty != 0.0f;
+  if (penalize && params_.repeat_last_n != 0 && !history.empty()) {
     penalized_.assign(logits.begin(), logits.end());
     const std::size_t window =
         params_.repeat_last_n < 0
             ? history.size()
             : std::min(history.size(), static_cast<std::size_t>(params_.repeat_last_n));
-    std::unordered_set<TokenId> seen;
+    std::unordered_map<TokenId, int> counts;
     for (std::size_t i = history.size() - window; i < history.size(); ++i) {
       const TokenId t = history[i];
-      if (t < 0 || static_cast<std::size_t>(t) >= n || !seen.insert(t).second) continue;
+      if (t >= 0 && static_cast<std::size_t>(t) < n) ++counts[t];
+    }
+    for (const auto& [t, count] : counts) {
       float& l = penalized_[static_cast<std::size_t>(t)];
       l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      l -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
     }
     work = penalized_;
   }

@@ -86,6 +86,19 @@ TEST(Sampler, RepetitionPenaltyPushesRecentTokensDown) {
   EXPECT_EQ(s.sample(logits, std::vector<TokenId>{0, 2, 1}), 0);  // only 2 and 1 are recent
 }
 
+TEST(Sampler, PresenceAndFrequencyPenaltiesFollowOpenAi) {
+  const std::vector<float> logits = {2.0f, 1.5f, 1.2f};
+  SamplerParams p = plain(0.0f);
+  p.presence_penalty = 0.6f;  // 2.0 - 0.6 = 1.4 < 1.5
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<TokenId>{0, 0, 0}), 1);
+  p = plain(0.0f);
+  p.frequency_penalty = 0.3f;  // once: 1.7 wins; three times: 2.0 - 0.9 = 1.1 loses to 1.5
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<TokenId>{0}), 0);
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<TokenId>{0, 0, 0}), 1);
+  p.frequency_penalty = -1.0f;  // negative: encourages repetition
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<TokenId>{2}), 2);
+}
+
 // The library names its own parameter; the CLI's main() maps it to the flag (cli::flag_for).
 TEST(Sampler, BadValuesNameTheirParameter) {
   auto expect = [](SamplerParams p, const char* parameter) {
@@ -111,6 +124,12 @@ TEST(Sampler, BadValuesNameTheirParameter) {
   p = {};
   p.repeat_last_n = -2;
   expect(p, "repeat_last_n");
+  p = {};
+  p.presence_penalty = 2.5f;
+  expect(p, "presence_penalty");
+  p = {};
+  p.frequency_penalty = std::nanf("");
+  expect(p, "frequency_penalty");
   p = {};
   p.temperature = std::nanf("");
   expect(p, "temperature");

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <span>
 #include <string>
 #include <string_view>
@@ -30,6 +32,8 @@ struct GenerateOptions {
   bool add_special = true;        // BOS as the model asks
   bool parse_special = false;     // control tokens written in the prompt
   bool ignore_eos = false;        // never sample EOS or another control token (llama.cpp's flag)
+  bool logprobs = false;          // record each generated token's log-probability
+  int top_logprobs = 0;           // and this many most likely alternatives (0-20)
 
   // Throws InvalidArgument naming the bad parameter (n_predict, stop, the sampler's).
   void validate() const;
@@ -47,11 +51,24 @@ struct Timings {
   std::int64_t generated_tokens = 0;
   double prompt_ms = 0;  // prefill
   double eval_ms = 0;    // decode
+  // Through the batch scheduler, from the request's submission: waiting for a slot, and until
+  // the first generated token (time to first token).
+  double queued_ms = 0;
+  double first_token_ms = 0;
+};
+
+// A generated token's log-probability under the model (the log-softmax of its logits, before
+// penalties and temperature), with the most likely alternatives when asked.
+struct TokenLogprob {
+  model::TokenId token = 0;
+  float logprob = 0;
+  std::vector<std::pair<model::TokenId, float>> top;  // most likely first
 };
 
 struct GenerateResult {
   std::string text;
   std::vector<model::TokenId> tokens;  // generated
+  std::vector<TokenLogprob> logprobs;  // one per generated token, when options.logprobs
   FinishReason finish = FinishReason::kLength;
   Timings timings;
 };
@@ -59,6 +76,39 @@ struct GenerateResult {
 // Receives text as it is generated (whole UTF-8 characters, never part of a stop string);
 // returning false stops generation (FinishReason::kCancelled).
 using TextCallback = std::function<bool(std::string_view text)>;
+
+// One answer being generated a token at a time, whatever runs the model (a Session, or the
+// batch scheduler for many at once): sampling, EOS, stop strings, streaming whole characters.
+class Decoder {
+ public:
+  // `prompt`: the tokens run before the first step (for the repetition penalty's history).
+  // Throws InvalidArgument for bad options.
+  Decoder(const LoadedModel& model, std::span<const model::TokenId> prompt,
+          const GenerateOptions& options);
+  // Takes the logits after the last token run and returns the token to run next, or nullopt
+  // when the answer is done (result().finish says why). `room`: whether the cache can take
+  // another token.
+  std::optional<model::TokenId> step(std::span<const float> logits, bool room,
+                                     const TextCallback& on_text);
+  // Ends the answer as cancelled (nothing more reaches the callback).
+  void cancel();
+  bool done() const { return done_; }
+  GenerateResult& result() { return result_; }
+
+ private:
+  void finish(FinishReason reason, const TextCallback& on_text);
+  TokenLogprob token_logprob(std::span<const float> logits, model::TokenId token) const;
+
+  const model::Tokenizer& tokenizer_;
+  GenerateOptions options_;
+  model::Sampler sampler_;
+  std::vector<model::TokenId> history_;
+  std::vector<model::TokenId> banned_;  // ignore_eos: the tokens that would end the answer
+  std::string pending_;                 // generated text not yet passed to the callback
+  std::vector<float> scratch_;          // logits with the banned tokens masked
+  GenerateResult result_;
+  bool done_ = false;
+};
 
 class Session {
  public:

@@ -54,14 +54,14 @@ class KvCache {
   std::int64_t length() const { return length_; }
   void clear() { length_ = 0; }
   // [capacity][kv_dim] for one layer
-  float* keys(std::int64_t layer) { return k_.data() + layer * capacity_ * kv_dim_; }
-  float* values(std::int64_t layer) { return v_.data() + layer * capacity_ * kv_dim_; }
+  float* keys(std::int64_t layer) { return k_.get() + layer * capacity_ * kv_dim_; }
+  float* values(std::int64_t layer) { return v_.get() + layer * capacity_ * kv_dim_; }
   void set_length(std::int64_t n) { length_ = n; }
   ForwardBuffers& buffers() { return buffers_; }
 
  private:
   std::int64_t capacity_, kv_dim_, length_ = 0;
-  std::vector<float> k_, v_;
+  std::unique_ptr<float[]> k_, v_;
   ForwardBuffers buffers_;
 };
 

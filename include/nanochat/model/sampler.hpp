@@ -1,4 +1,5 @@
-// Token sampling, in llama.cpp's order: repetition penalty over the last n tokens, top-k,
+// Token sampling, in llama.cpp's order: repetition, presence and frequency penalties over the
+// last n tokens, top-k,
 // top-p, min-p, temperature, then a draw from the softmax. Temperature <= 0 is greedy (argmax
 // after the penalty). The same seed and logits give the same token on every machine and at any
 // thread count: the generator is a seeded mt19937_64, ties are broken by token id, and the
@@ -23,6 +24,10 @@ struct SamplerParams {
   float min_p = 0.05f;          // --min-p; 0: off
   float repeat_penalty = 1.0f;  // --repeat-penalty; 1: off
   int repeat_last_n = 64;       // --repeat-last-n; 0: off, -1: all of the history
+  // OpenAI's penalties over the same window: a token's logit drops by presence_penalty once it
+  // appeared and by frequency_penalty for each time it appeared (in [-2, 2]; 0: off).
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   std::uint64_t seed = 0;       // -s
 
   // Throws UsageError naming the flag when a value is out of range.
