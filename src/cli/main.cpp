@@ -105,12 +105,15 @@ int main(int argc, char** argv) try {
   nanochat::cli::add_tokenize(app);
   nanochat::cli::add_tokenizer(app);
   nanochat::cli::add_model(app);
+  nanochat::cli::add_serve(app);
   nanochat::cli::add_benchmark(app);
 
-  // llama.cpp spells the system prompt flag -sys, which CLI11 cannot declare: rewrite it.
+  // llama.cpp spells the system prompt flag -sys and the server's slots -np, which CLI11
+  // cannot declare: rewrite them.
   std::vector<std::string> args(argv + 1, argv + argc);
   for (auto& a : args) {
     if (a == "-sys") a = "--system-prompt";
+    if (a == "-np") a = "--parallel";
   }
   const std::vector<std::string> given = args;
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order

@@ -15,6 +15,7 @@ void add_generate(CLI::App& app);
 void add_chat(CLI::App& app);
 void add_model(CLI::App& app);
 void add_perplexity(CLI::App& app);
+void add_serve(CLI::App& app);
 // `train` and `export`.
 void add_train(CLI::App& app);
 void add_eval(CLI::App& app);
