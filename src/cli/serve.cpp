@@ -16,6 +16,7 @@
 #include "nanochat/cli/common.hpp"
 #include "nanochat/serve/server.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/log.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -44,6 +45,9 @@ void run(Options o) {
   }
   if (o.server.drain_seconds < 0) {
     fail<UsageError>("--drain-timeout {}: must be 0 or more seconds", o.server.drain_seconds);
+  }
+  if (o.server.read_timeout_seconds < 1) {
+    fail<UsageError>("--read-timeout {}: must be at least 1 second", o.server.read_timeout_seconds);
   }
   if (o.server.max_body_bytes < 1024) {
     fail<UsageError>("--max-body-bytes {}: must be at least 1024", o.server.max_body_bytes);
@@ -77,7 +81,7 @@ void run(Options o) {
     int sig = 0;
     sigwait(&signals, &sig);
     if (exiting) return;  // woken by the exit below
-    spdlog::info("{}: stopping (running requests finish, new ones are refused)",
+    notice("{}: stopping (running requests finish, new ones are refused)",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
     server.shutdown();
   });
@@ -139,6 +143,9 @@ void add_serve(CLI::App& app) {
   sub->add_option("--drain-timeout", o->server.drain_seconds,
                   "Seconds running requests may take to finish after SIGTERM before they are "
                   "cancelled")
+      ->capture_default_str();
+  sub->add_option("--read-timeout", o->server.read_timeout_seconds,
+                  "Seconds a client may take to send its request before it is dropped")
       ->capture_default_str();
   sub->add_option("--chat-template", o->chat_template,
                   "Chat template by name, overriding the model's (chatml, llama3, phi3, gemma, "

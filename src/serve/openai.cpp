@@ -187,7 +187,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, invalid UTF-8, numbers out of range
     bad("", fmt::format("the request body is not valid JSON: {}", e.what()));
   }
   if (!j.is_object()) bad("", "the request body must be a JSON object");
@@ -246,6 +246,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
     r.seed_given = true;
   }
   g.stop = stop_strings(f);
+  g.ignore_eos = f.boolean("ignore_eos").value_or(false);  // llama-server's extension
   r.stream = f.boolean("stream").value_or(false);
   if (const json* so = f.find("stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

@@ -16,6 +16,7 @@
 #include "nanochat/kernels/isa.hpp"
 #include "nanochat/serve/metrics.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/log.hpp"
 #include "nanochat/version.hpp"
 #include "openai.hpp"
 
@@ -103,7 +104,7 @@ struct Server::Impl {
 
   void routes() {
     http.set_payload_max_length(o.max_body_bytes);
-    http.set_read_timeout(10s);  // a client that sends half a request and stalls
+    http.set_read_timeout(static_cast<time_t>(o.read_timeout_seconds));  // half a request, stalled
     http.set_write_timeout(10s);  // or that stops reading
     http.set_keep_alive_timeout(2);
     const std::size_t threads =
@@ -503,7 +504,7 @@ void Server::serve(const std::function<std::shared_ptr<engine::LoadedModel>()>& 
       m.model = std::move(model);
       m.load_seconds = seconds_since(start);
       m.ready = true;
-      spdlog::info("serving {} as '{}' on http://{}:{} ({} slots of {} tokens)",
+      notice("serving {} as '{}' on http://{}:{} ({} slots of {} tokens)",
                    m.model->path().string(), m.model_id, m.o.host, m.o.port, m.o.scheduler.slots,
                    m.scheduler->context());
     } catch (...) {

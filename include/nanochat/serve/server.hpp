@@ -29,6 +29,7 @@ struct ServerOptions {
   engine::SchedulerOptions scheduler;
   std::size_t max_body_bytes = 4u << 20;
   double drain_seconds = 10;   // how long shutdown() lets running requests finish
+  int read_timeout_seconds = 10;  // a client that sends half a request is dropped after this
   std::string model_id;        // the model's name in the API (default: the file's stem)
   int http_threads = 0;        // connections served at once (0: slots + queue + 16)
 };
