@@ -1,5 +1,6 @@
 #include "nanochat/kernels/q8.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -86,16 +87,48 @@ Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
   return m;
 }
 
+void q8_corrections(const PackedActivations& x, std::vector<std::int32_t>& out) {
+  const std::int64_t blocks = x.cols_padded / 32;  // cols_padded: a multiple of 256
+  out.assign(static_cast<std::size_t>(x.tokens * (blocks / 2) * 16), 0);
+  for (std::int64_t t = 0; t < x.tokens; ++t) {
+    const std::int8_t* xt = x.token(t);
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      std::int32_t sum = 0;
+      for (int i = 0; i < 32; ++i) sum += xt[blk * 32 + i];
+      out[static_cast<std::size_t>((t * (blocks / 2) + blk / 2) * 16 + (blk % 2) * 8)] = -128 * sum;
+    }
+  }
+}
+
 void q8_matmul(const Q8Matrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool, float* y,
                std::size_t ldy) {
   if (x.cols != w.cols)
     fail("activations have {} features but the Q8_0 matrix takes {}", x.cols, w.cols);
-  const Q8RowsFn rows = isa == Isa::kAvx512 ? q8_rows_avx512()
-                        : isa == Isa::kAvx2 ? q8_rows_avx2()
-                                            : q8_rows_scalar();
+  // Rows in tiles that stay in the L2 cache while every token reads them: the matrix (a whole
+  // vocabulary's head) streams from memory once per call, not once per token.
+  constexpr std::int64_t kTileBytes = 128 << 10;
+  const std::int64_t row_bytes = std::max<std::int64_t>(1, w.cols + w.cols / 32 * 2);
+  const std::int64_t tile = std::max<std::int64_t>(1, kTileBytes / row_bytes);
+  if (isa == Isa::kAvx512) {
+    thread_local std::vector<std::int32_t> corrections;
+    q8_corrections(x, corrections);
+    // (A lambda names the running thread's thread_local: the workers get the caller's by pointer.)
+    const std::int32_t* c = corrections.data();
+    const Q8TokensFn tokens = q8_tokens_avx512();
+    pool.parallel_for(w.rows, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r0 = begin; r0 < end; r0 += tile) {
+        tokens(w, x, c, 0, x.tokens, r0, std::min(end, r0 + tile), y, ldy);
+      }
+    });
+    return;
+  }
+  const Q8RowsFn rows = isa == Isa::kAvx2 ? q8_rows_avx2() : q8_rows_scalar();
   pool.parallel_for(w.rows, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t b = 0; b < x.tokens; ++b)
-      rows(w, x, b, begin, end, y + static_cast<std::size_t>(b) * ldy);
+    for (std::int64_t r0 = begin; r0 < end; r0 += tile) {
+      const std::int64_t r1 = std::min(end, r0 + tile);
+      for (std::int64_t b = 0; b < x.tokens; ++b)
+        rows(w, x, b, r0, r1, y + static_cast<std::size_t>(b) * ldy);
+    }
   });
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 #include <functional>
 #include <span>
 
@@ -48,6 +49,16 @@ using Q8RowsFn = void (*)(const Q8Matrix& w, const PackedActivations& x, std::in
                           std::int64_t row_begin, std::int64_t row_end, float* y);
 Q8RowsFn q8_rows_scalar();
 Q8RowsFn q8_rows_avx2();
-Q8RowsFn q8_rows_avx512();
+// AVX-512: tokens [b0, b1) at once (each weight block read once for all of them) into
+// y[b * ldy + row]; `corrections` holds q8_corrections(x). A token's results are the same bit for
+// bit whichever tokens are computed with it.
+using Q8TokensFn = void (*)(const Q8Matrix& w, const PackedActivations& x,
+                            const std::int32_t* corrections, std::int64_t b0, std::int64_t b1,
+                            std::int64_t row_begin, std::int64_t row_end, float* y,
+                            std::size_t ldy);
+Q8TokensFn q8_tokens_avx512();
+// For each token and pair of 32-value blocks, 16 int32: -128 * (block sum of x) in lanes 0 and 8
+// (the first block's and the second's), zero elsewhere.
+void q8_corrections(const PackedActivations& x, std::vector<std::int32_t>& out);
 
 }  // namespace nanochat::kernels
