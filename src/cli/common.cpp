@@ -121,7 +121,7 @@ std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const 
   o.chat_template = chat_template;
   const std::string path = zoo::model_or_default(model);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  spdlog::debug(
+  spdlog::info(
       "loading {}: mapping the file, validating its metadata and tensors, repacking the ternary "
       "weights in the layout the autotuner's plans want",
       path);
@@ -138,7 +138,7 @@ std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const 
   };
   try {
     auto lm = engine::LoadedModel::load(path, o);
-    spdlog::debug(
+    spdlog::info(
         "loaded {} in {:.0f} ms: {} layers, {:.1f} MB of weights read per token, {} kernels on {} "
         "threads; one token was run to autotune the decode shapes",
         path, lm->load_ms(), lm->config().n_layers,

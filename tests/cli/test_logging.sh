@@ -17,6 +17,13 @@ for l in lines:
     d = json.loads(l)
     assert set(d) == {"time", "level", "msg"}, d
 PY
+# -v says what loading does and what it took; without -v, nothing of it.
+"$bin" generate -p "fn" -n 1 -v >/dev/null 2>"$work/v.err"
+grep -q "info: loading .*: mapping the file, validating .*repacking" "$work/v.err" &&
+  grep -q "info: loaded .* in [0-9]* ms: .* layers, .* MB of weights read per token, .* kernels on [0-9]* threads" "$work/v.err" &&
+  ok || bad "-v loading lines: $(cat "$work/v.err")"
+"$bin" generate -p "fn" -n 1 >/dev/null 2>"$work/q.err"
+grep -q "info: load" "$work/q.err" && bad "loading lines without -v: $(cat "$work/q.err")" || ok
 expect_fail "bad log format" "--log-format: 'xml'" "$bin" --log-format xml system-info
 
 finish
