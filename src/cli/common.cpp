@@ -132,9 +132,10 @@ std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const 
     if (!tty || (!drawn && now_seconds() - start < 0.3)) return;
     drawn = true;
     const double mb = 1e-6;
-    progress_bar(done, total,
-                 fmt::format("loading {} {:.0f}/{:.0f} MB", std::filesystem::path(path).filename().string(),
-                             static_cast<double>(done) * mb, static_cast<double>(total) * mb));
+    progress_bar(
+        done, total,
+        fmt::format("loading {} {:.0f}/{:.0f} MB", std::filesystem::path(path).filename().string(),
+                    static_cast<double>(done) * mb, static_cast<double>(total) * mb));
   };
   try {
     auto lm = engine::LoadedModel::load(path, o);

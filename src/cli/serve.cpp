@@ -82,7 +82,7 @@ void run(Options o) {
     sigwait(&signals, &sig);
     if (exiting) return;  // woken by the exit below
     notice("{}: stopping (running requests finish, new ones are refused)",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
     server.shutdown();
   });
   const auto wake_waiter = [&] {

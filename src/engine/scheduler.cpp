@@ -47,10 +47,10 @@ struct Scheduler::Slot {
   std::vector<model::TokenId> cached;  // the tokens whose keys and values the cache holds
   std::shared_ptr<Request> request;    // running here, or null
   std::optional<Decoder> decoder;
-  std::size_t prefilled = 0;            // prompt tokens in the cache
-  std::optional<model::TokenId> next;   // sampled, to run in the next step
+  std::size_t prefilled = 0;           // prompt tokens in the cache
+  std::optional<model::TokenId> next;  // sampled, to run in the next step
   Clock::time_point admitted, prefill_done, last_used;
-  std::size_t batch_tokens = 0;         // tokens this slot put in the current pass
+  std::size_t batch_tokens = 0;  // tokens this slot put in the current pass
 };
 
 Scheduler::Scheduler(std::shared_ptr<LoadedModel> model, const SchedulerOptions& options)
@@ -224,7 +224,8 @@ void Scheduler::finish(Slot& s) {
   const Clock::time_point now = Clock::now();
   result.timings.generated_tokens = static_cast<std::int64_t>(result.tokens.size());
   if (s.prefilled == s.request->prompt_.size()) {
-    result.timings.eval_ms = std::chrono::duration<double, std::milli>(now - s.prefill_done).count();
+    result.timings.eval_ms =
+        std::chrono::duration<double, std::milli>(now - s.prefill_done).count();
   }
   RequestEvent e;
   e.index = s.request->index_;
@@ -261,8 +262,8 @@ void Scheduler::step() {
       const std::vector<model::TokenId>& prompt = s->request->prompt_;
       const std::size_t n = std::min(prompt.size() - s->prefilled, budget);
       budget -= n;
-      segments.push_back({std::span<const model::TokenId>(prompt).subspan(s->prefilled, n),
-                          &s->cache, false});
+      segments.push_back(
+          {std::span<const model::TokenId>(prompt).subspan(s->prefilled, n), &s->cache, false});
       s->batch_tokens = n;
       batch.push_back(s.get());
     }

@@ -5,7 +5,6 @@
 #include <optional>
 
 #include "nanochat/kernels/vec.hpp"
-
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/stats.hpp"
 
@@ -234,8 +233,8 @@ TokenLogprob Decoder::token_logprob(std::span<const float> logits, model::TokenI
                               lse.log_sum);
   };
   TokenLogprob r{token, logprob(token), {}};
-  const auto k = static_cast<std::size_t>(std::min<std::int64_t>(
-      options_.top_logprobs, static_cast<std::int64_t>(logits.size())));
+  const auto k = static_cast<std::size_t>(
+      std::min<std::int64_t>(options_.top_logprobs, static_cast<std::int64_t>(logits.size())));
   if (k > 0) {
     std::vector<model::TokenId> ids(logits.size());
     for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<model::TokenId>(i);

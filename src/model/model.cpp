@@ -536,11 +536,9 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
       for (std::int64_t job = begin; job < end; ++job) {
         const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
         KvCache& cache = *segments[sz(row_segment[sz(t)])].cache;
-        kernels::attention_row(q.data() + t * dim + head * hd,
-                               cache.keys(l) + (head / group) * hd,
-                               cache.values(l) + (head / group) * hd, kvd,
-                               row_position[sz(t)] + 1, hd, inv_sqrt_hd, scores.data(),
-                               att.data() + t * dim + head * hd);
+        kernels::attention_row(q.data() + t * dim + head * hd, cache.keys(l) + (head / group) * hd,
+                               cache.values(l) + (head / group) * hd, kvd, row_position[sz(t)] + 1,
+                               hd, inv_sqrt_hd, scores.data(), att.data() + t * dim + head * hd);
       }
     });
     if (c.sub_norms) {

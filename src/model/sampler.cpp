@@ -23,8 +23,8 @@ void SamplerParams::validate() const {
   if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
     fail_argument("repeat_penalty", repeat_penalty, "must be positive; 1 turns it off");
   }
-  for (const auto& [name, value] :
-       {std::pair{"presence_penalty", presence_penalty}, {"frequency_penalty", frequency_penalty}}) {
+  for (const auto& [name, value] : {std::pair{"presence_penalty", presence_penalty},
+                                    {"frequency_penalty", frequency_penalty}}) {
     if (!(value >= -2.0f && value <= 2.0f)) fail_argument(name, value, "must be in [-2, 2]");
   }
   if (repeat_last_n < -1) {

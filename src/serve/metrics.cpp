@@ -12,11 +12,10 @@ namespace {
 // Seconds, from a fast token (a millisecond) to a long request (ten minutes).
 std::vector<double> latency_bounds() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-          1,     2.5,    5,     10,   30,    60,   120, 300, 600};
+          1,     2.5,    5,     10,   30,    60,   120, 300,  600};
 }
 
-void header(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help) {
+void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
   fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 

@@ -29,7 +29,8 @@ class Fields {
   std::optional<double> number(const char* name, double lo, double hi) const {
     const json* v = find(name);
     if (v == nullptr) return std::nullopt;
-    if (!v->is_number()) bad(name, fmt::format("'{}' must be a number, not {}", name, v->type_name()));
+    if (!v->is_number())
+      bad(name, fmt::format("'{}' must be a number, not {}", name, v->type_name()));
     const double x = v->get<double>();
     if (!std::isfinite(x) || x < lo || x > hi) {
       bad(name, fmt::format("'{}' must be between {} and {}, not {}", name, lo, hi, v->dump()));
@@ -44,7 +45,8 @@ class Fields {
     }
     // Unsigned values past int64's range are refused, not wrapped.
     if (v->is_number_unsigned() &&
-        v->get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        v->get<std::uint64_t>() >
+            static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
       bad(name, fmt::format("'{}' must be between {} and {}, not {}", name, lo, hi, v->dump()));
     }
     const auto x = v->get<std::int64_t>();
@@ -56,13 +58,15 @@ class Fields {
   std::optional<bool> boolean(const char* name) const {
     const json* v = find(name);
     if (v == nullptr) return std::nullopt;
-    if (!v->is_boolean()) bad(name, fmt::format("'{}' must be true or false, not {}", name, v->dump()));
+    if (!v->is_boolean())
+      bad(name, fmt::format("'{}' must be true or false, not {}", name, v->dump()));
     return v->get<bool>();
   }
   std::optional<std::string> string(const char* name) const {
     const json* v = find(name);
     if (v == nullptr) return std::nullopt;
-    if (!v->is_string()) bad(name, fmt::format("'{}' must be a string, not {}", name, v->type_name()));
+    if (!v->is_string())
+      bad(name, fmt::format("'{}' must be a string, not {}", name, v->type_name()));
     return v->get<std::string>();
   }
   // Present and not empty (an empty list or object counts as absent).
@@ -82,7 +86,8 @@ std::vector<std::string> stop_strings(const Fields& f) {
   if (v->is_string()) {
     out.push_back(v->get<std::string>());
   } else if (v->is_array()) {
-    if (v->size() > 16) bad("stop", fmt::format("'stop' has {} strings; give at most 16", v->size()));
+    if (v->size() > 16)
+      bad("stop", fmt::format("'stop' has {} strings; give at most 16", v->size()));
     for (const json& s : *v) {
       if (!s.is_string()) bad("stop", "'stop' must be a string or a list of strings");
       out.push_back(s.get<std::string>());
@@ -107,9 +112,10 @@ std::string message_content(const json& m, std::size_t i) {
   for (const json& part : *it) {
     if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
         !part["text"].is_string()) {
-      bad(param, fmt::format("'{}' may only hold text parts ({{\"type\": \"text\", \"text\": ...}}); "
-                             "nanochat's models read text",
-                             param));
+      bad(param,
+          fmt::format("'{}' may only hold text parts ({{\"type\": \"text\", \"text\": ...}}); "
+                      "nanochat's models read text",
+                      param));
     }
     text += part["text"].get<std::string>();
   }
@@ -123,7 +129,8 @@ std::vector<model::ChatMessage> chat_messages(const json& j) {
   std::vector<model::ChatMessage> out;
   for (std::size_t i = 0; i < it->size(); ++i) {
     const json& m = (*it)[i];
-    if (!m.is_object()) bad(fmt::format("messages[{}]", i), fmt::format("'messages[{}]' must be an object", i));
+    if (!m.is_object())
+      bad(fmt::format("messages[{}]", i), fmt::format("'messages[{}]' must be an object", i));
     const auto role = m.find("role");
     if (role == m.end() || !role->is_string()) {
       bad(fmt::format("messages[{}].role", i), fmt::format("'messages[{}].role' is required", i));
@@ -159,7 +166,8 @@ void completion_prompt(const json& j, const engine::LoadedModel& model, Completi
     r.prompt = model.tokenizer().encode(r.prompt_text, true, true);
     return;
   }
-  if (!p->is_array() || p->empty()) bad("prompt", "'prompt' must be a string or a list of token ids");
+  if (!p->is_array() || p->empty())
+    bad("prompt", "'prompt' must be a string or a list of token ids");
   const auto vocab = model.config().vocab_size;
   for (const json& t : *p) {
     if (!t.is_number_integer() || t.get<std::int64_t>() < 0 || t.get<std::int64_t>() >= vocab) {
@@ -182,8 +190,7 @@ json error_body(const ApiError& e) {
 }
 
 CompletionRequest parse_completion_request(const std::string& body, bool chat,
-                                           const engine::LoadedModel& model,
-                                           std::int64_t context) {
+                                           const engine::LoadedModel& model, std::int64_t context) {
   json j;
   try {
     j = json::parse(body);
@@ -331,8 +338,10 @@ json logprobs_json(const engine::LoadedModel& model,
         top.push_back({{"token", piece}, {"logprob", lp}, {"bytes", bytes(piece)}});
       }
       const std::string piece = tok.piece(e.token);
-      content.push_back(
-          {{"token", piece}, {"logprob", e.logprob}, {"bytes", bytes(piece)}, {"top_logprobs", top}});
+      content.push_back({{"token", piece},
+                         {"logprob", e.logprob},
+                         {"bytes", bytes(piece)},
+                         {"top_logprobs", top}});
     }
     return {{"content", content}};
   }
@@ -355,8 +364,6 @@ json logprobs_json(const engine::LoadedModel& model,
           {"text_offset", offsets}};
 }
 
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 }  // namespace nanochat::serve

@@ -28,8 +28,8 @@ nlohmann::json error_body(const ApiError& e);
 
 struct CompletionRequest {
   bool chat = false;
-  std::string model;                  // as asked (empty: any)
-  std::string prompt_text;            // the prompt (chat: the rendered conversation)
+  std::string model;                   // as asked (empty: any)
+  std::string prompt_text;             // the prompt (chat: the rendered conversation)
   std::vector<model::TokenId> prompt;  // its tokens
   engine::GenerateOptions options;
   bool seed_given = false;
@@ -44,8 +44,7 @@ struct CompletionRequest {
 // Parses and checks a request body. Throws ApiError (400, naming the field) for malformed JSON,
 // wrong types, out-of-range values and what nanochat does not do (tools, several prompts).
 CompletionRequest parse_completion_request(const std::string& body, bool chat,
-                                           const engine::LoadedModel& model,
-                                           std::int64_t context);
+                                           const engine::LoadedModel& model, std::int64_t context);
 
 // What the answers share.
 struct ResponseInfo {

@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 #include <httplib.h>
-#include <sys/stat.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <chrono>
@@ -105,11 +105,12 @@ struct Server::Impl {
   void routes() {
     http.set_payload_max_length(o.max_body_bytes);
     http.set_read_timeout(static_cast<time_t>(o.read_timeout_seconds));  // half a request, stalled
-    http.set_write_timeout(10s);  // or that stops reading
+    http.set_write_timeout(10s);                                         // or that stops reading
     http.set_keep_alive_timeout(2);
     const std::size_t threads =
-        o.http_threads > 0 ? static_cast<std::size_t>(o.http_threads)
-                           : static_cast<std::size_t>(o.scheduler.slots + o.scheduler.max_waiting + 16);
+        o.http_threads > 0
+            ? static_cast<std::size_t>(o.http_threads)
+            : static_cast<std::size_t>(o.scheduler.slots + o.scheduler.max_waiting + 16);
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -139,8 +140,8 @@ struct Server::Impl {
       if (!res.body.empty()) return;
       ApiError e{res.status, "", "invalid_request_error", "", ""};
       if (res.status == 404) {
-        e.message = fmt::format("unknown path: {} {}; this server answers {}", req.method,
-                                req.path, kPaths);
+        e.message = fmt::format("unknown path: {} {}; this server answers {}", req.method, req.path,
+                                kPaths);
         e.code = "unknown_url";
       } else if (res.status == 413) {
         e.message = fmt::format(
@@ -235,11 +236,13 @@ struct Server::Impl {
 
   void not_ready(httplib::Response& res) {
     if (stopping) {
-      return reply_error(res, {503, "the server is shutting down", "server_error", "", "shutting_down"});
+      return reply_error(res,
+                         {503, "the server is shutting down", "server_error", "", "shutting_down"});
     }
-    reply_error(res, {503, "the model is still loading; try again shortly", "server_error", "",
-                      "model_loading"},
-                1);
+    reply_error(
+        res,
+        {503, "the model is still loading; try again shortly", "server_error", "", "model_loading"},
+        1);
   }
 
   void model_not_found(httplib::Response& res, const std::string& name) {
@@ -299,9 +302,9 @@ struct Server::Impl {
   void observe(const Exchange& ex, const engine::GenerateResult& result) {
     const auto& t = result.timings;
     const double first = result.tokens.empty() ? -1.0 : t.first_token_ms / 1e3;
-    const double per_token =
-        t.generated_tokens > 1 ? t.eval_ms / 1e3 / static_cast<double>(t.generated_tokens - 1)
-                               : -1.0;
+    const double per_token = t.generated_tokens > 1
+                                 ? t.eval_ms / 1e3 / static_cast<double>(t.generated_tokens - 1)
+                                 : -1.0;
     metrics.observe_generation(t.prompt_tokens, t.generated_tokens, t.queued_ms / 1e3, first,
                                per_token, seconds_since(ex.arrived));
   }
@@ -350,7 +353,8 @@ struct Server::Impl {
     };
     std::vector<std::size_t> offsets(static_cast<std::size_t>(r.n), 0);
     for (int i = 0; i < r.n; ++i) {
-      if (r.chat && !send(chunk(ex, json::array({stream_choice(ex, i, "", {}, 0, nullptr, true)})))) {
+      if (r.chat &&
+          !send(chunk(ex, json::array({stream_choice(ex, i, "", {}, 0, nullptr, true)})))) {
         return gone();
       }
       if (r.echo) {
@@ -383,7 +387,8 @@ struct Server::Impl {
         spdlog::error("internal error in a batched pass: {}", e->error);
         const std::string line =
             "data: " +
-            dump(error_body({500, "internal error (a bug in nanochat): " + e->error, "server_error", "", ""})) +
+            dump(error_body(
+                {500, "internal error (a bug in nanochat): " + e->error, "server_error", "", ""})) +
             "\n\n";
         if (!sink.write(line.data(), line.size())) return gone();
         continue;
@@ -438,7 +443,8 @@ struct Server::Impl {
     json body;
     if (!error.empty()) {
       spdlog::error("internal error in a batched pass: {}", error);
-      body = error_body({500, "internal error (a bug in nanochat): " + error, "server_error", "", ""});
+      body =
+          error_body({500, "internal error (a bug in nanochat): " + error, "server_error", "", ""});
     } else {
       json choices = json::array();
       std::int64_t completion_tokens = 0;
@@ -504,9 +510,8 @@ void Server::serve(const std::function<std::shared_ptr<engine::LoadedModel>()>& 
       m.model = std::move(model);
       m.load_seconds = seconds_since(start);
       m.ready = true;
-      notice("serving {} as '{}' on http://{}:{} ({} slots of {} tokens)",
-                   m.model->path().string(), m.model_id, m.o.host, m.o.port, m.o.scheduler.slots,
-                   m.scheduler->context());
+      notice("serving {} as '{}' on http://{}:{} ({} slots of {} tokens)", m.model->path().string(),
+             m.model_id, m.o.host, m.o.port, m.o.scheduler.slots, m.scheduler->context());
     } catch (...) {
       m.load_error = std::current_exception();
       m.http.stop();

@@ -327,10 +327,9 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   model->forward(std::span(tokens).first(4), a1, scratch);
   model->forward(std::span(tokens).first(2), c, scratch);
   model->forward(std::span(tokens).first(2), c1, scratch);
-  const std::vector<Model::Segment> segments = {
-      {std::span(tokens).subspan(4, 1), &a, false},
-      {std::span(tokens).first(3), &b, true},
-      {std::span(tokens).subspan(2, 2), &c, false}};
+  const std::vector<Model::Segment> segments = {{std::span(tokens).subspan(4, 1), &a, false},
+                                                {std::span(tokens).first(3), &b, true},
+                                                {std::span(tokens).subspan(2, 2), &c, false}};
   ForwardBuffers buffers;
   std::vector<float> batched;
   model->forward_batch(segments, buffers, batched);

@@ -61,12 +61,14 @@ std::map<int, GenerateResult> collect(EventQueue& q, std::size_t count,
   return done;
 }
 
-const std::vector<std::string> kPrompts = {"fn main() {", "pub struct Point {",
-                                           "impl Iterator for", "use std::collections::HashMap;\n",
+const std::vector<std::string> kPrompts = {"fn main() {", "pub struct Point {", "impl Iterator for",
+                                           "use std::collections::HashMap;\n",
                                            "// Parses a header\nfn parse("};
 
 TEST(Scheduler, EachRequestGivesWhatItGivesAlone) {
-  Scheduler scheduler(shared_model(), {.slots = 3, .context = 256, .max_waiting = 8,
+  Scheduler scheduler(shared_model(), {.slots = 3,
+                                       .context = 256,
+                                       .max_waiting = 8,
                                        .prefill_chunk = 4});  // small chunks: prompts interleave
   auto q = std::make_shared<EventQueue>();
   for (std::size_t i = 0; i < kPrompts.size(); ++i) {
@@ -76,7 +78,8 @@ TEST(Scheduler, EachRequestGivesWhatItGivesAlone) {
   const auto results = collect(*q, kPrompts.size());
   for (std::size_t i = 0; i < kPrompts.size(); ++i) {
     Session alone(shared_model(), 256);
-    const GenerateResult want = alone.generate(kPrompts[i], sampled(24 + static_cast<int>(i), 100 + i));
+    const GenerateResult want =
+        alone.generate(kPrompts[i], sampled(24 + static_cast<int>(i), 100 + i));
     const GenerateResult& got = results.at(static_cast<int>(i));
     EXPECT_EQ(got.tokens, want.tokens) << kPrompts[i];
     EXPECT_EQ(got.text, want.text);

@@ -28,8 +28,8 @@
 namespace nanochat::engine {
 
 struct LoadOptions {
-  kernels::KernelOptions kernels;  // threads (0: physical cores), ISA, autotuning
-  std::string chat_template;       // a template name overriding the file's; empty: the file's
+  kernels::KernelOptions kernels;   // threads (0: physical cores), ISA, autotuning
+  std::string chat_template;        // a template name overriding the file's; empty: the file's
   model::LoadProgress on_progress;  // bytes of weights repacked so far, as loading goes
 };
 

@@ -13,7 +13,8 @@
 //   engine::Scheduler scheduler(model, {.slots = 4});
 //   auto events = std::make_shared<engine::EventQueue>();
 //   auto request = scheduler.submit(prompt_tokens, options, events);
-//   while (auto e = events->pop(std::chrono::milliseconds(100))) { ... e->text ... if (e->done) break; }
+//   while (auto e = events->pop(std::chrono::milliseconds(100))) { ... e->text ... if (e->done)
+//   break; }
 //
 // Thread-safety: submit(), cancel() and stats() may be called from any thread; events are pushed
 // from the scheduler's own thread.
@@ -39,10 +40,10 @@
 namespace nanochat::engine {
 
 struct SchedulerOptions {
-  int slots = 4;               // sequences decoded together (-np)
-  std::int64_t context = 0;    // KV cache per slot in tokens; 0: the model's context length
-  int max_waiting = 64;        // requests queued for a slot; more are refused (QueueFull)
-  int prefill_chunk = 256;     // prompt tokens run per step, shared by the prefilling slots
+  int slots = 4;             // sequences decoded together (-np)
+  std::int64_t context = 0;  // KV cache per slot in tokens; 0: the model's context length
+  int max_waiting = 64;      // requests queued for a slot; more are refused (QueueFull)
+  int prefill_chunk = 256;   // prompt tokens run per step, shared by the prefilling slots
 };
 
 // What a request reports, in order: text as it is generated (with its tokens' log-probabilities
@@ -108,7 +109,7 @@ class Scheduler {
     int waiting = 0;                 // requests queued for one
     std::int64_t cached_tokens = 0;  // tokens the slots' caches hold (running or kept for reuse)
     std::int64_t capacity_tokens = 0;
-    std::int64_t steps = 0;          // batched passes run
+    std::int64_t steps = 0;  // batched passes run
   };
   Stats stats() const;
   std::int64_t context() const { return context_; }

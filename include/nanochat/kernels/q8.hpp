@@ -5,9 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "nanochat/kernels/isa.hpp"
 #include "nanochat/kernels/packed.hpp"

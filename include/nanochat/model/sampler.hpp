@@ -28,7 +28,7 @@ struct SamplerParams {
   // appeared and by frequency_penalty for each time it appeared (in [-2, 2]; 0: off).
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
-  std::uint64_t seed = 0;       // -s
+  std::uint64_t seed = 0;  // -s
 
   // Throws UsageError naming the flag when a value is out of range.
   void validate() const;

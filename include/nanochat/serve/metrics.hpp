@@ -35,7 +35,7 @@ struct GaugeValues {
   double slots = 0, slots_busy = 0;
   double kv_cache_tokens = 0, kv_cache_capacity_tokens = 0;
   double batch_steps = 0;
-  double model_loaded = 0;       // 1 once the model is ready
+  double model_loaded = 0;  // 1 once the model is ready
   double model_load_seconds = 0;
 };
 

@@ -24,14 +24,14 @@ namespace nanochat::serve {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;             // 0: any free port (bind() returns it)
-  std::string api_key;         // when set, /v1/ requests need "Authorization: Bearer KEY"
+  int port = 8080;      // 0: any free port (bind() returns it)
+  std::string api_key;  // when set, /v1/ requests need "Authorization: Bearer KEY"
   engine::SchedulerOptions scheduler;
   std::size_t max_body_bytes = 4u << 20;
-  double drain_seconds = 10;   // how long shutdown() lets running requests finish
+  double drain_seconds = 10;      // how long shutdown() lets running requests finish
   int read_timeout_seconds = 10;  // a client that sends half a request is dropped after this
-  std::string model_id;        // the model's name in the API (default: the file's stem)
-  int http_threads = 0;        // connections served at once (0: slots + queue + 16)
+  std::string model_id;           // the model's name in the API (default: the file's stem)
+  int http_threads = 0;           // connections served at once (0: slots + queue + 16)
 };
 
 class Server {
