@@ -63,6 +63,7 @@ void run(Options o) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);  // wakes the waiter when the server stops by itself
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not a signal
 
@@ -88,7 +89,7 @@ void run(Options o) {
   const auto wake_waiter = [&] {
     exiting = true;
     server.shutdown();
-    pthread_kill(waiter.native_handle(), SIGTERM);  // the waiter's sigwait returns
+    pthread_kill(waiter.native_handle(), SIGUSR1);  // the waiter's sigwait returns
     waiter.join();
   };
   try {

@@ -217,7 +217,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
   if (!chat && f.given("suffix")) bad("suffix", "'suffix' (fill in the middle) is not supported");
 
   engine::GenerateOptions& g = r.options;
-  const std::int64_t kHuge = std::numeric_limits<std::int32_t>::max();
+  constexpr std::int64_t kHuge = std::numeric_limits<std::int32_t>::max();
   auto max_tokens = f.integer("max_tokens", 0, kHuge);
   if (const auto m = f.integer("max_completion_tokens", 0, kHuge)) max_tokens = m;
   // OpenAI's defaults: 16 tokens for completions, until the answer ends for chat. More than the

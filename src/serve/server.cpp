@@ -159,7 +159,7 @@ struct Server::Impl {
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
           std::string what = "unknown exception";
           try {
-            std::rethrow_exception(ep);
+            std::rethrow_exception(std::move(ep));
           } catch (const std::exception& e) {
             what = e.what();
           } catch (...) {
@@ -420,7 +420,7 @@ struct Server::Impl {
     auto last_write = Clock::now();
     std::string error;
     while (finished < r.n) {
-      const auto e = ex.queue->pop(250ms);
+      auto e = ex.queue->pop(250ms);
       if (!e) {
         if (Clock::now() - last_write > 1s) {
           if (!sink.write(" ", 1)) {
