@@ -19,5 +19,15 @@ expect_usage "chat -c -3" "^nanochat: -c -3: must be 0" sh -c "echo hi | '$bin' 
 expect_usage "negative temp" "^nanochat: --temp -1: must be 0 \\(greedy\\) or a positive number" "$bin" generate -m "$m" --temp -1 -p x
 expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
 expect_usage "huge -c" "^nanochat: -c 72057594037927936: its KV cache would need .* GiB, more than this machine's" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
+expect_usage "serve --port" "^nanochat: --port 70000: must be from 0 \\(any free port\\) to 65535" "$bin" serve -m "$m" --port 70000
+expect_usage "serve -np 0" "^nanochat: -np 0: must be from 1 to 256" "$bin" serve -m "$m" -np 0
+expect_usage "serve --read-timeout" "^nanochat: --read-timeout 0: must be at least 1 second" "$bin" serve -m "$m" --read-timeout 0
+# A port another process listens on: exit 1 and one line naming the address.
+python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' >"$work/port" &
+holder=$!
+for _ in $(seq 50); do [[ -s "$work/port" ]] && break; sleep 0.1; done
+port=$(cat "$work/port")
+expect_fail "serve on a busy port" "^nanochat: cannot listen on 127.0.0.1:$port: .*is another server using the port" "$bin" serve -m "$m" --port "$port"
+kill "$holder" 2>/dev/null
 
 finish
