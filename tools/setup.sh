@@ -21,6 +21,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
   libcpp-httplib-dev  # nanochat serve
   python3-prometheus-client  # the serve tests parse /metrics with Prometheus's own parser
+  pybind11-dev python3-dev python3-numpy python3-pytest  # the Python module and its tests
 )
 for arg in "$@"; do
   case "$arg" in

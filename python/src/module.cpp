@@ -1,0 +1,303 @@
+// nanochat._nanochat: the engine API for Python (pybind11). The Python package (nanochat/) builds
+// llama-cpp-python's interface on top of this; nothing here is a second implementation: models
+// load through engine::LoadedModel, generations run through engine::Scheduler (batched, streamed,
+// cancellable), scoring through engine::score_document.
+//
+// The GIL is released while the engine computes; waiting for a stream's next event wakes every
+// 100 ms to let Python deliver signals (Ctrl-C raises KeyboardInterrupt and cancels the request).
+#include <fmt/format.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "nanochat/engine/loaded_model.hpp"
+#include "nanochat/engine/scheduler.hpp"
+#include "nanochat/engine/scoring.hpp"
+#include "nanochat/engine/session.hpp"
+#include "nanochat/gguf/value.hpp"
+#include "nanochat/kernels/isa.hpp"
+#include "nanochat/model/chat_template.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/version.hpp"
+
+namespace py = pybind11;
+using namespace nanochat;
+
+namespace {
+
+struct SamplingArgs {
+  int max_tokens = 16;
+  float temperature = 0.8f;
+  float top_p = 0.95f;
+  int top_k = 40;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::vector<std::string> stop;
+  std::uint64_t seed = 0;
+  bool ignore_eos = false;
+  int logprobs = -1;  // < 0: none
+
+  engine::GenerateOptions options() const {
+    engine::GenerateOptions g;
+    g.n_predict = max_tokens;
+    g.sampling.temperature = temperature;
+    g.sampling.top_p = top_p;
+    g.sampling.top_k = top_k;
+    g.sampling.min_p = min_p;
+    g.sampling.repeat_penalty = repeat_penalty;
+    g.sampling.presence_penalty = presence_penalty;
+    g.sampling.frequency_penalty = frequency_penalty;
+    g.sampling.seed = seed;
+    g.stop = stop;
+    g.ignore_eos = ignore_eos;
+    g.logprobs = logprobs >= 0;
+    g.top_logprobs = logprobs > 0 ? logprobs : 0;
+    return g;
+  }
+};
+
+py::dict result_dict(const engine::GenerateResult& r, const model::Tokenizer& tok) {
+  py::dict d;
+  d["text"] = py::bytes(r.text);
+  d["tokens"] = r.tokens;
+  d["finish_reason"] = engine::finish_reason_name(r.finish);
+  d["prompt_tokens"] = r.timings.prompt_tokens;
+  d["completion_tokens"] = r.timings.generated_tokens;
+  d["reused_tokens"] = r.timings.reused_tokens;
+  py::list logprobs;
+  for (const auto& lp : r.logprobs) {
+    py::list top;
+    for (const auto& [id, v] : lp.top) top.append(py::make_tuple(py::bytes(tok.piece(id)), v));
+    logprobs.append(py::make_tuple(py::bytes(tok.piece(lp.token)), lp.logprob, top));
+  }
+  d["logprobs"] = logprobs;
+  return d;
+}
+
+// One generation submitted to the scheduler: Python iterates its events.
+class Stream {
+ public:
+  Stream(std::shared_ptr<engine::Request> request, std::shared_ptr<engine::EventQueue> events,
+         std::shared_ptr<engine::LoadedModel> model)
+      : request_(std::move(request)), events_(std::move(events)), model_(std::move(model)) {}
+  ~Stream() { request_->cancel(); }
+
+  // The next event as (text bytes, done, result dict or None); raises KeyboardInterrupt (after
+  // cancelling) when Ctrl-C arrives while waiting.
+  py::tuple next() {
+    for (;;) {
+      std::optional<engine::RequestEvent> e;
+      {
+        py::gil_scoped_release release;
+        e = events_->pop(std::chrono::milliseconds(100));
+      }
+      if (PyErr_CheckSignals() != 0) {  // Ctrl-C: KeyboardInterrupt, and the generation stops
+        request_->cancel();
+        throw py::error_already_set();
+      }
+      if (!e) continue;
+      if (!e->error.empty()) throw std::runtime_error("internal error in nanochat: " + e->error);
+      py::object result = py::none();
+      if (e->done) result = result_dict(*e->result, model_->tokenizer());
+      return py::make_tuple(py::bytes(e->text), e->done, result);
+    }
+  }
+  void cancel() { request_->cancel(); }
+
+ private:
+  std::shared_ptr<engine::Request> request_;
+  std::shared_ptr<engine::EventQueue> events_;
+  std::shared_ptr<engine::LoadedModel> model_;
+};
+
+class Model {
+ public:
+  Model(const std::string& path, std::int64_t n_ctx, int n_threads, int n_slots) {
+    engine::LoadOptions o;
+    o.kernels.threads = n_threads;
+    {
+      py::gil_scoped_release release;
+      model_ = engine::LoadedModel::load(path, o);
+    }
+    engine::SchedulerOptions s;
+    s.slots = n_slots;
+    s.context = n_ctx;
+    s.max_waiting = 1 << 20;  // Python callers queue as much as they like
+    scheduler_ = std::make_unique<engine::Scheduler>(model_, s);
+  }
+
+  std::vector<model::TokenId> tokenize(const std::string& text, bool add_bos, bool special) const {
+    return model_->tokenizer().encode(text, add_bos, special);
+  }
+  py::bytes detokenize(const std::vector<model::TokenId>& ids, bool special) const {
+    for (const auto id : ids) {
+      if (id < 0 || id >= model_->config().vocab_size) {
+        throw InvalidArgument(
+            "ids", std::to_string(id),
+            fmt::format("not a token id of this model (0 to {})", model_->config().vocab_size - 1));
+      }
+    }
+    return py::bytes(model_->tokenizer().decode(ids, special));
+  }
+  std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>>& messages,
+                                  bool add_generation) const {
+    std::vector<model::ChatMessage> m;
+    for (const auto& [role, content] : messages) m.push_back({role, content});
+    return model_->chat_template().render(m, add_generation);
+  }
+  std::vector<std::string> chat_stop() const { return model_->chat_template().stop(); }
+
+  std::unique_ptr<Stream> submit(const std::vector<model::TokenId>& prompt,
+                                 const SamplingArgs& args) {
+    auto events = std::make_shared<engine::EventQueue>();
+    auto request = scheduler_->submit(prompt, args.options(), events);
+    return std::make_unique<Stream>(std::move(request), std::move(events), model_);
+  }
+
+  // Logits [tokens][vocab] for `ids` from an empty context, without a copy.
+  py::array_t<float> eval_logits(const std::vector<model::TokenId>& ids) {
+    if (ids.empty()) throw InvalidArgument("ids", "[]", "give at least one token");
+    auto logits = std::make_unique<std::vector<float>>();
+    {
+      py::gil_scoped_release release;
+      model::KvCache cache(model_->config(), static_cast<std::int64_t>(ids.size()));
+      model_->forward(ids, cache, *logits, true);
+    }
+    const auto vocab = static_cast<py::ssize_t>(model_->config().vocab_size);
+    const auto rows = static_cast<py::ssize_t>(ids.size());
+    float* data = logits->data();
+    py::capsule owner(logits.release(),
+                      [](void* p) { delete static_cast<std::vector<float>*>(p); });
+    return py::array_t<float>(
+        {rows, vocab},
+        {vocab * static_cast<py::ssize_t>(sizeof(float)), static_cast<py::ssize_t>(sizeof(float))},
+        data, owner);
+  }
+
+  py::dict score(const std::string& text, std::int64_t n_ctx) {
+    engine::Score s;
+    {
+      py::gil_scoped_release release;
+      s = engine::score_document(*model_, text,
+                                 n_ctx > 0 ? n_ctx : model_->config().context_length);
+    }
+    py::dict d;
+    d["perplexity"] = s.perplexity();
+    d["bits_per_byte"] = s.bits_per_byte();
+    d["tokens"] = s.tokens;
+    d["nll"] = s.nll;
+    return d;
+  }
+
+  py::dict metadata() const {
+    py::dict d;
+    // Strings, integers, floats and booleans as themselves; arrays in their readable form.
+    for (const auto& [key, value] : model_->file().metadata()) {
+      if (const auto* s = value.as_string()) {
+        d[py::str(key)] = *s;
+      } else if (const auto* b = value.get_if<bool>()) {
+        d[py::str(key)] = *b;
+      } else if (const auto i = value.as_int()) {
+        d[py::str(key)] = *i;
+      } else if (const auto f = value.as_double(); f && value.as_array() == nullptr) {
+        d[py::str(key)] = *f;
+      } else {
+        d[py::str(key)] = value.display();
+      }
+    }
+    return d;
+  }
+
+  py::dict info() const {
+    const auto& c = model_->config();
+    py::dict d;
+    d["path"] = model_->path().string();
+    d["architecture"] = c.architecture;
+    d["n_layers"] = c.n_layers;
+    d["n_embd"] = c.dim;
+    d["n_vocab"] = c.vocab_size;
+    d["n_ctx_train"] = c.context_length;
+    d["n_ctx"] = scheduler_->context();
+    d["chat_template"] = model_->chat_template().name();
+    d["isa"] = kernels::isa_name(model_->kernels().isa());
+    d["n_threads"] = model_->kernels().threads();
+    d["load_ms"] = model_->load_ms();
+    return d;
+  }
+
+  std::int64_t n_ctx() const { return scheduler_->context(); }
+  std::int64_t n_vocab() const { return model_->config().vocab_size; }
+  std::optional<model::TokenId> eos() const { return model_->tokenizer().eos(); }
+
+ private:
+  std::shared_ptr<engine::LoadedModel> model_;
+  std::unique_ptr<engine::Scheduler> scheduler_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_nanochat, m) {
+  m.doc() = "nanochat's engine (use the nanochat package, not this module)";
+  m.attr("__version__") = build::kVersion;
+  static py::exception<FormatError> format_error(m, "FormatError", PyExc_ValueError);
+  // pybind11 takes a function of std::exception_ptr by value.
+  py::register_exception_translator(
+      [](std::exception_ptr p) {  // NOLINT(performance-unnecessary-value-param)
+        try {
+          if (p) std::rethrow_exception(p);
+        } catch (const FormatError& e) {
+          PyErr_SetString(format_error.ptr(), e.what());
+        } catch (const IoError& e) {
+          PyErr_SetString(PyExc_FileNotFoundError, e.what());
+        } catch (const UsageError& e) {  // InvalidArgument too
+          PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const engine::QueueFull& e) {
+          PyErr_SetString(PyExc_RuntimeError, e.what());
+        } catch (const Error& e) {
+          PyErr_SetString(PyExc_RuntimeError, e.what());
+        }
+      });
+
+  py::class_<SamplingArgs>(m, "SamplingArgs")
+      .def(py::init<>())
+      .def_readwrite("max_tokens", &SamplingArgs::max_tokens)
+      .def_readwrite("temperature", &SamplingArgs::temperature)
+      .def_readwrite("top_p", &SamplingArgs::top_p)
+      .def_readwrite("top_k", &SamplingArgs::top_k)
+      .def_readwrite("min_p", &SamplingArgs::min_p)
+      .def_readwrite("repeat_penalty", &SamplingArgs::repeat_penalty)
+      .def_readwrite("presence_penalty", &SamplingArgs::presence_penalty)
+      .def_readwrite("frequency_penalty", &SamplingArgs::frequency_penalty)
+      .def_readwrite("stop", &SamplingArgs::stop)
+      .def_readwrite("seed", &SamplingArgs::seed)
+      .def_readwrite("ignore_eos", &SamplingArgs::ignore_eos)
+      .def_readwrite("logprobs", &SamplingArgs::logprobs);
+
+  py::class_<Stream>(m, "Stream").def("next", &Stream::next).def("cancel", &Stream::cancel);
+
+  py::class_<Model>(m, "Model")
+      .def(py::init<const std::string&, std::int64_t, int, int>(), py::arg("path"),
+           py::arg("n_ctx") = 0, py::arg("n_threads") = 0, py::arg("n_slots") = 4)
+      .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_bos") = true,
+           py::arg("special") = false)
+      .def("detokenize", &Model::detokenize, py::arg("ids"), py::arg("special") = false)
+      .def("apply_chat_template", &Model::apply_chat_template, py::arg("messages"),
+           py::arg("add_generation") = true)
+      .def("chat_stop", &Model::chat_stop)
+      .def("submit", &Model::submit, py::arg("prompt"), py::arg("args"))
+      .def("eval_logits", &Model::eval_logits, py::arg("ids"))
+      .def("score", &Model::score, py::arg("text"), py::arg("n_ctx") = 0)
+      .def("metadata", &Model::metadata)
+      .def("info", &Model::info)
+      .def_property_readonly("n_ctx", &Model::n_ctx)
+      .def_property_readonly("n_vocab", &Model::n_vocab)
+      .def_property_readonly("eos", &Model::eos);
+}
