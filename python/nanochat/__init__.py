@@ -27,7 +27,7 @@ from . import _nanochat
 from ._nanochat import FormatError
 
 __version__: str = _nanochat.__version__
-__all__ = ["Model", "FormatError", "default_model_path", "__version__"]
+__all__ = ["Model", "FormatError", "default_model_path", "train", "export", "__version__"]
 
 _DEFAULT_MODEL = "nanochat-rust.gguf"
 
@@ -309,3 +309,36 @@ def _completion_logprobs(result: Dict[str, Any]) -> Dict[str, Any]:
         offsets.append(offset)
         offset += len(piece)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"override value {v!r}: use a bool, number, string or list")
+
+
+def train(config: Union[str, os.PathLike], overrides: Optional[Dict[str, Any]] = None,
+          resume: bool = False, init: Optional[str] = None, stop_after: int = 0,
+          n_threads: int = 0, on_step=None) -> Dict[str, Any]:
+    """Runs `nanochat train` from Python: the same trainer, config and outputs (checkpoints,
+    train.jsonl, the exported model). `overrides` maps "section.key" to values, as --set does.
+    `on_step(report)` is called after each optimizer step with a dict (step, total_steps, loss,
+    lr, grad_norm, tokens_per_second, elapsed_seconds, eta_seconds); returning False stops the
+    run after that step with a checkpoint (as Ctrl-C does, which then raises KeyboardInterrupt).
+    Returns the run's result (steps, finished, losses, checkpoint, model)."""
+    sets = [f"{k}={_toml_value(v)}" for k, v in (overrides or {}).items()]
+    return _nanochat.train(os.fspath(config), sets, resume, os.fspath(init) if init else "",
+                           stop_after, n_threads, on_step)
+
+
+def export(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike],
+           arch: str = "nanochat", ternary: str = "tq2_0") -> int:
+    """Writes a training checkpoint (a file, or the newest in a run's folder) as a GGUF model, as
+    `nanochat export` does; returns the checkpoint's step."""
+    return _nanochat.export(os.fspath(checkpoint), os.fspath(output), arch, ternary)

@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,9 @@
 #include "nanochat/gguf/value.hpp"
 #include "nanochat/kernels/isa.hpp"
 #include "nanochat/model/chat_template.hpp"
+#include "nanochat/train/config.hpp"
+#include "nanochat/train/export.hpp"
+#include "nanochat/train/trainer.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/version.hpp"
 
@@ -242,6 +246,98 @@ class Model {
   std::unique_ptr<engine::Scheduler> scheduler_;
 };
 
+// Calls Python back for each step (with the GIL); a callback that raises, returns False, or a
+// Ctrl-C stops the run after the step, with a checkpoint.
+class PyObserver : public train::TrainObserver {
+ public:
+  PyObserver(py::object on_step, std::atomic<bool>& stop)
+      : on_step_(std::move(on_step)), stop_(stop) {}
+  void on_step(const train::StepReport& r) override {
+    const py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      error_ = std::make_unique<py::error_already_set>();
+      stop_.store(true);
+      return;
+    }
+    if (on_step_.is_none() || error_) return;
+    try {
+      py::dict d;
+      d["step"] = r.step;
+      d["total_steps"] = r.total_steps;
+      d["loss"] = r.loss;
+      d["lr"] = r.lr;
+      d["grad_norm"] = r.grad_norm;
+      d["tokens_per_second"] = r.tokens_per_second;
+      d["elapsed_seconds"] = r.elapsed_seconds;
+      d["eta_seconds"] = r.eta_seconds;
+      const py::object result = on_step_(d);
+      if (!result.is_none() && !result.cast<bool>()) stop_.store(true);
+    } catch (py::error_already_set& e) {
+      error_ = std::make_unique<py::error_already_set>(std::move(e));
+      stop_.store(true);
+    }
+  }
+  // Re-raises what the callback (or Ctrl-C) raised, if anything.
+  void rethrow() {
+    if (error_) {
+      error_->restore();
+      error_.reset();
+      throw py::error_already_set();
+    }
+  }
+
+ private:
+  py::object on_step_;
+  std::atomic<bool>& stop_;
+  std::unique_ptr<py::error_already_set> error_;
+};
+
+py::dict run_train(const std::string& config, const std::vector<std::string>& overrides,
+                   bool resume, const std::string& init, std::int64_t stop_after, int n_threads,
+                   py::object on_step) {
+  train::TrainRunOptions o;
+  o.config = train::load_train_config(config, overrides);
+  o.resume = resume;
+  o.init = init;
+  o.stop_after = stop_after;
+  std::atomic<bool> stop{false};
+  o.interrupt = &stop;
+  kernels::KernelOptions k;
+  k.threads = n_threads;
+  PyObserver observer(std::move(on_step), stop);
+  train::TrainResult r;
+  {
+    py::gil_scoped_release release;
+    kernels::KernelContext context(k);
+    r = train::run_training(o, context, observer);
+  }
+  observer.rethrow();
+  py::dict d;
+  d["steps"] = r.steps;
+  d["steps_run"] = r.steps_run;
+  d["finished"] = r.finished;
+  d["stopped_early"] = r.interrupted;
+  d["last_loss"] = r.last_loss;
+  d["val_loss"] = r.val_loss;
+  d["val_bpb"] = r.val_bpb;
+  d["tokens_per_second"] = r.tokens_per_second;
+  d["checkpoint"] = r.checkpoint.string();
+  d["model"] = r.exported.string();
+  return d;
+}
+
+std::int64_t run_export(const std::string& checkpoint, const std::string& output,
+                        const std::string& arch, const std::string& ternary) {
+  train::ExportOptions o;
+  o.arch = arch;
+  if (ternary != "tq2_0" && ternary != "tq1_0") {
+    throw InvalidArgument("ternary", ternary, "use tq2_0 or tq1_0");
+  }
+  o.ternary_type = ternary == "tq2_0" ? gguf::TensorType::kTQ2_0 : gguf::TensorType::kTQ1_0;
+  const py::gil_scoped_release release;
+  return train::export_checkpoint(checkpoint, output, o);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_nanochat, m) {
@@ -265,6 +361,11 @@ PYBIND11_MODULE(_nanochat, m) {
           PyErr_SetString(PyExc_RuntimeError, e.what());
         }
       });
+
+  m.def("train", &run_train, py::arg("config"), py::arg("overrides"), py::arg("resume"),
+        py::arg("init"), py::arg("stop_after"), py::arg("n_threads"), py::arg("on_step"));
+  m.def("export", &run_export, py::arg("checkpoint"), py::arg("output"), py::arg("arch"),
+        py::arg("ternary"));
 
   py::class_<SamplingArgs>(m, "SamplingArgs")
       .def(py::init<>())

@@ -190,3 +190,46 @@ def test_memory_does_not_grow(model):
         model(PROMPT, max_tokens=2, seed=1)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 20 * 1024, f"grew by {grown_kib} KiB over 1000 calls"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_overrides(run_dir, total_steps=6):
+    return {
+        "data.inputs": [os.path.join(REPO, "src/train"), os.path.join(REPO, "src/model")],
+        "data.max_bytes": 60000, "data.tokenizer_vocab_size": 300,
+        "training.total_steps": total_steps, "training.warmup_steps": 1,
+        "training.checkpoint_interval": 2, "training.eval_interval": 3,
+        "output.checkpoint_dir": str(run_dir)}
+
+
+def test_train_reports_steps_and_exports(tmp_path):
+    steps = []
+    result = nanochat.train(os.path.join(REPO, "configs/tiny.toml"),
+                            tiny_overrides(tmp_path / "run"), on_step=steps.append)
+    assert [s["step"] for s in steps] == list(range(1, 7))
+    assert all(s["total_steps"] == 6 and s["loss"] > 0 for s in steps)
+    assert result["finished"] and result["steps"] == 6
+    m = nanochat.Model(result["model"], n_threads=1)
+    assert m.info()["n_vocab"] == 300
+    assert isinstance(m("int main(", max_tokens=4, seed=1)["choices"][0]["text"], str)
+    out = tmp_path / "again.gguf"
+    assert nanochat.export(tmp_path / "run", out) == 6
+    assert out.read_bytes() == open(result["model"], "rb").read()
+
+
+def test_train_callback_stops_and_resume_continues(tmp_path):
+    config = os.path.join(REPO, "configs/tiny.toml")
+    first = nanochat.train(config, tiny_overrides(tmp_path / "run"),
+                           on_step=lambda s: s["step"] < 3)
+    assert first["stopped_early"] and first["steps"] == 3 and not first["finished"]
+    rest = []
+    second = nanochat.train(config, tiny_overrides(tmp_path / "run"), resume=True,
+                            on_step=rest.append)
+    assert [s["step"] for s in rest] == [4, 5, 6]
+    assert second["finished"]
+    with pytest.raises(ValueError, match="batch_size"):
+        nanochat.train(config, {"training.batch_size": 0})
+    with pytest.raises(ZeroDivisionError):
+        nanochat.train(config, tiny_overrides(tmp_path / "boom"), on_step=lambda s: 1 / 0)

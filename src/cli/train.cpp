@@ -153,31 +153,14 @@ struct ExportCliOptions {
 };
 
 void run_export(const ExportCliOptions& o) {
-  std::filesystem::path path = o.checkpoint;
-  if (std::filesystem::is_directory(path)) {
-    const auto all = train::list_checkpoints(path);
-    if (all.empty())
-      fail<UsageError>("{}: no checkpoint (step-*.nckpt) in this folder", o.checkpoint);
-    path = all.front();
-  }
-  const train::Checkpoint c = train::load_checkpoint(path);
-  const model::ModelConfig config = train::checkpoint_model_config(c);
-  if (train::parse_train_config(c.config_toml, "checkpoint config").quantization != "ternary") {
-    fail<UsageError>(
-        "{}: trained with model.quantization = \"none\" (float layers, for comparison); only "
-        "ternary models can be exported",
-        path.string());
-  }
   train::ExportOptions eo;
   eo.arch = o.arch;
   if (o.ternary != "tq2_0" && o.ternary != "tq1_0") {
     fail<UsageError>("--ternary {}: use tq2_0 or tq1_0", o.ternary);
   }
   eo.ternary_type = o.ternary == "tq2_0" ? gguf::TensorType::kTQ2_0 : gguf::TensorType::kTQ1_0;
-  eo.name = path.parent_path().filename().string();  // the run's folder, as train names it
-  // The saved config already holds the tokenizer's vocab_size.
-  train::export_gguf(config, train::checkpoint_weights(c), c.tokenizer_gguf, eo, o.output);
-  fmt::print(stderr, "wrote {} ({}, step {})\n", o.output, o.arch, c.step);
+  const std::int64_t step = train::export_checkpoint(o.checkpoint, o.output, eo);
+  fmt::print(stderr, "wrote {} ({}, step {})\n", o.output, o.arch, step);
 }
 
 }  // namespace

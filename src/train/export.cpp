@@ -11,6 +11,7 @@
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
+#include "nanochat/train/checkpoint.hpp"
 #include "nanochat/train/config.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
@@ -115,6 +116,30 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
                  model::encode_ternary(o.ternary_type, trits, scale));
   }
   w.write(out);
+}
+
+std::int64_t export_checkpoint(const std::filesystem::path& checkpoint,
+                               const std::filesystem::path& out, const ExportOptions& options) {
+  std::filesystem::path path = checkpoint;
+  if (std::filesystem::is_directory(path)) {
+    const auto all = list_checkpoints(path);
+    if (all.empty()) {
+      fail<UsageError>("{}: no checkpoint (step-*.nckpt) in this folder", checkpoint.string());
+    }
+    path = all.front();
+  }
+  const Checkpoint c = load_checkpoint(path);
+  if (parse_train_config(c.config_toml, "checkpoint config").quantization != "ternary") {
+    fail<UsageError>(
+        "{}: trained with model.quantization = \"none\" (float layers, for comparison); only "
+        "ternary models can be exported",
+        path.string());
+  }
+  ExportOptions o = options;
+  if (o.name.empty()) o.name = path.parent_path().filename().string();  // the run's folder
+  // The saved config already holds the tokenizer's vocab_size.
+  export_gguf(checkpoint_model_config(c), checkpoint_weights(c), c.tokenizer_gguf, o, out);
+  return c.step;
 }
 
 }  // namespace nanochat::train

@@ -34,6 +34,12 @@ void export_gguf(const model::ModelConfig& config, const std::vector<CheckpointT
 
 // The model configuration a checkpoint was trained with.
 model::ModelConfig checkpoint_model_config(const Checkpoint& c);
+// Exports a checkpoint file, or the newest in a folder, to `out`; general.name is the run's
+// folder. Returns the checkpoint's step. Throws UsageError for a folder without checkpoints, a
+// float (quantization = "none") run, or an architecture that cannot express the model.
+std::int64_t export_checkpoint(const std::filesystem::path& checkpoint,
+                               const std::filesystem::path& out, const ExportOptions& options);
+
 // A checkpoint's weights: its ".weight" tensors (optimizer state is "<name>.m" / "<name>.v").
 std::vector<CheckpointTensor> checkpoint_weights(const Checkpoint& c);
 
