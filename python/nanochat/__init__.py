@@ -141,7 +141,7 @@ class Model:
         return a
 
     def _run(self, prompt_ids: List[int], args) -> Iterator[tuple]:
-        stream = self._m.submit(prompt_ids, args)
+        stream = self._m.generate(prompt_ids, args)
         try:
             while True:
                 text, done, result = stream.next()

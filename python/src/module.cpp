@@ -108,6 +108,13 @@ class Stream {
         throw py::error_already_set();
       }
       if (!e) continue;
+      // Text that arrived while Python was busy comes in one piece: one wake-up, not one a token.
+      while (!e->done && e->error.empty()) {
+        std::optional<engine::RequestEvent> more = events_->pop(std::chrono::milliseconds(0));
+        if (!more) break;
+        more->text.insert(0, e->text);
+        e = std::move(more);
+      }
       if (!e->error.empty()) throw std::runtime_error("internal error in nanochat: " + e->error);
       py::object result = py::none();
       if (e->done) result = result_dict(*e->result, model_->tokenizer());
@@ -120,6 +127,51 @@ class Stream {
   std::shared_ptr<engine::Request> request_;
   std::shared_ptr<engine::EventQueue> events_;
   std::shared_ptr<engine::LoadedModel> model_;
+};
+
+// One generation on the model's own session, pulled a token at a time on the caller's thread
+// (no hand-off between threads: a streamed token costs what it costs `nanochat generate`). Holds
+// the session until it is done or dropped.
+class Generation {
+ public:
+  Generation(std::shared_ptr<engine::Session> session, std::shared_ptr<std::mutex> mutex,
+             std::unique_lock<std::mutex> lock, const std::vector<model::TokenId>& prompt,
+             const engine::GenerateOptions& options)
+      : session_(std::move(session)), mutex_(std::move(mutex)), lock_(std::move(lock)) {
+    const py::gil_scoped_release release;
+    session_->start(prompt, options);
+  }
+  ~Generation() { cancel(); }
+
+  py::tuple next() {
+    if (done_) throw py::stop_iteration();
+    std::optional<std::string> piece;
+    {
+      const py::gil_scoped_release release;
+      piece = session_->next();
+    }
+    if (PyErr_CheckSignals() != 0) {
+      cancel();
+      throw py::error_already_set();
+    }
+    if (piece) return py::make_tuple(py::bytes(*piece), false, py::none());
+    done_ = true;
+    py::dict result = result_dict(session_->result(), session_->model().tokenizer());
+    lock_.unlock();
+    return py::make_tuple(py::bytes(""), true, result);
+  }
+  void cancel() {
+    if (done_) return;
+    session_->cancel();
+    done_ = true;
+    lock_.unlock();
+  }
+
+ private:
+  std::shared_ptr<engine::Session> session_;
+  std::shared_ptr<std::mutex> mutex_;  // the model's session lock (outlives a dropped model)
+  std::unique_lock<std::mutex> lock_;
+  bool done_ = false;
 };
 
 class Model {
@@ -136,6 +188,18 @@ class Model {
     s.context = n_ctx;
     s.max_waiting = 1 << 20;  // Python callers queue as much as they like
     scheduler_ = std::make_unique<engine::Scheduler>(model_, s);
+    session_ = std::make_shared<engine::Session>(model_, n_ctx);
+  }
+
+  // A generation on the model's session when it is free (a chat's next turn reuses its cache),
+  // else through the scheduler (other generations are running: they decode together).
+  py::object generate(const std::vector<model::TokenId>& prompt, const SamplingArgs& args) {
+    std::unique_lock lock(*session_mutex_, std::try_to_lock);
+    if (lock.owns_lock()) {
+      return py::cast(std::make_unique<Generation>(session_, session_mutex_, std::move(lock),
+                                                   prompt, args.options()));
+    }
+    return py::cast(submit(prompt, args));
   }
 
   std::vector<model::TokenId> tokenize(const std::string& text, bool add_bos, bool special) const {
@@ -244,6 +308,8 @@ class Model {
  private:
   std::shared_ptr<engine::LoadedModel> model_;
   std::unique_ptr<engine::Scheduler> scheduler_;
+  std::shared_ptr<engine::Session> session_;
+  std::shared_ptr<std::mutex> session_mutex_ = std::make_shared<std::mutex>();
 };
 
 // Calls Python back for each step (with the GIL); a callback that raises, returns False, or a
@@ -382,6 +448,10 @@ PYBIND11_MODULE(_nanochat, m) {
       .def_readwrite("ignore_eos", &SamplingArgs::ignore_eos)
       .def_readwrite("logprobs", &SamplingArgs::logprobs);
 
+  py::class_<Generation>(m, "Generation")
+      .def("next", &Generation::next)
+      .def("cancel", &Generation::cancel);
+
   py::class_<Stream>(m, "Stream").def("next", &Stream::next).def("cancel", &Stream::cancel);
 
   py::class_<Model>(m, "Model")
@@ -394,6 +464,7 @@ PYBIND11_MODULE(_nanochat, m) {
            py::arg("add_generation") = true)
       .def("chat_stop", &Model::chat_stop)
       .def("submit", &Model::submit, py::arg("prompt"), py::arg("args"))
+      .def("generate", &Model::generate, py::arg("prompt"), py::arg("args"))
       .def("eval_logits", &Model::eval_logits, py::arg("ids"))
       .def("score", &Model::score, py::arg("text"), py::arg("n_ctx") = 0)
       .def("metadata", &Model::metadata)

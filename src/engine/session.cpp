@@ -91,9 +91,17 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateOptions&
   return generate_tokens(ids, options, on_text);
 }
 
-GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_span,
+GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt,
                                         const GenerateOptions& options,
                                         const TextCallback& on_text) {
+  start(prompt, options);
+  while (const auto piece = next()) {
+    if (!piece->empty() && on_text && !on_text(*piece)) cancel();
+  }
+  return std::move(decoder_->result());
+}
+
+void Session::start(std::span<const model::TokenId> prompt_span, const GenerateOptions& options) {
   // A copy: the caller's span may point into this session's own cached_tokens().
   const std::vector<model::TokenId> prompt_ids(prompt_span.begin(), prompt_span.end());
   options.validate();
@@ -104,8 +112,8 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_s
                   "context (the model was trained for {}) or a shorter prompt",
                   prompt_ids.size(), model_->config().context_length);
   }
-  Decoder decoder(*model_, prompt_ids, options);
-  GenerateResult& result = decoder.result();
+  decoder_.emplace(*model_, prompt_ids, options);
+  GenerateResult& result = decoder_->result();
   result.timings.prompt_tokens = static_cast<std::int64_t>(prompt_ids.size());
 
   // Reuse the longest common prefix; at least the prompt's last token runs again, for logits.
@@ -118,21 +126,41 @@ GenerateResult Session::generate_tokens(std::span<const model::TokenId> prompt_s
   cache_.set_length(static_cast<std::int64_t>(common));
   result.timings.reused_tokens = static_cast<std::int64_t>(common);
 
-  double start = now_seconds();
-  const auto run = [&](std::span<const model::TokenId> tokens) {
-    model_->forward(tokens, cache_, logits_);
-    cached_.insert(cached_.end(), tokens.begin(), tokens.end());
-  };
+  const double begin = now_seconds();
   run(std::span<const model::TokenId>(prompt_ids).subspan(common));
-  result.timings.prompt_ms = (now_seconds() - start) * 1e3;
+  result.timings.prompt_ms = (now_seconds() - begin) * 1e3;
+}
 
-  start = now_seconds();
-  while (const auto next = decoder.step(logits_, cache_.length() < cache_.capacity(), on_text)) {
-    run(std::span<const model::TokenId>(&*next, 1));
-  }
-  result.timings.generated_tokens = static_cast<std::int64_t>(result.tokens.size());
-  result.timings.eval_ms = (now_seconds() - start) * 1e3;
-  return std::move(result);
+void Session::run(std::span<const model::TokenId> tokens) {
+  model_->forward(tokens, cache_, logits_);
+  cached_.insert(cached_.end(), tokens.begin(), tokens.end());
+}
+
+std::optional<std::string> Session::next() {
+  if (!decoder_ || decoder_->done()) return std::nullopt;
+  const double begin = now_seconds();
+  std::string piece;
+  const auto collect = [&piece](std::string_view text) {
+    piece += text;
+    return true;
+  };
+  const auto token = decoder_->step(logits_, cache_.length() < cache_.capacity(), collect);
+  if (token) run(std::span<const model::TokenId>(&*token, 1));
+  Timings& t = decoder_->result().timings;
+  t.eval_ms += (now_seconds() - begin) * 1e3;
+  t.generated_tokens = static_cast<std::int64_t>(decoder_->result().tokens.size());
+  // The last piece (flushed when the answer ends) comes with the end.
+  if (!token && piece.empty()) return std::nullopt;
+  return piece;
+}
+
+void Session::cancel() {
+  if (decoder_) decoder_->cancel();
+}
+
+GenerateResult& Session::result() {
+  if (!decoder_) fail<InternalError>("Session::result before any generation");
+  return decoder_->result();
 }
 
 Decoder::Decoder(const LoadedModel& model, std::span<const model::TokenId> prompt,

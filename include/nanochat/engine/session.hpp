@@ -124,6 +124,15 @@ class Session {
   GenerateResult generate_tokens(std::span<const model::TokenId> prompt,
                                  const GenerateOptions& options, const TextCallback& on_text = {});
 
+  // The same a token at a time, for callers that pull text (Python's iterators): start() runs
+  // the prompt (reusing the cached prefix; same errors as generate), each next() samples and runs
+  // one token and returns its text (possibly empty, held back), or nullopt once the answer is
+  // done; result() then holds it. cancel() ends it as cancelled.
+  void start(std::span<const model::TokenId> prompt, const GenerateOptions& options);
+  std::optional<std::string> next();
+  void cancel();
+  GenerateResult& result();
+
   std::int64_t context() const { return cache_.capacity(); }
   // The tokens whose keys and values the cache holds, in order.
   const std::vector<model::TokenId>& cached_tokens() const { return cached_; }
@@ -132,9 +141,12 @@ class Session {
   LoadedModel& model() { return *model_; }
 
  private:
+  void run(std::span<const model::TokenId> tokens);
+
   std::shared_ptr<LoadedModel> model_;
   model::KvCache cache_;
   std::vector<model::TokenId> cached_;
   std::vector<float> logits_;
+  std::optional<Decoder> decoder_;  // the current (or last) generation
 };
 }  // namespace nanochat::engine
