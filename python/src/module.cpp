@@ -421,8 +421,6 @@ PYBIND11_MODULE(_nanochat, m) {
           PyErr_SetString(PyExc_FileNotFoundError, e.what());
         } catch (const UsageError& e) {  // InvalidArgument too
           PyErr_SetString(PyExc_ValueError, e.what());
-        } catch (const engine::QueueFull& e) {
-          PyErr_SetString(PyExc_RuntimeError, e.what());
         } catch (const Error& e) {
           PyErr_SetString(PyExc_RuntimeError, e.what());
         }

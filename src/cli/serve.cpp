@@ -8,6 +8,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "nanochat/serve/server.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/log.hpp"
+#include "nanochat/zoo/default_model.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -67,6 +69,13 @@ void run(Options o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not a signal
 
+  // The model's file is checked before the port is taken: a wrong -m is one line, not a server
+  // that starts and then stops.
+  const std::string model_path = zoo::model_or_default(o.model);
+  if (!std::filesystem::is_regular_file(model_path)) {
+    fail<IoError>("{}: cannot open: no such file (-m)", model_path);
+  }
+
   serve::Server server(o.server);
   const int port = server.bind();
   if (!loopback(o.server.host) && o.server.api_key.empty()) {
@@ -93,7 +102,7 @@ void run(Options o) {
     waiter.join();
   };
   try {
-    server.serve([&] { return load_model(o.model, kernel, o.chat_template); });
+    server.serve([&] { return load_model(model_path, kernel, o.chat_template); });
   } catch (...) {
     wake_waiter();
     throw;

@@ -1,7 +1,5 @@
 #include "nanochat/engine/scheduler.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 
 #include "nanochat/util/stats.hpp"
@@ -66,10 +64,8 @@ Scheduler::Scheduler(std::shared_ptr<LoadedModel> model, const SchedulerOptions&
   const model::ModelConfig& c = model_->config();
   context_ = options_.context > 0 ? options_.context : c.context_length;
   // All slots' caches together, checked before any is made (each alone is checked by KvCache).
-  const double bytes = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(context_) *
-                       static_cast<double>(c.kv_dim()) * sizeof(float) * options_.slots;
-  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
-                        static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  const double bytes = model::KvCache::bytes_for(c, context_) * options_.slots;
+  const double memory = model::KvCache::memory_limit();
   if (bytes > memory) {
     fail_argument("context", context_,
                   "{} slots of {} tokens would need {:.1f} GiB of KV cache, more than this "

@@ -235,15 +235,24 @@ std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string&
   return out;
 }
 
+double KvCache::bytes_for(const ModelConfig& c, std::int64_t capacity) {
+  // Keys and values of every layer, in float.
+  return 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(capacity) *
+         static_cast<double>(c.kv_dim()) * sizeof(float);
+}
+
+double KvCache::memory_limit() {
+  return static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
+         static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+}
+
 KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
     : capacity_(capacity), kv_dim_(c.kv_dim()) {
   if (capacity <= 0) fail_argument("context", capacity, "must hold at least one token");
-  // Keys and values of every layer, in float: checked before multiplying, so that no value of
-  // `capacity` (a flag) or of the model's shape (a file) can wrap the size.
-  const double bytes = 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(capacity) *
-                       static_cast<double>(kv_dim_) * sizeof(float);
-  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
-                        static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  // Checked before multiplying, so that no value of `capacity` (a flag) or of the model's shape
+  // (a file) can wrap the size.
+  const double bytes = bytes_for(c, capacity);
+  const double memory = memory_limit();
   if (bytes > memory) {
     fail_argument("context", capacity,
                   "its KV cache would need {:.1f} GiB, more than this machine's {:.1f} GiB of "

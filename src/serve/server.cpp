@@ -484,15 +484,27 @@ Server::~Server() = default;
 
 int Server::bind() {
   Impl& m = *impl_;
+  errno = 0;
+  bool ok = false;
   if (m.o.port == 0) {
     const int port = m.http.bind_to_any_port(m.o.host);
-    if (port <= 0) {
-      fail<IoError>("cannot listen on {} (any port): {}", m.o.host, std::strerror(errno));
+    ok = port > 0;
+    if (ok) m.o.port = port;
+  } else {
+    ok = m.http.bind_to_port(m.o.host, m.o.port);
+  }
+  if (!ok) {
+    const std::string where = m.o.port > 0 ? fmt::format("{}:{}", m.o.host, m.o.port)
+                                           : fmt::format("{} (any port)", m.o.host);
+    if (errno == EADDRINUSE) {
+      fail<IoError>("cannot listen on {}: {}; is another server using the port? (--port)", where,
+                    std::strerror(errno));
     }
-    m.o.port = port;
-  } else if (!m.http.bind_to_port(m.o.host, m.o.port)) {
-    fail<IoError>("cannot listen on {}:{}: {}; is another server using the port? (--port)",
-                  m.o.host, m.o.port, std::strerror(errno));
+    if (errno == EACCES) {
+      fail<IoError>("cannot listen on {}: {} (ports below 1024 need privileges; --port)", where,
+                    std::strerror(errno));
+    }
+    fail<IoError>("cannot listen on {}: not an address of this machine (--host)", where);
   }
   return m.o.port;
 }

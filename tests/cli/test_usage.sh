@@ -22,6 +22,8 @@ expect_usage "huge -c" "^nanochat: -c 72057594037927936: its KV cache would need
 expect_usage "serve --port" "^nanochat: --port 70000: must be from 0 \\(any free port\\) to 65535" "$bin" serve -m "$m" --port 70000
 expect_usage "serve -np 0" "^nanochat: -np 0: must be from 1 to 256" "$bin" serve -m "$m" -np 0
 expect_usage "serve --read-timeout" "^nanochat: --read-timeout 0: must be at least 1 second" "$bin" serve -m "$m" --read-timeout 0
+expect_fail "serve: missing model" "^nanochat: /nonexistent.gguf: cannot open: no such file \\(-m\\)" "$bin" serve -m /nonexistent.gguf --port 0
+expect_fail "serve: bad host" "^nanochat: cannot listen on 999.1.1.1 \\(any port\\): not an address of this machine \\(--host\\)" "$bin" serve -m "$m" --host 999.1.1.1 --port 0
 # A port another process listens on: exit 1 and one line naming the address.
 python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' >"$work/port" &
 holder=$!

@@ -50,6 +50,10 @@ struct ForwardBuffers {
 class KvCache {
  public:
   KvCache(const ModelConfig& config, std::int64_t capacity);
+  // Bytes a cache of `capacity` tokens takes, in double so that no flag or file value can wrap.
+  static double bytes_for(const ModelConfig& config, std::int64_t capacity);
+  // The machine's physical memory in bytes, the most any cache may take.
+  static double memory_limit();
   std::int64_t capacity() const { return capacity_; }
   std::int64_t length() const { return length_; }
   void clear() { length_ = 0; }
