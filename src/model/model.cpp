@@ -424,8 +424,27 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
   const std::int64_t dim = c.dim, n = c.mhc_streams, hd = c.head_dim(), kvd = c.kv_dim();
   const std::int64_t group = c.n_heads / c.n_kv_heads;
   const auto sz = [](std::int64_t v) { return static_cast<std::size_t>(v); };
-  auto& [x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h, rope_cos, rope_sin,
-         segment_cos, segment_sin, row_position, row_segment, acts] = b;
+  // (References, not a structured binding: the lambdas below capture them.)
+  auto& x = b.x;
+  auto& u = b.u;
+  auto& h = b.h;
+  auto& q = b.q;
+  auto& k = b.k;
+  auto& v = b.v;
+  auto& att = b.att;
+  auto& gate = b.gate;
+  auto& up = b.up;
+  auto& out = b.out;
+  auto& qkv = b.qkv;
+  auto& gateup = b.gateup;
+  auto& final_h = b.final_h;
+  auto& rope_cos = b.rope_cos;
+  auto& rope_sin = b.rope_sin;
+  auto& segment_cos = b.segment_cos;
+  auto& segment_sin = b.segment_sin;
+  auto& row_position = b.row_position;
+  auto& row_segment = b.row_segment;
+  auto& acts = b.acts;
 
   // Rows: every segment's tokens one after another, each with its segment and position.
   std::int64_t T = 0, max_capacity = 0, out_rows = 0;
