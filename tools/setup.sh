@@ -20,6 +20,7 @@ packages=(
   qemu-user  # the slow tests run the kernels on emulated CPUs without AVX-512 / AVX2
   libdnnl-dev ocl-icd-opencl-dev  # oneDNN's CMake package asks for OpenCL; Debian only recommends it
   libcpp-httplib-dev  # nanochat serve
+  libcurl4-openssl-dev libssl-dev  # nanochat download: HTTP(S) transfers and SHA-256
   python3-prometheus-client  # the serve tests parse /metrics with Prometheus's own parser
   pybind11-dev python3-dev python3-numpy python3-pytest  # the Python module and its tests
 )

@@ -54,7 +54,7 @@ void run(const Options& o) {
   std::vector<int> thread_counts = o.threads.empty()
                                        ? std::vector<int>{kernels::default_thread_count()}
                                        : parse_int_list(o.threads, "-t");
-  const std::string model_path = zoo::model_or_default(o.model);
+  const std::string model_path = cli::model_path(o.model);
   const auto file = gguf::GgufFile::open(model_path);
   std::vector<Row> rows;
   std::size_t bytes_per_token = 0;

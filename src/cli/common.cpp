@@ -12,12 +12,16 @@
 #include <filesystem>
 #include <iostream>
 #include <iterator>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
 
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
 #include "nanochat/util/stats.hpp"
 #include "nanochat/zoo/default_model.hpp"
+#include "nanochat/zoo/store.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -114,12 +118,105 @@ void progress_bar(std::uint64_t done, std::uint64_t total, std::string_view text
   std::fflush(stderr);
 }
 
+namespace {
+std::atomic<bool> g_pull{false};
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 359999) return "--:--";
+  const auto s = static_cast<long>(seconds + 0.5);
+  return s >= 3600 ? fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+                   : fmt::format("{}:{:02}", s / 60, s % 60);
+}
+}  // namespace
+
+void set_pull(bool allowed) { g_pull.store(allowed); }
+
+zoo::DownloadOptions download_reporting(const std::string& name) {
+  struct State {
+    bool tty = ::isatty(STDERR_FILENO) != 0;
+    double last = -1;
+    bool drawn = false;
+    std::mutex mutex;
+  };
+  auto state = std::make_shared<State>();
+  zoo::DownloadOptions o;
+  o.cancel = &interrupt_flag();
+  o.on_progress = [state, name](const zoo::DownloadProgress& p) {
+    const std::lock_guard lock(state->mutex);
+    const double now = now_seconds();
+    const bool done = p.total != 0 && p.done >= p.total;
+    if (!done && now - state->last < (state->tty ? 0.1 : 1.0)) return;
+    state->last = now;
+    const double mib = 1024.0 * 1024.0;
+    if (state->tty) {
+      const double eta = p.bytes_per_second > 0 && p.total > p.done
+                             ? static_cast<double>(p.total - p.done) / p.bytes_per_second
+                             : -1;
+      const std::string size =
+          p.total != 0 ? fmt::format("{:.1f}/{:.1f} MiB", static_cast<double>(p.done) / mib,
+                                     static_cast<double>(p.total) / mib)
+                       : fmt::format("{:.1f} MiB", static_cast<double>(p.done) / mib);
+      progress_bar(p.done, p.total != 0 ? p.total : p.done + 1,
+                   fmt::format("{} {} {:.1f} MiB/s ETA {}", name, size, p.bytes_per_second / mib,
+                               done ? "0:00" : format_duration(eta)));
+      state->drawn = !done;
+    } else {
+      const nlohmann::json j = {
+          {"event", "progress"},
+          {"model", name},
+          {"bytes", p.done},
+          {"total", p.total},
+          {"bytes_per_second", static_cast<std::uint64_t>(p.bytes_per_second)}};
+      fmt::print(stderr, "{}\n", j.dump());
+      std::fflush(stderr);
+    }
+  };
+  o.on_notice = [state](const std::string& text) {
+    const std::lock_guard lock(state->mutex);
+    if (state->tty && state->drawn) fmt::print(stderr, "\r\033[K");
+    state->drawn = false;
+    if (state->tty) {
+      fmt::print(stderr, "nanochat: {}\n", text);
+    } else {
+      fmt::print(stderr, "{}\n", nlohmann::json{{"event", "notice"}, {"message", text}}.dump());
+    }
+    std::fflush(stderr);
+  };
+  return o;
+}
+
+std::string model_path(const std::string& model) {
+  const zoo::SpecKind kind = model.empty() ? zoo::SpecKind::path : zoo::classify_spec(model);
+  if (kind == zoo::SpecKind::path) return zoo::model_or_default(model);
+  zoo::ResolveOptions options;
+  options.allow_pull = g_pull.load();
+  options.pull.download = download_reporting(model);
+  options.pull.on_wait = [](const std::string& name) {
+    fmt::print(stderr, "nanochat: {}: another nanochat process is downloading it; waiting\n", name);
+  };
+  struct sigaction previous {};
+  sigaction(SIGINT, nullptr, &previous);
+  catch_interrupts();  // Ctrl-C stops a download, keeping what arrived for the next run
+  try {
+    std::string path = zoo::resolve_model(model, options);
+    sigaction(SIGINT, &previous, nullptr);
+    clear_interrupted();
+    return path;
+  } catch (const zoo::DownloadCancelled& e) {
+    fmt::print(stderr, "\r\033[Knanochat: {}\n", e.what());
+    throw Interrupted{};
+  } catch (...) {
+    sigaction(SIGINT, &previous, nullptr);
+    throw;
+  }
+}
+
 std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
                                                 const std::string& chat_template) {
   engine::LoadOptions o;
   o.kernels = kernel.options(kernel.single_thread_count());
   o.chat_template = chat_template;
-  const std::string path = zoo::model_or_default(model);
+  const std::string path = model_path(model);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   spdlog::info(
       "loading {}: mapping the file, validating its metadata and tensors, repacking the ternary "
@@ -164,6 +261,7 @@ void catch_interrupts() {
   sigaction(SIGINT, &sa, nullptr);
 }
 bool interrupted() { return g_interrupted.load(); }
+const std::atomic<bool>& interrupt_flag() { return g_interrupted; }
 void clear_interrupted() { g_interrupted.store(false); }
 
 double ms_per_token(double ms, std::int64_t n) { return n > 0 ? ms / static_cast<double>(n) : 0.0; }

@@ -92,8 +92,14 @@ int main(int argc, char** argv) try {
   app.add_flag("-v,--verbose", verbosity, "More log output on stderr (repeat for more)");
   app.add_option("--log-format", log_format, "Log lines as 'text' or 'json'")
       ->capture_default_str();
-  app.parse_complete_callback(
-      [&] { nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format)); });
+  bool pull = false;
+  app.add_flag("--pull", pull,
+               "Let -m download a registry name or address that is not in the cache yet")
+      ->envname("NANOCHAT_PULL");
+  app.parse_complete_callback([&] {
+    nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format));
+    nanochat::cli::set_pull(pull);
+  });
 
   nanochat::cli::add_system_info(app);
   nanochat::cli::add_chat(app);
@@ -106,6 +112,8 @@ int main(int argc, char** argv) try {
   nanochat::cli::add_tokenizer(app);
   nanochat::cli::add_model(app);
   nanochat::cli::add_serve(app);
+  nanochat::cli::add_download(app);
+  nanochat::cli::add_models(app);
   nanochat::cli::add_benchmark(app);
 
   // llama.cpp spells the system prompt flag -sys and the server's slots -np, which CLI11

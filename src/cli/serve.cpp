@@ -71,9 +71,9 @@ void run(Options o) {
 
   // The model's file is checked before the port is taken: a wrong -m is one line, not a server
   // that starts and then stops.
-  const std::string model_path = zoo::model_or_default(o.model);
-  if (!std::filesystem::is_regular_file(model_path)) {
-    fail<IoError>("{}: cannot open: no such file (-m)", model_path);
+  const std::string model_file = model_path(o.model);
+  if (!std::filesystem::is_regular_file(model_file)) {
+    fail<IoError>("{}: cannot open: no such file (-m)", model_file);
   }
 
   serve::Server server(o.server);
@@ -102,7 +102,7 @@ void run(Options o) {
     waiter.join();
   };
   try {
-    server.serve([&] { return load_model(model_path, kernel, o.chat_template); });
+    server.serve([&] { return load_model(model_file, kernel, o.chat_template); });
   } catch (...) {
     wake_waiter();
     throw;

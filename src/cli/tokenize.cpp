@@ -28,7 +28,7 @@ struct Options {
 
 void run(const Options& o, bool prompt_given) {
   const std::string text = read_text_input(o.prompt, prompt_given, o.file, true);
-  const auto file = gguf::GgufFile::open(zoo::model_or_default(o.model), gguf::ReadOptions{true});
+  const auto file = gguf::GgufFile::open(model_path(o.model), gguf::ReadOptions{true});
   const model::Tokenizer tok = model::Tokenizer::from_gguf(file);
   const auto ids = tok.encode(text, !o.no_bos, o.special);
   if (o.json) {

@@ -16,6 +16,9 @@ void add_chat(CLI::App& app);
 void add_model(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_serve(CLI::App& app);
+// `download` and `models`.
+void add_download(CLI::App& app);
+void add_models(CLI::App& app);
 // `train` and `export`.
 void add_train(CLI::App& app);
 void add_eval(CLI::App& app);

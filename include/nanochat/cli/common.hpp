@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "nanochat/kernels/benchmark.hpp"
 #include "nanochat/kernels/dispatch.hpp"
 #include "nanochat/model/sampler.hpp"
+#include "nanochat/zoo/download.hpp"
 
 namespace nanochat::cli {
 
@@ -49,8 +51,21 @@ struct KernelFlags {
 // "[=====     ] text" on stderr, redrawn in place (for terminals); cleared when done == total.
 void progress_bar(std::uint64_t done, std::uint64_t total, std::string_view text);
 
-// The model of -m (a path; empty: the default model), loaded with the kernel flags; on a
-// terminal, a progress bar while it loads; with -v, what loading does and how long it took.
+// -m's value as a file to open: a path as is; a registry name, an http(s):// URL or an hf://
+// address from the model cache, downloaded first when --pull (or the registry entry) allows it,
+// with download_reporting's progress; empty: the default model.
+std::string model_path(const std::string& model);
+// --pull / NANOCHAT_PULL=1 (a flag of the whole program): model_path may download.
+void set_pull(bool allowed);
+
+// How the CLI shows a download: on a terminal a bar (bytes, rate, ETA) redrawn in place, else
+// JSON lines on stderr about once a second; notices (retries, resumes) as lines on stderr.
+// Ctrl-C (after catch_interrupts()) cancels it, keeping the partial file.
+zoo::DownloadOptions download_reporting(const std::string& name);
+
+// The model of -m (a path, registry name or address, see model_path; empty: the default model),
+// loaded with the kernel flags; on a terminal, a progress bar while it loads; with -v, what loading
+// does and how long it took.
 std::shared_ptr<engine::LoadedModel> load_model(const std::string& model, const KernelFlags& kernel,
                                                 const std::string& chat_template = "");
 
@@ -62,6 +77,7 @@ void warn_context(const engine::LoadedModel& model, std::int64_t context);
 // second Ctrl-C ends it (call catch_interrupts() again to catch the next one).
 void catch_interrupts();
 bool interrupted();
+const std::atomic<bool>& interrupt_flag();
 void clear_interrupted();
 
 // Timing ratios (0 when there is nothing to divide by).
