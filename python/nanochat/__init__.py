@@ -24,12 +24,26 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _nanochat
-from ._nanochat import FormatError
+from ._nanochat import DownloadError, FormatError
 
 __version__: str = _nanochat.__version__
-__all__ = ["Model", "FormatError", "default_model_path", "train", "export", "__version__"]
+__all__ = ["Model", "FormatError", "DownloadError", "default_model_path", "download", "models",
+           "train", "export", "__version__"]
 
 _DEFAULT_MODEL = "nanochat-rust.gguf"
+
+
+def _share_dirs() -> List[Path]:
+    """share/nanochat folders this package belongs to: its own (a pip install), the build
+    tree's (<build>/python/nanochat -> <build>/share), an install prefix's."""
+    here = Path(__file__).resolve().parent
+    bases = (here, here.parent.parent, here.parent.parent.parent, here.parent.parent.parent.parent)
+    return [b / "share" / "nanochat" for b in bases if (b / "share" / "nanochat").is_dir()]
+
+
+# The library looks there for the registry (models/registry.toml) and the default model.
+for _dir in reversed(_share_dirs()):
+    _nanochat.add_data_dir(str(_dir))
 
 
 def default_model_path() -> Optional[str]:
@@ -38,9 +52,8 @@ def default_model_path() -> Optional[str]:
     env = os.environ.get("NANOCHAT_ARG_MODEL")
     if env:
         return env
-    here = Path(__file__).resolve().parent
-    for base in (here.parent.parent, here.parent.parent.parent, here.parent.parent.parent.parent):
-        candidate = base / "share" / "nanochat" / "models" / _DEFAULT_MODEL
+    for share in _share_dirs():
+        candidate = share / "models" / _DEFAULT_MODEL
         if candidate.is_file():
             return str(candidate)
     return None
@@ -50,19 +63,50 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", errors="replace")
 
 
+def download(model: str, revision: str = "main", sha256: Optional[str] = None,
+             output: Optional[Union[str, os.PathLike]] = None, force: bool = False,
+             retries: int = 5, on_progress: Optional[Any] = None) -> str:
+    """Downloads a model into nanochat's cache (as `nanochat download` does) and returns its path.
+
+    Args:
+        model: a registry name (see models()), an http(s):// URL or hf://OWNER/REPO/FILE.gguf.
+        revision: branch, tag or commit of an hf:// address.
+        sha256: expected SHA-256; a file that does not match is deleted.
+        output: write the file here instead of the cache.
+        force: download again even when cached.
+        retries: transient failures tolerated in a row.
+        on_progress: called as on_progress(bytes_done, bytes_total) (total 0 while unknown).
+
+    A cached model returns at once. An interrupted download (KeyboardInterrupt) keeps what
+    arrived; the next call resumes it. Raises DownloadError (an OSError) when the transfer or
+    a check fails, ValueError for an unknown name or a bad argument.
+    """
+    return _nanochat.download(model, revision, sha256 or "", os.fspath(output) if output else "",
+                              force, retries, on_progress)
+
+
+def models() -> List[Dict[str, Any]]:
+    """The registry's entries and the downloaded models: name, description, urls, sha256, size,
+    license, architecture, note, and path (None when not downloaded)."""
+    return _nanochat.list_models()
+
+
 class Model:
     """A loaded model: a GGUF file nanochat runs, with its tokenizer and chat template.
 
     Args:
-        path: GGUF file; None for the shipped default model.
+        path: GGUF file, registry name (see nanochat.models()), http(s):// URL or
+            hf://OWNER/REPO/FILE.gguf; None for the shipped default model. A name or address
+            comes from the cache; with pull=True one not downloaded yet is downloaded first.
         n_ctx: context per generation slot in tokens (0: the model's).
         n_threads: compute threads (0: the physical cores).
         n_slots: generations decoded together (generate_batch, concurrent streams).
         seed: default seed for generations that give none (None: a random one each time).
+        pull: download a name or address that is not in the cache yet.
     """
 
     def __init__(self, path: Optional[str] = None, n_ctx: int = 0, n_threads: int = 0,
-                 n_slots: int = 4, seed: Optional[int] = None) -> None:
+                 n_slots: int = 4, seed: Optional[int] = None, pull: bool = False) -> None:
         if path is None:
             path = default_model_path()
             if path is None:
@@ -71,6 +115,8 @@ class Model:
                     "pass a path or set NANOCHAT_ARG_MODEL")
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a string or a path, not {type(path).__name__}")
+        if isinstance(path, str) and _nanochat.spec_kind(path) != "path":
+            path = _nanochat.resolve_model(path, pull, None)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
         self._m = _nanochat.Model(os.fspath(path), n_ctx, n_threads, n_slots)

@@ -1,4 +1,5 @@
 # Type stubs of the nanochat package (see __init__.py for the documentation of each method).
+import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -9,12 +10,21 @@ __version__: str
 class FormatError(ValueError):
     """A malformed or unsupported model file."""
 
+class DownloadError(OSError):
+    """A download failed for good (HTTP error, retries exhausted, a failed check, a full disk)."""
+
 def default_model_path() -> Optional[str]: ...
+
+def download(model: str, revision: str = ..., sha256: Optional[str] = ...,
+             output: Optional[Union[str, "os.PathLike[str]"]] = ..., force: bool = ...,
+             retries: int = ..., on_progress: Optional[Any] = ...) -> str: ...
+
+def models() -> List[Dict[str, Any]]: ...
 
 class Model:
     model_path: str
     def __init__(self, path: Optional[str] = ..., n_ctx: int = ..., n_threads: int = ...,
-                 n_slots: int = ..., seed: Optional[int] = ...) -> None: ...
+                 n_slots: int = ..., seed: Optional[int] = ..., pull: bool = ...) -> None: ...
     def tokenize(self, text: Union[str, bytes], add_bos: bool = ...,
                  special: bool = ...) -> List[int]: ...
     def detokenize(self, ids: Sequence[int], special: bool = ...) -> bytes: ...

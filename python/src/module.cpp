@@ -28,7 +28,10 @@
 #include "nanochat/train/export.hpp"
 #include "nanochat/train/trainer.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/log.hpp"
+#include "nanochat/util/paths.hpp"
 #include "nanochat/version.hpp"
+#include "nanochat/zoo/store.hpp"
 
 namespace py = pybind11;
 using namespace nanochat;
@@ -404,12 +407,133 @@ std::int64_t run_export(const std::string& checkpoint, const std::string& output
   return train::export_checkpoint(checkpoint, output, o);
 }
 
+// zoo::PullOptions whose progress calls `on_progress(done, total)` and lets Python deliver
+// signals: Ctrl-C (or an exception in the callback) cancels the transfer, keeping the partial
+// file, and is re-raised once the transfer has stopped.
+struct PythonPull {
+  zoo::PullOptions options;
+  std::atomic<bool> cancel{false};
+  std::exception_ptr python_error;
+
+  explicit PythonPull(py::object on_progress) {
+    options.download.cancel = &cancel;
+    options.download.on_progress =
+        [this, callback = std::move(on_progress)](const zoo::DownloadProgress& p) {
+          const py::gil_scoped_acquire gil;
+          try {
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+            if (!callback.is_none()) callback(p.done, p.total);
+          } catch (const py::error_already_set&) {
+            python_error = std::current_exception();
+            cancel.store(true);
+          }
+        };
+  }
+
+  template <typename F>
+  auto run(F&& body) {
+    try {
+      const py::gil_scoped_release release;
+      return body(options);
+    } catch (const zoo::DownloadCancelled&) {
+      if (python_error) std::rethrow_exception(python_error);
+      throw;
+    }
+  }
+};
+
+std::string run_download(const std::string& spec, const std::string& revision,
+                         const std::string& sha256, const std::string& output, bool force,
+                         int retries, py::object on_progress) {
+  if (retries < 0) throw InvalidArgument("retries", std::to_string(retries), "must be >= 0");
+  PythonPull pull(std::move(on_progress));
+  pull.options.revision = revision;
+  pull.options.sha256 = sha256;
+  pull.options.output = output;
+  pull.options.force = force;
+  pull.options.download.retries = retries;
+  return pull.run([&](const zoo::PullOptions& o) {
+    const zoo::Registry registry = zoo::Registry::load();
+    zoo::ModelCache cache = zoo::ModelCache::open_default();
+    return zoo::pull(spec, registry, cache, o).path.string();
+  });
+}
+
+std::string run_resolve(const std::string& spec, bool allow_pull, py::object on_progress) {
+  PythonPull pull(std::move(on_progress));
+  return pull.run([&](const zoo::PullOptions& o) {
+    zoo::ResolveOptions r;
+    r.allow_pull = allow_pull;
+    r.pull = o;
+    return zoo::resolve_model(spec, r);
+  });
+}
+
+std::string spec_kind(const std::string& spec) {
+  switch (zoo::classify_spec(spec)) {
+    case zoo::SpecKind::name:
+      return "name";
+    case zoo::SpecKind::url:
+      return "url";
+    case zoo::SpecKind::hf:
+      return "hf";
+    case zoo::SpecKind::path:
+      break;
+  }
+  return "path";
+}
+
+py::list list_models() {
+  const zoo::Registry registry = zoo::Registry::load();
+  const zoo::ModelCache cache = zoo::ModelCache::open_default();
+  py::list out;
+  for (const auto& e : registry.entries()) {
+    py::dict d;
+    d["name"] = e.name;
+    d["description"] = e.description;
+    d["urls"] = e.urls;
+    d["sha256"] = e.sha256;
+    d["size"] = e.size;
+    d["license"] = e.license;
+    d["architecture"] = e.architecture;
+    d["note"] = e.note;
+    std::error_code ec;
+    if (e.urls.empty()) {
+      d["path"] = std::filesystem::is_regular_file(e.file, ec)
+                      ? py::object(py::str(e.file.string()))
+                      : py::object(py::none());
+    } else if (const auto c = cache.find(e.name)) {
+      d["path"] = c->path.string();
+      d["sha256"] = c->sha256;
+      d["size"] = c->size;
+    } else {
+      d["path"] = py::none();
+    }
+    out.append(d);
+  }
+  for (const auto& c : cache.list()) {
+    if (registry.find(c.name) != nullptr) continue;
+    py::dict d;
+    d["name"] = c.name;
+    d["path"] = c.path.string();
+    d["sha256"] = c.sha256;
+    d["size"] = c.size;
+    d["urls"] = std::vector<std::string>{c.source};
+    out.append(d);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_nanochat, m) {
   m.doc() = "nanochat's engine (use the nanochat package, not this module)";
   m.attr("__version__") = build::kVersion;
+  // The library's log lines go to stderr at the CLI's default level (warnings, notes), never to
+  // stdout, which belongs to the caller.
+  init_logging(0, LogFormat::kText);
   static py::exception<FormatError> format_error(m, "FormatError", PyExc_ValueError);
+  static py::exception<zoo::DownloadError> download_error(m, "DownloadError", PyExc_OSError);
   // pybind11 takes a function of std::exception_ptr by value.
   py::register_exception_translator(
       [](std::exception_ptr p) {  // NOLINT(performance-unnecessary-value-param)
@@ -417,6 +541,10 @@ PYBIND11_MODULE(_nanochat, m) {
           if (p) std::rethrow_exception(p);
         } catch (const FormatError& e) {
           PyErr_SetString(format_error.ptr(), e.what());
+        } catch (const zoo::DownloadCancelled&) {
+          PyErr_SetNone(PyExc_KeyboardInterrupt);
+        } catch (const zoo::DownloadError& e) {
+          PyErr_SetString(download_error.ptr(), e.what());
         } catch (const IoError& e) {
           PyErr_SetString(PyExc_FileNotFoundError, e.what());
         } catch (const UsageError& e) {  // InvalidArgument too
@@ -428,6 +556,13 @@ PYBIND11_MODULE(_nanochat, m) {
 
   m.def("train", &run_train, py::arg("config"), py::arg("overrides"), py::arg("resume"),
         py::arg("init"), py::arg("stop_after"), py::arg("n_threads"), py::arg("on_step"));
+  m.def("download", &run_download, py::arg("spec"), py::arg("revision"), py::arg("sha256"),
+        py::arg("output"), py::arg("force"), py::arg("retries"), py::arg("on_progress"));
+  m.def("resolve_model", &run_resolve, py::arg("spec"), py::arg("pull"), py::arg("on_progress"));
+  m.def("spec_kind", &spec_kind, py::arg("spec"));
+  m.def("list_models", &list_models);
+  m.def(
+      "add_data_dir", [](const std::string& dir) { add_data_dir(dir); }, py::arg("dir"));
   m.def("export", &run_export, py::arg("checkpoint"), py::arg("output"), py::arg("arch"),
         py::arg("ternary"));
 

@@ -233,3 +233,161 @@ def test_train_callback_stops_and_resume_continues(tmp_path):
         nanochat.train(config, {"training.batch_size": 0})
     with pytest.raises(ZeroDivisionError):
         nanochat.train(config, tiny_overrides(tmp_path / "boom"), on_step=lambda s: 1 / 0)
+
+
+def test_logits_equal_the_commands_perplexity(model, binary, tmp_path):
+    """eval_logits gives what `nanochat perplexity` scores: one chunk of the text's length,
+    llama.cpp's rule (the second half of the chunk's predictions)."""
+    text = "fn main() {\n    let v: Vec<u32> = (1..10).collect();\n    println!(\"{:?}\", v);\n}\n"
+    (tmp_path / "t.rs").write_text(text)
+    ids = model.tokenize(text)
+    out = subprocess.run([binary, "perplexity", "-f", str(tmp_path / "t.rs"), "-c", str(len(ids)),
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    cli = json.loads(out)
+    z = model.eval_logits(ids).astype(np.float64)
+    lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
+    logp = z[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]
+    scored = logp[len(ids) // 2:]
+    assert cli["scored_tokens"] == len(scored)
+    assert np.exp(-scored.mean()) == pytest.approx(cli["perplexity"], rel=1e-5)
+
+
+def test_ctrl_c_stops_training_with_a_checkpoint(tmp_path):
+    overrides = tiny_overrides(tmp_path / "run", total_steps=400)
+    script = (
+        "import nanochat, sys, json\n"
+        f"config, overrides = {os.path.join(REPO, 'configs/tiny.toml')!r}, {overrides!r}\n"
+        "def step(s):\n"
+        "    print('step', s['step'], flush=True)\n"
+        "try:\n"
+        "    nanochat.train(config, overrides, on_step=step)\n"
+        "    print('finished', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    first = []\n"
+        "    nanochat.train(config, overrides, resume=True,\n"
+        "                   on_step=lambda s: first.append(s['step']) and False)\n"
+        "    print('resumed', first[0], flush=True)\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    lines = []
+    while True:
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+        lines.append(line.split())
+        if lines[-1] == ["step", "3"]:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    rest = [l.split() for l in out.splitlines()]
+    assert ["interrupted"] in rest, (out, err)
+    printed = max(int(l[1]) for l in lines + rest if l[0] == "step")
+    resumed = [int(l[1]) for l in rest if l[0] == "resumed"]
+    # The step running when Ctrl-C came finished and was checkpointed; nothing after it ran, and
+    # the resumed run starts right after it.
+    assert resumed and 3 < resumed[0] < 400, (out, err)
+    assert printed <= resumed[0] - 1 <= printed + 1, (out, err)
+    assert p.returncode == 0
+
+
+# -- registry names and downloads (a real HTTP server on the loopback address) ------------------
+
+sys.path.insert(0, os.path.join(REPO, "tests", "zoo"))
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch, binary):
+    from model_server import ModelServer
+    root = tmp_path / "served"
+    root.mkdir()
+    default = nanochat.default_model_path()
+    subprocess.run([binary, "model", "random", "-o", str(root / "m.gguf"), "--tokenizer", default,
+                    "--dim", "512", "--ffn", "512", "--layers", "1", "--heads", "2",
+                    "--kv-heads", "1", "--ctx", "64", "--embedding", "f16"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("NANOCHAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NANOCHAT_CONFIG", str(tmp_path / "config"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    server = ModelServer(str(root))
+    yield server, root
+    server.close()
+
+
+def test_download_and_names(served, tmp_path):
+    server, root = served
+    import hashlib
+    digest = hashlib.sha256((root / "m.gguf").read_bytes()).hexdigest()
+    url = f"{server.url}/files/m.gguf"
+    progress = []
+    path = nanochat.download(url, on_progress=lambda done, total: progress.append((done, total)))
+    assert os.path.basename(path) == "sha256-" + digest
+    assert progress[-1] == (os.path.getsize(root / "m.gguf"),) * 2
+    assert nanochat.download(url) == path  # cached
+    assert nanochat.Model(url, n_threads=1).info()["n_vocab"] == model_vocab()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "registry.toml").write_text(
+        f'[[model]]\nname = "tiny"\nurl = "{server.url}/files/m.gguf"\nsha256 = "{digest}"\n')
+    listed = {m["name"]: m for m in nanochat.models()}
+    assert listed["tiny"]["path"] is None and listed["nanochat-rust"]["path"]
+    with pytest.raises(ValueError, match="nanochat download tiny"):
+        nanochat.Model("tiny")
+    m = nanochat.Model("tiny", pull=True, n_threads=1)
+    assert m.model_path == path
+    with pytest.raises(nanochat.DownloadError, match="SHA-256 mismatch"):
+        nanochat.download(url, sha256="0" * 64, force=True)
+    with pytest.raises(nanochat.DownloadError, match="404"):
+        nanochat.download(f"{server.url}/files/nothing.gguf")
+    with pytest.raises(ValueError, match="no model of that name"):
+        nanochat.download("no-such-model")
+
+
+def model_vocab():
+    return nanochat.Model(n_threads=1).info()["n_vocab"]
+
+
+def test_ctrl_c_interrupts_a_download_and_it_resumes(served):
+    server, root = served
+    url = f"{server.url}/slow/m.gguf"
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        nanochat.download(url)
+    assert time.time() - started < 3
+    partial = os.path.join(os.environ["NANOCHAT_CACHE"], "models", "partial")
+    kept = sum(os.path.getsize(os.path.join(partial, f)) for f in os.listdir(partial)
+               if f.endswith(".part"))
+    assert 0 < kept < os.path.getsize(root / "m.gguf")
+    nanochat.download(url)
+    assert server.requests("/slow/")[-1]["range"] == f"bytes={kept}-"
+
+
+def test_pip_install_into_a_virtual_environment(binary, tmp_path):
+    """`pip install ./python --no-build-isolation --no-index` into a venv (reusing this build's
+    configured folder, so only the module target is built), then the package from outside the
+    repository: version, the default model and the registry it carries."""
+    build = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+    assert os.path.isfile(os.path.join(build, "CMakeCache.txt")), build
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, capture_output=True)
+    env = dict(os.environ, NANOCHAT_BUILD_DIR=build)
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", os.path.join(REPO, "python"),
+                        "--no-build-isolation", "--no-index", "-q"],
+                       capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = ("import nanochat, json\n"
+              "m = nanochat.Model(n_threads=1)\n"
+              "out = m('fn main() {', max_tokens=4, seed=1)\n"
+              "print(json.dumps({'version': nanochat.__version__, 'file': nanochat.__file__,\n"
+              "  'model': m.model_path, 'n': out['usage']['completion_tokens'],\n"
+              "  'names': [x['name'] for x in nanochat.models()]}))\n")
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True,
+                       text=True, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["version"] == nanochat.__version__
+    assert got["file"].startswith(str(venv))
+    assert got["model"].startswith(str(venv)) and got["model"].endswith("nanochat-rust.gguf")
+    assert got["n"] == 4 and "nanochat-rust" in got["names"]

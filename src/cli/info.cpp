@@ -9,6 +9,7 @@
 #include <string>
 
 #include "nanochat/cli/commands.hpp"
+#include "nanochat/cli/common.hpp"
 #include "nanochat/gguf/reader.hpp"
 
 namespace nanochat::cli {
@@ -86,7 +87,7 @@ std::string human_bytes(std::uint64_t b) {
 void run(const Options& o) {
   gguf::ReadOptions ro;
   ro.allow_unsupported_types = true;
-  const gguf::GgufFile f = gguf::GgufFile::open(o.model, ro);
+  const gguf::GgufFile f = gguf::GgufFile::open(model_path(o.model), ro);
   const std::string& arch = f.architecture();
   const TokenizerSummary tok = tokenizer_summary(f);
   const std::string tmpl = f.get_string("tokenizer.chat_template").value_or("");
@@ -191,7 +192,7 @@ void add_info(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand(
       "info", "Show what a GGUF file holds: architecture, hyperparameters, tensors, tokenizer");
-  sub->add_option("-m,--model", opts->model, "GGUF file")
+  sub->add_option("-m,--model", opts->model, "GGUF file, registry name, URL or hf:// address")
       ->required()
       ->envname("NANOCHAT_ARG_MODEL");
   sub->add_flag("--json", opts->json, "Print one JSON object on stdout");

@@ -1,6 +1,7 @@
 #include "nanochat/util/paths.hpp"
 
 #include <algorithm>
+#include <mutex>
 #include <system_error>
 
 #include "nanochat/version.hpp"
@@ -8,8 +9,26 @@
 namespace nanochat {
 namespace fs = std::filesystem;
 
+namespace {
+std::mutex g_extra_mutex;
+std::vector<fs::path>& extra_dirs() {
+  static std::vector<fs::path> dirs;
+  return dirs;
+}
+}  // namespace
+
+void add_data_dir(const fs::path& dir) {
+  const std::lock_guard lock(g_extra_mutex);
+  auto& dirs = extra_dirs();
+  if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+}
+
 std::vector<fs::path> data_dirs() {
   std::vector<fs::path> out;
+  {
+    const std::lock_guard lock(g_extra_mutex);
+    out = extra_dirs();
+  }
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec && !exe.empty()) {
