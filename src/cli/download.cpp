@@ -153,9 +153,9 @@ void run_show(const ModelsFlags& f) {
   const auto cached = cache.find(e != nullptr ? e->name : f.name);
   if (e == nullptr && !cached) {
     fail<UsageError>(
-        "models show {}: no model of that name in the registry or the cache (see "
+        "models show {}: no model of that name in the registry or the cache{} (see "
         "'nanochat models list')",
-        f.name);
+        f.name, registry.suggest(f.name));
   }
   nlohmann::json j;
   if (e != nullptr) {
@@ -196,7 +196,8 @@ void run_path(const ModelsFlags& f) {
     return;
   }
   if (e == nullptr) {
-    fail<UsageError>("models path {}: no model of that name in the registry or the cache", f.name);
+    fail<UsageError>("models path {}: no model of that name in the registry or the cache{}", f.name,
+                     registry.suggest(f.name));
   }
   fail<Error>("models path {}: not downloaded yet; run 'nanochat download {}'", f.name, f.name);
 }

@@ -94,7 +94,19 @@ void check_shape(const gguf::GgufFile& f, const gguf::TensorInfo& t,
 struct TernaryPart {
   std::string name;
   std::int64_t out;  // rows
+  // Q and K of a model whose RoPE rotates (i, i + head_dim/2) together (NeoX): each head's rows
+  // are read in the order of the (2i, 2i+1) layout instead, so that the forward pass always
+  // rotates adjacent pairs and sums q.k over the head's dimensions in one order for every
+  // architecture (the trainer's, whose exports are then bit-exact). The same rotation either way.
+  std::int64_t halves_head_dim = 0;
 };
+
+// The file row that holds row `row` of the adjacent-pair layout, for heads of `d` dimensions
+// stored in the half-split layout: dimension 2i is i, dimension 2i+1 is i + d/2.
+std::int64_t halves_row(std::int64_t row, std::int64_t d) {
+  const std::int64_t head = row / d, a = row % d;
+  return head * d + (a % 2 == 0 ? a / 2 : d / 2 + a / 2);
+}
 
 // Packs the ternary tensors `parts` (each [in, out_i]) as one matrix with their rows stacked in
 // order — Q, K and V, or gate and up, which read the same input, become one GEMV per token.
@@ -138,8 +150,9 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
   kernels::PackedMatrix m = ctx.pack(rows, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
     std::size_t i = parts.size() - 1;
     while (row < first_row[i]) --i;
-    scales[static_cast<std::size_t>(row)] =
-        sources[i].decode_row(row - first_row[i], trits) * extras[i];
+    std::int64_t source_row = row - first_row[i];
+    if (parts[i].halves_head_dim > 0) source_row = halves_row(source_row, parts[i].halves_head_dim);
+    scales[static_cast<std::size_t>(row)] = sources[i].decode_row(source_row, trits) * extras[i];
   });
   m.row_scales = std::move(scales);
   for (const auto& src : sources) f.release(src.info);  // repacked: the mapped copies may go
@@ -339,10 +352,11 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     Weights::Layer layer;
     layer.attn_norm = load_vector(f, blk(tensors::kAttnNorm), c.dim);
     layer.ffn_norm = load_vector(f, blk(tensors::kFfnNorm), c.dim);
+    const std::int64_t halves = c.rope_style == RopeStyle::kHalves ? c.head_dim() : 0;
     layer.wqkv = load_ternary(f, ctx,
-                              {{blk(tensors::kAttnQ), c.dim},
-                               {blk(tensors::kAttnK), c.kv_dim()},
-                               {blk(tensors::kAttnV), c.kv_dim()}},
+                              {{blk(tensors::kAttnQ), c.dim, halves},
+                               {blk(tensors::kAttnK), c.kv_dim(), halves},
+                               {blk(tensors::kAttnV), c.kv_dim(), 0}},
                               c.dim);
     layer.wo = load_ternary(f, ctx, blk(tensors::kAttnOutput), c.dim, c.dim);
     layer.w_gateup = load_ternary(
@@ -548,9 +562,10 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
     for (std::int64_t t = 0; t < T; ++t) {
       const float* cos_t = rope_cos.data() + t * (hd / 2);
       const float* sin_t = rope_sin.data() + t * (hd / 2);
-      const bool adjacent = c.rope_style == RopeStyle::kAdjacent;
-      kernels::rope_rotate(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, 1.0f, adjacent);
-      kernels::rope_rotate(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, 1.0f, adjacent);
+      // Adjacent pairs for every architecture: Q and K of NeoX-style files were loaded in that
+      // order (TernaryPart::halves_head_dim).
+      kernels::rope_rotate(q.data() + t * dim, c.n_heads, hd, cos_t, sin_t, 1.0f, true);
+      kernels::rope_rotate(k.data() + t * kvd, c.n_kv_heads, hd, cos_t, sin_t, 1.0f, true);
       KvCache& cache = *segments[sz(row_segment[sz(t)])].cache;
       const std::int64_t pos = row_position[sz(t)];
       std::copy_n(k.data() + t * kvd, kvd, cache.keys(l) + pos * kvd);

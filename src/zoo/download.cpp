@@ -388,6 +388,26 @@ void remove_partial(const fs::path& partial) {
   fs::remove(partial_meta_path(partial), ec);
 }
 
+void check_url(const std::string& url) {
+  init_curl();
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
+  if (!u) throw InternalError("libcurl could not create a URL handle");
+  const CURLUcode rc = curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0);
+  if (rc != CURLUE_OK) {
+    fail<UsageError>("'{}': not a valid URL ({})", url, curl_url_strerror(rc));
+  }
+  char* host = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK || host == nullptr ||
+      *host == '\0') {
+    curl_free(host);
+    fail<UsageError>("'{}': not a valid URL (no host)", url);
+  }
+  curl_free(host);
+  if (!url.starts_with("http://") && !url.starts_with("https://")) {
+    fail<UsageError>("'{}': only http:// and https:// addresses can be downloaded", url);
+  }
+}
+
 std::string hf_token() {
   const char* token = std::getenv("HF_TOKEN");
   return token == nullptr ? std::string() : std::string(token);

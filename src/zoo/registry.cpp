@@ -18,9 +18,26 @@ namespace {
 constexpr std::string_view kKeys[] = {"name",    "description",  "url", "file", "sha256", "size",
                                       "license", "architecture", "use", "note", "pull"};
 
-std::string entry_where(const fs::path& file, std::size_t index, const std::string& name) {
-  return name.empty() ? fmt::format("{}: model #{}", file.string(), index + 1)
-                      : fmt::format("{}: model '{}'", file.string(), name);
+std::string entry_where(const fs::path& file, std::size_t index, const std::string& name,
+                        const toml::table& t) {
+  const auto line = t.source().begin.line;
+  return name.empty() ? fmt::format("{}:{}: model #{}", file.string(), line, index + 1)
+                      : fmt::format("{}:{}: model '{}'", file.string(), line, name);
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
 }
 
 std::string string_field(const toml::table& t, std::string_view key, const std::string& where) {
@@ -37,7 +54,7 @@ bool is_url(std::string_view u) {
 
 RegistryEntry parse_entry(const toml::table& t, const fs::path& file, std::size_t index) {
   RegistryEntry e;
-  std::string where = entry_where(file, index, "");
+  std::string where = entry_where(file, index, "", t);
   for (const auto& [key, value] : t) {
     if (std::find(std::begin(kKeys), std::end(kKeys), key.str()) == std::end(kKeys)) {
       fail<FormatError>(
@@ -54,7 +71,7 @@ RegistryEntry parse_entry(const toml::table& t, const fs::path& file, std::size_
         "with a letter or digit",
         where, e.name);
   }
-  where = entry_where(file, index, e.name);
+  where = entry_where(file, index, e.name, t);
   e.description = string_field(t, "description", where);
   e.license = string_field(t, "license", where);
   e.architecture = string_field(t, "architecture", where);
@@ -187,6 +204,22 @@ Registry Registry::load() {
     files.push_back(user);
   }
   return from_files(files);
+}
+
+std::string Registry::suggest(std::string_view name) const {
+  std::vector<std::pair<std::size_t, std::string>> close;
+  for (const auto& e : entries_) {
+    const std::size_t d = edit_distance(name, e.name);
+    const bool contains = name.size() >= 3 && e.name.find(name) != std::string::npos;
+    if (d <= std::max<std::size_t>(2, e.name.size() / 3) || contains) close.emplace_back(d, e.name);
+  }
+  if (close.empty()) return {};
+  std::sort(close.begin(), close.end());
+  std::string out = " (did you mean ";
+  for (std::size_t i = 0; i < close.size() && i < 3; ++i) {
+    out += (i == 0 ? "" : ", ") + close[i].second;
+  }
+  return out + "?)";
 }
 
 const RegistryEntry* Registry::find(std::string_view name) const {

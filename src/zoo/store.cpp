@@ -242,14 +242,16 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
       std::string names;
       for (const auto& e : registry.entries()) names += (names.empty() ? "" : ", ") + e.name;
       fail<UsageError>(
-          "'{}': no model of that name in the registry ({}); give a registry "
+          "'{}': no model of that name in the registry{} ({}); give a registry "
           "name ({}), an https:// URL or an hf://OWNER/REPO/FILE address",
-          spec,
+          spec, registry.suggest(spec),
           registry.files().empty() ? std::string("no registry file was found")
                                    : fmt::format("{} file(s)", registry.files().size()),
           names.empty() ? std::string("none") : names);
     }
   }
+  if (kind == SpecKind::url) check_url(spec);
+  if (kind == SpecKind::hf) (void)resolve_hf_url(spec, options.revision);
   if (!options.sha256.empty() && !is_sha256_hex(options.sha256)) {
     fail<UsageError>("--sha256 '{}': must be 64 hex digits", options.sha256);
   }
@@ -310,6 +312,7 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
     DownloadRequest request;
     request.url =
         address.starts_with("hf://") ? resolve_hf_url(address, options.revision) : address;
+    check_url(request.url);
     request.display = name;
     request.sha256 = expected;
     request.size = entry != nullptr ? entry->size : 0;
@@ -377,9 +380,9 @@ std::string resolve_model(const std::string& spec, const ResolveOptions& options
   const RegistryEntry* entry = registry.find(spec);
   if (kind == SpecKind::name && entry == nullptr) {
     fail<UsageError>(
-        "-m {}: no such file, and no model of that name in the registry (see "
+        "-m {}: no such file, and no model of that name in the registry{} (see "
         "'nanochat models list')",
-        spec);
+        spec, registry.suggest(spec));
   }
   ModelCache cache = ModelCache::open_default();
   if (entry != nullptr && entry->urls.empty()) {

@@ -263,7 +263,11 @@ TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
     max_err = std::max(max_err, std::fabs(static_cast<double>(got[i] - want[i])));
   }
   EXPECT_GT(max_ref, 0.0);
-  EXPECT_LE(max_err, 1e-3 * max_ref) << pc.name << ": max error " << max_err << " of " << max_ref;
+  // Bit for bit: the same quantizers, kernels and float operations in the same order (a value
+  // summed in another order can cross an int8 rounding boundary of the next layer and move the
+  // logits by a percent, as the half-split RoPE layout of bitnet files did before its Q and K
+  // rows were loaded in the adjacent-pair order).
+  EXPECT_EQ(max_err, 0.0) << pc.name << ": max error " << max_err << " of " << max_ref;
   fs::remove_all(dir);
 }
 

@@ -214,8 +214,8 @@ def test_models_rm_keeps_a_blob_another_name_uses(env, server, files):
 def test_bad_user_registry_names_file_and_field(env):
     env.registry('[[model]]\nname = "x"\nurl = "ftp://example/x.gguf"\n')
     fails(env.run("download", "x"), 1, "registry.toml", "ftp://")
-    env.registry('[[model]]\nname = "x"\nurl = "http://127.0.0.1:1/x"\nsha256 = "abc"\n')
-    fails(env.run("models", "list"), 1, "registry.toml", "sha256")
+    env.registry('# mine\n\n[[model]]\nname = "x"\nurl = "http://127.0.0.1:1/x"\nsha256 = "abc"\n')
+    fails(env.run("models", "list"), 1, "registry.toml:3: model 'x'", "sha256")
     env.registry('[[model]]\nname = "x"\nurl = "http://127.0.0.1:1/x"\ncolour = 1\n')
     fails(env.run("models", "list"), 1, "unknown field 'colour'")
     env.registry('[[model]\n')
@@ -225,7 +225,14 @@ def test_bad_user_registry_names_file_and_field(env):
 def test_unknown_name_and_bad_arguments(env):
     fails(env.run("download", "no-such-model"), 2, "no model of that name")
     fails(env.run("generate", "-m", "no-such-model", "-p", "x"), 2, "no model of that name")
+    # The closest names are suggested.
+    fails(env.run("download", "nanochat-rsut"), 2, "did you mean nanochat-rust?")
+    fails(env.run("generate", "-m", "bitnet", "-p", "x"), 2, "did you mean bitnet-b1.58-2b-4t?")
+    fails(env.run("models", "show", "nanochat_rust"), 2, "did you mean nanochat-rust?")
+    fails(env.run("download", "http://"), 2, "not a valid URL")
+    fails(env.run("download", "http://exa mple.org/x.gguf"), 2, "not a valid URL")
     fails(env.run("download", "hf://only-owner"), 2, "hf://OWNER/REPO/FILE")
+    fails(env.run("download", "hf://owner/repo/"), 2, "hf://OWNER/REPO/FILE")
     fails(env.run("download", "http://127.0.0.1:1/x.gguf", "--sha256", "xyz"), 2, "--sha256")
     fails(env.run("download"), 2, "model")
 

@@ -80,6 +80,9 @@ void remove_partial(const std::filesystem::path& partial);
 // for a malformed spec.
 std::string resolve_hf_url(const std::string& spec, const std::string& revision);
 
+// Throws UsageError naming `url` when libcurl cannot parse it as an http(s) URL with a host.
+void check_url(const std::string& url);
+
 // $HF_TOKEN, or empty.
 std::string hf_token();
 

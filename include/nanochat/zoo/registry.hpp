@@ -39,6 +39,8 @@ class Registry {
   static Registry from_files(const std::vector<std::filesystem::path>& files);
 
   const RegistryEntry* find(std::string_view name) const;
+  // " (did you mean a, b?)" naming the entries closest to `name` by edit distance, or "".
+  std::string suggest(std::string_view name) const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
   const std::vector<std::filesystem::path>& files() const { return files_; }
 
