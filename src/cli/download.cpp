@@ -126,19 +126,26 @@ void run_list(const ModelsFlags& f) {
     fmt::print("{}\n", out.dump(2));
     return;
   }
-  fmt::print("{:<24} {:>9}  {:<15} {}\n", "NAME", "SIZE", "STATUS", "DESCRIPTION");
+  // SHA256: the first 12 digits of the file's (or the registry's) digest; `show` has them all.
+  fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", "NAME", "SIZE", "STATUS", "SHA256",
+             "DESCRIPTION");
   for (const auto& e : registry.entries()) {
     std::uint64_t size = e.size;
+    std::string sha = e.sha256;
     std::error_code ec;
     if (!e.file.empty() && fs::is_regular_file(e.file, ec)) size = fs::file_size(e.file, ec);
-    if (const auto c = cache.find(e.name)) size = c->size;
-    fmt::print("{:<24} {:>9}  {:<15} {}{}\n", e.name, size ? human_bytes(size) : "?",
-               status_of(e, cache), e.description, e.note.empty() ? "" : " [" + e.note + "]");
+    if (const auto c = cache.find(e.name)) {
+      size = c->size;
+      sha = c->sha256;
+    }
+    fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}{}\n", e.name, size ? human_bytes(size) : "?",
+               status_of(e, cache), sha.empty() ? "?" : sha.substr(0, 12), e.description,
+               e.note.empty() ? "" : " [" + e.note + "]");
   }
   for (const auto& c : cached) {
     if (registry.find(c.name) != nullptr) continue;
-    fmt::print("{:<24} {:>9}  {:<15} {}\n", c.name, human_bytes(c.size), "downloaded",
-               "(not in the registry)");
+    fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", c.name, human_bytes(c.size), "downloaded",
+               c.sha256.substr(0, 12), "(not in the registry)");
   }
   std::string files;
   for (const auto& file : registry.files()) files += (files.empty() ? "" : ", ") + file.string();
