@@ -26,7 +26,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
-constexpr int kMaxRestarts = 2;  // times a transfer may start over because the file changed
+constexpr int kMaxRestarts = 2;
+constexpr std::uint64_t kWritebackBytes =
+    32ULL << 20;  // times a transfer may start over because the file changed
 
 void init_curl() {
   static std::once_flag once;
@@ -136,6 +138,7 @@ struct Transfer {
   PartialMeta meta;
   Sha256 hash;
   std::uint64_t written = 0;      // bytes in the file
+  std::uint64_t flushed = 0;      // bytes handed to the disk's writeback
   std::uint64_t start = 0;        // where this attempt's body begins
   std::uint64_t total = 0;        // the whole file's size, once known
   std::uint64_t received = 0;     // this attempt
@@ -168,6 +171,7 @@ struct Transfer {
                           std::strerror(errno));
     }
     written = 0;
+    flushed = 0;
     hash = Sha256();
   }
 
@@ -252,6 +256,13 @@ struct Transfer {
     written += size;
     received += size;
     transferred += size;
+    // Start writing what arrived to the disk while the rest comes, so that the fsync before the
+    // file becomes visible has little left to wait for.
+    if (written - flushed >= kWritebackBytes) {
+      ::sync_file_range(fd, static_cast<off_t>(flushed), static_cast<off_t>(written - flushed),
+                        SYNC_FILE_RANGE_WRITE);
+      flushed = written;
+    }
     return size;
   }
 
@@ -376,6 +387,7 @@ void prepare(Transfer& t) {
     fail<DownloadError>("{}: cannot seek: {}", t.request.partial.string(), std::strerror(errno));
   }
   t.start = t.written;
+  t.flushed = t.written;
 }
 
 }  // namespace
