@@ -290,8 +290,9 @@ void GgufFile::parse_all(const ReadOptions& options) {
     if (!type->supported && !options.allow_unsupported_types) {
       fail<FormatError>(
           "{}: tensor '{}' has type {} (id {}), which nanochat cannot run in "
-          "architecture '{}'; supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (and I2_S "
-          "for BitNet) — re-quantize the model to one of them",
+          "architecture '{}'; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, "
+          "Q5_K, Q6_K (embeddings and output heads), TQ1_0, TQ2_0 (and I2_S for BitNet) — "
+          "re-quantize the model to one of them",
           name_, t.name, type->name, id, architecture_.empty() ? "unknown" : architecture_);
     }
     t.type = *type;

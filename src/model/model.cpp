@@ -17,17 +17,11 @@
 #include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/gguf/dequant.hpp"
 #include "nanochat/util/fp16.hpp"
 
 namespace nanochat::model {
 namespace {
-
-float bf16_to_fp32(std::uint16_t h) {
-  const std::uint32_t bits = std::uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Ternary tensor rows for packing: decodes one row (TQ2_0, TQ1_0 or I2_S) into trits and
 // returns its scale; a row whose blocks disagree on the scale is an error for now.
@@ -69,12 +63,9 @@ struct TernarySource {
   }
 };
 
-// The types dequantize_rows reads: embeddings, gains and float or Q8_0 heads.
-bool is_float_type(const gguf::TensorTypeInfo& type) {
-  using gguf::TensorType;
-  return type.is(TensorType::kF32) || type.is(TensorType::kF16) || type.is(TensorType::kBF16) ||
-         type.is(TensorType::kQ8_0);
-}
+// The types dequantize_rows reads: embeddings, gains and float or block-quantized heads (F32,
+// F16, BF16, Q8_0, and llama.cpp's Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K).
+bool is_float_type(const gguf::TensorTypeInfo& type) { return gguf::is_dequantizable(type.id); }
 
 const gguf::TensorInfo& need_tensor(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
@@ -190,34 +181,7 @@ void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float 
 
 void dequantize_rows(std::uint32_t type, std::span<const std::uint8_t> data, std::size_t first,
                      std::span<float> out) {
-  using gguf::TensorType, gguf::type_id;
-  const std::size_t n = out.size();
-  switch (type) {
-    case type_id(TensorType::kF32):
-      std::memcpy(out.data(), data.data() + first * 4, n * 4);
-      return;
-    case type_id(TensorType::kF16):
-    case type_id(TensorType::kBF16):
-      for (std::size_t i = 0; i < n; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, data.data() + 2 * (first + i), 2);
-        out[i] = type == type_id(TensorType::kF16) ? fp16_to_fp32(h) : bf16_to_fp32(h);
-      }
-      return;
-    case type_id(TensorType::kQ8_0):
-      for (std::size_t i = 0; i < n; i += 32) {
-        const std::uint8_t* block = data.data() + (first + i) / 32 * 34;
-        std::uint16_t d;
-        std::memcpy(&d, block, 2);
-        const float scale = fp16_to_fp32(d);
-        for (std::size_t j = 0; j < 32; ++j) {
-          out[i + j] = scale * static_cast<float>(static_cast<std::int8_t>(block[2 + j]));
-        }
-      }
-      return;
-    default:
-      fail("dequantize_rows: type {} is not F32, F16, BF16 or Q8_0", type);
-  }
+  gguf::dequantize(type, data, first, out);
 }
 
 std::vector<std::uint8_t> encode_ternary(gguf::TensorType type, std::span<const std::int8_t> trits,
@@ -240,8 +204,10 @@ std::vector<std::uint8_t> encode_ternary(gguf::TensorType type, std::span<const 
 std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo& t = need_tensor(f, name);
   if (!is_float_type(t.type)) {
-    fail<FormatError>("{}: tensor '{}' has type {}; expected F32, F16, BF16 or Q8_0", f.name(),
-                      name, t.type.name);
+    fail<FormatError>(
+        "{}: tensor '{}' has type {}; expected F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+        "Q4_K, Q5_K or Q6_K",
+        f.name(), name, t.type.name);
   }
   std::vector<float> out(static_cast<std::size_t>(t.elements()));
   dequantize_rows(t.type.id, f.tensor_data(t), 0, out);
@@ -339,11 +305,17 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   const gguf::TensorInfo& emb = need_tensor(f, tensors::kEmbedding);
   check_shape(f, emb,
               {static_cast<std::uint64_t>(c.dim), static_cast<std::uint64_t>(c.vocab_size)});
-  if (!is_float_type(emb.type) || (emb.type.is(gguf::TensorType::kQ8_0) && c.dim % 32 != 0)) {
+  if (!is_float_type(emb.type)) {
     fail<FormatError>(
-        "{}: tensor 'token_embd.weight' has type {}; nanochat reads F32, F16, BF16 "
-        "or Q8_0 embeddings",
+        "{}: tensor 'token_embd.weight' has type {}; nanochat reads F32, F16, BF16, Q8_0, Q4_0, "
+        "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K embeddings",
         f.name(), emb.type.name);
+  }
+  if (c.dim % emb.type.block != 0) {  // rows are read a whole block at a time
+    fail<FormatError>(
+        "{}: tensor 'token_embd.weight' has type {}, whose {}-value blocks do not divide its "
+        "rows of {} values",
+        f.name(), emb.type.name, emb.type.block, c.dim);
   }
   w->embedding_type = emb.type.id;
   w->embedding = f.tensor_data(emb);
@@ -406,9 +378,12 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   if (head.type.is(gguf::TensorType::kQ8_0)) {
     w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
   } else if (is_float_type(head.type)) {
-    if (c.dim % 32 != 0) {
-      fail<FormatError>("{}: a float output head needs a width that is a multiple of 32, not {}",
-                        f.name(), c.dim);
+    // Dequantized row by row (exactly as ggml does) and held as Q8_0 for the head kernels.
+    if (c.dim % 32 != 0 || c.dim % head.type.block != 0) {
+      fail<FormatError>(
+          "{}: a {} output head needs a width that is a multiple of 32 and of its {}-value "
+          "blocks, not {}",
+          f.name(), head.type.name, head.type.block, c.dim);
     }
     w->output_q8 = kernels::quantize_q8_0_matrix(
         c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {

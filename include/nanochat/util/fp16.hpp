@@ -7,6 +7,9 @@
 
 namespace nanochat {
 
+// bfloat16 is the top half of a binary32: exact.
+inline float bf16_to_fp32(std::uint16_t h) { return std::bit_cast<float>(std::uint32_t{h} << 16); }
+
 inline float fp16_to_fp32(std::uint16_t h) {
   const std::uint32_t sign = std::uint32_t{h & 0x8000u} << 16;
   const std::uint32_t exp = (h >> 10) & 0x1fu;
