@@ -465,6 +465,8 @@ std::string run_resolve(const std::string& spec, bool allow_pull, py::object on_
     zoo::ResolveOptions r;
     r.allow_pull = allow_pull;
     r.pull = o;
+    r.subject = "Model(path)";
+    r.pull_hint = "pass pull=True to download it now";
     return zoo::resolve_model(spec, r);
   });
 }
@@ -497,6 +499,9 @@ py::list list_models() {
     d["license"] = e.license;
     d["architecture"] = e.architecture;
     d["note"] = e.note;
+    d["use"] = e.use;
+    d["pull"] = e.pull;
+    d["registry"] = e.origin.string();
     std::error_code ec;
     if (e.urls.empty()) {
       d["path"] = std::filesystem::is_regular_file(e.file, ec)

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -111,6 +112,12 @@ int KernelFlags::single_thread_count() const {
 
 void progress_bar(std::uint64_t done, std::uint64_t total, std::string_view text) {
   constexpr std::uint64_t kWidth = 30;
+  // One line: text longer than the terminal leaves is cut, or each redraw would wrap.
+  winsize ws{};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > kWidth + 4) {
+    const std::size_t room = ws.ws_col - kWidth - 4;
+    if (text.size() > room) text = text.substr(text.size() - room);  // keep the figures' end
+  }
   const std::uint64_t filled = total > 0 ? std::min(kWidth, kWidth * done / total) : kWidth;
   fmt::print(stderr, "\r\033[K[{}{}] {}", std::string(filled, '='),
              std::string(kWidth - filled, ' '), text);
@@ -136,6 +143,7 @@ zoo::DownloadOptions download_reporting(const std::string& name) {
     bool tty = ::isatty(STDERR_FILENO) != 0;
     double last = -1;
     bool drawn = false;
+    bool finished = false;
     std::mutex mutex;
   };
   auto state = std::make_shared<State>();
@@ -145,9 +153,11 @@ zoo::DownloadOptions download_reporting(const std::string& name) {
     const std::lock_guard lock(state->mutex);
     const double now = now_seconds();
     const bool done = p.total != 0 && p.done >= p.total;
+    if (done && state->finished) return;  // the end is reported once
     if (!done && now - state->last < (state->tty ? 0.1 : 1.0)) return;
     state->last = now;
-    const double mib = 1024.0 * 1024.0;
+    state->finished = done;
+    const double mib = 1e6;
     if (state->tty) {
       const double eta = p.bytes_per_second > 0 && p.total > p.done
                              ? static_cast<double>(p.total - p.done) / p.bytes_per_second
@@ -203,7 +213,8 @@ std::string model_path(const std::string& model) {
     clear_interrupted();
     return path;
   } catch (const zoo::DownloadCancelled& e) {
-    fmt::print(stderr, "\r\033[Knanochat: {}\n", e.what());
+    fmt::print(stderr, "{}nanochat: {}\n", ::isatty(STDERR_FILENO) != 0 ? "\r\033[K" : "",
+               e.what());
     throw Interrupted{};
   } catch (...) {
     sigaction(SIGINT, &previous, nullptr);
@@ -309,6 +320,8 @@ std::string flag_for(std::string_view parameter) {
       {"reps", "--reps"},
       {"batch", "-b"},
       {"shape", "--shape"},
+      {"sha256", "--sha256"},
+      {"output", "-o"},
   };
   for (const auto& [name, flag] : kFlags) {
     if (name == parameter) return std::string(flag);

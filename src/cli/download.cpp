@@ -19,7 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct DownloadFlags {
-  std::string spec;
+  std::vector<std::string> specs;
   std::string revision = "main";
   std::string sha256;
   std::string output;
@@ -35,36 +35,36 @@ std::string human_bytes(std::uint64_t bytes) {
   return fmt::format("{} B", bytes);
 }
 
-void run_download(const DownloadFlags& f) {
-  const zoo::Registry registry = zoo::Registry::load();
-  zoo::ModelCache cache = zoo::ModelCache::open_default();
+void download_one(const std::string& spec, const DownloadFlags& f, const zoo::Registry& registry,
+                  zoo::ModelCache& cache) {
   zoo::PullOptions o;
   o.revision = f.revision;
   o.sha256 = f.sha256;
   o.output = f.output;
   o.force = f.force;
-  o.download = download_reporting(f.spec);
+  o.download = download_reporting(spec);
   o.download.retries = f.retries;
   o.on_wait = [](const std::string& name) {
     fmt::print(stderr, "nanochat: {}: another nanochat process is downloading it; waiting\n", name);
   };
-  catch_interrupts();
   const double start = now_seconds();
   zoo::PullResult r;
   try {
-    r = zoo::pull(f.spec, registry, cache, o);
+    r = zoo::pull(spec, registry, cache, o);
   } catch (const zoo::DownloadCancelled& e) {
-    fmt::print(stderr, "\r\033[Knanochat: {}\n", e.what());
+    fmt::print(stderr, "{}nanochat: {}\n", ::isatty(STDERR_FILENO) != 0 ? "\r\033[K" : "",
+               e.what());
     throw Interrupted{};
   }
   const double seconds = now_seconds() - start;
   if (r.downloaded) {
-    fmt::print(stderr, "nanochat: {}: {} in {:.1f} s{} ({}/s), sha256 {}\n", r.name,
-               human_bytes(r.size), seconds,
-               r.resumed ? fmt::format(", {} of it now (resumed)", human_bytes(r.transferred)) : "",
-               human_bytes(seconds > 0 ? static_cast<std::uint64_t>(
-                                             static_cast<double>(r.transferred) / seconds)
-                                       : 0),
+    const double rate =
+        r.receive_seconds > 0 ? static_cast<double>(r.transferred) / r.receive_seconds : 0.0;
+    fmt::print(stderr, "nanochat: {}: {} in {:.1f} s ({}/s){}, sha256 {}\n", r.name,
+               human_bytes(r.size), seconds, human_bytes(static_cast<std::uint64_t>(rate)),
+               r.transferred < r.size
+                   ? fmt::format("; resumed: {} came now", human_bytes(r.transferred))
+                   : std::string(),
                r.sha256);
   } else {
     fmt::print(stderr, "nanochat: {}: {} ({}); --force downloads it again\n", r.name,
@@ -72,6 +72,20 @@ void run_download(const DownloadFlags& f) {
                human_bytes(r.size));
   }
   fmt::print("{}\n", r.path.string());  // stdout: the file, for scripts
+}
+
+void run_download(const DownloadFlags& f) {
+  if (f.specs.size() > 1 && !f.output.empty()) {
+    fail<UsageError>("-o {}: names one file; download several models into the cache instead",
+                     f.output);
+  }
+  if (f.specs.size() > 1 && !f.sha256.empty()) {
+    fail<UsageError>("--sha256: checks one model; give one model with it");
+  }
+  const zoo::Registry registry = zoo::Registry::load();
+  zoo::ModelCache cache = zoo::ModelCache::open_default();
+  catch_interrupts();
+  for (const auto& spec : f.specs) download_one(spec, f, registry, cache);
 }
 
 struct ModelsFlags {
@@ -123,6 +137,13 @@ void run_list(const ModelsFlags& f) {
                      {"size", c.size},
                      {"source", c.source}});
     }
+    for (const auto& p : cache.partials()) {
+      out.push_back({{"name", p.name},
+                     {"status", "partial"},
+                     {"bytes", p.bytes},
+                     {"total", p.total},
+                     {"source", p.url}});
+    }
     fmt::print("{}\n", out.dump(2));
     return;
   }
@@ -146,6 +167,12 @@ void run_list(const ModelsFlags& f) {
     if (registry.find(c.name) != nullptr) continue;
     fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", c.name, human_bytes(c.size), "downloaded",
                c.sha256.substr(0, 12), "(not in the registry)");
+  }
+  for (const auto& p : cache.partials()) {
+    fmt::print(
+        "{:<24} {:>9}  {:<15} {:<12}  {}\n", p.name, human_bytes(p.bytes),
+        p.total != 0 ? fmt::format("partial {}%", p.bytes * 100 / p.total) : std::string("partial"),
+        "", "unfinished download: 'nanochat download' resumes it, 'models rm' drops it");
   }
   std::string files;
   for (const auto& file : registry.files()) files += (files.empty() ? "" : ", ") + file.string();
@@ -220,6 +247,11 @@ void run_rm(const ModelsFlags& f) {
         f.name, e->file.string());
   }
   const auto removed = cache.remove(f.name);
+  if (!removed.found && removed.partial_bytes != 0) {
+    fmt::print(stderr, "nanochat: removed the unfinished download of {} ({})\n", f.name,
+               human_bytes(removed.partial_bytes));
+    return;
+  }
   if (!removed.found) {
     fail<Error>("models rm {}: not in the cache {} (see 'nanochat models list')", f.name,
                 cache.root().string());
@@ -238,9 +270,10 @@ void add_download(CLI::App& app) {
       "download",
       "Download a model by registry name, https:// URL or hf://OWNER/REPO/FILE.gguf into the "
       "cache (resumable, verified by SHA-256 and as GGUF before it is used); prints its path");
-  sub->add_option("model", f->spec,
-                  "A registry name ('nanochat models list'), an http(s):// URL, or "
-                  "hf://OWNER/REPO/FILE.gguf (endpoint: $NANOCHAT_HF_ENDPOINT, token: $HF_TOKEN)")
+  sub->add_option("models", f->specs,
+                  "Registry names ('nanochat models list'), http(s):// URLs, or "
+                  "hf://OWNER/REPO/FILE.gguf addresses (endpoint: $NANOCHAT_HF_ENDPOINT, token: "
+                  "$HF_TOKEN); several are fetched one after another")
       ->required();
   sub->add_option("--revision", f->revision, "Branch, tag or commit of an hf:// address")
       ->capture_default_str();
@@ -250,9 +283,9 @@ void add_download(CLI::App& app) {
                   "Write the file here instead of the cache (not registered for -m NAME)");
   sub->add_flag("--force", f->force, "Download again even when the cache has it");
   sub->add_option("--retries", f->retries,
-                  "Transient failures (connection lost, HTTP 5xx/429) tolerated in a row")
-      ->check(CLI::Range(0, 100))
-      ->capture_default_str();
+                  "Transient failures (connection lost, HTTP 5xx/429) tolerated in a row, 0-100 "
+                  "(default 5)")
+      ->check(CLI::Range(0, 100));
   sub->callback([f] { run_download(*f); });
 }
 

@@ -19,6 +19,7 @@
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/log.hpp"
 #include "nanochat/zoo/default_model.hpp"
+#include "nanochat/zoo/store.hpp"
 
 namespace nanochat::cli {
 namespace {
@@ -56,6 +57,9 @@ void run(Options o) {
   }
   engine::validate_context(o.server.scheduler.context);
   o.server.model_id = o.alias;
+  if (o.alias.empty() && !o.model.empty()) {  // -m NAME serves as NAME, not as its blob's name
+    o.server.model_id = zoo::model_display_name(o.model);
+  }
   const KernelFlags kernel = o.kernel;
   (void)kernel.options(kernel.single_thread_count());  // flag errors before binding
 
@@ -146,7 +150,8 @@ void add_serve(CLI::App& app) {
   sub->add_option("--api-key", o->server.api_key,
                   "Require 'Authorization: Bearer KEY' on /v1/ requests")
       ->envname("NANOCHAT_API_KEY");
-  sub->add_option("--alias", o->alias, "The model's name in the API (default: the file's stem)");
+  sub->add_option("--alias", o->alias,
+                  "The model's name in the API (default: the -m name, or the file's stem)");
   sub->add_option("--max-body-bytes", o->server.max_body_bytes,
                   "Largest request body accepted (larger: 413)")
       ->capture_default_str();

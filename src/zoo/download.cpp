@@ -25,7 +25,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr double kMiB = 1024.0 * 1024.0;
+constexpr double kMB = 1e6;
 constexpr int kMaxRestarts = 2;
 constexpr std::uint64_t kWritebackBytes =
     32ULL << 20;  // times a transfer may start over because the file changed
@@ -42,6 +42,7 @@ void init_curl() {
 // What a partial file's companion records, so that a later attempt can ask for the rest and
 // know whether the server still has the same file.
 struct PartialMeta {
+  std::string name;  // what the download is called (DownloadRequest::display)
   std::string url;
   std::string etag;
   std::string last_modified;
@@ -56,6 +57,7 @@ std::optional<PartialMeta> read_meta(const fs::path& partial) {
     const auto j = nlohmann::json::parse(read_file(path));
     PartialMeta m;
     m.url = j.at("url").get<std::string>();
+    m.name = j.value("name", "");
     m.etag = j.value("etag", "");
     m.last_modified = j.value("last_modified", "");
     m.total = j.value("total", std::uint64_t{0});
@@ -66,8 +68,11 @@ std::optional<PartialMeta> read_meta(const fs::path& partial) {
 }
 
 void write_meta(const fs::path& partial, const PartialMeta& m) {
-  const nlohmann::json j = {
-      {"url", m.url}, {"etag", m.etag}, {"last_modified", m.last_modified}, {"total", m.total}};
+  const nlohmann::json j = {{"name", m.name},
+                            {"url", m.url},
+                            {"etag", m.etag},
+                            {"last_modified", m.last_modified},
+                            {"total", m.total}};
   write_file_atomic(partial_meta_path(partial), j.dump() + "\n");
 }
 
@@ -103,6 +108,7 @@ struct Response {
   std::string content_range;
   std::optional<std::uint64_t> content_length;
   std::uint64_t retry_after = 0;
+  std::string content_type;
 };
 
 // "bytes A-B/T" -> {A, T}; "bytes */T" -> {nullopt, T}.
@@ -125,7 +131,7 @@ ContentRange parse_content_range(std::string_view v) {
 }
 
 std::string mib(std::uint64_t bytes) {
-  return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / kMiB);
+  return fmt::format("{:.1f} MB", static_cast<double>(bytes) / kMB);
 }
 
 enum class Abort { none, restart, write_error, too_long, size_mismatch, no_space, cancelled };
@@ -143,6 +149,7 @@ struct Transfer {
   std::uint64_t total = 0;        // the whole file's size, once known
   std::uint64_t received = 0;     // this attempt
   std::uint64_t transferred = 0;  // this call
+  double receive_seconds = 0;     // this call's attempts that received bytes
   Response response;
   std::string linked_sha256;
   bool body_started = false;
@@ -205,6 +212,7 @@ struct Transfer {
       start = 0;
       total = response.content_length.value_or(0);
     }
+    meta.name = request.display;
     meta.url = request.url;
     meta.etag = response.etag;
     meta.last_modified = response.last_modified;
@@ -283,6 +291,8 @@ struct Transfer {
       response.content_range = value;
     } else if (name == "content-length") {
       response.content_length = parse_u64(value);
+    } else if (name == "content-type") {
+      response.content_type = value;
     } else if (name == "retry-after") {
       response.retry_after = parse_u64(value).value_or(0);
     } else if (name == "x-linked-etag") {
@@ -464,13 +474,33 @@ std::string resolve_hf_url(const std::string& spec, const std::string& revision)
   return fmt::format("{}/{}/resolve/{}/{}", endpoint, rest.substr(0, second), revision, path);
 }
 
+namespace {
+DownloadResult run_download(const DownloadRequest& request, const DownloadOptions& options,
+                            Transfer& t);
+}  // namespace
+
 DownloadResult download(const DownloadRequest& request, const DownloadOptions& options) {
   init_curl();
+  Transfer t(request, options);
+  try {
+    return run_download(request, options, t);
+  } catch (const DownloadCancelled&) {
+    throw;
+  } catch (const Error&) {
+    if (t.written == 0) remove_partial(request.partial);  // nothing worth keeping for a resume
+    throw;
+  }
+}
+
+namespace {
+DownloadResult run_download(const DownloadRequest& request, const DownloadOptions& options,
+                            Transfer& t) {
+  // How messages name the server: the URL, unless the subject already is it.
+  const std::string server = request.display == request.url ? "the server" : request.url;
   if (!request.url.starts_with("http://") && !request.url.starts_with("https://")) {
     fail<DownloadError>("{}: only http:// and https:// addresses can be downloaded", request.url);
   }
   const fs::path target = request.target.empty() ? request.partial : request.target;
-  Transfer t(request, options);
   if (const auto dir = request.partial.parent_path(); !dir.empty()) make_directories(dir);
   t.fd = ::open(request.partial.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (t.fd < 0) {
@@ -548,6 +578,9 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
       t.on_body(nullptr, 0);  // an empty body still decides what the file is
     }
     const bool progressed = t.received > 0;
+    if (progressed) {
+      t.receive_seconds += std::chrono::duration<double>(Clock::now() - t.attempt_start).count();
+    }
 
     if (rc == CURLE_OK && t.abort == Abort::none) {
       if (t.total == 0 || t.written == t.total) break;
@@ -603,14 +636,13 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
         continue;
       }
       if (status == 404) {
-        fail<DownloadError>(
-            "{}: {} answered 404 Not Found: no such file there (check the name, "
-            "the address and --revision)",
-            request.display, request.url);
+        fail<DownloadError>("{}: {} answered 404 Not Found: no such file there (check the name{})",
+                            request.display, server,
+                            request.hub ? ", the address and --revision" : " and the address");
       }
       if (status == 401 || status == 403) {
         fail<DownloadError>(
-            "{}: {} answered {} {}: {}", request.display, request.url, status,
+            "{}: {} answered {} {}: {}", request.display, server, status,
             status == 401 ? "Unauthorized" : "Forbidden",
             !request.hub ? "the server wants credentials, and nanochat sends a token (HF_TOKEN) "
                            "only to hf:// addresses"
@@ -619,25 +651,30 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
                 : "the access token in HF_TOKEN was refused or cannot read this repository");
       }
       if (!transient_status(status)) {
-        fail<DownloadError>("{}: {} answered HTTP {}", request.display, request.url, status);
+        fail<DownloadError>("{}: {} answered HTTP {}", request.display, server, status);
       }
       last_error = fmt::format("HTTP {}", status);
     } else if (transient_curl_error(rc)) {
       last_error = error_buffer[0] != '\0' ? std::string(error_buffer.data())
                                            : std::string(curl_easy_strerror(rc));
     } else {
-      fail<DownloadError>("{}: {}: {}", request.display, request.url,
-                          error_buffer[0] != '\0' ? std::string(error_buffer.data())
-                                                  : std::string(curl_easy_strerror(rc)));
+      const std::string why = error_buffer[0] != '\0' ? std::string(error_buffer.data())
+                                                      : std::string(curl_easy_strerror(rc));
+      if (server == "the server") fail<DownloadError>("{}: {}", request.display, why);
+      fail<DownloadError>("{}: {}: {}", request.display, request.url, why);
     }
 
     // A transient failure: wait and try again, continuing from what arrived.
     failures = progressed ? 1 : failures + 1;
-    if (failures > options.retries) {
-      fail<DownloadError>(
-          "{}: {} failed {} times in a row (last: {}); {} is kept in {} and a rerun resumes",
-          request.display, request.url, failures, last_error, mib(t.written),
-          request.partial.string());
+    // A refused connection is rarely a passing fault: give up sooner (a registry entry's next
+    // address is then tried without a long wait).
+    const int limit = rc == CURLE_COULDNT_CONNECT ? std::min(options.retries, 2) : options.retries;
+    if (failures > limit) {
+      fail<DownloadError>("{}: {} attempt{} in a row failed (last: {}){}", request.display,
+                          failures, failures == 1 ? "" : "s", last_error,
+                          t.written > 0 ? fmt::format("; {} is kept in {} and a rerun resumes",
+                                                      mib(t.written), request.partial.string())
+                                        : std::string());
     }
     auto wait = options.backoff * (1 << std::min(failures - 1, 6));
     wait = std::min<std::chrono::milliseconds>(wait, std::chrono::seconds(30));
@@ -646,7 +683,7 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
           std::max<std::chrono::milliseconds>(wait, std::chrono::seconds(t.response.retry_after));
     }
     t.notice(fmt::format("{}: {}; retrying in {:.1f} s ({} of {})", request.display, last_error,
-                         static_cast<double>(wait.count()) / 1000.0, failures, options.retries));
+                         static_cast<double>(wait.count()) / 1000.0, failures, limit));
     wait_or_cancel(t, wait);
   }
 
@@ -655,7 +692,9 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
                         std::strerror(errno));
   }
   if (options.on_progress) {
-    options.on_progress(DownloadProgress{t.written, t.written, 0.0});
+    options.on_progress(DownloadProgress{
+        t.written, t.written,
+        t.receive_seconds > 0 ? static_cast<double>(t.transferred) / t.receive_seconds : 0.0});
   }
   DownloadResult result;
   result.size = t.written;
@@ -664,7 +703,10 @@ DownloadResult download(const DownloadRequest& request, const DownloadOptions& o
   result.linked_sha256 = t.linked_sha256;
   result.etag = t.meta.etag;
   result.resumed = t.resumed;
+  result.content_type = t.response.content_type;
+  result.receive_seconds = t.receive_seconds;
   return result;
 }
+}  // namespace
 
 }  // namespace nanochat::zoo

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "nanochat/gguf/reader.hpp"
@@ -108,14 +109,38 @@ void fsync_directory(const fs::path& dir) {
 }
 
 // Checks a finished download and returns its SHA-256, or throws (removing the partial file).
+// The first bytes of a file, printable, for saying what came instead of a model.
+std::string first_bytes(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::string head(24, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<std::size_t>(in.gcount()));
+  std::string out;
+  for (const char c : head) {
+    out += (c >= 32 && c < 127) ? std::string(1, c)
+                                : fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+  }
+  return out;
+}
+
 void verify(const DownloadResult& got, const std::string& expected,
             const std::string& expected_from, const fs::path& partial, const std::string& display) {
   if (!expected.empty() && got.sha256 != expected) {
     remove_partial(partial);
     fail<DownloadError>(
-        "{}: SHA-256 mismatch: expected {} ({}), got {}; the file was deleted "
+        "{}: SHA-256 mismatch: expected {} ({}), got {}; the download was deleted "
         "and nothing was kept",
         display, expected, expected_from, got.sha256);
+  }
+  if (const std::string head = first_bytes(partial); !head.starts_with("GGUF")) {
+    remove_partial(partial);
+    fail<DownloadError>(
+        "{}: the server sent something that is not a GGUF model ({}, starting "
+        "\"{}\"); nothing was kept: check the address",
+        display,
+        got.content_type.empty() ? std::string("no Content-Type")
+                                 : "Content-Type " + got.content_type,
+        head);
   }
   try {
     gguf::ReadOptions read;
@@ -193,9 +218,48 @@ CachedModel ModelCache::add(const std::string& name, const std::string& source,
   return m;
 }
 
+std::optional<CachedModel> ModelCache::adopt(const std::string& name, const std::string& source,
+                                             const std::string& sha256) {
+  const fs::path blob = blob_path(sha256);
+  std::error_code ec;
+  if (!is_sha256_hex(sha256) || !fs::is_regular_file(blob, ec)) return std::nullopt;
+  FileLock lock(root_ / "index.lock", nullptr, "");
+  json index = read_index(root_ / "index.json");
+  const auto size = static_cast<std::uint64_t>(fs::file_size(blob, ec));
+  index["models"][name] = {
+      {"sha256", sha256}, {"size", size}, {"source", source}, {"added", utc_now()}};
+  write_file_atomic(root_ / "index.json", index.dump(2) + "\n");
+  return entry_from(name, index["models"][name], *this);
+}
+
+std::vector<ModelCache::Partial> ModelCache::partials() const {
+  std::vector<Partial> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_ / "partial", ec)) {
+    if (e.path().extension() != ".part") continue;
+    Partial p;
+    p.bytes = static_cast<std::uint64_t>(fs::file_size(e.path(), ec));
+    try {
+      const json j = json::parse(read_file(partial_meta_path(e.path())));
+      p.name = j.value("name", "");
+      p.url = j.value("url", "");
+      p.total = j.value("total", std::uint64_t{0});
+    } catch (const std::exception&) {
+      continue;  // no resume data yet: nothing a user can act on
+    }
+    if (!p.name.empty()) out.push_back(std::move(p));
+  }
+  return out;
+}
+
 ModelCache::Removed ModelCache::remove(std::string_view name) {
   FileLock lock(root_ / "index.lock", nullptr, "");
   Removed removed;
+  {
+    std::error_code ec;
+    const auto bytes = fs::file_size(partial_path(name), ec);
+    if (!ec) removed.partial_bytes = static_cast<std::uint64_t>(bytes);
+  }
   remove_partial(partial_path(name));
   json index = read_index(root_ / "index.json");
   auto& models = index["models"];
@@ -225,6 +289,23 @@ SpecKind classify_spec(std::string_view spec) {
   return SpecKind::path;
 }
 
+std::string model_display_name(const std::string& spec) {
+  switch (classify_spec(spec)) {
+    case SpecKind::path:
+      return {};
+    case SpecKind::name:
+      return spec;
+    case SpecKind::url:
+    case SpecKind::hf:
+      break;
+  }
+  std::string path = spec.substr(0, spec.find_first_of("?#"));
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  std::string file = path.substr(path.find_last_of('/') + 1);
+  if (file.ends_with(".gguf")) file.resize(file.size() - 5);
+  return file.empty() ? spec : file;
+}
+
 std::string cache_name(const std::string& spec, const std::string& revision) {
   if (classify_spec(spec) == SpecKind::hf && !revision.empty() && revision != "main") {
     return spec + "@" + revision;
@@ -236,30 +317,48 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
                 const PullOptions& options) {
   const SpecKind kind = classify_spec(spec);
   const RegistryEntry* entry = nullptr;
+  if (kind == SpecKind::path && spec.find("://") != std::string::npos) {
+    fail<UsageError>("'{}': only https://, http:// and hf:// addresses can be downloaded", spec);
+  }
   if (kind == SpecKind::name || kind == SpecKind::path) {
     entry = registry.find(spec);
+    std::error_code ec;
+    if (entry == nullptr && kind == SpecKind::path && fs::exists(spec, ec)) {
+      fail<UsageError>("'{}' is a file here already; commands take it as it is (-m {})", spec,
+                       spec);
+    }
     if (entry == nullptr) {
       std::string names;
       for (const auto& e : registry.entries()) names += (names.empty() ? "" : ", ") + e.name;
       fail<UsageError>(
-          "'{}': no model of that name in the registry{} ({}); give a registry "
-          "name ({}), an https:// URL or an hf://OWNER/REPO/FILE address",
-          spec, registry.suggest(spec),
-          registry.files().empty() ? std::string("no registry file was found")
-                                   : fmt::format("{} file(s)", registry.files().size()),
-          names.empty() ? std::string("none") : names);
+          "'{}': no model of that name in the registry{}; give a registry name ({}), an "
+          "https:// URL or an hf://OWNER/REPO/FILE address",
+          spec, registry.suggest(spec), names.empty() ? std::string("there are none") : names);
     }
+  }
+  const bool hub = kind == SpecKind::hf ||
+                   (entry != nullptr &&
+                    std::any_of(entry->urls.begin(), entry->urls.end(),
+                                [](const std::string& u) { return u.starts_with("hf://"); }));
+  if (options.revision != "main" && !hub) {
+    fail<UsageError>("--revision {}: only hf:// addresses have revisions", options.revision);
   }
   if (kind == SpecKind::url) check_url(spec);
   if (kind == SpecKind::hf) (void)resolve_hf_url(spec, options.revision);
   if (!options.sha256.empty() && !is_sha256_hex(options.sha256)) {
-    fail<UsageError>("--sha256 '{}': must be 64 hex digits", options.sha256);
+    throw InvalidArgument("sha256", options.sha256, "must be 64 hex digits");
   }
   std::string expected = options.sha256;
   std::transform(expected.begin(), expected.end(), expected.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  std::string expected_from = "from --sha256";
-  if (expected.empty() && entry != nullptr && !entry->sha256.empty()) {
+  std::string expected_from = "given";
+  if (entry != nullptr && !entry->sha256.empty()) {
+    if (!expected.empty() && expected != entry->sha256) {
+      throw InvalidArgument("sha256", expected,
+                            fmt::format("the registry ({}) says {} has SHA-256 {}; nothing was "
+                                        "downloaded",
+                                        entry->origin.string(), entry->name, entry->sha256));
+    }
     expected = entry->sha256;
     expected_from = fmt::format("from the registry {}", entry->origin.string());
   }
@@ -284,7 +383,11 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
   if (!to_output && !options.force) {
     if (auto cached = cache.find(name);
         cached && (expected.empty() || cached->sha256 == expected)) {
-      return PullResult{cached->path, name, cached->sha256, cached->size, false, false, 0};
+      return PullResult{cached->path, name, cached->sha256, cached->size, false, false, 0, 0};
+    }
+    // The same bytes under another name (a mirror, an alias): no transfer.
+    if (auto adopted = cache.adopt(name, spec, expected)) {
+      return PullResult{adopted->path, name, adopted->sha256, adopted->size, false, false, 0, 0};
     }
   }
 
@@ -294,15 +397,31 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
   } else {
     urls.push_back(spec);
   }
-  const fs::path output = to_output ? fs::absolute(options.output) : fs::path();
+  fs::path output = to_output ? fs::absolute(options.output) : fs::path();
+  if (to_output) {
+    std::error_code ec;
+    if (fs::is_directory(output, ec)) {  // -o DIR: the file keeps its name
+      const std::string base = model_display_name(urls.front());
+      output /= (base.empty() ? name : base) + ".gguf";
+    }
+    if (!fs::is_directory(output.parent_path(), ec)) {
+      throw InvalidArgument(
+          "output", options.output.string(),
+          fmt::format("the folder {} does not exist", output.parent_path().string()));
+    }
+    if (fs::exists(output, ec) && !options.force) {
+      throw InvalidArgument("output", output.string(),
+                            "the file exists; add --force to replace it");
+    }
+  }
   const fs::path partial =
       to_output ? fs::path(output.string() + ".part") : cache.partial_path(name);
-  FileLock lock(to_output ? fs::path(output.string() + ".lock") : cache.lock_path(name),
-                options.on_wait, name);
+  FileLock lock(cache.lock_path(to_output ? "output:" + output.string() : name), options.on_wait,
+                name);
   if (!to_output && !options.force) {  // another process may have finished it while we waited
     if (auto cached = cache.find(name);
         cached && (expected.empty() || cached->sha256 == expected)) {
-      return PullResult{cached->path, name, cached->sha256, cached->size, false, false, 0};
+      return PullResult{cached->path, name, cached->sha256, cached->size, false, false, 0, 0};
     }
   }
 
@@ -352,6 +471,7 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
     r.downloaded = true;
     r.resumed = got.resumed;
     r.transferred = got.transferred;
+    r.receive_seconds = got.receive_seconds;
     if (to_output) {
       if (::rename(partial.c_str(), output.c_str()) != 0) {
         fail<IoError>("{}: cannot move the download into place: {}", output.string(),
@@ -380,9 +500,9 @@ std::string resolve_model(const std::string& spec, const ResolveOptions& options
   const RegistryEntry* entry = registry.find(spec);
   if (kind == SpecKind::name && entry == nullptr) {
     fail<UsageError>(
-        "-m {}: no such file, and no model of that name in the registry{} (see "
+        "{} {}: no such file, and no model of that name in the registry{} (see "
         "'nanochat models list')",
-        spec, registry.suggest(spec));
+        options.subject, spec, registry.suggest(spec));
   }
   ModelCache cache = ModelCache::open_default();
   if (entry != nullptr && entry->urls.empty()) {
@@ -391,10 +511,8 @@ std::string resolve_model(const std::string& spec, const ResolveOptions& options
   const std::string name = entry != nullptr ? entry->name : cache_name(spec, options.pull.revision);
   if (auto cached = cache.find(name)) return cached->path.string();
   if (!options.allow_pull && (entry == nullptr || !entry->pull)) {
-    fail<UsageError>(
-        "-m {}: not downloaded yet; run 'nanochat download {}' first, or add --pull "
-        "to download it now",
-        spec, spec);
+    fail<UsageError>("{} {}: not downloaded yet; run 'nanochat download {}' first, or {}",
+                     options.subject, spec, spec, options.pull_hint);
   }
   return pull(spec, registry, cache, options.pull).path.string();
 }

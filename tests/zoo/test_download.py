@@ -247,14 +247,14 @@ def test_wrong_sha256_keeps_nothing(env, server, files):
 
 
 def test_not_a_gguf_keeps_nothing(env, server):
-    fails(env.run("download", f"{server.url}/files/junk.bin"), 1, "not a valid GGUF")
+    fails(env.run("download", f"{server.url}/files/junk.bin"), 1, "not a GGUF model", "starting")
     assert env.blobs() == [] and env.partials() == []
 
 
 def test_http_errors(env, server, files):
     fails(env.run("download", f"{server.url}/files/nothing.gguf"), 1, "404")
     fails(env.run("download", f"{server.url}/auth/small.gguf"), 1, "401")
-    assert env.blobs() == []
+    assert env.blobs() == [] and env.partials() == []
 
 
 def test_500_then_success_on_retry(env, server, files):
@@ -265,8 +265,9 @@ def test_500_then_success_on_retry(env, server, files):
 
 
 def test_retries_run_out(env, server):
-    r = fails(env.run("download", f"http://127.0.0.1:1/x.gguf", "--retries", "1"), 1,
-              "failed 2 times")
+    fails(env.run("download", "http://127.0.0.1:1/x.gguf", "--retries", "1"), 1,
+          "2 attempts in a row failed")
+    assert env.partials() == []  # nothing arrived: nothing kept
 
 
 def test_dropped_connection_resumes_with_a_range_request(env, server, files):
@@ -423,3 +424,80 @@ def test_hf_token_goes_to_the_hub_only(env, server, files):
     finally:
         server.cdn = None
         cdn.close()
+
+
+# -- what a user runs into --------------------------------------------------------------------
+
+def test_output_path_checks(env, server, files, tmp_path):
+    url = f"{server.url}/files/small.gguf"
+    out_dir = tmp_path / "dir"
+    out_dir.mkdir()
+    r = ok(env.run("download", url, "-o", str(out_dir)))
+    assert r.stdout.strip() == str(out_dir / "small.gguf")
+    assert sorted(os.listdir(out_dir)) == ["small.gguf"]  # no lock or partial left beside it
+    sent = server.bytes_sent("/files/")
+    fails(env.run("download", url, "-o", str(out_dir / "small.gguf")), 2, "exists", "--force")
+    fails(env.run("download", url, "-o", str(tmp_path / "missing" / "x.gguf")), 2, "does not exist")
+    assert server.bytes_sent("/files/") == sent  # refused before any transfer
+    ok(env.run("download", url, "-o", str(out_dir / "small.gguf"), "--force"))
+
+
+def test_arguments_that_cannot_apply(env, server, files):
+    url = f"{server.url}/files/small.gguf"
+    fails(env.run("download", url, "--revision", "v2"), 2, "only hf:// addresses have revisions")
+    fails(env.run("download", "ftp://127.0.0.1/x.gguf"), 2, "only https://, http:// and hf://")
+    fails(env.run("download", str(files / "small.gguf")), 2, "is a file here already")
+    env.registry(registry_entry(server, files))
+    fails(env.run("download", "tiny", "--sha256", "1" * 64), 2, "the registry", "says tiny")
+    assert server.requests("/files/") == []
+
+
+def test_several_models_and_a_known_blob_is_not_fetched_again(env, server, files):
+    sha = sha256(files / "small.gguf")
+    env.registry(registry_entry(server, files, name="a") + "\n" +
+                 registry_entry(server, files, name="b", route="redirect/1"))
+    r = ok(env.run("download", "a", "b"))
+    assert r.stdout.split() == [str(env.cache / "models" / "blobs" / ("sha256-" + sha))] * 2
+    assert server.requests("/redirect/") == []  # b has a's SHA-256: the blob is reused
+
+
+def test_refused_address_falls_through_quickly(env, server, files):
+    sha = sha256(files / "small.gguf")
+    env.registry(f'[[model]]\nname = "m"\nurl = ["http://127.0.0.1:1/m.gguf", '
+                 f'"{server.url}/files/small.gguf"]\nsha256 = "{sha}"\n')
+    started = time.time()
+    ok(env.run("download", "m"))
+    assert time.time() - started < 6
+
+
+def test_partial_downloads_are_listed_and_removable(env, server, files):
+    url = f"{server.url}/slow/big.gguf"
+    have = start_and_kill_midway(env, url)
+    listed = {e["name"]: e for e in json.loads(ok(env.run("models", "list", "--json")).stdout)}
+    assert listed[url]["status"] == "partial" and listed[url]["bytes"] == have
+    assert "partial" in ok(env.run("models")).stdout
+    r = ok(env.run("models", "rm", url))
+    assert "unfinished download" in r.stderr and env.partials() == []
+
+
+def test_serve_names_the_model_as_given(env, server, files):
+    import urllib.request
+    env.registry(registry_entry(server, files))
+    ok(env.run("download", "tiny"))
+    p = env.popen("serve", "-m", "tiny", "--port", "0", "-t", "1")
+    try:
+        line = p.stderr.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split()[0].strip("/"))
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as resp:
+                    models = json.load(resp)
+                break
+            except OSError:
+                assert time.time() < deadline, "serve never answered"
+                time.sleep(0.2)
+        assert [m["id"] for m in models["data"]] == ["tiny"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)

@@ -61,6 +61,8 @@ struct DownloadResult {
   std::string sha256;             // of the whole file
   std::string linked_sha256;      // a SHA-256 the server published (Hugging Face's X-Linked-Etag)
   std::string etag;
+  std::string content_type;    // of the last response
+  double receive_seconds = 0;  // time in attempts that received bytes (the rate's divisor)
   bool resumed = false;
 };
 

@@ -44,12 +44,26 @@ class ModelCache {
   // and records `name` -> blob, replacing an older entry of that name.
   CachedModel add(const std::string& name, const std::string& source, const std::string& sha256,
                   std::uint64_t size, const std::filesystem::path& file);
+  // Records `name` -> the blob `sha256` already in the cache (another name downloaded the same
+  // bytes); nullopt when that blob is not there.
+  std::optional<CachedModel> adopt(const std::string& name, const std::string& source,
+                                   const std::string& sha256);
   struct Removed {
     bool found = false;
-    std::uint64_t bytes_freed = 0;  // 0 when another name still uses the blob
+    std::uint64_t bytes_freed = 0;    // 0 when another name still uses the blob
+    std::uint64_t partial_bytes = 0;  // of an unfinished download removed with it
   };
   // Forgets `name` and its partial download; deletes its blob unless another name refers to it.
   Removed remove(std::string_view name);
+
+  // Unfinished downloads (what a later pull resumes).
+  struct Partial {
+    std::string name;
+    std::string url;
+    std::uint64_t bytes = 0;
+    std::uint64_t total = 0;  // 0 when unknown
+  };
+  std::vector<Partial> partials() const;
 
   std::filesystem::path blob_path(std::string_view sha256) const;
   std::filesystem::path partial_path(std::string_view name) const;
@@ -80,6 +94,7 @@ struct PullResult {
   bool downloaded = false;  // false: found in the cache or a local file
   bool resumed = false;
   std::uint64_t transferred = 0;
+  double receive_seconds = 0;
 };
 
 // Fetches a registry name, an http(s):// URL or an hf:// address into the cache (or
@@ -91,6 +106,10 @@ struct PullResult {
 PullResult pull(const std::string& spec, const Registry& registry, ModelCache& cache,
                 const PullOptions& options);
 
+// How a model given as `spec` is called (an API's model id): a registry name as is; an address's
+// file name without ".gguf"; empty for a path (callers use the file's own name).
+std::string model_display_name(const std::string& spec);
+
 // The cache's name for a spec: the registry name, the URL, or the hf:// address with a
 // non-default revision appended as "@REV".
 std::string cache_name(const std::string& spec, const std::string& revision);
@@ -98,6 +117,8 @@ std::string cache_name(const std::string& spec, const std::string& revision);
 struct ResolveOptions {
   bool allow_pull = false;  // --pull: download what is not cached
   PullOptions pull;
+  std::string subject = "-m";                               // how messages name the model
+  std::string pull_hint = "add --pull to download it now";  // how the caller allows pulling
 };
 
 // What -m names, as a file path: an existing file as is; a registry name, URL or hf:// address
