@@ -64,7 +64,7 @@ case("too_many_dims.gguf", "dimensions", gguf([ARCH], [tensor("w", [1, 1, 1, 1, 
 case("zero_dims.gguf", "dimensions", gguf([ARCH], [tensor("w", [], 0, 0)], b"\0" * 16))
 case("dimension_overflow.gguf", "overflows", gguf([ARCH], [tensor("w", [1 << 40, 1 << 40], 0, 0)], b"\0" * 16))
 case("unknown_tensor_type.gguf", "type id 77", gguf([ARCH], [tensor("w", [4], 77, 0)], b"\0" * 16))
-case("unsupported_tensor_type.gguf", "Q4_K", gguf([ARCH], [tensor("w", [256], 12, 0)], b"\0" * 144))
+case("unsupported_tensor_type.gguf", "Q2_K", gguf([ARCH], [tensor("w", [256], 10, 0)], b"\0" * 84))
 case("i2s_outside_bitnet.gguf", "outside BitNet", gguf([ARCH], [tensor("w", [128], 36, 0)], b"\0" * 64))
 case("partial_block.gguf", "whole number", gguf([ARCH], [tensor("w", [100], 35, 0)], b"\0" * 66))
 case("unaligned_offset.gguf", "not a multiple of the alignment", gguf([ARCH], [tensor("w", [4], 0, 8)], b"\0" * 64))
