@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
+#include <initializer_list>
+#include <optional>
 #include <queue>
+#include <unordered_map>
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
@@ -134,7 +138,11 @@ struct Tokenizer::Impl {
   bool add_bos = false;
   bool add_eos = false;
   std::vector<TokenId> special_by_length;  // control, user-defined and unknown tokens
-  TokenId byte_tokens[256] = {};           // SPM: <0xXX>
+  // Per token (empty: none): kLstrip / kRstrip drop the whitespace before / after a match of
+  // the special token, as llama.cpp's per-model token attributes do (phi-3).
+  std::vector<std::uint8_t> strip;
+  static constexpr std::uint8_t kLstrip = 1, kRstrip = 2;
+  TokenId byte_tokens[256] = {};  // SPM: <0xXX>
 
   std::optional<TokenId> lookup(std::string_view text) const {
     const auto it = to_id.find(text);
@@ -377,6 +385,91 @@ void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>& ou
   }
 }
 
+namespace {
+
+// llama.cpp's vocabulary loader recognises end-of-turn, end-of-generation and fill-in-the-middle
+// markers by their text and makes them control tokens whatever type the file gives them (it logs
+// "control-looking token ... will be overridden"): a literal "</s>" in a prompt then stays text
+// unless special tokens are parsed. nanochat follows it, so that ids agree. The lists are
+// llama.cpp's (src/llama-vocab.cpp, build 11669 and later).
+void mark_control_looking_tokens(const gguf::GgufFile& file, const std::vector<std::string>& tokens,
+                                 std::vector<TokenType>& types) {
+  static constexpr std::string_view kEndOfGeneration[] = {"<|eot_id|>",
+                                                          "<|im_end|>",
+                                                          "<|end|>",
+                                                          "<|return|>",
+                                                          "<|call|>",
+                                                          "<|flush|>",
+                                                          "<|calls|>",
+                                                          "<end_of_turn>",
+                                                          "<|endoftext|>",
+                                                          "</s>",
+                                                          "<|eom_id|>",
+                                                          "<EOT>",
+                                                          "_<EOT>",
+                                                          "[EOT]",
+                                                          "[EOS]",
+                                                          "<|end_of_text|>",
+                                                          "<end_of_utterance>",
+                                                          "<eos>",
+                                                          "<turn|>",
+                                                          "<|tool_response>"};
+  // Fill-in-the-middle markers, each looked for only when the file does not name its id.
+  struct Fim {
+    const char* key;
+    std::initializer_list<std::string_view> texts;
+  };
+  static const Fim kFim[] = {
+      {"tokenizer.ggml.fim_pre_token_id",
+       {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>",
+        "<|prefix|>"}},
+      {"tokenizer.ggml.fim_suf_token_id",
+       {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>",
+        "<|suffix|>"}},
+      {"tokenizer.ggml.fim_mid_token_id",
+       {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>",
+        "<|middle|>"}},
+      {"tokenizer.ggml.fim_pad_token_id",
+       {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"}},
+      {"tokenizer.ggml.fim_rep_token_id",
+       {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}},
+      {"tokenizer.ggml.fim_sep_token_id", {"<|file_sep|>"}},
+  };
+  std::unordered_map<std::string_view, std::size_t> by_text;
+  for (std::size_t i = 0; i < tokens.size(); ++i) by_text.emplace(tokens[i], i);
+  const auto find = [&](std::string_view text) -> std::optional<std::size_t> {
+    const auto it = by_text.find(text);
+    return it == by_text.end() ? std::nullopt : std::optional(it->second);
+  };
+  const auto make_control = [&](std::size_t id) {
+    if (types[id] != TokenType::kControl) types[id] = TokenType::kControl;
+  };
+  for (const std::string_view text : kEndOfGeneration) {
+    if (const auto id = find(text)) make_control(*id);
+  }
+  for (const Fim& fim : kFim) {
+    if (file.find(fim.key) != nullptr) continue;
+    for (const std::string_view text : fim.texts) {
+      if (const auto id = find(text)) {
+        make_control(*id);
+        break;
+      }
+    }
+  }
+  // llama.cpp's exceptions: gemma4 and paddleocr keep "</s>" as text; harmony and solar-open's
+  // "<|end|>" is not an end of generation; gpt-oss renders its channel markers.
+  if (find("<|tool_response>") && find("</s>")) types[*find("</s>")] = TokenType::kNormal;
+  if (find("<|end|>") &&
+      ((find("<|return|>") && find("<|call|>")) || (find("<|calls|>") && find("<|flush|>")))) {
+    types[*find("<|end|>")] = TokenType::kUserDefined;
+  }
+  for (const std::string_view text : {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}) {
+    if (const auto id = find(text)) types[*id] = TokenType::kUserDefined;
+  }
+}
+
+}  // namespace
+
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
@@ -503,6 +596,8 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
   }
   impl->add_eos = file.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
 
+  mark_control_looking_tokens(file, impl->tokens, impl->types);
+
   for (std::size_t i = 0; i < n; ++i) {
     const TokenType t = impl->types[i];
     if ((t == TokenType::kControl || t == TokenType::kUserDefined || t == TokenType::kUnknown) &&
@@ -515,6 +610,22 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
                      return impl->tokens[static_cast<std::size_t>(a)].size() >
                             impl->tokens[static_cast<std::size_t>(b)].size();
                    });
+  // llama.cpp's per-model attributes: phi-3's special tokens swallow the whitespace after them,
+  // except <unk>, <s> and <|endoftext|>.
+  std::string name = file.get_string("general.name").value_or("");
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos) {
+    impl->strip.assign(n, 0);
+    for (const TokenId id : impl->special_by_length) {
+      impl->strip[static_cast<std::size_t>(id)] = Impl::kRstrip;
+    }
+    if (const auto id = impl->lookup("</s>"))
+      impl->strip[static_cast<std::size_t>(*id)] = Impl::kRstrip;
+    for (const char* text : {"<unk>", "<s>", "<|endoftext|>"}) {
+      if (const auto id = impl->lookup(text)) impl->strip[static_cast<std::size_t>(*id)] = 0;
+    }
+  }
   return Tokenizer(std::move(impl));
 }
 
@@ -540,12 +651,23 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
       }
       std::size_t pos = f.offset;
       const std::size_t end = f.offset + f.length;
+      const std::uint8_t strip = m.strip.empty() ? 0 : m.strip[static_cast<std::size_t>(id)];
+      const auto space = [&](std::size_t i) {
+        return std::isspace(static_cast<unsigned char>(text[i])) != 0;
+      };
       while (pos < end) {
         const std::size_t hit = text.substr(0, end).find(needle, pos);
         if (hit == std::string_view::npos) break;
-        if (hit > pos) next.push_back({-1, pos, hit - pos});
+        std::size_t left_end = hit;
+        if ((strip & Impl::kLstrip) != 0) {
+          while (left_end > pos && space(left_end - 1)) --left_end;
+        }
+        if (left_end > pos) next.push_back({-1, pos, left_end - pos});
         next.push_back({id, hit, needle.size()});
         pos = hit + needle.size();
+        if ((strip & Impl::kRstrip) != 0) {
+          while (pos < end && space(pos)) ++pos;
+        }
       }
       if (pos < end) next.push_back({-1, pos, end - pos});
     }
