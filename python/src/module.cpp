@@ -473,13 +473,13 @@ std::string run_resolve(const std::string& spec, bool allow_pull, py::object on_
 
 std::string spec_kind(const std::string& spec) {
   switch (zoo::classify_spec(spec)) {
-    case zoo::SpecKind::name:
+    case zoo::SpecKind::kName:
       return "name";
-    case zoo::SpecKind::url:
+    case zoo::SpecKind::kUrl:
       return "url";
-    case zoo::SpecKind::hf:
+    case zoo::SpecKind::kHf:
       return "hf";
-    case zoo::SpecKind::path:
+    case zoo::SpecKind::kPath:
       break;
   }
   return "path";

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -130,7 +131,7 @@ std::atomic<bool> g_pull{false};
 
 std::string format_duration(double seconds) {
   if (!(seconds >= 0) || seconds > 359999) return "--:--";
-  const auto s = static_cast<long>(seconds + 0.5);
+  const auto s = std::lround(seconds);
   return s >= 3600 ? fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
                    : fmt::format("{}:{:02}", s / 60, s % 60);
 }
@@ -196,8 +197,8 @@ zoo::DownloadOptions download_reporting(const std::string& name) {
 }
 
 std::string model_path(const std::string& model) {
-  const zoo::SpecKind kind = model.empty() ? zoo::SpecKind::path : zoo::classify_spec(model);
-  if (kind == zoo::SpecKind::path) return zoo::model_or_default(model);
+  const zoo::SpecKind kind = model.empty() ? zoo::SpecKind::kPath : zoo::classify_spec(model);
+  if (kind == zoo::SpecKind::kPath) return zoo::model_or_default(model);
   zoo::ResolveOptions options;
   options.allow_pull = g_pull.load();
   options.pull.download = download_reporting(model);

@@ -419,7 +419,7 @@ void mark_control_looking_tokens(const gguf::GgufFile& file, const std::vector<s
     const char* key;
     std::initializer_list<std::string_view> texts;
   };
-  static const Fim kFim[] = {
+  const Fim fim_markers[] = {
       {"tokenizer.ggml.fim_pre_token_id",
        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>",
         "<|prefix|>"}},
@@ -447,7 +447,7 @@ void mark_control_looking_tokens(const gguf::GgufFile& file, const std::vector<s
   for (const std::string_view text : kEndOfGeneration) {
     if (const auto id = find(text)) make_control(*id);
   }
-  for (const Fim& fim : kFim) {
+  for (const Fim& fim : fim_markers) {
     if (file.find(fim.key) != nullptr) continue;
     for (const std::string_view text : fim.texts) {
       if (const auto id = find(text)) {

@@ -134,7 +134,7 @@ std::string mib(std::uint64_t bytes) {
   return fmt::format("{:.1f} MB", static_cast<double>(bytes) / kMB);
 }
 
-enum class Abort { none, restart, write_error, too_long, size_mismatch, no_space, cancelled };
+enum class Abort { kNone, kRestart, kWriteError, kTooLong, kSizeMismatch, kNoSpace, kCancelled };
 
 // One download() call: the open partial file and the state of the current attempt.
 struct Transfer {
@@ -154,7 +154,7 @@ struct Transfer {
   std::string linked_sha256;
   bool body_started = false;
   bool resumed = false;
-  Abort abort = Abort::none;
+  Abort abort = Abort::kNone;
   int write_errno = 0;
   std::string abort_detail;
   CURL* curl = nullptr;
@@ -195,7 +195,7 @@ struct Transfer {
           (meta.total == 0 || *range.total == meta.total) &&
           (meta.etag.empty() || response.etag.empty() || response.etag == meta.etag);
       if (!same_file) {
-        abort = Abort::restart;
+        abort = Abort::kRestart;
         abort_detail = "the server's partial answer does not continue the file";
         return;
       }
@@ -219,7 +219,7 @@ struct Transfer {
     meta.total = total;
     write_meta(request.partial, meta);
     if (request.size != 0 && total != 0 && total != request.size) {
-      abort = Abort::size_mismatch;
+      abort = Abort::kSizeMismatch;
       abort_detail =
           fmt::format("the server announces {} bytes, the registry says {}", total, request.size);
       return;
@@ -232,7 +232,7 @@ struct Transfer {
         const std::uint64_t free_bytes = static_cast<std::uint64_t>(fsinfo.f_bavail) *
                                          static_cast<std::uint64_t>(fsinfo.f_frsize);
         if (free_bytes < total - written) {
-          abort = Abort::no_space;
+          abort = Abort::kNoSpace;
           abort_detail = fmt::format("needs {} more, {} is free on that disk", mib(total - written),
                                      mib(free_bytes));
         }
@@ -242,9 +242,9 @@ struct Transfer {
 
   std::size_t on_body(const char* data, std::size_t size) {
     if (!body_started) begin_body();
-    if (abort != Abort::none) return 0;
+    if (abort != Abort::kNone) return 0;
     if (total != 0 && written + size > total) {
-      abort = Abort::too_long;
+      abort = Abort::kTooLong;
       abort_detail = fmt::format("the server sent more than the {} bytes it announced", total);
       return 0;
     }
@@ -254,8 +254,8 @@ struct Transfer {
       if (n < 0) {
         if (errno == EINTR) continue;
         write_errno = errno;
-        abort = (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? Abort::no_space
-                                                                       : Abort::write_error;
+        abort = (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? Abort::kNoSpace
+                                                                       : Abort::kWriteError;
         return 0;
       }
       done += static_cast<std::size_t>(n);
@@ -319,7 +319,7 @@ int progress_callback(void* user, curl_off_t /*dltotal*/, curl_off_t /*dlnow*/,
                       curl_off_t /*ultotal*/, curl_off_t /*ulnow*/) {
   auto* t = static_cast<Transfer*>(user);
   if (t->cancelled()) {
-    t->abort = Abort::cancelled;
+    t->abort = Abort::kCancelled;
     return 1;
   }
   if (t->options.on_progress && t->body_started) {
@@ -567,7 +567,7 @@ DownloadResult run_download(const DownloadRequest& request, const DownloadOption
     }
     t.response = Response{};
     t.body_started = false;
-    t.abort = Abort::none;
+    t.abort = Abort::kNone;
     t.received = 0;
     t.attempt_start = Clock::now();
     error_buffer[0] = '\0';
@@ -582,14 +582,14 @@ DownloadResult run_download(const DownloadRequest& request, const DownloadOption
       t.receive_seconds += std::chrono::duration<double>(Clock::now() - t.attempt_start).count();
     }
 
-    if (rc == CURLE_OK && t.abort == Abort::none) {
+    if (rc == CURLE_OK && t.abort == Abort::kNone) {
       if (t.total == 0 || t.written == t.total) break;
       last_error = fmt::format("the transfer ended at {} of {} bytes", t.written, t.total);
-    } else if (t.abort == Abort::cancelled || rc == CURLE_ABORTED_BY_CALLBACK) {
+    } else if (t.abort == Abort::kCancelled || rc == CURLE_ABORTED_BY_CALLBACK) {
       throw DownloadCancelled(
           fmt::format("{}: download interrupted at {}; run the same command again to resume",
                       request.display, mib(t.written)));
-    } else if (t.abort == Abort::restart) {
+    } else if (t.abort == Abort::kRestart) {
       if (++restarts > kMaxRestarts) {
         remove_partial(request.partial);
         fail<DownloadError>("{}: {} ({}) several times; giving up", request.display, t.abort_detail,
@@ -599,20 +599,20 @@ DownloadResult run_download(const DownloadRequest& request, const DownloadOption
       remove_partial(request.partial);
       t.truncate();
       continue;
-    } else if (t.abort == Abort::size_mismatch || t.abort == Abort::too_long) {
+    } else if (t.abort == Abort::kSizeMismatch || t.abort == Abort::kTooLong) {
       remove_partial(request.partial);
       fail<DownloadError>(
           "{}: {} ({}); nothing was kept. The file on the server is not the one "
           "expected: check the address or the registry entry",
           request.display, t.abort_detail, request.url);
-    } else if (t.abort == Abort::no_space) {
+    } else if (t.abort == Abort::kNoSpace) {
       fail<DownloadError>(
           "{}: not enough disk space for {} ({}); {} downloaded so far is kept in {} and a rerun "
           "resumes once space is freed",
           request.display, target.string(),
           t.write_errno != 0 ? std::string(std::strerror(t.write_errno)) : t.abort_detail,
           mib(t.written), request.partial.string());
-    } else if (t.abort == Abort::write_error) {
+    } else if (t.abort == Abort::kWriteError) {
       fail<DownloadError>("{}: cannot write {}: {}", request.display, request.partial.string(),
                           std::strerror(t.write_errno));
     } else if (rc == CURLE_HTTP_RETURNED_ERROR) {

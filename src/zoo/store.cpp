@@ -281,22 +281,22 @@ ModelCache::Removed ModelCache::remove(std::string_view name) {
 }
 
 SpecKind classify_spec(std::string_view spec) {
-  if (spec.starts_with("hf://")) return SpecKind::hf;
-  if (is_url(spec)) return SpecKind::url;
+  if (spec.starts_with("hf://")) return SpecKind::kHf;
+  if (is_url(spec)) return SpecKind::kUrl;
   std::error_code ec;
-  if (fs::exists(fs::path(spec), ec)) return SpecKind::path;
-  if (is_registry_name(spec) && !spec.ends_with(".gguf")) return SpecKind::name;
-  return SpecKind::path;
+  if (fs::exists(fs::path(spec), ec)) return SpecKind::kPath;
+  if (is_registry_name(spec) && !spec.ends_with(".gguf")) return SpecKind::kName;
+  return SpecKind::kPath;
 }
 
 std::string model_display_name(const std::string& spec) {
   switch (classify_spec(spec)) {
-    case SpecKind::path:
+    case SpecKind::kPath:
       return {};
-    case SpecKind::name:
+    case SpecKind::kName:
       return spec;
-    case SpecKind::url:
-    case SpecKind::hf:
+    case SpecKind::kUrl:
+    case SpecKind::kHf:
       break;
   }
   std::string path = spec.substr(0, spec.find_first_of("?#"));
@@ -307,7 +307,7 @@ std::string model_display_name(const std::string& spec) {
 }
 
 std::string cache_name(const std::string& spec, const std::string& revision) {
-  if (classify_spec(spec) == SpecKind::hf && !revision.empty() && revision != "main") {
+  if (classify_spec(spec) == SpecKind::kHf && !revision.empty() && revision != "main") {
     return spec + "@" + revision;
   }
   return spec;
@@ -317,13 +317,13 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
                 const PullOptions& options) {
   const SpecKind kind = classify_spec(spec);
   const RegistryEntry* entry = nullptr;
-  if (kind == SpecKind::path && spec.find("://") != std::string::npos) {
+  if (kind == SpecKind::kPath && spec.find("://") != std::string::npos) {
     fail<UsageError>("'{}': only https://, http:// and hf:// addresses can be downloaded", spec);
   }
-  if (kind == SpecKind::name || kind == SpecKind::path) {
+  if (kind == SpecKind::kName || kind == SpecKind::kPath) {
     entry = registry.find(spec);
     std::error_code ec;
-    if (entry == nullptr && kind == SpecKind::path && fs::exists(spec, ec)) {
+    if (entry == nullptr && kind == SpecKind::kPath && fs::exists(spec, ec)) {
       fail<UsageError>("'{}' is a file here already; commands take it as it is (-m {})", spec,
                        spec);
     }
@@ -336,15 +336,15 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
           spec, registry.suggest(spec), names.empty() ? std::string("there are none") : names);
     }
   }
-  const bool hub = kind == SpecKind::hf ||
+  const bool hub = kind == SpecKind::kHf ||
                    (entry != nullptr &&
                     std::any_of(entry->urls.begin(), entry->urls.end(),
                                 [](const std::string& u) { return u.starts_with("hf://"); }));
   if (options.revision != "main" && !hub) {
     fail<UsageError>("--revision {}: only hf:// addresses have revisions", options.revision);
   }
-  if (kind == SpecKind::url) check_url(spec);
-  if (kind == SpecKind::hf) (void)resolve_hf_url(spec, options.revision);
+  if (kind == SpecKind::kUrl) check_url(spec);
+  if (kind == SpecKind::kHf) (void)resolve_hf_url(spec, options.revision);
   if (!options.sha256.empty() && !is_sha256_hex(options.sha256)) {
     throw InvalidArgument("sha256", options.sha256, "must be 64 hex digits");
   }
@@ -495,10 +495,10 @@ PullResult pull(const std::string& spec, const Registry& registry, ModelCache& c
 std::string resolve_model(const std::string& spec, const ResolveOptions& options) {
   if (spec.empty()) return model_or_default(spec);
   const SpecKind kind = classify_spec(spec);
-  if (kind == SpecKind::path) return spec;
+  if (kind == SpecKind::kPath) return spec;
   const Registry registry = Registry::load();
   const RegistryEntry* entry = registry.find(spec);
-  if (kind == SpecKind::name && entry == nullptr) {
+  if (kind == SpecKind::kName && entry == nullptr) {
     fail<UsageError>(
         "{} {}: no such file, and no model of that name in the registry{} (see "
         "'nanochat models list')",

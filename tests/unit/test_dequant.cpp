@@ -3,6 +3,8 @@
 // tests/data/dequant/README.md): every value must be equal, bit for bit (NaN-free data).
 #include <gtest/gtest.h>
 
+#include <bit>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -47,14 +49,17 @@ TEST_P(Dequant, EqualsTheIndependentReference) {
   std::vector<float> got(want.size());
   dequantize(type_id(c.type), bytes, 0, got);
   for (std::size_t i = 0; i < want.size(); ++i) {
-    ASSERT_EQ(std::memcmp(&got[i], &want[i], 4), 0)
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want[i]))
         << c.name << " value " << i << ": " << got[i] << " vs " << want[i];
   }
   const auto block = static_cast<std::size_t>(info->block);
   std::vector<float> one(block);
   for (std::size_t first = 0; first < want.size(); first += block) {
     dequantize(type_id(c.type), bytes, first, one);
-    EXPECT_EQ(std::memcmp(one.data(), want.data() + first, block * 4), 0) << c.name << " at " << first;
+    for (std::size_t i = 0; i < block; ++i) {
+      ASSERT_EQ(std::bit_cast<std::uint32_t>(one[i]), std::bit_cast<std::uint32_t>(want[first + i]))
+          << c.name << " block at " << first;
+    }
   }
   // Reading past the data, or from inside a block, is refused rather than read.
   std::vector<float> too_many(want.size() + block);
@@ -64,19 +69,16 @@ TEST_P(Dequant, EqualsTheIndependentReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Dequant,
-                         ::testing::Values(Case{"Q4_0", TensorType::kQ4_0},
-                                           Case{"Q4_1", TensorType::kQ4_1},
-                                           Case{"Q5_0", TensorType::kQ5_0},
-                                           Case{"Q5_1", TensorType::kQ5_1},
-                                           Case{"Q8_0", TensorType::kQ8_0},
-                                           Case{"Q4_K", TensorType::kQ4_K},
-                                           Case{"Q5_K", TensorType::kQ5_K},
-                                           Case{"Q6_K", TensorType::kQ6_K}),
-                         [](const auto& p) { return std::string(p.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Types, Dequant,
+    ::testing::Values(Case{"Q4_0", TensorType::kQ4_0}, Case{"Q4_1", TensorType::kQ4_1},
+                      Case{"Q5_0", TensorType::kQ5_0}, Case{"Q5_1", TensorType::kQ5_1},
+                      Case{"Q8_0", TensorType::kQ8_0}, Case{"Q4_K", TensorType::kQ4_K},
+                      Case{"Q5_K", TensorType::kQ5_K}, Case{"Q6_K", TensorType::kQ6_K}),
+    [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Dequant, OtherTypesAreNotRead) {
-  EXPECT_FALSE(is_dequantizable(10));  // Q2_K
+  EXPECT_FALSE(is_dequantizable(10));                           // Q2_K
   EXPECT_FALSE(is_dequantizable(type_id(TensorType::kTQ2_0)));  // ternary layers go elsewhere
   std::vector<std::uint8_t> bytes(84);
   std::vector<float> out(256);

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 fs::path write_temp(const std::string& name, const std::string& text) {
   const fs::path dir = fs::temp_directory_path() / "nanochat-test-zoo";
   fs::create_directories(dir);
-  const fs::path p = dir / name;
+  fs::path p = dir / name;
   std::ofstream(p) << text;
   return p;
 }
@@ -137,14 +137,14 @@ TEST(HfAddress, FollowsTheResolveScheme) {
 }
 
 TEST(Spec, ClassifiesPathsNamesAndAddresses) {
-  EXPECT_EQ(classify_spec("hf://o/r/f.gguf"), SpecKind::hf);
-  EXPECT_EQ(classify_spec("https://example.org/x.gguf"), SpecKind::url);
-  EXPECT_EQ(classify_spec("http://example.org/x.gguf"), SpecKind::url);
-  EXPECT_EQ(classify_spec("nanochat-rust"), SpecKind::name);
-  EXPECT_EQ(classify_spec("missing.gguf"), SpecKind::path);
-  EXPECT_EQ(classify_spec("dir/missing"), SpecKind::path);
+  EXPECT_EQ(classify_spec("hf://o/r/f.gguf"), SpecKind::kHf);
+  EXPECT_EQ(classify_spec("https://example.org/x.gguf"), SpecKind::kUrl);
+  EXPECT_EQ(classify_spec("http://example.org/x.gguf"), SpecKind::kUrl);
+  EXPECT_EQ(classify_spec("nanochat-rust"), SpecKind::kName);
+  EXPECT_EQ(classify_spec("missing.gguf"), SpecKind::kPath);
+  EXPECT_EQ(classify_spec("dir/missing"), SpecKind::kPath);
   const auto existing = write_temp("somename", "x");
-  EXPECT_EQ(classify_spec(existing.string()), SpecKind::path);
+  EXPECT_EQ(classify_spec(existing.string()), SpecKind::kPath);
   EXPECT_EQ(cache_name("hf://o/r/f.gguf", "main"), "hf://o/r/f.gguf");
   EXPECT_EQ(cache_name("hf://o/r/f.gguf", "v2"), "hf://o/r/f.gguf@v2");
   EXPECT_EQ(cache_name("tiny", "v2"), "tiny");

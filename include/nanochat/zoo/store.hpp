@@ -74,7 +74,7 @@ class ModelCache {
 };
 
 // How a -m value or a `download` argument is read.
-enum class SpecKind { path, name, url, hf };
+enum class SpecKind { kPath, kName, kUrl, kHf };
 SpecKind classify_spec(std::string_view spec);
 
 struct PullOptions {
