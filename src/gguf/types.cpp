@@ -9,12 +9,12 @@ namespace {
 // ggml's type table (id, name, elements per block, bytes per block) for every id it defines.
 constexpr std::array<TensorTypeInfo, 32> kTypes = {{
     {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},
-    {2, "Q4_0", 32, 18, true},      {3, "Q4_1", 32, 20, true},
-    {6, "Q5_0", 32, 22, true},      {7, "Q5_1", 32, 24, true},
+    {2, "Q4_0", 32, 18, true},       {3, "Q4_1", 32, 20, true},
+    {6, "Q5_0", 32, 22, true},       {7, "Q5_1", 32, 24, true},
     {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},
     {10, "Q2_K", 256, 84, false},    {11, "Q3_K", 256, 110, false},
-    {12, "Q4_K", 256, 144, true},   {13, "Q5_K", 256, 176, true},
-    {14, "Q6_K", 256, 210, true},   {15, "Q8_K", 256, 292, false},
+    {12, "Q4_K", 256, 144, true},    {13, "Q5_K", 256, 176, true},
+    {14, "Q6_K", 256, 210, true},    {15, "Q8_K", 256, 292, false},
     {16, "IQ2_XXS", 256, 66, false}, {17, "IQ2_XS", 256, 74, false},
     {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
     {20, "IQ4_NL", 32, 18, false},   {21, "IQ3_S", 256, 110, false},
