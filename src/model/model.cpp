@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "nanochat/gguf/dequant.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
@@ -17,7 +18,6 @@
 #include "nanochat/model/tensor_names.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
-#include "nanochat/gguf/dequant.hpp"
 #include "nanochat/util/fp16.hpp"
 
 namespace nanochat::model {
