@@ -62,7 +62,7 @@ Scheduler::Scheduler(std::shared_ptr<LoadedModel> model, const SchedulerOptions&
   }
   validate_context(options_.context);
   const model::ModelConfig& c = model_->config();
-  context_ = options_.context > 0 ? options_.context : c.context_length;
+  context_ = model::KvCache::resolve_capacity(c, options_.context);
   // All slots' caches together, checked before any is made (each alone is checked by KvCache).
   const double bytes = model::KvCache::bytes_for(c, context_) * options_.slots;
   const double memory = model::KvCache::memory_limit();
