@@ -41,8 +41,8 @@ void ModelConfig::validate(const std::string& source) const {
   auto in_range = [&](std::int64_t v, const char* key, std::int64_t max) {
     if (v <= 0) fail<FormatError>("{}: {}.{} is {}, it must be positive", source, a, key, v);
     if (v > max) {
-      fail<FormatError>("{}: {}.{} is {}, more than the {} nanochat allows; the file is damaged",
-                        source, a, key, v, max);
+      fail<FormatError>("{}: {}.{} is {}, more than the {} nanochat allows", source, a, key, v,
+                        max);
     }
   };
   in_range(dim, "embedding_length", kMaxWidth);
@@ -64,8 +64,7 @@ void ModelConfig::validate(const std::string& source) const {
   }
   if (context_length > kMaxContextLength) {
     fail<FormatError>(
-        "{}: {} is {}, more than the {} tokens nanochat supports (its KV cache would need {}); "
-        "the file is damaged",
+        "{}: {} is {}, more than the {} tokens nanochat supports (its KV cache would need {})",
         source, context_key(), context_length, kMaxContextLength,
         format_bytes(kv_cache_bytes(context_length)));
   }
