@@ -17,6 +17,7 @@ import concurrent.futures
 import math
 import os
 import random
+import re
 import resource
 import struct
 import subprocess
@@ -635,7 +636,6 @@ def run(cmd, env, sanitized):
 
 
 def check_case(binary, work, env, sanitized, item):
-    import re
     index, (name, content, must_fail, phrase, flags, want_rc) = item
     path = os.path.join(work, f"case-{index}.gguf")
     with open(path, "wb") as f:
