@@ -56,7 +56,7 @@ void run_bpb(const BpbOptions& o) {
                      fmt::join(o.inputs, ", "));
   }
   const auto l = load_model(o.model, o.kernel);
-  const std::int64_t n_ctx = o.context > 0 ? o.context : l->config().context_length;
+  const std::int64_t n_ctx = model::KvCache::resolve_capacity(l->config(), o.context);
   const bool bar = isatty(STDERR_FILENO) != 0 && !o.json;
   const eval::BpbReport r =
       eval::evaluate_bpb(*l, found.files, n_ctx, [&](std::size_t done, std::size_t total) {

@@ -68,7 +68,7 @@ void run(Options o) {
   std::optional<gguf::GgufFile> tok;
   if (!o.tokenizer.empty()) {
     tok.emplace(gguf::GgufFile::open(o.tokenizer, gguf::ReadOptions{true}));
-    const gguf::Array* tokens = tok->get_array("tokenizer.ggml.tokens");
+    const auto* tokens = tok->get_string_array("tokenizer.ggml.tokens");
     if (tokens == nullptr)
       fail<UsageError>("--tokenizer {}: the file has no tokenizer", o.tokenizer);
     o.config.vocab_size = static_cast<std::int64_t>(tokens->size());

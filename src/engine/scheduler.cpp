@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "nanochat/util/stats.hpp"
+#include "nanochat/util/units.hpp"
 
 namespace nanochat::engine {
 
@@ -62,15 +63,15 @@ Scheduler::Scheduler(std::shared_ptr<LoadedModel> model, const SchedulerOptions&
   }
   validate_context(options_.context);
   const model::ModelConfig& c = model_->config();
-  context_ = options_.context > 0 ? options_.context : c.context_length;
+  context_ = model::KvCache::resolve_capacity(c, options_.context);
   // All slots' caches together, checked before any is made (each alone is checked by KvCache).
   const double bytes = model::KvCache::bytes_for(c, context_) * options_.slots;
   const double memory = model::KvCache::memory_limit();
   if (bytes > memory) {
     fail_argument("context", context_,
-                  "{} slots of {} tokens would need {:.1f} GiB of KV cache, more than this "
-                  "machine's {:.1f} GiB; use fewer slots or a smaller context",
-                  options_.slots, context_, bytes / (1 << 30), memory / (1 << 30));
+                  "{} slots of {} tokens would need {} of KV cache, more than this machine's "
+                  "{}; use fewer slots or a smaller context",
+                  options_.slots, context_, format_bytes(bytes), format_bytes(memory));
   }
   for (int i = 0; i < options_.slots; ++i) {
     slots_.push_back(std::make_unique<Slot>(c, context_));

@@ -73,10 +73,7 @@ void validate_context(std::int64_t context) {
 }
 
 Session::Session(std::shared_ptr<LoadedModel> model, std::int64_t context)
-    : model_(std::move(model)),
-      cache_(model_->config(),
-             (validate_context(context), context > 0) ? context : model_->config().context_length) {
-}
+    : model_(std::move(model)), cache_(model_->config(), (validate_context(context), context)) {}
 
 void Session::reset() {
   cache_.clear();

@@ -368,7 +368,13 @@ std::optional<std::int64_t> GgufFile::get_int(std::string_view key) const {
   const Value* v = find(key);
   if (v == nullptr) return std::nullopt;
   const auto i = v->as_int();
-  if (!i) wrong_type(name_, key, *v, "an integer");
+  if (!i) {
+    if (const auto* big = v->get_if<std::uint64_t>()) {
+      fail<FormatError>("{}: metadata '{}' is {}, beyond any size nanochat accepts", name_, key,
+                        *big);
+    }
+    wrong_type(name_, key, *v, "an integer");
+  }
   return i;
 }
 
@@ -393,6 +399,53 @@ const Array* GgufFile::get_array(std::string_view key) const {
   if (v == nullptr) return nullptr;
   if (v->as_array() == nullptr) wrong_type(name_, key, *v, "an array");
   return v->as_array();
+}
+
+namespace {
+[[noreturn]] void wrong_elements(const std::string& file, std::string_view key, const Array& a,
+                                 const char* want) {
+  fail<FormatError>("{}: metadata '{}' is an array of {}, expected an array of {}", file, key,
+                    value_type_name(a.type), want);
+}
+
+bool is_integer_type(ValueType t) {
+  return t != ValueType::kFloat32 && t != ValueType::kFloat64 && t != ValueType::kBool &&
+         t != ValueType::kString && t != ValueType::kArray;
+}
+}  // namespace
+
+const std::vector<std::string>* GgufFile::get_string_array(std::string_view key) const {
+  const Array* a = get_array(key);
+  if (a == nullptr) return nullptr;
+  if (a->type != ValueType::kString) wrong_elements(name_, key, *a, "strings");
+  return &a->strings;
+}
+
+std::optional<std::vector<std::int64_t>> GgufFile::get_int_array(std::string_view key) const {
+  const Array* a = get_array(key);
+  if (a == nullptr) return std::nullopt;
+  if (!is_integer_type(a->type)) wrong_elements(name_, key, *a, "integers");
+  std::vector<std::int64_t> out;
+  out.reserve(a->size());
+  for (std::size_t i = 0; i < a->size(); ++i) {
+    const auto v = a->at(i).as_int();
+    if (!v) {
+      fail<FormatError>("{}: metadata '{}' element {} does not fit in a 64-bit integer", name_, key,
+                        i);
+    }
+    out.push_back(*v);
+  }
+  return out;
+}
+
+std::optional<std::vector<float>> GgufFile::get_float_array(std::string_view key) const {
+  const Array* a = get_array(key);
+  if (a == nullptr) return std::nullopt;
+  if (a->type != ValueType::kFloat32 && a->type != ValueType::kFloat64 &&
+      !is_integer_type(a->type)) {
+    wrong_elements(name_, key, *a, "numbers");
+  }
+  return a->to_vector<float>();
 }
 
 const TensorInfo* GgufFile::find_tensor(std::string_view name) const {

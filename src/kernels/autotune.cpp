@@ -264,6 +264,9 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
 
 void Autotuner::load_cache() {
   if (cache_file_.empty()) return;
+  // The temporaries of a run killed while saving this cache (AtomicFile's, only the dead ones).
+  remove_stale_temporaries(cache_file_.has_parent_path() ? cache_file_.parent_path() : ".",
+                           cache_file_.filename().string());
   std::error_code ec;
   if (!std::filesystem::exists(cache_file_, ec)) return;
   try {

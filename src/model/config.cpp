@@ -1,9 +1,13 @@
 #include "nanochat/model/config.hpp"
 
+#include <cmath>
+#include <limits>
+
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/tensor_names.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/units.hpp"
 
 namespace nanochat::model {
 
@@ -33,16 +37,23 @@ void ModelConfig::validate(const std::string& source) const {
         "{}: architecture '{}' is not one nanochat runs (nanochat, bitnet, bitnet-b1.58, llama)",
         source, a.empty() ? "(none)" : a);
   }
-  auto positive = [&](std::int64_t v, const char* key) {
+  // Every size in range before any product of them is formed.
+  auto in_range = [&](std::int64_t v, const char* key, std::int64_t max) {
     if (v <= 0) fail<FormatError>("{}: {}.{} is {}, it must be positive", source, a, key, v);
+    if (v > max) {
+      fail<FormatError>("{}: {}.{} is {}, more than the {} nanochat allows", source, a, key, v,
+                        max);
+    }
   };
-  positive(dim, "embedding_length");
-  positive(n_layers, "block_count");
-  positive(n_heads, "attention.head_count");
-  positive(n_kv_heads, "attention.head_count_kv");
-  positive(ffn_dim, "feed_forward_length");
-  positive(vocab_size, "vocab_size");
-  positive(context_length, "context_length");
+  in_range(dim, "embedding_length", kMaxWidth);
+  in_range(n_layers, "block_count", kMaxLayers);
+  in_range(n_heads, "attention.head_count", kMaxWidth);
+  in_range(n_kv_heads, "attention.head_count_kv", kMaxWidth);
+  in_range(ffn_dim, "feed_forward_length", kMaxWidth);
+  in_range(vocab_size, "vocab_size", kMaxVocab);
+  if (context_length <= 0) {
+    fail<FormatError>("{}: {} is {}, it must be positive", source, context_key(), context_length);
+  }
   if (dim % n_heads != 0 || head_dim() % 2 != 0) {
     fail<FormatError>("{}: embedding_length {} must split into {} heads of an even size", source,
                       dim, n_heads);
@@ -50,6 +61,12 @@ void ModelConfig::validate(const std::string& source) const {
   if (n_heads % n_kv_heads != 0) {
     fail<FormatError>("{}: {} heads cannot share {} key/value heads evenly", source, n_heads,
                       n_kv_heads);
+  }
+  if (context_length > kMaxContextLength) {
+    fail<FormatError>(
+        "{}: {} is {}, more than the {} tokens nanochat supports (its KV cache would need {})",
+        source, context_key(), context_length, kMaxContextLength,
+        format_bytes(kv_cache_bytes(context_length)));
   }
   if (mhc_streams != 1 && mhc_streams != 2 && mhc_streams != 4) {
     fail<FormatError>("{}: nanochat.mhc.n_streams is {}; use 1, 2 or 4", source, mhc_streams);
@@ -66,9 +83,26 @@ void ModelConfig::validate(const std::string& source) const {
   if (a == "llama" && ffn_activation != FfnActivation::kSwiGlu) {
     fail<FormatError>("{}: architecture 'llama' uses SwiGLU; use 'nanochat' for relu2", source);
   }
-  if (!(norm_eps > 0) || !(rope_theta > 0)) {
-    fail<FormatError>("{}: layer_norm_rms_epsilon and rope.freq_base must be positive", source);
+  // NaN fails every comparison, so each test is written to be false for it.
+  if (!(norm_eps > 0 && norm_eps < 1)) {
+    fail<FormatError>(
+        "{}: {}.attention.layer_norm_rms_epsilon is {}; it must be a small positive number "
+        "(typically 1e-5 or 1e-6)",
+        source, a, norm_eps);
   }
+  if (!(rope_theta > 0 && std::isfinite(rope_theta))) {
+    fail<FormatError>(
+        "{}: {}.rope.freq_base is {}; it must be a finite positive number "
+        "(typically 10000 or 500000)",
+        source, a, rope_theta);
+  }
+}
+
+double ModelConfig::kv_cache_bytes(std::int64_t tokens) const {
+  const double kv = n_heads > 0 ? static_cast<double>(dim) / static_cast<double>(n_heads) *
+                                      static_cast<double>(n_kv_heads)
+                                : 0.0;
+  return 2.0 * static_cast<double>(n_layers) * static_cast<double>(tokens) * kv * sizeof(float);
 }
 
 namespace {
@@ -112,9 +146,15 @@ ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
   } else {
     fail<FormatError>("{}: missing {}vocab_size and {}", f.name(), prefix, tensors::kEmbedding);
   }
-  c.norm_eps =
-      static_cast<float>(f.get_float(prefix + "attention.layer_norm_rms_epsilon").value_or(1e-5));
-  c.rope_theta = static_cast<float>(f.get_float(prefix + "rope.freq_base").value_or(10000.0));
+  // As float: a double beyond float's range becomes infinite (casting it would be undefined)
+  // and, like NaN, fails validate().
+  const auto as_float = [](double d) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    if (std::fabs(d) > std::numeric_limits<float>::max()) return d > 0 ? kInf : -kInf;
+    return static_cast<float>(d);
+  };
+  c.norm_eps = as_float(f.get_float(prefix + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rope_theta = as_float(f.get_float(prefix + "rope.freq_base").value_or(10000.0));
   if (const auto rot = f.get_int(prefix + "rope.dimension_count");
       rot && c.n_heads > 0 && *rot != c.dim / c.n_heads) {
     fail<FormatError>("{}: {}rope.dimension_count is {}; nanochat rotates whole heads ({})",
@@ -130,7 +170,12 @@ ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
     c.ffn_activation = parse_activation(f, "nanochat.ffn_activation", act);
     c.sub_norms = f.get_bool("nanochat.sub_norms").value_or(false);
     c.tied_embeddings = f.get_bool("nanochat.tied_embeddings").value_or(false);
-    c.mhc_streams = static_cast<int>(f.get_int("nanochat.mhc.n_streams").value_or(1));
+    // Checked before narrowing: 2^32 + 1 must not become 1.
+    const std::int64_t streams = f.get_int("nanochat.mhc.n_streams").value_or(1);
+    if (streams != 1 && streams != 2 && streams != 4) {
+      fail<FormatError>("{}: nanochat.mhc.n_streams is {}; use 1, 2 or 4", f.name(), streams);
+    }
+    c.mhc_streams = static_cast<int>(streams);
   } else {
     for (const char* key : {"hidden_act", "hidden_activation"}) {
       if (const auto act = f.get_string(prefix + key)) {
@@ -140,6 +185,7 @@ ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
     // llama.cpp's loaders fall back to the embedding when output.weight is absent.
     c.tied_embeddings = f.find_tensor(tensors::kOutput) == nullptr;
   }
+  c.source_file = f.name();
   c.validate(f.name());
   return c;
 }

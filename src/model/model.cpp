@@ -19,12 +19,16 @@
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
+#include "nanochat/util/units.hpp"
 
 namespace nanochat::model {
 namespace {
 
 // Ternary tensor rows for packing: decodes one row (TQ2_0, TQ1_0 or I2_S) into trits and
-// returns its scale; a row whose blocks disagree on the scale is an error for now.
+// returns its scale. Every error names the file, the tensor and the row: a 2-bit code 3, a scale
+// that is NaN, infinite or negative, a zero scale over non-zero weights (no quantizer writes
+// one: ggml's gives a block of zeros the scale 0), and blocks of one row with different scales
+// (nanochat keeps one scale per row; blocks of zeros, whatever their scale, do not count).
 struct TernarySource {
   const gguf::GgufFile& file;
   const gguf::TensorInfo& info;
@@ -32,33 +36,64 @@ struct TernarySource {
   std::int64_t cols;
   float i2s_scale = 0;
 
+  template <typename... Args>
+  [[noreturn]] void error(std::int64_t row, fmt::format_string<Args...> format,
+                          Args&&... args) const {
+    fail<FormatError>("{}: tensor '{}' row {}: {}", file.name(), info.name, row,
+                      fmt::format(format, std::forward<Args>(args)...));
+  }
+
+  // `scale` of the weights `trits`: finite, not negative, zero only over zeros.
+  void check_scale(std::int64_t row, float scale, std::span<const std::int8_t> trits,
+                   const char* what) const {
+    const char* corrupt = "the tensor data is corrupt";
+    if (std::isnan(scale)) error(row, "{} is NaN; {}", what, corrupt);
+    if (std::isinf(scale)) error(row, "{} is infinite; {}", what, corrupt);
+    if (scale < 0) error(row, "{} is negative ({}); {}", what, scale, corrupt);
+    if (scale == 0 && std::any_of(trits.begin(), trits.end(), [](std::int8_t t) { return t; })) {
+      error(row, "{} is 0 but its weights are not all 0; {}", what, corrupt);
+    }
+  }
+
   float decode_row(std::int64_t row, std::span<std::int8_t> trits) const {
     const bool tq2 = info.type.is(gguf::TensorType::kTQ2_0);
     if (tq2 || info.type.is(gguf::TensorType::kTQ1_0)) {
       const std::size_t row_bytes = tq2 ? ternary::tq2_0_bytes(cols) : ternary::tq1_0_bytes(cols);
       const auto bytes = data.subspan(static_cast<std::size_t>(row) * row_bytes, row_bytes);
       std::vector<float> scales(static_cast<std::size_t>(cols / ternary::kQkK));
-      if (tq2) {
-        ternary::decode_tq2_0(bytes, trits, scales);
-      } else {
-        ternary::decode_tq1_0(bytes, trits, scales);
+      try {
+        if (tq2) {
+          ternary::decode_tq2_0(bytes, trits, scales);
+        } else {
+          ternary::decode_tq1_0(bytes, trits, scales);
+        }
+      } catch (const FormatError& e) {
+        error(row, "{}", e.what());
       }
-      for (float s : scales) {
-        if (s != scales[0]) {
-          fail<FormatError>(
-              "{}: tensor '{}' row {} has different scales in its blocks; nanochat "
-              "needs one scale per row",
-              file.name(), info.name, row);
+      std::optional<float> row_scale;
+      for (std::size_t b = 0; b < scales.size(); ++b) {
+        const auto block = trits.subspan(b * ternary::kQkK, ternary::kQkK);
+        check_scale(row, scales[b], block, "a block scale");
+        if (std::all_of(block.begin(), block.end(), [](std::int8_t t) { return t == 0; })) {
+          continue;  // contributes nothing, whatever its scale
+        }
+        if (!row_scale) row_scale = scales[b];
+        if (scales[b] != *row_scale) {
+          error(row,
+                "its blocks have different scales ({} and {}); nanochat needs one scale per "
+                "row",
+                *row_scale, scales[b]);
         }
       }
-      return scales[0];
+      return row_scale.value_or(0.0f);
     }
     // I2_S: 128-weight groups along the flattened tensor, one scale for all of it.
     try {
       ternary::decode_i2_s_range(data, row * cols, trits);
     } catch (const FormatError& e) {
-      fail<FormatError>("{}: tensor '{}': {}", file.name(), info.name, e.what());
+      error(row, "{}", e.what());
     }
+    check_scale(row, i2s_scale, trits, "the I2_S tensor scale");
     return i2s_scale;
   }
 };
@@ -79,6 +114,17 @@ void check_shape(const gguf::GgufFile& f, const gguf::TensorInfo& t,
     std::string w;
     for (std::size_t i = 0; i < want.size(); ++i) w += (i ? " x " : "") + std::to_string(want[i]);
     fail<FormatError>("{}: tensor '{}' has shape {}, expected {}", f.name(), t.name, t.shape(), w);
+  }
+}
+
+// Values a layer multiplies by (norm gains, mHC parameters, layer scales) must be finite: one
+// NaN or infinity turns every later activation into NaN, which would sample garbage silently.
+void check_finite(const gguf::GgufFile& f, const std::string& name, std::span<const float> v) {
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      fail<FormatError>("{}: tensor '{}' holds {} at element {}; the tensor data is corrupt",
+                        f.name(), name, v[i], i);
+    }
   }
 }
 
@@ -130,6 +176,7 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
         fail<FormatError>("{}: tensor '{}' has {} values; a layer scale has one", f.name(),
                           scale_name, s.size());
       }
+      check_finite(f, scale_name, s);
       extra = s[0];
     }
     sources.push_back(src);
@@ -158,7 +205,9 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
 std::vector<float> load_vector(const gguf::GgufFile& f, const std::string& name, std::int64_t n) {
   const gguf::TensorInfo& t = need_tensor(f, name);
   check_shape(f, t, {static_cast<std::uint64_t>(n)});
-  return dequantize_tensor(f, name);
+  std::vector<float> v = dequantize_tensor(f, name);
+  check_finite(f, name, v);
+  return v;
 }
 
 mhc::MhcParams load_mhc(const gguf::GgufFile& f, const std::string& name, int n) {
@@ -215,9 +264,7 @@ std::vector<float> dequantize_tensor(const gguf::GgufFile& f, const std::string&
 }
 
 double KvCache::bytes_for(const ModelConfig& c, std::int64_t capacity) {
-  // Keys and values of every layer, in float.
-  return 2.0 * static_cast<double>(c.n_layers) * static_cast<double>(capacity) *
-         static_cast<double>(c.kv_dim()) * sizeof(float);
+  return c.kv_cache_bytes(capacity);
 }
 
 double KvCache::memory_limit() {
@@ -225,20 +272,43 @@ double KvCache::memory_limit() {
          static_cast<double>(::sysconf(_SC_PAGE_SIZE));
 }
 
-KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
-    : capacity_(capacity), kv_dim_(c.kv_dim()) {
-  if (capacity <= 0) fail_argument("context", capacity, "must hold at least one token");
-  // Checked before multiplying, so that no value of `capacity` (a flag) or of the model's shape
-  // (a file) can wrap the size.
+std::int64_t KvCache::resolve_capacity(const ModelConfig& c, std::int64_t requested) {
+  if (requested < 0) fail_argument("context", requested, "must hold at least one token");
+  const bool from_file = requested == 0;
+  const std::int64_t capacity = from_file ? c.context_length : requested;
+  // In double: no value of `capacity` (a flag) or of the model's shape (a file) can wrap it.
   const double bytes = bytes_for(c, capacity);
   const double memory = memory_limit();
+  if (from_file) {
+    // ModelConfig::validate() bounded context_length already; memory is this machine's limit.
+    if (capacity <= 0 || bytes > memory) {
+      fail<FormatError>(
+          "{}: {} is {}: its KV cache would need {}, more than this machine's {} of memory; "
+          "pass a smaller context with -c",
+          c.source_file.empty() ? "the model" : c.source_file, c.context_key(), capacity,
+          format_bytes(bytes), format_bytes(memory));
+    }
+    return capacity;
+  }
+  if (capacity > ModelConfig::kMaxContextLength) {
+    fail_argument("context", capacity,
+                  "more than the {} tokens nanochat supports (its KV cache would need {}); use "
+                  "a smaller context (the model was trained for {})",
+                  ModelConfig::kMaxContextLength, format_bytes(bytes), c.context_length);
+  }
   if (bytes > memory) {
     fail_argument("context", capacity,
-                  "its KV cache would need {:.1f} GiB, more than this machine's {:.1f} GiB of "
-                  "memory; use a smaller context (the model was trained for {})",
-                  bytes / (1 << 30), memory / (1 << 30), c.context_length);
+                  "its KV cache would need {}, more than this machine's {} of memory; use a "
+                  "smaller context (the model was trained for {})",
+                  format_bytes(bytes), format_bytes(memory), c.context_length);
   }
-  const auto size = static_cast<std::size_t>(c.n_layers * capacity * kv_dim_);
+  return capacity;
+}
+
+KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
+    : capacity_(resolve_capacity(c, capacity)), kv_dim_(c.kv_dim()) {
+  // Bounded by resolve_capacity(): the product fits in memory, let alone in size_t.
+  const auto size = static_cast<std::size_t>(c.n_layers * capacity_ * kv_dim_);
   // Not zeroed: only positions already written are read, and untouched pages of a large cache
   // cost no memory until the sequence reaches them.
   k_.reset(new float[size]);
@@ -377,6 +447,17 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   };
   if (head.type.is(gguf::TensorType::kQ8_0)) {
     w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
+    // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN.
+    const kernels::Q8Matrix& q8 = *w->output_q8;
+    const std::int64_t per_row = q8.cols_padded / 32;
+    for (std::int64_t i = 0; i < q8.rows * per_row; ++i) {
+      if ((q8.d[static_cast<std::size_t>(i)] & 0x7c00u) == 0x7c00u) {
+        fail<FormatError>(
+            "{}: tensor '{}' row {} has a block scale that is {}; the tensor data "
+            "is corrupt",
+            f.name(), head.name, i / per_row, fp16_to_fp32(q8.d[static_cast<std::size_t>(i)]));
+      }
+    }
   } else if (is_float_type(head.type)) {
     // Dequantized row by row (exactly as ggml does) and held as Q8_0 for the head kernels.
     if (c.dim % 32 != 0 || c.dim % head.type.block != 0) {
@@ -389,6 +470,12 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
         c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {
           release_head_rows(row);
           dequantize_rows(head.type.id, head_data, static_cast<std::size_t>(row * c.dim), values);
+          for (const float v : values) {
+            if (!std::isfinite(v)) {
+              fail<FormatError>("{}: tensor '{}' row {} holds {}; the tensor data is corrupt",
+                                f.name(), head.name, row, v);
+            }
+          }
         });
   } else {
     w->output = load_ternary(f, ctx, tensors::kOutput, c.dim, c.vocab_size);
@@ -477,6 +564,14 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
       float* x0 = x.data() + t * n * dim;
       dequantize_rows(w_->embedding_type, w_->embedding, static_cast<std::size_t>(tok * dim),
                       std::span<float>(x0, sz(dim)));
+      // Rows are read from the file on lookup, so they are checked here (before any cache is
+      // touched): a NaN would silently turn every logit into NaN.
+      for (std::int64_t j = 0; j < dim; ++j) {
+        if (!std::isfinite(x0[j])) {
+          fail<FormatError>("{}: tensor '{}' row {} holds {}; the tensor data is corrupt",
+                            c.source_file, tensors::kEmbedding, tok, x0[j]);
+        }
+      }
       for (std::int64_t r = 1; r < n; ++r) std::copy_n(x0, dim, x0 + r * dim);
     }
   }

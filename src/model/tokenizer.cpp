@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <initializer_list>
 #include <optional>
 #include <queue>
@@ -493,28 +494,41 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
         "and 'llama' (SentencePiece) tokenizers",
         file.name(), model);
   }
-  const gguf::Array* tokens = file.get_array("tokenizer.ggml.tokens");
-  if (tokens == nullptr || tokens->type != gguf::ValueType::kString || tokens->size() == 0) {
-    fail<FormatError>("{}: tokenizer.ggml.tokens is missing or not a list of strings", file.name());
+  // Typed reads: an array of another element type is an error naming the key.
+  const std::vector<std::string>* tokens = file.get_string_array("tokenizer.ggml.tokens");
+  if (tokens == nullptr || tokens->empty()) {
+    fail<FormatError>("{}: tokenizer.ggml.tokens is missing or empty", file.name());
   }
-  impl->tokens = tokens->strings;
+  impl->tokens = *tokens;
   const std::size_t n = impl->tokens.size();
   impl->types.assign(n, TokenType::kNormal);
-  if (const gguf::Array* types = file.get_array("tokenizer.ggml.token_type")) {
+  if (const auto types = file.get_int_array("tokenizer.ggml.token_type")) {
     if (types->size() != n) {
       fail<FormatError>("{}: tokenizer.ggml.token_type has {} entries for {} tokens", file.name(),
                         types->size(), n);
     }
-    const auto values = types->to_vector<std::int32_t>();
-    for (std::size_t i = 0; i < n; ++i) impl->types[i] = static_cast<TokenType>(values[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t t = (*types)[i];
+      if (t < static_cast<std::int64_t>(TokenType::kUndefined) ||
+          t > static_cast<std::int64_t>(TokenType::kByte)) {
+        fail<FormatError>("{}: tokenizer.ggml.token_type of token {} is {}; token types are 0 to 6",
+                          file.name(), i, t);
+      }
+      impl->types[i] = static_cast<TokenType>(t);
+    }
   }
   impl->scores.assign(n, 0.0f);
-  if (const gguf::Array* scores = file.get_array("tokenizer.ggml.scores")) {
+  if (auto scores = file.get_float_array("tokenizer.ggml.scores")) {
     if (scores->size() != n) {
       fail<FormatError>("{}: tokenizer.ggml.scores has {} entries for {} tokens", file.name(),
                         scores->size(), n);
     }
-    impl->scores = scores->to_vector<float>();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::isnan((*scores)[i])) {
+        fail<FormatError>("{}: tokenizer.ggml.scores of token {} is NaN", file.name(), i);
+      }
+    }
+    impl->scores = std::move(*scores);
   }
   for (std::size_t i = 0; i < n; ++i) impl->to_id[impl->tokens[i]] = static_cast<TokenId>(i);
 
@@ -541,14 +555,14 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
     }
     impl->splitter.emplace(pre->patterns);
     impl->ignore_merges = pre->ignore_merges;
-    const gguf::Array* merges = file.get_array("tokenizer.ggml.merges");
-    if (merges == nullptr || merges->type != gguf::ValueType::kString) {
+    const std::vector<std::string>* merges = file.get_string_array("tokenizer.ggml.merges");
+    if (merges == nullptr) {
       fail<FormatError>("{}: a BPE tokenizer needs tokenizer.ggml.merges (a list of strings)",
                         file.name());
     }
     impl->merge_rank.reserve(merges->size());
     for (std::size_t i = 0; i < merges->size(); ++i) {
-      const std::string& m = merges->strings[i];
+      const std::string& m = (*merges)[i];
       const std::size_t space = m.find(' ', 1);
       if (space == std::string::npos) {
         fail<FormatError>("{}: merge {} ('{}') is not two tokens separated by a space", file.name(),
@@ -566,7 +580,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
       if (ok) impl->byte_ids[b] = *id;
     }
     for (std::size_t i = 0; i < merges->size() && ok; ++i) {
-      const std::string& m = merges->strings[i];
+      const std::string& m = (*merges)[i];
       const std::size_t space = m.find(' ', 1);
       const auto a = impl->lookup(std::string_view(m).substr(0, space));
       const auto b = impl->lookup(std::string_view(m).substr(space + 1));

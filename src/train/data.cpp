@@ -209,6 +209,9 @@ Dataset Dataset::prepare(const TrainConfig& config,
   const fs::path dir = config.output.checkpoint_dir / "data";
   const fs::path manifest = dir / "manifest.json", tok_path = dir / "tokenizer.gguf";
   const fs::path train_path = dir / "train.bin", val_path = dir / "val.bin";
+  // A preparation killed half-way left its temporaries here (the run folder is nanochat's own;
+  // only dead writers' files of AtomicFile's pattern go).
+  remove_stale_temporaries(dir);
   // The prepared files; the manifest last: it vouches for the files before it.
   auto write_prepared = [&](const std::vector<std::uint8_t>& tok_bytes,
                             const std::vector<std::int32_t>& train,

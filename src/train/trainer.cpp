@@ -324,6 +324,12 @@ TrainResult run_training(const TrainRunOptions& options, kernels::KernelContext&
   const TrainingSection& t = cfg.training;
   const fs::path dir = cfg.output.checkpoint_dir;
   make_directories(dir);
+  // Checkpoints, logs and exports that a killed run was writing: the run folder is nanochat's,
+  // so every dead writer's temporary goes, whatever its name (step-N.nckpt changes each time).
+  if (const std::size_t n = remove_stale_temporaries(dir); n > 0) {
+    log(fmt::format("removed {} temporary file{} a killed run left in {}", n, n > 1 ? "s" : "",
+                    dir.string()));
+  }
 
   // Checkpoints decide whether this is a new run.
   const std::optional<Checkpoint> ckpt = find_checkpoint(dir, options.resume, log);

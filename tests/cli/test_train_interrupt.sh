@@ -41,8 +41,24 @@ for delay in 0.3 0.4 0.6; do
 done
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
+# Whatever the kills hit, plus leftovers of kills mid-write made certain (AtomicFile's pattern,
+# nobody holding them), and one a live writer holds (flock, as AtomicFile does): the resume must
+# remove the dead ones and leave the live one.
+mkdir -p "$work/killed/data"
+printf partial >"$work/killed/.step-00000099.nckpt.tmp-Dead01"
+printf partial >"$work/killed/data/.train.bin.tmp-Dead02"
+live="$work/killed/.model.gguf.tmp-Live03"
+(exec 9>"$live" && flock 9 && exec sleep 300) >/dev/null 2>&1 &
+holder=$!  # the sleep itself, holding the lock on fd 9
+for _ in $(seq 100); do [[ -e "$live" ]] && ! flock -n "$live" true && break; sleep 0.1; done
 "$bin" train "${kill_args[@]}" --resume >/dev/null 2>"$work/k.err" &&
   [[ $killed_ok -eq 1 && -s "$work/killed/model.gguf" ]] && ok || bad "kill -9 / resume: $(tail -2 "$work/k.err")"
-ls "$work/killed" | grep -q '\.tmp' && bad "kill -9 left temporary files behind" || ok
+[[ -e "$live" ]] && ok || bad "the resume removed a temporary file a live process holds"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+rm -f "$live"
+# find, not ls: the temporaries are dot-files.
+left=$(find "$work/killed" -name '.*.tmp-*')
+[[ -z "$left" ]] && ok || bad "kill -9 left temporary files behind: $left"
 
 finish

@@ -18,7 +18,11 @@ expect_usage "chat -n -2" "^nanochat: -n -2: use -1" sh -c "echo hi | '$bin' cha
 expect_usage "chat -c -3" "^nanochat: -c -3: must be 0" sh -c "echo hi | '$bin' chat -m '$m' -c -3"
 expect_usage "negative temp" "^nanochat: --temp -1: must be 0 \\(greedy\\) or a positive number" "$bin" generate -m "$m" --temp -1 -p x
 expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
-expect_usage "huge -c" "^nanochat: -c 72057594037927936: its KV cache would need .* GiB, more than this machine's" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
+expect_usage "huge -c" "^nanochat: -c 72057594037927936: more than the 16777216 tokens nanochat supports \\(its KV cache would need 128.0 EiB\\)" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
+expect_usage "chat -c 2^63-1" "^nanochat: -c 9223372036854775807: more than the 16777216 tokens" sh -c "echo hi | '$bin' chat -m '$m' -c 9223372036854775807 --autotune off"
+# Within the bound but not within memory: 64 layers of 128 keys and values take 64 KiB a token.
+"$bin" model random --vocab 300 --layers 64 --ffn 256 -o "$work/deep.gguf" 2>/dev/null || bad "model random --layers 64"
+expect_usage "KV cache beyond memory" "^nanochat: -c 16777216: its KV cache would need 1.0 TiB, more than this machine's .* of memory" "$bin" generate -m "$work/deep.gguf" -c 16777216 -p x --autotune off
 expect_usage "serve --port" "^nanochat: --port 70000: must be from 0 \\(any free port\\) to 65535" "$bin" serve -m "$m" --port 70000
 expect_usage "serve -np 0" "^nanochat: -np 0: must be from 1 to 256" "$bin" serve -m "$m" -np 0
 expect_usage "serve --read-timeout" "^nanochat: --read-timeout 0: must be at least 1 second" "$bin" serve -m "$m" --read-timeout 0

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -196,6 +197,56 @@ TEST(Gguf, TypedGettersNameTheKeyOnTypeMismatch) {
         << e.what();
   }
   EXPECT_FALSE(f.get_int("missing").has_value());
+}
+
+TEST(Gguf, TypedArraysCheckTheElementTypeAndNameTheKey) {
+  GgufWriter w = sample_writer();
+  w.set("ints", numeric_array<std::int16_t>(ValueType::kInt16, {-1, 7}));
+  w.set("huge", numeric_array<std::uint64_t>(ValueType::kUint64, {1, std::uint64_t{1} << 63}));
+  w.set("bools", Value([] {
+          Array a;
+          a.type = ValueType::kBool;
+          a.raw = {1, 0};
+          return a;
+        }()));
+  const auto bytes = w.bytes();
+  const GgufFile f = GgufFile::parse(bytes, "sample.gguf");
+  EXPECT_EQ(*f.get_string_array("strs"), (std::vector<std::string>{"x", "", "yz"}));
+  EXPECT_EQ(*f.get_int_array("ints"), (std::vector<std::int64_t>{-1, 7}));
+  EXPECT_EQ(*f.get_float_array("floats"), (std::vector<float>{1.0f, -2.0f}));
+  EXPECT_EQ(*f.get_float_array("ints"), (std::vector<float>{-1.0f, 7.0f}));
+  EXPECT_EQ(f.get_string_array("missing"), nullptr);
+  EXPECT_FALSE(f.get_int_array("missing").has_value());
+  // The right count but another element type: an error naming the key and both types, never an
+  // empty conversion a caller would index.
+  const std::vector<std::pair<std::function<void()>, std::string>> wrong = {
+      {[&] { (void)f.get_string_array("floats"); },
+       "'floats' is an array of float32, expected an array of strings"},
+      {[&] { (void)f.get_string_array("nested"); },
+       "'nested' is an array of array, expected an array of strings"},
+      {[&] { (void)f.get_int_array("strs"); },
+       "'strs' is an array of string, expected an array of integers"},
+      {[&] { (void)f.get_int_array("floats"); },
+       "'floats' is an array of float32, expected an array of integers"},
+      {[&] { (void)f.get_int_array("bools"); },
+       "'bools' is an array of bool, expected an array of integers"},
+      {[&] { (void)f.get_int_array("huge"); }, "'huge' element 1 does not fit"},
+      {[&] { (void)f.get_float_array("strs"); },
+       "'strs' is an array of string, expected an array of numbers"},
+      {[&] { (void)f.get_float_array("nested"); },
+       "'nested' is an array of array, expected an array of numbers"},
+      {[&] { (void)f.get_float_array("u32"); }, "'u32' is a uint32, expected an array"},
+      {[&] { (void)f.get_int("u64"); }, "'u64' is 9223372036854775808, beyond any size"},
+  };
+  for (const auto& [call, want] : wrong) {
+    try {
+      call();
+      ADD_FAILURE() << "no error for: " << want;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("sample.gguf: metadata " + want), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(Gguf, MalformedFilesGiveClearErrors) {

@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -501,6 +503,133 @@ TEST(Model, ForeignFilesNameWhatNanochatCannotRun) {
   }
   fs::remove(tied_path);
   fs::remove(base);
+}
+
+// Rewrites `src` with the bytes of tensor `name` edited by `edit`.
+fs::path edit_tensor(const fs::path& src, const std::string& out, const std::string& name,
+                     const std::function<void(std::vector<std::uint8_t>&)>& edit) {
+  return rewrite(src, out, [&](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+    copy_tensors(w, in, name);
+    const gguf::TensorInfo& t = *in.find_tensor(name);
+    const auto data = in.tensor_data(t);
+    std::vector<std::uint8_t> bytes(data.begin(), data.end());
+    edit(bytes);
+    w.add_tensor(name, t.type.id, t.dims, bytes);
+  });
+}
+
+// Values a file may hold that the loader used to accept silently (or crash on): each is an
+// error naming the file and the key or tensor, before any of it is used.
+TEST(Model, HostileValuesNameTheFileAndTheKeyOrTensor) {
+  const fs::path base =
+      write_model(tiny_config(2, FfnActivation::kSwiGlu, false, false), {}, "hostile");
+  kernels::KernelContext ctx(quiet_kernels(1));
+  auto expect_error = [&](const fs::path& path, const std::vector<std::string>& want) {
+    const auto file = gguf::GgufFile::open(path);
+    try {
+      (void)Model::load(file, ctx);
+      ADD_FAILURE() << "loaded " << path;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(path.string() + ": "), std::string::npos) << e.what();
+      for (const auto& w : want) {
+        EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+      }
+    }
+    fs::remove(path);
+  };
+  auto with_key = [&](const std::string& key, gguf::Value v) {
+    return rewrite(base, "key.gguf", [&](gguf::GgufWriter& w, const gguf::GgufFile& in) {
+      w.set(key, v);
+      copy_tensors(w, in, "");
+    });
+  };
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  // Sizes: checked against a bound before anything is multiplied, with the memory they would
+  // take; a value wider than the field it goes to is not truncated.
+  expect_error(with_key("nanochat.context_length", gguf::Value(std::uint64_t{1} << 56)),
+               {"nanochat.context_length is 72057594037927936", "KV cache would need 128.0 EiB"});
+  expect_error(with_key("nanochat.context_length", gguf::Value(std::int64_t{(1ull << 63) - 1})),
+               {"nanochat.context_length is 9223372036854775807"});
+  expect_error(with_key("nanochat.mhc.n_streams", gguf::Value((std::uint64_t{1} << 32) + 1)),
+               {"nanochat.mhc.n_streams is 4294967297"});
+  expect_error(with_key("nanochat.block_count", gguf::Value(std::uint64_t{1} << 40)),
+               {"nanochat.block_count is 1099511627776"});
+  // Hyperparameters that are not finite or not positive.
+  expect_error(with_key("nanochat.rope.freq_base", gguf::Value(inf)),
+               {"nanochat.rope.freq_base is inf"});
+  expect_error(with_key("nanochat.rope.freq_base", gguf::Value(1e300)),
+               {"nanochat.rope.freq_base is inf"});
+  expect_error(with_key("nanochat.attention.layer_norm_rms_epsilon", gguf::Value(inf)),
+               {"nanochat.attention.layer_norm_rms_epsilon is inf"});
+  expect_error(with_key("nanochat.attention.layer_norm_rms_epsilon", gguf::Value(nan)),
+               {"nanochat.attention.layer_norm_rms_epsilon is nan"});
+  expect_error(with_key("nanochat.attention.layer_norm_rms_epsilon", gguf::Value(-1e-5f)),
+               {"layer_norm_rms_epsilon is -1e-05"});
+  // Tensor values: norm gains and mHC parameters finite.
+  const std::string norm = tensors::block(1, tensors::kFfnNorm);
+  expect_error(edit_tensor(base, "norm.gguf", norm,
+                           [&](std::vector<std::uint8_t>& b) { std::memcpy(&b[8], &nan, 4); }),
+               {"tensor '" + norm + "' holds nan at element 2"});
+  const std::string mhc = tensors::block(0, tensors::kAttnMhc);
+  expect_error(edit_tensor(base, "mhc.gguf", mhc,
+                           [&](std::vector<std::uint8_t>& b) { std::memcpy(&b[0], &inf, 4); }),
+               {"tensor '" + mhc + "' holds inf"});
+  // TQ2_0 blocks (66 bytes: 64 of codes, an fp16 scale): each bad scale named as what it is.
+  const std::string q = tensors::block(0, tensors::kAttnQ);
+  auto with_scale = [&](float scale) {
+    return edit_tensor(base, "scale.gguf", q, [&](std::vector<std::uint8_t>& b) {
+      const std::uint16_t h = fp32_to_fp16(scale);
+      std::memcpy(&b[66 + 64], &h, 2);  // row 1's block
+    });
+  };
+  expect_error(with_scale(nan), {"tensor '" + q + "' row 1: a block scale is NaN"});
+  expect_error(with_scale(inf), {"tensor '" + q + "' row 1: a block scale is infinite"});
+  expect_error(with_scale(-0.5f), {"row 1: a block scale is negative (-0.5)"});
+  expect_error(with_scale(0.0f), {"row 1: a block scale is 0 but its weights are not all 0"});
+  const std::string down = tensors::block(0, tensors::kFfnDown);  // rows of two blocks
+  expect_error(edit_tensor(base, "differ.gguf", down,
+                           [](std::vector<std::uint8_t>& b) {
+                             const std::uint16_t h = fp32_to_fp16(0.125f);
+                             std::memcpy(&b[66 + 64], &h, 2);
+                           }),
+               {"tensor '" + down + "' row 0: its blocks have different scales"});
+  expect_error(edit_tensor(base, "code3.gguf", q,
+                           [](std::vector<std::uint8_t>& b) { b[66 * 3 + 5] = 0xff; }),
+               {"tensor '" + q + "' row 3: TQ2_0 block 0 holds the 2-bit code 3"});
+  fs::remove(base);
+}
+
+TEST(KvCache, SizesAreCheckedBeforeTheyAreMultiplied) {
+  ModelConfig c = tiny_config(1, FfnActivation::kSwiGlu, false, false);
+  c.source_file = "m.gguf";
+  EXPECT_EQ(KvCache::resolve_capacity(c, 0), c.context_length);
+  EXPECT_EQ(KvCache::resolve_capacity(c, 32), 32);
+  EXPECT_EQ(KvCache(c, 0).capacity(), c.context_length);
+  // From a flag: InvalidArgument for "context" (the CLI says -c), with the memory it would need.
+  for (const std::int64_t huge : {std::int64_t{1} << 56, std::numeric_limits<std::int64_t>::max(),
+                                  ModelConfig::kMaxContextLength + 1}) {
+    try {
+      (void)KvCache(c, huge);
+      ADD_FAILURE() << huge;
+    } catch (const InvalidArgument& e) {
+      EXPECT_EQ(e.parameter(), "context");
+      EXPECT_EQ(e.value(), std::to_string(huge));
+      EXPECT_NE(e.problem().find("its KV cache would need"), std::string::npos) << e.what();
+    }
+  }
+  // From the file: a FormatError naming the file and the key, never "-c".
+  c.n_layers = ModelConfig::kMaxLayers;
+  c.dim = c.n_kv_heads = c.n_heads = ModelConfig::kMaxWidth / 2;
+  c.context_length = ModelConfig::kMaxContextLength;
+  try {
+    (void)KvCache::resolve_capacity(c, 0);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("m.gguf: nanochat.context_length is 16777216: its KV "
+                                         "cache would need"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

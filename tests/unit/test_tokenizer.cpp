@@ -2,12 +2,14 @@
 // ../shared/testdata/tokenizers (.inp / .out pairs), plus decoding round trips.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/tokenizer.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
@@ -86,6 +88,70 @@ INSTANTIATE_TEST_SUITE_P(SharedVocabs, VocabTest,
                            for (char& c : name) c = (c == '-') ? '_' : c;
                            return name;
                          });
+
+// A tokenizer's arrays with the right count and the wrong element type (what crashed
+// Tokenizer::from_gguf and SentencePiece encoding), and values out of range: each an error
+// naming the file and key.
+TEST(Tokenizer, MetadataOfTheWrongTypeNamesTheKey) {
+  for (const char* vocab : {"ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-spm.gguf"}) {
+    const auto base = gguf::GgufFile::open(kDir / vocab);
+    const std::size_t n = base.get_string_array("tokenizer.ggml.tokens")->size();
+    auto expect_error = [&](const std::string& key, gguf::Value value, const std::string& want) {
+      gguf::GgufWriter w;
+      for (const auto& [k, v] : base.metadata()) w.set(k, v);
+      w.set(key, std::move(value));
+      const auto bytes = w.bytes();
+      const auto file = gguf::GgufFile::parse(bytes, "hostile.gguf");
+      try {
+        (void)Tokenizer::from_gguf(file);
+        ADD_FAILURE() << vocab << ": " << key << " accepted";
+      } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("hostile.gguf: "), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      }
+    };
+    const std::vector<std::string> strings(n, "1");
+    gguf::Array nested;
+    nested.type = gguf::ValueType::kArray;
+    nested.arrays.assign(n, gguf::numeric_array<float>(gguf::ValueType::kFloat32, {0.0f}));
+    const gguf::Value nested_value(nested);
+    for (const char* key : {"tokenizer.ggml.token_type", "tokenizer.ggml.scores"}) {
+      expect_error(key, gguf::string_array(strings), std::string(key) + "' is an array of string");
+      expect_error(key, nested_value, std::string(key) + "' is an array of array");
+    }
+    expect_error(
+        "tokenizer.ggml.tokens",
+        gguf::numeric_array<std::int32_t>(gguf::ValueType::kInt32, std::vector<std::int32_t>(n, 1)),
+        "'tokenizer.ggml.tokens' is an array of int32, expected an array of strings");
+    expect_error(
+        "tokenizer.ggml.token_type",
+        gguf::numeric_array<std::int32_t>(gguf::ValueType::kInt32, std::vector<std::int32_t>(n, 9)),
+        "tokenizer.ggml.token_type of token 0 is 9");
+    expect_error(
+        "tokenizer.ggml.scores",
+        gguf::numeric_array<float>(gguf::ValueType::kFloat32, std::vector<float>(n, std::nanf(""))),
+        "tokenizer.ggml.scores of token 0 is NaN");
+    expect_error("tokenizer.ggml.scores",
+                 gguf::numeric_array<float>(gguf::ValueType::kFloat32, {0.0f}),
+                 "tokenizer.ggml.scores has 1 entries");
+    expect_error("tokenizer.ggml.bos_token_id", gguf::Value(std::int64_t{-1}),
+                 "tokenizer.ggml.bos_token_id = -1 is outside the vocabulary");
+  }
+  const auto gpt2 = gguf::GgufFile::open(kDir / "ggml-vocab-gpt-2.gguf");
+  gguf::GgufWriter w;
+  for (const auto& [k, v] : gpt2.metadata()) w.set(k, v);
+  w.set("tokenizer.ggml.merges",
+        gguf::numeric_array<std::int32_t>(gguf::ValueType::kInt32, {1, 2, 3}));
+  const auto bytes = w.bytes();
+  try {
+    (void)Tokenizer::from_gguf(gguf::GgufFile::parse(bytes, "merges.gguf"));
+    ADD_FAILURE() << "int merges accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'tokenizer.ggml.merges' is an array of int32"),
+              std::string::npos)
+        << e.what();
+  }
+}
 
 TEST(Tokenizer, SpecialTokensAndBos) {
   const auto file = gguf::GgufFile::open(kDir / "ggml-vocab-gpt-2.gguf");

@@ -1,7 +1,15 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <string>
 
 #include "nanochat/util/aligned.hpp"
@@ -69,6 +77,104 @@ TEST(File, AtomicWriteReplacesAndLeavesNoTemp) {
     ++entries;
   }
   EXPECT_EQ(entries, 1);  // no temporary left behind
+  fs::remove_all(dir);
+}
+
+std::set<std::string> names_in(const fs::path& dir) {
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
+  return names;
+}
+
+void touch(const fs::path& path) { std::ofstream(path) << "partial"; }
+
+TEST(File, StaleTemporariesOfDeadWritersAreRemoved) {
+  const fs::path dir = temp_dir("stale");
+  // Left by writers that died: AtomicFile's exact pattern, nobody holding a lock.
+  touch(dir / ".step-00000006.nckpt.tmp-AbC123");
+  touch(dir / ".out.txt.tmp-Zz9yX8");
+  // Not nanochat's pattern: other programs' files and near misses stay.
+  const std::set<std::string> others = {".tmp-abcdef",         ".x.tmp-abc12",   "x.tmp-abcdef",
+                                        ".x.tmp-abc$ef",       ".x.tmp-abcdefg", ".x.tmp-",
+                                        "step-00000006.nckpt", ".x.gguf.partial"};
+  for (const auto& name : others) touch(dir / name);
+  fs::create_directory(dir / ".d.tmp-abcdef");  // a folder, not a file
+  // A live writer in this process: AtomicFile holds the lock on its temporary.
+  AtomicFile live(dir / "live.bin");
+  live.write(std::string_view("being written"));
+
+  EXPECT_EQ(remove_stale_temporaries(dir, "out.txt"), 1u);  // only that target's
+  EXPECT_TRUE(fs::exists(dir / ".step-00000006.nckpt.tmp-AbC123"));
+  EXPECT_EQ(remove_stale_temporaries(dir), 1u);
+  std::set<std::string> want = others;
+  want.insert(".d.tmp-abcdef");
+  std::set<std::string> left = names_in(dir);
+  int live_temps = 0;
+  for (const auto& name : left) live_temps += name.rfind(".live.bin.tmp-", 0) == 0 ? 1 : 0;
+  EXPECT_EQ(live_temps, 1) << "the live writer's temporary was removed";
+  live.commit();
+  EXPECT_EQ(read_file(dir / "live.bin"), "being written");
+  want.insert("live.bin");
+  EXPECT_EQ(names_in(dir), want);
+  fs::remove_all(dir);
+}
+
+TEST(File, TemporaryOfAKilledProcessIsRemovedOnlyAfterItDies) {
+  const fs::path dir = temp_dir("killed");
+  const fs::path tmp = dir / ".model.gguf.tmp-Kill09";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // a writer in another process: holds the lock until it is killed
+    const int fd = ::open(tmp.c_str(), O_CREAT | O_RDWR, 0600);
+    if (fd < 0 || ::flock(fd, LOCK_EX) != 0 || ::write(ready[1], "x", 1) != 1) ::_exit(1);
+    for (;;) ::pause();
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  EXPECT_EQ(remove_stale_temporaries(dir), 0u);
+  EXPECT_TRUE(fs::exists(tmp));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(remove_stale_temporaries(dir), 1u);
+  EXPECT_FALSE(fs::exists(tmp));
+  ::close(ready[0]);
+  ::close(ready[1]);
+  fs::remove_all(dir);
+}
+
+TEST(File, AtomicFileRemovesItsOwnLeftoversAndNamesTheTargetOnWriteErrors) {
+  const fs::path dir = temp_dir("full");
+  touch(dir / ".big.bin.tmp-Old123");
+  touch(dir / ".other.bin.tmp-Old456");  // another target's: not this writer's business
+  {
+    AtomicFile f(dir / "big.bin");
+    EXPECT_FALSE(fs::exists(dir / ".big.bin.tmp-Old123"));
+    EXPECT_TRUE(fs::exists(dir / ".other.bin.tmp-Old456"));
+  }
+  // A full disk, as far as this process can tell: a file size limit makes write() fail (EFBIG
+  // rather than ENOSPC; the path the message names is what is tested).
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  try {
+    AtomicFile f(dir / "big.bin");
+    f.write(std::string(1 << 20, 'x'));
+    f.commit();
+  } catch (const IoError& e) {
+    message = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(message.find((dir / "big.bin").string() + ": write failed"), std::string::npos)
+      << message;
+  EXPECT_EQ(message.find(".tmp-"), std::string::npos) << message;
+  EXPECT_EQ(names_in(dir), std::set<std::string>{".other.bin.tmp-Old456"});
   fs::remove_all(dir);
 }
 

@@ -486,8 +486,14 @@ def test_serve_names_the_model_as_given(env, server, files):
     ok(env.run("download", "tiny"))
     p = env.popen("serve", "-m", "tiny", "--port", "0", "-t", "1")
     try:
-        line = p.stderr.readline()
-        port = int(line.split("http://127.0.0.1:")[1].split()[0].strip("/"))
+        port = None
+        for _ in range(50):  # notes (the autotuner's) may come before the address
+            line = p.stderr.readline()
+            assert line, "serve exited before listening"
+            if "http://127.0.0.1:" in line:
+                port = int(line.split("http://127.0.0.1:")[1].split()[0].strip("/"))
+                break
+        assert port, "serve never said where it listens"
         deadline = time.time() + 60
         while True:
             try:

@@ -65,6 +65,13 @@ class GgufFile {
   std::optional<double> get_float(std::string_view key) const;
   std::optional<bool> get_bool(std::string_view key) const;
   const Array* get_array(std::string_view key) const;
+  // Typed arrays: nullptr / nullopt when missing; FormatError naming the key when the value is
+  // not an array or its elements are not of the type asked for (a list of strings, of integers,
+  // of numbers), so that no caller indexes an empty conversion of an array of another type.
+  const std::vector<std::string>* get_string_array(std::string_view key) const;
+  std::optional<std::vector<std::int64_t>> get_int_array(std::string_view key) const;
+  // float32, float64 or integer elements, as float.
+  std::optional<std::vector<float>> get_float_array(std::string_view key) const;
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find_tensor(std::string_view name) const;

@@ -27,6 +27,14 @@ enum class FfnActivation { kSwiGlu, kReluSquared };
 enum class RopeStyle { kAdjacent, kHalves };
 
 struct ModelConfig {
+  // Bounds every size is checked against before use, so that no product of them (a tensor, the
+  // KV cache, a batch) can wrap: far above any published model, far below 2^63. A context of
+  // 2^24 tokens is already 16 M positions (Llama 4 Scout claims 10 M).
+  static constexpr std::int64_t kMaxContextLength = std::int64_t{1} << 24;
+  static constexpr std::int64_t kMaxWidth = std::int64_t{1} << 20;  // dim, ffn_dim
+  static constexpr std::int64_t kMaxLayers = std::int64_t{1} << 16;
+  static constexpr std::int64_t kMaxVocab = std::int64_t{1} << 30;  // token ids are int32
+
   std::string architecture = "nanochat";  // general.architecture
   std::int64_t dim = 0;                   // embedding_length
   std::int64_t n_layers = 0;              // block_count
@@ -42,9 +50,15 @@ struct ModelConfig {
   bool tied_embeddings = false;  // output = token_embd^T
   int mhc_streams = 1;           // mHC-lite residual streams: 1, 2 or 4
   RopeStyle rope_style = RopeStyle::kAdjacent;
+  std::string source_file;  // the file the values came from (for messages); empty when built
 
   std::int64_t head_dim() const { return dim / n_heads; }
   std::int64_t kv_dim() const { return head_dim() * n_kv_heads; }
+  // Bytes of a KV cache of `tokens` positions (keys and values of every layer, in float), in
+  // double so that no flag or file value can wrap.
+  double kv_cache_bytes(std::int64_t tokens) const;
+  // The key context_length was read from ("llama.context_length").
+  std::string context_key() const { return architecture + ".context_length"; }
 
   // Throws FormatError naming `source` and the key when a value is missing or inconsistent,
   // or when the architecture cannot express an option (mHC streams outside nanochat, ...).

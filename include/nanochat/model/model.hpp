@@ -49,7 +49,14 @@ struct ForwardBuffers {
 // buffers: one KvCache per session.
 class KvCache {
  public:
+  // `capacity` tokens, 0 for the model's context_length; checked by resolve_capacity().
   KvCache(const ModelConfig& config, std::int64_t capacity);
+  // The capacity a cache for `requested` tokens gets (0: the model's context_length), checked
+  // before anything is multiplied: at most ModelConfig::kMaxContextLength tokens and no more
+  // memory than the machine has. A bad request throws InvalidArgument for "context" (the CLI's
+  // -c); a context_length from the file that does not fit throws FormatError naming the file
+  // and key. Both messages give the memory the cache would need.
+  static std::int64_t resolve_capacity(const ModelConfig& config, std::int64_t requested);
   // Bytes a cache of `capacity` tokens takes, in double so that no flag or file value can wrap.
   static double bytes_for(const ModelConfig& config, std::int64_t capacity);
   // The machine's physical memory in bytes, the most any cache may take.

@@ -36,6 +36,12 @@ class MappedFile {
 // Writes a file atomically in pieces: everything goes to a temporary file in the same
 // directory, and commit() fsyncs it and renames it over `path`. Destroying an uncommitted
 // AtomicFile removes the temporary, so an error or crash never leaves a half-written `path`.
+//
+// The temporary is `.<name>.tmp-XXXXXX` (mkstemp's six letters and digits), and the writer holds
+// an exclusive flock(2) on it from creation to rename: the kernel drops the lock when the process
+// dies, however it dies, so a temporary nobody holds is a leftover (see
+// remove_stale_temporaries). Constructing an AtomicFile removes the leftovers of its own target.
+// Errors name `path`, never the hidden temporary.
 class AtomicFile {
  public:
   explicit AtomicFile(std::filesystem::path path);  // throws IoError
@@ -54,6 +60,17 @@ class AtomicFile {
   int fd_ = -1;
   std::uint64_t written_ = 0;
 };
+
+// Removes the temporaries that AtomicFile writers left in `dir` when they were killed before
+// commit (kill -9, out of memory, power loss): regular files named exactly `.<name>.tmp-XXXXXX`
+// whose flock can be taken, i.e. that no live process is writing. With `target`, only the
+// temporaries of that file name. Safe against a live writer in any process: its lock is held;
+// a writer that loses a brand-new temporary in the instant between mkstemp and flock sees that
+// the file has no link any more and makes another. Files of other programs do not match the
+// pattern; a file on a filesystem without flock is left alone. Not recursive. Returns how many
+// files were removed; never throws (a folder that cannot be read is skipped).
+std::size_t remove_stale_temporaries(const std::filesystem::path& dir,
+                                     std::string_view target = {});
 
 // Creates `dir` and its parents if missing; throws IoError naming it when that fails.
 void make_directories(const std::filesystem::path& dir);
