@@ -2,13 +2,17 @@
 
 #include <fmt/format.h>
 #include <sys/resource.h>
+#include <toml++/toml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
+#include <sstream>
 
 #include "nanochat/train/checkpoint.hpp"
 #include "nanochat/train/data.hpp"
@@ -211,6 +215,61 @@ void set_vocabulary(TrainConfig& cfg, const Dataset& data, const std::optional<I
   }
 }
 
+// "section.key" -> value, as text, of a config's TOML.
+std::map<std::string, std::string> flatten_config(const std::string& toml_text) {
+  std::map<std::string, std::string> out;
+  const toml::table root = toml::parse(toml_text);
+  for (const auto& [section, node] : root) {
+    if (const auto* table = node.as_table()) {
+      for (const auto& [key, value] : *table) {
+        std::ostringstream text;
+        if (const auto* number = value.as_floating_point()) {
+          text << fmt::format("{}", number->get());  // shortest form: 0.05, not 0.0500...03
+        } else {
+          value.visit([&](const auto& v) { text << v; });
+        }
+        out[std::string(section.str()) + "." + std::string(key.str())] = text.str();
+      }
+    }
+  }
+  return out;
+}
+
+// The config keys whose values differ between the checkpoint's run and this one and can change
+// what the run computes ("a = x -> y"). Output and bookkeeping keys cannot (where checkpoints and
+// logs go, how many are kept, when validation runs), nor can where the data was read from when
+// the data itself is the same.
+std::string result_changing_differences(const std::string& saved, const std::string& now,
+                                        bool same_data) {
+  static constexpr std::string_view kInert[] = {
+      "output.checkpoint_dir",        "output.log_level",   "output.log_format",
+      "training.checkpoint_interval", "training.keep_last", "training.eval_interval",
+      "training.eval_batches"};
+  static constexpr std::string_view kDataSources[] = {
+      "data.inputs",    "data.include",           "data.exclude",
+      "data.max_bytes", "data.validation_inputs", "data.validation_fraction"};
+  const auto a = flatten_config(saved), b = flatten_config(now);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : a) keys.push_back(k);
+  for (const auto& [k, v] : b) {
+    if (!a.contains(k)) keys.push_back(k);
+  }
+  std::string out;
+  for (const auto& k : keys) {
+    const auto x = a.find(k), y = b.find(k);
+    const std::string before = x == a.end() ? "(unset)" : x->second;
+    const std::string after = y == b.end() ? "(unset)" : y->second;
+    if (before == after) continue;
+    if (std::find(std::begin(kInert), std::end(kInert), k) != std::end(kInert)) continue;
+    if (same_data &&
+        std::find(std::begin(kDataSources), std::end(kDataSources), k) != std::end(kDataSources)) {
+      continue;
+    }
+    out += fmt::format("{}{} = {} -> {}", out.empty() ? "" : ", ", k, before, after);
+  }
+  return out;
+}
+
 // Whether `cfg` and `data` can continue the checkpoint's run: the same network and quantization
 // are required; other differences are warnings.
 void check_resume(const Checkpoint& ckpt, const TrainConfig& cfg, const Dataset& data,
@@ -225,13 +284,16 @@ void check_resume(const Checkpoint& ckpt, const TrainConfig& cfg, const Dataset&
         "--resume: model.quantization is \"{}\" in the checkpoint but \"{}\" in the config",
         saved.quantization, cfg.quantization);
   }
-  if (to_toml(saved) != to_toml(cfg)) {
-    log("warning: the config differs from the checkpoint's (not in [model]); the run will not "
-        "match an uninterrupted one");
+  const bool same_data = ckpt.fingerprint == data.fingerprint();
+  if (const std::string differences =
+          result_changing_differences(to_toml(saved), to_toml(cfg), same_data);
+      !differences.empty()) {
+    log(
+        fmt::format("warning: the config differs from the checkpoint's in {}; the run will not "
+                    "match an uninterrupted one",
+                    differences));
   }
-  if (ckpt.fingerprint != data.fingerprint()) {
-    log("warning: the training data changed since the checkpoint");
-  }
+  if (!same_data) log("warning: the training data changed since the checkpoint");
 }
 
 // The checkpoint's parameters and optimizer state into `model` and `optim`.

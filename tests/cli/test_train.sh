@@ -24,6 +24,15 @@ PY
 "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\"" --resume >"$work/again.out" 2>"$work/again.err" &&
   grep -q "already finished at step 6" "$work/again.err" && [[ ! -s "$work/again.out" ]] && ok ||
   bad "train: resuming a finished run: $(cat "$work/again.err")"
+# A run folder copied elsewhere resumes without a warning (only output.checkpoint_dir differs);
+# a changed learning rate is named in the warning.
+"$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/part\"" --stop-after 2 >/dev/null 2>&1
+cp -r "$work/part" "$work/moved" && cp -r "$work/part" "$work/changed"
+"$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/moved\"" --resume >/dev/null 2>"$work/moved.err" &&
+  ! grep -q "config differs" "$work/moved.err" && ok || bad "resume of a moved run: $(grep -m1 warning "$work/moved.err")"
+"$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/changed\"" --set training.muon_lr=0.05 --resume >/dev/null 2>"$work/changed.err" &&
+  grep -q "config differs from the checkpoint's in training.muon_lr = 0.02 -> 0.05;" "$work/changed.err" && ok ||
+  bad "resume with another muon_lr: $(grep -m1 -i "warning\|config" "$work/changed.err")"
 expect_fail "train: existing run" "already holds checkpoints.*--resume" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/run\""
 expect_fail "train: resume nothing" "--resume: .* holds no checkpoint" "$bin" train "${train_args[@]}" --set "output.checkpoint_dir=\"$work/none\"" --resume
 expect_fail "export: mHC as llama" "--arch llama: the model has mHC-lite streams" "$bin" export "$work/run" -o "$work/x.gguf" --arch llama
