@@ -49,13 +49,15 @@ namespace {
   return y * scale;
 }
 
+// The clamps are written so that a NaN argument (scores of a model whose activations overflowed)
+// becomes -87, not a NaN converted to an integer inside exp_core.
 [[gnu::always_inline]] inline float exp_nonpositive(float x) {
-  return exp_core(std::max(x, -87.0f));
+  return exp_core(x > -87.0f ? x : -87.0f);
 }
 
 // e^x for any x, clamped to [-87, 88] (the range whose powers of two are normal floats).
 [[gnu::always_inline]] inline float exp_any(float x) {
-  return exp_core(std::min(std::max(x, -87.0f), 88.0f));
+  return exp_core(std::min(x > -87.0f ? x : -87.0f, 88.0f));
 }
 
 }  // namespace

@@ -34,8 +34,10 @@ struct Key {
 Setter int_in(std::int64_t* out, std::int64_t lo, std::int64_t hi, std::string key,
               const char* allowed) {
   return [=, key = std::move(key)](const toml::node& n, const Origin& o) {
+    // Only an integer is read as one: toml++ would convert a float (2e48) with an undefined cast.
+    if (!n.is_integer()) bad_value(o, key, allowed);
     const auto v = n.value<std::int64_t>();
-    if (!n.is_integer() || !v || *v < lo || *v > hi) bad_value(o, key, allowed);
+    if (!v || *v < lo || *v > hi) bad_value(o, key, allowed);
     *out = *v;
   };
 }
@@ -355,6 +357,12 @@ std::string to_toml(const TrainConfig& c) {
     os << toml::value<std::string>(s);
     return os.str();
   };
+  // A TOML float, never an integer: -0.0 written as "-0" would read back as the integer 0.
+  auto real = [](auto v) {
+    std::string text = fmt::format("{}", v);
+    if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
+    return text;
+  };
   return fmt::format(
       "[model]\ndim = {}\nn_layers = {}\nn_heads = {}\nn_kv_heads = {}\nffn_dim = {}\n"
       "vocab_size = {}\nmax_seq_len = {}\ngroup_size = {}\nquantization = \"{}\"\n"
@@ -373,15 +381,16 @@ std::string to_toml(const TrainConfig& c) {
       "[output]\ncheckpoint_dir = {}\nlog_level = \"{}\"\nlog_format = \"{}\"\n",
       m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.ffn_dim, m.vocab_size, m.context_length,
       c.group_size, c.quantization, m.mhc_streams, model::ffn_activation_name(m.ffn_activation),
-      m.sub_norms, m.tied_embeddings, m.norm_eps, m.rope_theta, t.batch_size, t.seq_len,
+      m.sub_norms, m.tied_embeddings, real(m.norm_eps), real(m.rope_theta), t.batch_size, t.seq_len,
       t.total_steps, t.warmup_steps, t.schedule == Schedule::kWsd ? "wsd" : "cosine",
-      t.decay_fraction, t.min_lr_fraction, t.muon_lr,
-      t.optimizer == ScalarOptimizer::kLion ? "lion" : "adamw", t.lion_lr, t.adamw_lr,
-      t.weight_decay, t.entropy_weight, t.grad_clip, t.grad_accum, t.matmul_precision,
-      t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches, t.seed, list(d.inputs),
-      list(d.include), list(d.exclude), quoted(d.tokenizer), d.tokenizer_vocab_size,
-      d.validation_fraction, list(d.validation_inputs), d.max_bytes, d.format, d.chat_template,
-      quoted(c.output.checkpoint_dir.string()), c.output.log_level, c.output.log_format);
+      real(t.decay_fraction), real(t.min_lr_fraction), real(t.muon_lr),
+      t.optimizer == ScalarOptimizer::kLion ? "lion" : "adamw", real(t.lion_lr), real(t.adamw_lr),
+      real(t.weight_decay), real(t.entropy_weight), real(t.grad_clip), t.grad_accum,
+      t.matmul_precision, t.checkpoint_interval, t.keep_last, t.eval_interval, t.eval_batches,
+      t.seed, list(d.inputs), list(d.include), list(d.exclude), quoted(d.tokenizer),
+      d.tokenizer_vocab_size, real(d.validation_fraction), list(d.validation_inputs), d.max_bytes,
+      d.format, d.chat_template, quoted(c.output.checkpoint_dir.string()), c.output.log_level,
+      c.output.log_format);
 }
 
 }  // namespace nanochat::train
