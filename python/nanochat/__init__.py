@@ -86,8 +86,10 @@ def download(model: str, revision: str = "main", sha256: Optional[str] = None,
 
 
 def models() -> List[Dict[str, Any]]:
-    """The registry's entries and the downloaded models: name, description, urls, sha256, size,
-    license, architecture, note, and path (None when not downloaded)."""
+    """The registry's entries, downloads under other names and unfinished downloads, as
+    `nanochat models --json` lists them: name, status ("local", "downloaded", "not downloaded",
+    "partial", ...), sha256, size, path (None until downloaded), urls, and for registry entries
+    description, license, architecture, use, note, pull and the registry file."""
     return _nanochat.list_models()
 
 

@@ -486,44 +486,27 @@ std::string spec_kind(const std::string& spec) {
 }
 
 py::list list_models() {
-  const zoo::Registry registry = zoo::Registry::load();
-  const zoo::ModelCache cache = zoo::ModelCache::open_default();
   py::list out;
-  for (const auto& e : registry.entries()) {
+  for (const auto& m : zoo::list_models(zoo::Registry::load(), zoo::ModelCache::open_default())) {
     py::dict d;
-    d["name"] = e.name;
-    d["description"] = e.description;
-    d["urls"] = e.urls;
-    d["sha256"] = e.sha256;
-    d["size"] = e.size;
-    d["license"] = e.license;
-    d["architecture"] = e.architecture;
-    d["note"] = e.note;
-    d["use"] = e.use;
-    d["pull"] = e.pull;
-    d["registry"] = e.origin.string();
-    std::error_code ec;
-    if (e.urls.empty()) {
-      d["path"] = std::filesystem::is_regular_file(e.file, ec)
-                      ? py::object(py::str(e.file.string()))
-                      : py::object(py::none());
-    } else if (const auto c = cache.find(e.name)) {
-      d["path"] = c->path.string();
-      d["sha256"] = c->sha256;
-      d["size"] = c->size;
+    d["name"] = m.name;
+    d["status"] = m.status;
+    d["sha256"] = m.sha256;
+    d["size"] = m.size;
+    d["path"] = m.path.empty() ? py::object(py::none()) : py::object(py::str(m.path.string()));
+    if (const auto& e = m.entry) {
+      d["description"] = e->description;
+      d["urls"] = e->urls;
+      d["license"] = e->license;
+      d["architecture"] = e->architecture;
+      d["note"] = e->note;
+      d["use"] = e->use;
+      d["pull"] = e->pull;
+      d["registry"] = e->origin.string();
     } else {
-      d["path"] = py::none();
+      d["urls"] = std::vector<std::string>{m.cached ? m.cached->source : m.partial->url};
     }
-    out.append(d);
-  }
-  for (const auto& c : cache.list()) {
-    if (registry.find(c.name) != nullptr) continue;
-    py::dict d;
-    d["name"] = c.name;
-    d["path"] = c.path.string();
-    d["sha256"] = c.sha256;
-    d["size"] = c.size;
-    d["urls"] = std::vector<std::string>{c.source};
+    if (m.partial) d["bytes"] = m.partial->bytes;
     out.append(d);
   }
   return out;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -93,30 +94,29 @@ struct ModelsFlags {
   bool json = false;
 };
 
-std::string status_of(const zoo::RegistryEntry& e, const zoo::ModelCache& cache) {
-  std::error_code ec;
-  if (e.urls.empty()) return fs::is_regular_file(e.file, ec) ? "local" : "missing";
-  return cache.find(e.name) ? "downloaded" : "not downloaded";
-}
-
-nlohmann::json entry_json(const zoo::RegistryEntry& e, const zoo::ModelCache& cache) {
-  nlohmann::json j = {{"name", e.name},
-                      {"description", e.description},
-                      {"urls", e.urls},
-                      {"sha256", e.sha256},
-                      {"size", e.size},
-                      {"license", e.license},
-                      {"architecture", e.architecture},
-                      {"use", e.use},
-                      {"note", e.note},
-                      {"pull", e.pull},
-                      {"registry", e.origin.string()},
-                      {"status", status_of(e, cache)}};
-  if (!e.file.empty()) j["file"] = e.file.string();
-  if (const auto c = cache.find(e.name)) {
-    j["path"] = c->path.string();
-    j["sha256"] = c->sha256;
-    j["size"] = c->size;
+nlohmann::json listing_json(const zoo::ModelListing& m) {
+  nlohmann::json j = {
+      {"name", m.name}, {"status", m.status}, {"size", m.size}, {"sha256", m.sha256}};
+  if (!m.path.empty()) j["path"] = m.path.string();
+  if (const auto& e = m.entry) {
+    j["description"] = e->description;
+    j["urls"] = e->urls;
+    j["license"] = e->license;
+    j["architecture"] = e->architecture;
+    j["use"] = e->use;
+    j["note"] = e->note;
+    j["pull"] = e->pull;
+    j["registry"] = e->origin.string();
+    if (!e->file.empty()) j["file"] = e->file.string();
+  }
+  if (const auto& c = m.cached) {
+    j["source"] = c->source;
+    j["downloaded"] = c->added;
+  }
+  if (const auto& p = m.partial) {
+    j["bytes"] = p->bytes;
+    j["total"] = p->total;
+    j["source"] = p->url;
   }
   return j;
 }
@@ -124,55 +124,31 @@ nlohmann::json entry_json(const zoo::RegistryEntry& e, const zoo::ModelCache& ca
 void run_list(const ModelsFlags& f) {
   const zoo::Registry registry = zoo::Registry::load();
   const zoo::ModelCache cache = zoo::ModelCache::open_default();
-  const auto cached = cache.list();
+  const auto models = zoo::list_models(registry, cache);
   if (f.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& e : registry.entries()) out.push_back(entry_json(e, cache));
-    for (const auto& c : cached) {
-      if (registry.find(c.name) != nullptr) continue;
-      out.push_back({{"name", c.name},
-                     {"status", "downloaded"},
-                     {"path", c.path.string()},
-                     {"sha256", c.sha256},
-                     {"size", c.size},
-                     {"source", c.source}});
-    }
-    for (const auto& p : cache.partials()) {
-      out.push_back({{"name", p.name},
-                     {"status", "partial"},
-                     {"bytes", p.bytes},
-                     {"total", p.total},
-                     {"source", p.url}});
-    }
+    for (const auto& m : models) out.push_back(listing_json(m));
     fmt::print("{}\n", out.dump(2));
     return;
   }
   // SHA256: the first 12 digits of the file's (or the registry's) digest; `show` has them all.
   fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", "NAME", "SIZE", "STATUS", "SHA256",
              "DESCRIPTION");
-  for (const auto& e : registry.entries()) {
-    std::uint64_t size = e.size;
-    std::string sha = e.sha256;
-    std::error_code ec;
-    if (!e.file.empty() && fs::is_regular_file(e.file, ec)) size = fs::file_size(e.file, ec);
-    if (const auto c = cache.find(e.name)) {
-      size = c->size;
-      sha = c->sha256;
+  for (const auto& m : models) {
+    std::string status = m.status;
+    std::string about = "(not in the registry)";
+    std::uint64_t size = m.size;
+    if (m.entry) {
+      about = m.entry->description + (m.entry->note.empty() ? "" : " [" + m.entry->note + "]");
     }
-    fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}{}\n", e.name, size ? human_bytes(size) : "?",
-               status_of(e, cache), sha.empty() ? "?" : sha.substr(0, 12), e.description,
-               e.note.empty() ? "" : " [" + e.note + "]");
-  }
-  for (const auto& c : cached) {
-    if (registry.find(c.name) != nullptr) continue;
-    fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", c.name, human_bytes(c.size), "downloaded",
-               c.sha256.substr(0, 12), "(not in the registry)");
-  }
-  for (const auto& p : cache.partials()) {
-    fmt::print(
-        "{:<24} {:>9}  {:<15} {:<12}  {}\n", p.name, human_bytes(p.bytes),
-        p.total != 0 ? fmt::format("partial {}%", p.bytes * 100 / p.total) : std::string("partial"),
-        "", "unfinished download: 'nanochat download' resumes it, 'models rm' drops it");
+    if (m.partial) {
+      size = m.partial->bytes;
+      if (m.partial->total != 0)
+        status += fmt::format(" {}%", m.partial->bytes * 100 / m.partial->total);
+      about = "unfinished download: 'nanochat download' resumes it, 'models rm' drops it";
+    }
+    fmt::print("{:<24} {:>9}  {:<15} {:<12}  {}\n", m.name, size != 0 ? human_bytes(size) : "?",
+               status, m.sha256.empty() ? (m.partial ? "" : "?") : m.sha256.substr(0, 12), about);
   }
   std::string files;
   for (const auto& file : registry.files()) files += (files.empty() ? "" : ", ") + file.string();
@@ -183,27 +159,16 @@ void run_list(const ModelsFlags& f) {
 void run_show(const ModelsFlags& f) {
   const zoo::Registry registry = zoo::Registry::load();
   const zoo::ModelCache cache = zoo::ModelCache::open_default();
-  const zoo::RegistryEntry* e = registry.find(f.name);
-  const auto cached = cache.find(e != nullptr ? e->name : f.name);
-  if (e == nullptr && !cached) {
+  const auto models = zoo::list_models(registry, cache);
+  const auto m = std::find_if(models.begin(), models.end(),
+                              [&](const zoo::ModelListing& x) { return x.name == f.name; });
+  if (m == models.end()) {
     fail<UsageError>(
         "models show {}: no model of that name in the registry or the cache{} (see "
         "'nanochat models list')",
         f.name, registry.suggest(f.name));
   }
-  nlohmann::json j;
-  if (e != nullptr) {
-    j = entry_json(*e, cache);
-  } else {
-    j = {{"name", cached->name}, {"status", "downloaded"}};
-  }
-  if (cached) {
-    j["path"] = cached->path.string();
-    j["sha256"] = cached->sha256;
-    j["size"] = cached->size;
-    j["source"] = cached->source;
-    j["downloaded"] = cached->added;
-  }
+  const nlohmann::json j = listing_json(*m);
   if (f.json) {
     fmt::print("{}\n", j.dump(2));
     return;

@@ -393,7 +393,7 @@ namespace {
 // "control-looking token ... will be overridden"): a literal "</s>" in a prompt then stays text
 // unless special tokens are parsed. nanochat follows it, so that ids agree. The lists are
 // llama.cpp's (src/llama-vocab.cpp, build 11669 and later).
-void mark_control_looking_tokens(const gguf::GgufFile& file, const std::vector<std::string>& tokens,
+void mark_control_looking_tokens(const gguf::GgufFile& file, const TokenMap& to_id,
                                  std::vector<TokenType>& types) {
   static constexpr std::string_view kEndOfGeneration[] = {"<|eot_id|>",
                                                           "<|im_end|>",
@@ -436,15 +436,12 @@ void mark_control_looking_tokens(const gguf::GgufFile& file, const std::vector<s
        {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}},
       {"tokenizer.ggml.fim_sep_token_id", {"<|file_sep|>"}},
   };
-  std::unordered_map<std::string_view, std::size_t> by_text;
-  for (std::size_t i = 0; i < tokens.size(); ++i) by_text.emplace(tokens[i], i);
   const auto find = [&](std::string_view text) -> std::optional<std::size_t> {
-    const auto it = by_text.find(text);
-    return it == by_text.end() ? std::nullopt : std::optional(it->second);
+    const auto it = to_id.find(text);
+    if (it == to_id.end()) return std::nullopt;
+    return static_cast<std::size_t>(it->second);
   };
-  const auto make_control = [&](std::size_t id) {
-    if (types[id] != TokenType::kControl) types[id] = TokenType::kControl;
-  };
+  const auto make_control = [&](std::size_t id) { types[id] = TokenType::kControl; };
   for (const std::string_view text : kEndOfGeneration) {
     if (const auto id = find(text)) make_control(*id);
   }
@@ -610,7 +607,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
   }
   impl->add_eos = file.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
 
-  mark_control_looking_tokens(file, impl->tokens, impl->types);
+  mark_control_looking_tokens(file, impl->to_id, impl->types);
 
   for (std::size_t i = 0; i < n; ++i) {
     const TokenType t = impl->types[i];

@@ -280,6 +280,61 @@ ModelCache::Removed ModelCache::remove(std::string_view name) {
   return removed;
 }
 
+std::vector<ModelListing> list_models(const Registry& registry, const ModelCache& cache) {
+  std::vector<ModelListing> out;
+  const std::vector<CachedModel> cached = cache.list();
+  const auto cached_as = [&](const std::string& name) -> std::optional<CachedModel> {
+    for (const auto& c : cached) {
+      if (c.name == name) return c;
+    }
+    return std::nullopt;
+  };
+  for (const RegistryEntry& e : registry.entries()) {
+    ModelListing m;
+    m.name = e.name;
+    m.entry = e;
+    m.size = e.size;
+    m.sha256 = e.sha256;
+    std::error_code ec;
+    if (e.urls.empty()) {
+      const bool present = fs::is_regular_file(e.file, ec);
+      m.status = present ? "local" : "missing";
+      if (present) {
+        m.path = e.file;
+        m.size = static_cast<std::uint64_t>(fs::file_size(e.file, ec));
+      }
+    } else if ((m.cached = cached_as(e.name))) {
+      m.status = "downloaded";
+      m.path = m.cached->path;
+      m.size = m.cached->size;
+      m.sha256 = m.cached->sha256;
+    } else {
+      m.status = "not downloaded";
+    }
+    out.push_back(std::move(m));
+  }
+  for (const CachedModel& c : cached) {
+    if (registry.find(c.name) != nullptr) continue;
+    ModelListing m;
+    m.name = c.name;
+    m.status = "downloaded";
+    m.cached = c;
+    m.size = c.size;
+    m.sha256 = c.sha256;
+    m.path = c.path;
+    out.push_back(std::move(m));
+  }
+  for (ModelCache::Partial& p : cache.partials()) {
+    ModelListing m;
+    m.name = p.name;
+    m.status = "partial";
+    m.size = p.total;
+    m.partial = std::move(p);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 SpecKind classify_spec(std::string_view spec) {
   if (spec.starts_with("hf://")) return SpecKind::kHf;
   if (is_url(spec)) return SpecKind::kUrl;

@@ -73,6 +73,24 @@ class ModelCache {
   std::filesystem::path root_;
 };
 
+// One model as `nanochat models` and Python's nanochat.models() show it: a registry entry (with
+// its download, if any), a download under a name the registry does not have, or an unfinished
+// download.
+struct ModelListing {
+  std::string name;
+  std::string status;  // "local", "missing", "downloaded", "not downloaded" or "partial"
+  std::optional<RegistryEntry> entry;
+  std::optional<CachedModel> cached;
+  std::optional<ModelCache::Partial> partial;
+  std::uint64_t size = 0;      // the file's, else the registry's (0: unknown)
+  std::string sha256;          // the file's, else the registry's (empty: unknown)
+  std::filesystem::path path;  // the local or downloaded file (empty: none yet)
+};
+
+// Everything the registry and the cache hold, registry entries first; the cache's index is read
+// once.
+std::vector<ModelListing> list_models(const Registry& registry, const ModelCache& cache);
+
 // How a -m value or a `download` argument is read.
 enum class SpecKind { kPath, kName, kUrl, kHf };
 SpecKind classify_spec(std::string_view spec);
