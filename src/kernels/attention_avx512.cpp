@@ -79,4 +79,55 @@ void attention_scores_avx512(const float* q, const float* keys, std::int64_t str
   }
 }
 
+namespace {
+
+// out = sum_j p[j] v_j with the d / 16 accumulators in registers; each lane is summed in key order
+// with one fused multiply-add per key, as the vectorized loop over memory it replaces did.
+template <int N>
+void attention_values_n(const float* p, const float* values, std::int64_t stride, std::int64_t len,
+                        float* out) {
+  __m512 acc[N];
+  unroll<N>([&](auto i) { acc[i] = _mm512_setzero_ps(); });
+  for (std::int64_t j = 0; j < len; ++j) {
+    const __m512 w = _mm512_set1_ps(p[j]);
+    const float* v = values + j * stride;
+    unroll<N>([&](auto i) { acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + i * 16), acc[i]); });
+  }
+  unroll<N>([&](auto i) { _mm512_storeu_ps(out + i * 16, acc[i]); });
+}
+
+}  // namespace
+
+bool attention_values_avx512(const float* p, const float* values, std::int64_t stride,
+                             std::int64_t len, std::int64_t d, float* out) {
+  switch (d) {
+    case 16:
+      attention_values_n<1>(p, values, stride, len, out);
+      return true;
+    case 32:
+      attention_values_n<2>(p, values, stride, len, out);
+      return true;
+    case 48:
+      attention_values_n<3>(p, values, stride, len, out);
+      return true;
+    case 64:
+      attention_values_n<4>(p, values, stride, len, out);
+      return true;
+    case 80:
+      attention_values_n<5>(p, values, stride, len, out);
+      return true;
+    case 96:
+      attention_values_n<6>(p, values, stride, len, out);
+      return true;
+    case 112:
+      attention_values_n<7>(p, values, stride, len, out);
+      return true;
+    case 128:
+      attention_values_n<8>(p, values, stride, len, out);
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace nanochat::kernels::detail

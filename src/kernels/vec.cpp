@@ -209,6 +209,7 @@ NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const floa
     for (std::int64_t j = 0; j < len; ++j) p[j] = dot16(q, keys + j * stride, d) * scale;
   }
   softmax_inplace(p, len);
+  if (avx512 && detail::attention_values_avx512(p, values, stride, len, d, out)) return;
   std::fill_n(out, d, 0.0f);
   for (std::int64_t j = 0; j < len; ++j) {
     const float w = p[j];

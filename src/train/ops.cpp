@@ -89,22 +89,22 @@ void round_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64
 // packed in its stored orientation: (k, n), or (n, k) when transposed. A transposed operand
 // keeps its stored orientation and is described by strides.
 void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
-               const std::uint16_t* a16, std::int64_t lda, const std::uint16_t* b16, float beta,
-               float* c, std::int64_t ldc) {
+               const std::uint16_t* a16, std::int64_t lda, const std::uint16_t* b16,
+               std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   using dnnl::memory;
   single_threaded_blas();
   thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   thread_local dnnl::stream stream(engine);
   thread_local std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool,
-                                   std::int64_t, std::int64_t, bool>,
+                                   std::int64_t, std::int64_t, std::int64_t, bool>,
                         dnnl::matmul>
       cache;
   const memory::desc a_md({m, k}, memory::data_type::bf16,
                           ta ? memory::dims{1, lda} : memory::dims{lda, 1});
   const memory::desc b_md({k, n}, memory::data_type::bf16,
-                          tb ? memory::dims{1, k} : memory::dims{n, 1});
+                          tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   const memory::desc c_md({m, n}, memory::data_type::f32, memory::dims{ldc, 1});
-  const auto key = std::make_tuple(m, n, k, ta, tb, lda, ldc, beta != 0.0f);
+  const auto key = std::make_tuple(m, n, k, ta, tb, lda, ldb, ldc, beta != 0.0f);
   auto it = cache.find(key);
   if (it == cache.end()) {
     dnnl::primitive_attr attr;
@@ -145,24 +145,12 @@ std::int64_t stored_rows(bool transposed, std::int64_t r, std::int64_t c) {
   return transposed ? c : r;
 }
 
-void gemm_any(GemmPrecision p, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
-              float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
-              float beta, float* c, std::int64_t ldc) {
-  if (p == GemmPrecision::kBf16 && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
-    thread_local std::vector<std::uint16_t> a16, b16;
-    round_matrix(nullptr, a, stored_rows(ta, m, k), stored_rows(ta, k, m), lda, a16);
-    round_matrix(nullptr, b, stored_rows(tb, k, n), stored_rows(tb, n, k), ldb, b16);
-    gemm_bf16(ta, tb, m, n, k, a16.data(), stored_rows(ta, k, m), b16.data(), beta, c, ldc);
-  } else {
-    sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-}
+}  // namespace
 
-// C (m, n) (+)= op(A) op(B) with both operands already in bf16, B dense; split over the pool by
-// rows of C.
 void gemm_rounded(ThreadPool& pool, bool ta, bool tb, std::int64_t m, std::int64_t n,
                   std::int64_t k, const std::uint16_t* a16, std::int64_t lda,
-                  const std::uint16_t* b16, float* c, std::int64_t ldc, bool accumulate) {
+                  const std::uint16_t* b16, std::int64_t ldb, float* c, std::int64_t ldc,
+                  bool accumulate) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate) {
@@ -171,12 +159,10 @@ void gemm_rounded(ThreadPool& pool, bool ta, bool tb, std::int64_t m, std::int64
     return;
   }
   pool.parallel_for(m, [&](std::int64_t begin, std::int64_t end) {
-    gemm_bf16(ta, tb, end - begin, n, k, ta ? a16 + begin : a16 + begin * lda, lda, b16,
+    gemm_bf16(ta, tb, end - begin, n, k, ta ? a16 + begin : a16 + begin * lda, lda, b16, ldb,
               accumulate ? 1.0f : 0.0f, c + begin * ldc, ldc);
   });
 }
-
-}  // namespace
 
 void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
                    std::vector<std::uint16_t>& out) {
@@ -208,7 +194,7 @@ void gemm(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int
     round_matrix(&pool, a, stored_rows(trans_a, m, k), stored_rows(trans_a, k, m), lda, a16);
     round_matrix(&pool, b, stored_rows(trans_b, k, n), stored_rows(trans_b, n, k), ldb, b16);
     gemm_rounded(pool, trans_a, trans_b, m, n, k, a16.data(), stored_rows(trans_a, k, m),
-                 b16.data(), c, ldc, accumulate);
+                 b16.data(), stored_rows(trans_b, n, k), c, ldc, accumulate);
     return;
   }
   const float beta = accumulate ? 1.0f : 0.0f;
@@ -272,12 +258,16 @@ void rmsnorm_backward(ThreadPool& pool, const float* x, const float* w, const fl
       for (std::int64_t i = 0; i < c; ++i) dx[i] = r * w[i] * dy[i] - xr[i] * k;
     }
   });
-  for (std::int64_t row = 0; row < n; ++row) {  // in row order: deterministic
-    const float* xr = x + row * c;
-    const float* dy = d_out + row * c;
-    const float r = rstd[row];
-    for (std::int64_t i = 0; i < c; ++i) d_w[i] += dy[i] * xr[i] * r;
-  }
+  // Each gain's gradient summed over the rows in row order, whatever the thread count: the
+  // threads split the columns.
+  pool.parallel_for(c, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = 0; row < n; ++row) {
+      const float* xr = x + row * c;
+      const float* dy = d_out + row * c;
+      const float r = rstd[row];
+      for (std::int64_t i = begin; i < end; ++i) d_w[i] += dy[i] * xr[i] * r;
+    }
+  });
 }
 
 // ---- RoPE ----
@@ -339,6 +329,91 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q
   });
 }
 
+namespace {
+
+// One attention head's backward products, over the causal triangle only: queries in blocks of
+// kBlock rows, each against the keys up to its block's end (above the diagonal P and dS are zero,
+// so the blocks beyond it are skipped). In bf16 every operand is rounded once per head, not once
+// per product.
+struct HeadBackward {
+  static constexpr std::int64_t kBlock = 64;
+  std::int64_t T, D, ldq, ldk;
+  GemmPrecision precision;
+  // bf16 copies, dense: q, k, v, dO (T, D); P and dS (T, T), rounded over the triangle.
+  std::vector<std::uint16_t> q16, k16, v16, do16, p16, ds16;
+
+  std::int64_t block_end(std::int64_t t0) const { return std::min(T, t0 + kBlock); }
+
+  // C (m, n) (+)= op(A) op(B) in the head's precision; in bf16, a16 and b16 are the rounded
+  // operands (b16 dense in its stored orientation).
+  void product(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t kk, const float* a,
+               std::int64_t lda, const std::uint16_t* a16, std::int64_t lda16, const float* b,
+               std::int64_t ldb, const std::uint16_t* b16, float beta, float* c,
+               std::int64_t ldc) const {
+    if (precision == GemmPrecision::kBf16) {
+      gemm_bf16(ta, tb, m, n, kk, a16, lda16, b16, tb ? kk : n, beta, c, ldc);
+    } else {
+      sgemm(ta, tb, m, n, kk, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    }
+  }
+
+  void round_dense(const float* x, std::int64_t ld, std::vector<std::uint16_t>& out) const {
+    out.resize(sz(T * D));
+    round_rows(x, T, D, ld, out.data());
+  }
+
+  // Rows [t0, t1) of a (T, T) matrix, columns up to t1: what the products below read.
+  void round_triangle(const float* x, std::vector<std::uint16_t>& out) const {
+    out.resize(sz(T * T));
+    for (std::int64_t t0 = 0; t0 < T; t0 += kBlock) {
+      const std::int64_t t1 = block_end(t0);
+      for (std::int64_t t = t0; t < t1; ++t) round_rows(x + t * T, 1, t1, T, out.data() + t * T);
+    }
+  }
+
+  void run(const float* p, const float* qh, const float* kh, const float* vh, const float* doh,
+           float* ds, float* dqh, float* dkh, float* dvh, float beta, float scale) {
+    const bool bf16 = precision == GemmPrecision::kBf16;
+    // A bf16 copy at an offset (unused, and empty, in fp32).
+    const auto at = [bf16](const std::vector<std::uint16_t>& x16, std::int64_t offset) {
+      return bf16 ? x16.data() + offset : nullptr;
+    };
+    if (bf16) {
+      round_dense(qh, ldq, q16);
+      round_dense(doh, ldq, do16);
+      round_triangle(p, p16);
+    }
+    for (std::int64_t t0 = 0; t0 < T; t0 += kBlock) {
+      const std::int64_t t1 = block_end(t0), m = t1 - t0;
+      // dP = dO V^T over keys [0, t1); dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal
+      product(false, true, m, t1, D, doh + t0 * ldq, ldq, at(do16, t0 * D), D, vh, ldk, at(v16, 0),
+              0.0f, ds + t0 * T, T);
+      for (std::int64_t t = t0; t < t1; ++t) {
+        float* row = ds + t * T;
+        const float* pr = p + t * T;
+        const float weighted = kernels::dot_f32(pr, row, t + 1);
+        for (std::int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - weighted) * scale;
+        std::fill(row + t + 1, row + t1, 0.0f);
+      }
+    }
+    if (bf16) round_triangle(ds, ds16);
+    for (std::int64_t t0 = 0; t0 < T; t0 += kBlock) {
+      const std::int64_t t1 = block_end(t0), m = t1 - t0;
+      // dQ[t0, t1) = dS[t0, t1) (.., t1) K[0, t1)
+      product(false, false, m, D, t1, ds + t0 * T, T, at(ds16, t0 * T), T, kh, ldk, at(k16, 0),
+              0.0f, dqh + t0 * ldq, ldq);
+      // dK[j0, j1) += dS[j0, T)^T (.., j0..j1) Q[j0, T); dV[j0, j1) += P[j0, T)^T dO[j0, T)
+      const std::int64_t j0 = t0, rows = T - j0;
+      product(true, false, m, D, rows, ds + j0 * T + j0, T, at(ds16, j0 * T + j0), T, qh + j0 * ldq,
+              ldq, at(q16, j0 * D), beta, dkh + j0 * ldk, ldk);
+      product(true, false, m, D, rows, p + j0 * T + j0, T, at(p16, j0 * T + j0), T, doh + j0 * ldq,
+              ldq, at(do16, j0 * D), beta, dvh + j0 * ldk, ldk);
+    }
+  }
+};
+
+}  // namespace
+
 void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* q, const float* k,
                         const float* v, const float* probs, const float* d_out, float* d_q,
                         float* d_k, float* d_v, GemmPrecision precision) {
@@ -349,32 +424,26 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const float* 
   // One job per (batch, kv head): it owns d_k/d_v of that head and d_q of the heads sharing it.
   pool.parallel_for(s.b * KV, [&](std::int64_t begin, std::int64_t end) {
     thread_local std::vector<float> ds;  // (T, T), kept between calls
+    thread_local HeadBackward head{};
     ds.resize(sz(T * T));
+    head.T = T;
+    head.D = D;
+    head.ldq = ldq;
+    head.ldk = ldk;
+    head.precision = precision;
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / KV, kvh = job % KV;
       const float* kh = k + (b * T * KV + kvh) * D;
       const float* vh = v + (b * T * KV + kvh) * D;
-      float* dkh = d_k + (b * T * KV + kvh) * D;
-      float* dvh = d_v + (b * T * KV + kvh) * D;
+      if (precision == GemmPrecision::kBf16) {
+        head.round_dense(kh, ldk, head.k16);
+        head.round_dense(vh, ldk, head.v16);
+      }
       for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        const float* p = probs + (b * H + h) * T * T;
-        const float* qh = q + (b * T * H + h) * D;
-        const float* doh = d_out + (b * T * H + h) * D;
         const float beta = h == kvh * group ? 0.0f : 1.0f;
-        // dP = dO V^T; dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal
-        gemm_any(precision, false, true, T, T, D, 1.0f, doh, ldq, vh, ldk, 0.0f, ds.data(), T);
-        for (std::int64_t t = 0; t < T; ++t) {
-          float* row = ds.data() + t * T;
-          const float* pr = p + t * T;
-          const float weighted = kernels::dot_f32(pr, row, t + 1);
-          for (std::int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - weighted) * scale;
-          std::fill(row + t + 1, row + T, 0.0f);
-        }
-        // dQ = dS K; dK += dS^T Q; dV += P^T dO
-        float* dqh = d_q + (b * T * H + h) * D;
-        gemm_any(precision, false, false, T, D, T, 1.0f, ds.data(), T, kh, ldk, 0.0f, dqh, ldq);
-        gemm_any(precision, true, false, T, D, T, 1.0f, ds.data(), T, qh, ldq, beta, dkh, ldk);
-        gemm_any(precision, true, false, T, D, T, 1.0f, p, T, doh, ldq, beta, dvh, ldk);
+        head.run(probs + (b * H + h) * T * T, q + (b * T * H + h) * D, kh, vh,
+                 d_out + (b * T * H + h) * D, ds.data(), d_q + (b * T * H + h) * D,
+                 d_k + (b * T * KV + kvh) * D, d_v + (b * T * KV + kvh) * D, beta, scale);
       }
     }
   });
@@ -469,7 +538,7 @@ void linear_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
   // y (N, out) = x_hat (N, in) . W^T (in, out)
   if (precision == GemmPrecision::kBf16) {
     gemm_rounded(ctx.pool(), false, true, n, layer.out, layer.in, x_hat.bf16.data(), layer.in,
-                 layer.dequant16.data(), y, layer.out, false);
+                 layer.dequant16.data(), layer.in, y, layer.out, false);
   } else {
     gemm(ctx.pool(), false, true, n, layer.out, layer.in, x_hat.f32.data(), layer.in,
          layer.dequant.data(), layer.in, y, layer.out, false);
@@ -485,8 +554,9 @@ void linear_backward(ThreadPool& pool, const float* w, const std::uint16_t* w16,
     }
     thread_local std::vector<std::uint16_t> d_y16;
     round_to_bf16(pool, d_y, n, out, d_y16);
-    gemm_rounded(pool, false, false, n, in, out, d_y16.data(), out, w16, d_x, in, accumulate_dx);
-    gemm_rounded(pool, true, false, out, in, n, d_y16.data(), out, x_hat.bf16.data(), d_w, in,
+    gemm_rounded(pool, false, false, n, in, out, d_y16.data(), out, w16, in, d_x, in,
+                 accumulate_dx);
+    gemm_rounded(pool, true, false, out, in, n, d_y16.data(), out, x_hat.bf16.data(), in, d_w, in,
                  true);
     return;
   }
@@ -548,13 +618,15 @@ void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* g
 }
 
 // ---- mHC-lite ----
-void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_rows, std::int64_t c,
-                      float* u) {
+void mhc_read_forward(ThreadPool& pool, const mhc::MhcParams& p, const float* x,
+                      std::int64_t n_rows, std::int64_t c, float* u) {
   const std::int64_t n = p.n;
-  for (std::int64_t r = 0; r < n_rows; ++r) {
-    mhc::read(p, std::span<const float>(x + r * n * c, sz(n * c)), sz(c),
-              std::span<float>(u + r * c, sz(c)));
-  }
+  pool.parallel_for(n_rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      mhc::read(p, std::span<const float>(x + r * n * c, sz(n * c)), sz(c),
+                std::span<float>(u + r * c, sz(c)));
+    }
+  });
 }
 
 void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
@@ -571,14 +643,17 @@ void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u
   }
 }
 
-void mhc_write_forward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
-                       const float* y, std::int64_t n_rows, std::int64_t c, float* x_new) {
+void mhc_write_forward(ThreadPool& pool, const mhc::MhcParams& p, std::span<const float> h,
+                       const float* x_old, const float* y, std::int64_t n_rows, std::int64_t c,
+                       float* x_new) {
   const std::int64_t n = p.n;
-  std::copy_n(x_old, n_rows * n * c, x_new);
-  for (std::int64_t r = 0; r < n_rows; ++r) {
-    mhc::write(p, h, std::span<float>(x_new + r * n * c, sz(n * c)), sz(c),
-               std::span<const float>(y + r * c, sz(c)));
-  }
+  pool.parallel_for(n_rows, [&](std::int64_t begin, std::int64_t end) {
+    std::copy(x_old + begin * n * c, x_old + end * n * c, x_new + begin * n * c);
+    for (std::int64_t r = begin; r < end; ++r) {
+      mhc::write(p, h, std::span<float>(x_new + r * n * c, sz(n * c)), sz(c),
+                 std::span<const float>(y + r * c, sz(c)));
+    }
+  });
 }
 
 void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,

@@ -87,6 +87,40 @@ void newton_schulz5(ThreadPool& pool, std::vector<float>& g, std::int64_t rows, 
       for (std::int64_t j = 0; j < h; ++j) c[i * r + j] = c[j * r + i];
     }
   };
+  if (precision == GemmPrecision::kBf16) {
+    // Each operand rounded once per iteration (X, G and the polynomial), not once per product.
+    thread_local std::vector<std::uint16_t> x16, gram16, poly16;
+    for (int it = 0; it < 5; ++it) {
+      round_to_bf16(pool, x, rows, cols, x16);
+      symmetric(gram.data(),
+                [&](std::int64_t i0, std::int64_t j0, std::int64_t m, std::int64_t nn, float* c) {
+                  if (tall) {  // X^T X
+                    gemm_rounded(pool, true, false, m, nn, rows, x16.data() + i0, cols,
+                                 x16.data() + j0, cols, c, r, false);
+                  } else {  // X X^T
+                    gemm_rounded(pool, false, true, m, nn, cols, x16.data() + i0 * cols, cols,
+                                 x16.data() + j0 * cols, cols, c, r, false);
+                  }
+                });
+      round_to_bf16(pool, gram.data(), r, r, gram16);
+      symmetric(gram2.data(), [&](std::int64_t i0, std::int64_t j0, std::int64_t m, std::int64_t nn,
+                                  float* c) {  // G G
+        gemm_rounded(pool, false, false, m, nn, r, gram16.data() + i0 * r, r, gram16.data() + j0, r,
+                     c, r, false);
+      });
+      kernels::axpby_f32(cc, gram2.data(), b, gram.data(), r * r);  // b G + c G^2
+      round_to_bf16(pool, gram.data(), r, r, poly16);
+      if (tall) {  // X B
+        gemm_rounded(pool, false, false, rows, cols, cols, x16.data(), cols, poly16.data(), r,
+                     next.data(), cols, false);
+      } else {  // B X
+        gemm_rounded(pool, false, false, rows, cols, rows, poly16.data(), r, x16.data(), cols,
+                     next.data(), cols, false);
+      }
+      kernels::axpby_f32(1.0f, next.data(), a, x, n);  // a X + next
+    }
+    return;
+  }
   for (int it = 0; it < 5; ++it) {
     symmetric(gram.data(), [&](std::int64_t i0, std::int64_t j0, std::int64_t m, std::int64_t nn,
                                float* c) {

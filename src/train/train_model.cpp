@@ -248,7 +248,7 @@ struct Forward {
           mhc_from(L.ffn_mhc >= 0 ? &params[sz(L.ffn_mhc)] : nullptr, c.mhc_streams);
       // Attention.
       a.x_in = m.x;
-      mhc_read_forward(attn_mhc, a.x_in.data(), N, C, a.u_attn.data());
+      mhc_read_forward(pool, attn_mhc, a.x_in.data(), N, C, a.u_attn.data());
       rmsnorm_forward(pool, a.u_attn.data(), val(L.attn_norm), N, C, c.norm_eps, a.h_attn.data(),
                       a.rstd_attn.data());
       quantize_input(pool, a.h_attn.data(), N, C, m.packed, a.xhat_qkv, m.precision, m.quantize);
@@ -268,9 +268,10 @@ struct Forward {
       quantize_input(pool, att_n, N, C, m.packed, a.xhat_o, m.precision, m.quantize);
       linear_forward(ctx, m.ternary[sz(L.wo)], m.packed, a.xhat_o, N, a.y_attn.data(), m.precision);
       const auto h_attn = mhc::residual_matrix(attn_mhc);
-      mhc_write_forward(attn_mhc, h_attn, a.x_in.data(), a.y_attn.data(), N, C, a.x_mid.data());
+      mhc_write_forward(pool, attn_mhc, h_attn, a.x_in.data(), a.y_attn.data(), N, C,
+                        a.x_mid.data());
       // Feed-forward.
-      mhc_read_forward(ffn_mhc, a.x_mid.data(), N, C, a.u_ffn.data());
+      mhc_read_forward(pool, ffn_mhc, a.x_mid.data(), N, C, a.u_ffn.data());
       rmsnorm_forward(pool, a.u_ffn.data(), val(L.ffn_norm), N, C, c.norm_eps, a.h_ffn.data(),
                       a.rstd_ffn.data());
       quantize_input(pool, a.h_ffn.data(), N, C, m.packed, a.xhat_ffn, m.precision, m.quantize);
@@ -288,7 +289,7 @@ struct Forward {
       linear_forward(ctx, m.ternary[sz(L.w_down)], m.packed, a.xhat_down, N, a.y_ffn.data(),
                      m.precision);
       const auto h_ffn = mhc::residual_matrix(ffn_mhc);
-      mhc_write_forward(ffn_mhc, h_ffn, a.x_mid.data(), a.y_ffn.data(), N, C, m.x.data());
+      mhc_write_forward(pool, ffn_mhc, h_ffn, a.x_mid.data(), a.y_ffn.data(), N, C, m.x.data());
     }
     // Output: mean of the streams (summed in stream order, as inference), norm, head.
     m.x_final = m.x;

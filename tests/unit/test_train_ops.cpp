@@ -18,6 +18,8 @@
 namespace nanochat::train {
 namespace {
 
+std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
+
 std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float spread = 1.0f) {
   std::normal_distribution<float> d(0.0f, spread);
   std::vector<float> v(n);
@@ -157,6 +159,63 @@ TEST_F(TrainOps, AttentionGradients) {
   }
 }
 
+// Beyond one block of queries (150 = 64 + 64 + 22, grouped heads): the backward over the causal
+// triangle against the dense formulas in double precision, in fp32 and (where the CPU has it)
+// bf16.
+TEST_F(TrainOps, AttentionBackwardOverBlocksMatchesDenseFormulas) {
+  const AttentionShape s{2, 150, 4, 2, 16};
+  const std::int64_t T = s.t, H = s.heads, KV = s.kv_heads, D = s.head_dim, group = H / KV;
+  const std::int64_t ldq = H * D, ldk = KV * D;
+  auto q = random_vector(sz(s.b * T * ldq), rng), k = random_vector(sz(s.b * T * ldk), rng);
+  auto v = random_vector(k.size(), rng), d_out = random_vector(q.size(), rng);
+  std::vector<float> out(q.size()), probs(sz(s.b * H * T * T));
+  attention_forward(pool, s, q.data(), k.data(), v.data(), out.data(), probs.data());
+  std::vector<double> want_q(q.size()), want_k(k.size()), want_v(v.size());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (std::int64_t b = 0; b < s.b; ++b) {
+    for (std::int64_t h = 0; h < H; ++h) {
+      const std::int64_t kvh = h / group;
+      const auto qi = [&](std::int64_t t, std::int64_t i) {
+        return sz((b * T + t) * ldq + h * D + i);
+      };
+      const auto ki = [&](std::int64_t t, std::int64_t i) {
+        return sz((b * T + t) * ldk + kvh * D + i);
+      };
+      for (std::int64_t t = 0; t < T; ++t) {
+        const float* p = probs.data() + ((b * H + h) * T + t) * T;
+        std::vector<double> dp(sz(t + 1));
+        double weighted = 0;
+        for (std::int64_t j = 0; j <= t; ++j) {
+          for (std::int64_t i = 0; i < D; ++i) dp[sz(j)] += double{d_out[qi(t, i)]} * v[ki(j, i)];
+          weighted += p[j] * dp[sz(j)];
+        }
+        for (std::int64_t j = 0; j <= t; ++j) {
+          const double ds = p[j] * (dp[sz(j)] - weighted) * scale;
+          for (std::int64_t i = 0; i < D; ++i) {
+            want_q[qi(t, i)] += ds * k[ki(j, i)];
+            want_k[ki(j, i)] += ds * q[qi(t, i)];
+            want_v[ki(j, i)] += p[j] * double{d_out[qi(t, i)]};
+          }
+        }
+      }
+    }
+  }
+  for (const auto precision : {GemmPrecision::kF32, GemmPrecision::kBf16}) {
+    if (precision == GemmPrecision::kBf16 && !cpu_info().features.avx512bf16) continue;
+    const float tolerance = precision == GemmPrecision::kF32 ? 1e-4f : 0.03f;
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    attention_backward(pool, s, q.data(), k.data(), v.data(), probs.data(), d_out.data(), dq.data(),
+                       dk.data(), dv.data(), precision);
+    for (auto [got, want] : {std::pair{&dq, &want_q}, {&dk, &want_k}, {&dv, &want_v}}) {
+      double range = 0;
+      for (double x : *want) range = std::max(range, std::fabs(x));
+      for (std::size_t i = 0; i < want->size(); ++i) {
+        ASSERT_NEAR((*got)[i], (*want)[i], tolerance * range) << i;
+      }
+    }
+  }
+}
+
 // The trainer's attention against inference's one-query-at-a-time attention_row, bit for bit:
 // export parity depends on it (a score summed in another order can flip an int8 code of the
 // next layer's input).
@@ -216,6 +275,35 @@ TEST_F(TrainOps, AttentionRowMatchesDoublePrecisionForRaggedShapes) {
   for (std::int64_t j = 0; j < len; ++j) EXPECT_NEAR(p[j], z[j] / total, 2e-6) << j;
 }
 
+// The weighted sum of values for the head widths the AVX-512 path keeps in registers (16 to 128):
+// each lane is the fused multiply-add chain over the keys in order, exactly, where the CPU has
+// AVX-512 (FMA), and close to double precision everywhere.
+TEST_F(TrainOps, AttentionRowValuesSumInKeyOrder) {
+  const bool fma = cpu_info().features.avx512f && cpu_info().features.avx512bw &&
+                   cpu_info().features.avx512vl && cpu_info().features.avx512dq;
+  for (const std::int64_t d : {16, 32, 48, 64, 80, 96, 112, 128}) {
+    const std::int64_t len = 29, stride = 2 * d + 16;
+    auto q = random_vector(sz(d), rng), keys = random_vector(sz(len * stride), rng);
+    auto values = random_vector(sz(len * stride), rng);
+    std::vector<float> p(sz(len)), out(sz(d));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    kernels::attention_row(q.data(), keys.data(), values.data(), stride, len, d, scale, p.data(),
+                           out.data());
+    for (std::int64_t i = 0; i < d; ++i) {
+      float chain = 0.0f;
+      double exact = 0;
+      for (std::int64_t j = 0; j < len; ++j) {
+        chain = std::fma(p[sz(j)], values[sz(j * stride + i)], chain);
+        exact += static_cast<double>(p[sz(j)]) * values[sz(j * stride + i)];
+      }
+      if (fma) {
+        EXPECT_EQ(out[sz(i)], chain) << "d " << d << " lane " << i;
+      }
+      EXPECT_NEAR(out[sz(i)], exact, 1e-5) << "d " << d << " lane " << i;
+    }
+  }
+}
+
 TEST_F(TrainOps, FfnActivationGradients) {
   for (auto act : {model::FfnActivation::kSwiGlu, model::FfnActivation::kReluSquared}) {
     const std::int64_t n = 64;
@@ -252,8 +340,9 @@ TEST_F(TrainOps, MhcGradientsForTwoAndFourStreams) {
     auto loss = [&] {
       unpack();
       std::vector<float> x_new(x.size()), u(rows * c);
-      mhc_write_forward(p, mhc::residual_matrix(p), x.data(), y.data(), rows, c, x_new.data());
-      mhc_read_forward(p, x.data(), rows, c, u.data());
+      mhc_write_forward(pool, p, mhc::residual_matrix(p), x.data(), y.data(), rows, c,
+                        x_new.data());
+      mhc_read_forward(pool, p, x.data(), rows, c, u.data());
       return project(r_new, x_new) + project(r_u, u);
     };
     unpack();

@@ -35,6 +35,13 @@ GemmPrecision parse_gemm_precision(const std::string& name);
 // x (rows, cols), dense, rounded to bf16 (nearest even) into `out`, split over the pool.
 void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
                    std::vector<std::uint16_t>& out);
+// C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`) with both operands already in
+// bf16, each with the row stride of its stored orientation (A (m, k), or (k, m) when
+// transposed; likewise B); rows of C split over the pool. fp32 accumulation (oneDNN).
+void gemm_rounded(ThreadPool& pool, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                  std::int64_t k, const std::uint16_t* a16, std::int64_t lda,
+                  const std::uint16_t* b16, std::int64_t ldb, float* c, std::int64_t ldc,
+                  bool accumulate);
 
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`), row-major, rows of C split over
 // the pool (oneDNN, single-threaded per slice).
@@ -141,15 +148,16 @@ void ffn_act_backward(ThreadPool& pool, model::FfnActivation act, const float* g
                       float* d_up);
 
 // ---- mHC-lite read/write over streams x (N, n, C) ----
-// u (N, C) = sum_j h_pre[j] x_j
-void mhc_read_forward(const mhc::MhcParams& p, const float* x, std::int64_t n_rows, std::int64_t c,
-                      float* u);
+// u (N, C) = sum_j h_pre[j] x_j, rows split over the pool
+void mhc_read_forward(ThreadPool& pool, const mhc::MhcParams& p, const float* x,
+                      std::int64_t n_rows, std::int64_t c, float* u);
 // d_x (N, n, C) += h_pre[j] d_u; d_params (mhc::packed_layout order): d_h_pre += sum x_j . d_u
 void mhc_read_backward(const mhc::MhcParams& p, const float* x, const float* d_u,
                        std::int64_t n_rows, std::int64_t c, float* d_x, float* d_params);
-// x_new (N, n, C) = H x_old + h_post y
-void mhc_write_forward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
-                       const float* y, std::int64_t n_rows, std::int64_t c, float* x_new);
+// x_new (N, n, C) = H x_old + h_post y, rows split over the pool
+void mhc_write_forward(ThreadPool& pool, const mhc::MhcParams& p, std::span<const float> h,
+                       const float* x_old, const float* y, std::int64_t n_rows, std::int64_t c,
+                       float* x_new);
 // From d_x_new: d_x_old (overwritten), d_y (overwritten), d_params (h_post and res logits) +=.
 void mhc_write_backward(const mhc::MhcParams& p, std::span<const float> h, const float* x_old,
                         const float* y, const float* d_x_new, std::int64_t n_rows, std::int64_t c,
