@@ -30,10 +30,10 @@ enum : std::uint8_t {
 constexpr std::uint32_t kMaxCodepoint = 0x110000;
 
 // llama.cpp's unicode_set_whitespace.
-constexpr std::uint32_t kWhitespaceList[] = {
-    0x09,   0x0A,   0x0B,   0x0C,   0x0D,   0x20,   0x85,   0xA0,   0x1680, 0x2000, 0x2001,
-    0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028, 0x2029,
-    0x202F, 0x205F, 0x3000};
+constexpr std::uint32_t kWhitespaceList[] = {0x09,   0x0A,   0x0B,   0x0C,   0x0D,   0x20,   0x85,
+                                             0xA0,   0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004,
+                                             0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028,
+                                             0x2029, 0x202F, 0x205F, 0x3000};
 
 void append_utf8(std::string& out, std::uint32_t cp) {
   if (cp < 0x80) {
@@ -56,7 +56,9 @@ void append_utf8(std::string& out, std::uint32_t cp) {
 // Decodes one code point at `offset` as llama.cpp's unicode_cpt_from_utf8 does (no checks for
 // overlong forms or surrogates); a byte that does not start a complete sequence is U+FFFD.
 std::uint32_t decode_utf8(std::string_view s, std::size_t& offset) {
-  const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(s[i])); };
+  const auto byte = [&](std::size_t i) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(s[i]));
+  };
   const auto cont = [&](std::size_t i) { return i < s.size() && (byte(i) & 0xC0) == 0x80; };
   const std::uint32_t c = byte(offset);
   if ((c & 0x80) == 0) {
@@ -96,15 +98,17 @@ const std::vector<std::uint8_t>& codepoint_flags() {
     for (std::uint32_t cp = 0; cp < kMaxCodepoint; ++cp) {
       if (cp < 0xD800 || cp > 0xDFFF) append_utf8(all, cp);
     }
-    const std::pair<const char*, std::uint8_t> categories[] = {
-        {"\\p{N}+", kNumber},      {"\\p{L}+", kLetter}, {"\\p{P}+", kPunctuation},
-        {"\\p{M}+", kAccentMark}, {"\\p{S}+", kSymbol}};
+    const std::pair<const char*, std::uint8_t> categories[] = {{"\\p{N}+", kNumber},
+                                                               {"\\p{L}+", kLetter},
+                                                               {"\\p{P}+", kPunctuation},
+                                                               {"\\p{M}+", kAccentMark},
+                                                               {"\\p{S}+", kSymbol}};
     for (const auto& [pattern, bit] : categories) {
       int error = 0;
       PCRE2_SIZE error_offset = 0;
-      pcre2_code_8* code = pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pattern),
-                                           PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &error,
-                                           &error_offset, nullptr);
+      pcre2_code_8* code =
+          pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pattern), PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
       if (code == nullptr) fail("internal error: PCRE2 cannot compile {}", pattern);
       (void)pcre2_jit_compile_8(code, PCRE2_JIT_COMPLETE);
       pcre2_match_data_8* md = pcre2_match_data_create_from_pattern_8(code, nullptr);
@@ -184,9 +188,7 @@ class Scan {
   Scan(std::span<const std::uint32_t> cpts, std::size_t ini, std::size_t end,
        std::vector<std::size_t>& out)
       : cpts_(cpts), ini_(ini), end_(end), prev_end_(ini), out_(out) {}
-  std::uint32_t cpt(std::size_t pos) const {
-    return pos >= ini_ && pos < end_ ? cpts_[pos] : kOut;
-  }
+  std::uint32_t cpt(std::size_t pos) const { return pos >= ini_ && pos < end_ ? cpts_[pos] : kOut; }
   std::uint8_t flags(std::size_t pos) const {
     return pos >= ini_ && pos < end_ ? static_cast<std::uint8_t>(flags_of(cpts_[pos]) | kInText)
                                      : std::uint8_t{0};
@@ -327,9 +329,7 @@ void split_llama3(Scan& s, std::size_t ini, bool marks_and_joiners) {
 
 // llama.cpp's unicode_regex_split_custom_kimi_k2.
 void split_kimi_k2(Scan& s, std::size_t ini) {
-  const auto letter = [&](std::size_t p) {
-    return is(s.flags(p), kLetter) && !is_han(s.cpt(p));
-  };
+  const auto letter = [&](std::size_t p) { return is(s.flags(p), kLetter) && !is_han(s.cpt(p)); };
   for (std::size_t pos = ini; pos < s.end();) {
     const std::uint32_t c = s.cpt(pos);
     const std::uint8_t f = s.flags(pos);
@@ -389,7 +389,7 @@ void split_afmoe_digits(Scan& s, std::size_t ini) {
 // llama.cpp's \p{..} names, each standing for one category of the collapsed text.
 struct UnicodeClass {
   std::string_view name;
-  char collapsed;      // the byte standing for non-ASCII code points of the category
+  char collapsed;          // the byte standing for non-ASCII code points of the category
   std::string_view ascii;  // the ASCII characters llama.cpp counts in it
 };
 constexpr UnicodeClass kClasses[] = {
@@ -432,9 +432,10 @@ std::string collapse_pattern(const std::string& pattern) {
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
     if (static_cast<unsigned char>(c) >= 0x80) {
-      fail("pre-tokenizer pattern '{}' mixes \\p{{..}} classes with non-ASCII characters, "
-           "which llama.cpp does not support",
-           pattern);
+      fail(
+          "pre-tokenizer pattern '{}' mixes \\p{{..}} classes with non-ASCII characters, "
+          "which llama.cpp does not support",
+          pattern);
     }
     if (c == '[' && (i == 0 || pattern[i - 1] != '\\')) {
       out += c;
@@ -553,9 +554,17 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
   d.byte_at.push_back(text.size());
   const std::size_t n = d.cpts.size();
 
-  std::string collapsed;               // built when an expression needs it
-  std::vector<std::uint32_t> wide;     // likewise
+  std::string collapsed;                // built when an expression needs it
+  std::vector<std::uint32_t> wide;      // likewise
   std::vector<std::size_t> lengths{n};  // fragments as lengths in code points, as llama.cpp
+  // One match block of each width per call (only the whole match is read: a block smaller than
+  // an expression's groups still holds it).
+  const std::unique_ptr<pcre2_match_data_8, decltype(&pcre2_match_data_free_8)> md8_owner(
+      pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8);
+  const std::unique_ptr<pcre2_match_data_32, decltype(&pcre2_match_data_free_32)> md32_owner(
+      pcre2_match_data_create_32(1, nullptr), &pcre2_match_data_free_32);
+  pcre2_match_data_8* md8 = md8_owner.get();
+  pcre2_match_data_32* md32 = md32_owner.get();
   for (const auto& expr : expressions_) {
     std::vector<std::size_t> next;
     next.reserve(lengths.size() * 2);
@@ -566,12 +575,23 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
       if (expr->custom != Custom::kNone) {
         Scan s(d.cpts, start, end, next);
         switch (expr->custom) {
-          case Custom::kGpt2: split_gpt2(s, start); break;
-          case Custom::kLlama3: split_llama3(s, start, false); break;
-          case Custom::kK2Horizon: split_llama3(s, start, true); break;
-          case Custom::kKimiK2: split_kimi_k2(s, start); break;
-          case Custom::kAfmoeDigits: split_afmoe_digits(s, start); break;
-          case Custom::kNone: break;
+          case Custom::kGpt2:
+            split_gpt2(s, start);
+            break;
+          case Custom::kLlama3:
+            split_llama3(s, start, false);
+            break;
+          case Custom::kK2Horizon:
+            split_llama3(s, start, true);
+            break;
+          case Custom::kKimiK2:
+            split_kimi_k2(s, start);
+            break;
+          case Custom::kAfmoeDigits:
+            split_afmoe_digits(s, start);
+            break;
+          case Custom::kNone:
+            break;
         }
       } else if (expr->collapsed != nullptr) {
         if (collapsed.empty() && n > 0) {
@@ -579,21 +599,19 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
           for (std::size_t i = 0; i < n; ++i) collapsed[i] = collapse(d.cpts[i]);
         }
         const auto* subject = reinterpret_cast<PCRE2_SPTR8>(collapsed.data() + start);
-        pcre2_match_data_8* md = pcre2_match_data_create_from_pattern_8(expr->collapsed, nullptr);
         walk_matches(
             length,
             [&](std::size_t from, std::uint32_t flags, std::size_t& s, std::size_t& e) {
               if (from > length) return false;
-              if (pcre2_match_8(expr->collapsed, subject, length, from, flags, md, nullptr) < 0) {
+              if (pcre2_match_8(expr->collapsed, subject, length, from, flags, md8, nullptr) < 0) {
                 return false;
               }
-              const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md);
+              const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md8);
               s = ov[0];
               e = ov[1];
               return true;
             },
             next);
-        pcre2_match_data_free_8(md);
       } else {
         if (wide.empty() && n > 0) {
           wide = d.cpts;
@@ -602,21 +620,19 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
           }
         }
         const auto* subject = reinterpret_cast<PCRE2_SPTR32>(wide.data() + start);
-        pcre2_match_data_32* md = pcre2_match_data_create_from_pattern_32(expr->wide, nullptr);
         walk_matches(
             length,
             [&](std::size_t from, std::uint32_t flags, std::size_t& s, std::size_t& e) {
               if (from > length) return false;
-              if (pcre2_match_32(expr->wide, subject, length, from, flags, md, nullptr) < 0) {
+              if (pcre2_match_32(expr->wide, subject, length, from, flags, md32, nullptr) < 0) {
                 return false;
               }
-              const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_32(md);
+              const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_32(md32);
               s = ov[0];
               e = ov[1];
               return true;
             },
             next);
-        pcre2_match_data_free_32(md);
       }
       start = end;
     }

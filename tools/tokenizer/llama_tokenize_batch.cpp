@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
       n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), ids.data(),
                          static_cast<int32_t>(ids.size()), true, true);
     }
-    for (int i = 0; i < n; ++i) std::printf(i == 0 ? "%d" : " %d", ids[static_cast<std::size_t>(i)]);
+    for (int i = 0; i < n; ++i)
+      std::printf(i == 0 ? "%d" : " %d", ids[static_cast<std::size_t>(i)]);
     std::printf("\n");
   }
   llama_model_free(model);

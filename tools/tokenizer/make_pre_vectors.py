@@ -10,8 +10,9 @@ For each name in NAMES.txt (one a line) a copy of VOCAB.gguf with that `tokenize
 written to WORKDIR and every text of TEXTS.json (a list of strings) is tokenized with it, special
 tokens added (BOS as the loader's defaults for that name say) and parsed — what `llama-tokenize -m
 FILE -p TEXT --ids --no-escape` prints; a few texts of each name are checked against
-llama-tokenize itself. Writes one JSON object per line: pre, text (index into TEXTS.json), ids; or pre and
-error for a name llama.cpp refuses. Standard library only.
+llama-tokenize itself. Writes one JSON object per line: pre (the names that give these ids) and
+ids (a list per text, in order); the last line lists the names llama.cpp refuses (pre, no ids).
+Standard library only.
 """
 import json
 import os
@@ -55,19 +56,23 @@ def main(tool, vocab, names_file, texts_file, workdir):
     names = [n.strip() for n in open(names_file, encoding="utf-8") if n.strip()]
     texts = json.load(open(texts_file, encoding="utf-8"))
     os.makedirs(workdir, exist_ok=True)
+    groups = {}  # the ids of every text, as one JSON string -> names that give them
+    refused = []
     for name in names:
         path = os.path.join(workdir, name + ".gguf")
         with open(path, "wb") as f:
             f.write(with_pre(data, name))
         all_ids = batch(tool, path, texts)
         if all_ids is None:
-            print(json.dumps({"pre": name, "error": True}), flush=True)
+            refused.append(name)
             continue
         for i in CHECKED:
             if texts[i] and llama_tokenize(path, texts[i]) != all_ids[i]:
                 sys.exit(f"{name}: llama-tokenize disagrees on text {i}")
-        for i, ids in enumerate(all_ids):
-            print(json.dumps({"pre": name, "text": i, "ids": ids}), flush=True)
+        groups.setdefault(json.dumps(all_ids, separators=(",", ":")), []).append(name)
+    for ids, group in groups.items():
+        print('{"pre":%s,"ids":%s}' % (json.dumps(group), ids))
+    print('{"pre":%s}' % json.dumps(refused))
 
 
 if __name__ == "__main__":
