@@ -74,7 +74,9 @@ TEST(PreTokenizers, EqualLlamaCppsIdsForEveryName) {
       const auto& names = pre_tokenizer_names();
       const bool listed = std::any_of(names.begin(), names.end(),
                                       [&](const PreTokenizerName& n) { return n.name == name; });
-      EXPECT_EQ(listed, row.contains("ids")) << name << ": the table and llama.cpp disagree";
+      // A name libllama tokenizes with is in the table; one it refuses may be too (`whitespace`,
+      // which it cannot run on a byte-level vocabulary), as one nanochat refuses as well.
+      if (row.contains("ids")) EXPECT_TRUE(listed) << name << " is missing from the table";
       if (!row.contains("ids")) {  // llama.cpp refuses the name: so does nanochat
         EXPECT_FALSE(supported) << name;
         EXPECT_THROW(load(vocab, name), FormatError) << name;
@@ -106,7 +108,7 @@ TEST(PreTokenizers, EqualLlamaCppsIdsForEveryName) {
   for (const PreTokenizerName& n : pre_tokenizer_names()) {
     EXPECT_TRUE(in_vectors.count(std::string(n.name)) == 1) << n.name << " has no vectors";
   }
-  EXPECT_EQ(vectors, 6600u);  // 88 names, 75 texts
+  EXPECT_EQ(vectors, 7128u);  // 88 names, 81 texts
   EXPECT_EQ(refused, 4u);     // SentencePiece-style BPE over raw UTF-8
 }
 
