@@ -82,9 +82,11 @@ const std::map<std::string_view, PreTokenizer>& groups() {
 }  // namespace
 
 const std::vector<PreTokenizerName>& pre_tokenizer_names() {
-  // The names of llama.cpp's llama_vocab::impl::load (build 11669) and the expressions each
-  // selects; its per-name flags are in the groups (ignore_merges, add_bos). Settings that only
-  // change detokenization (clean_spaces) do not matter here.
+  // The names llama.cpp's llama_vocab::impl::load accepts (build 11669: every name libllama
+  // tokenizes with in tests/data/llama-tokenize/pre/) and the expressions each selects; its
+  // per-name flags are in the groups (ignore_merges, add_bos). Settings that only change
+  // detokenization (clean_spaces) do not matter here; nor does add_sep (jina-v1-en,
+  // jina-v2-code, roberta-bpe), which BPE encoding does not use.
   static const std::vector<PreTokenizerName> names = {
       {"default", "default", ""},
       {"minicpm5", "minicpm5", ""},
