@@ -14,6 +14,7 @@
 #include "nanochat/gguf/writer.hpp"
 #include "nanochat/model/byte_level.hpp"
 #include "nanochat/util/error.hpp"
+#include "pre_tokenizers.hpp"
 #include "pretokenize.hpp"
 
 namespace nanochat::model {
@@ -37,75 +38,6 @@ struct ByteMap {
 const ByteMap& byte_map() {
   static const ByteMap map;
   return map;
-}
-
-// Pre-tokenizer expressions by `tokenizer.ggml.pre`, as llama.cpp defines them.
-struct PreTokenizer {
-  std::vector<std::string> patterns;
-  bool ignore_merges = false;  // a word that is already a token is not merged (llama3)
-};
-
-constexpr char kGpt2[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
-constexpr char kLlama3[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
-    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-constexpr char kQwen2[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
-    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-constexpr char kCjk[] = "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+";
-
-// Every pre-tokenizer nanochat knows, with the names that select it: lookup and the error
-// message's list of known names both read this table.
-struct PreTokenizerEntry {
-  std::vector<std::string_view> names;
-  PreTokenizer pre;
-};
-
-const std::vector<PreTokenizerEntry>& pre_tokenizers() {
-  static const std::vector<PreTokenizerEntry> table = {
-      // "" is a file without tokenizer.ggml.pre.
-      {{"default", ""},
-       {{"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2, "\\p{N}+", "[0-9][0-9][0-9]"}, false}},
-      {{"llama3", "llama-v3", "llama-bpe", "falcon3"}, {{kLlama3}, true}},
-      {{"dbrx", "smaug-bpe"}, {{kLlama3}, false}},
-      {{"gpt-2", "phi-2", "mpt", "olmo", "jais", "jina-es", "jina-de", "jina-v2-es", "jina-v2-de",
-        "jina-v2-code"},
-       {{kGpt2}, false}},
-      {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"},
-       {{"\\p{N}", kGpt2}, false}},
-      {{"qwen2", "deepseek-r1-qwen", "stablelm2"}, {{kQwen2}, false}},
-      {{"deepseek-coder"}, {{"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", kCjk, "\\p{N}"}, false}},
-      {{"deepseek-llm"},
-       {{"[\\r\\n]", "\\s?\\p{L}+",
-         // One expression over two lines (llama.cpp's punctuation class), not two.
-         // NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
-         "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}"
-         "\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
-         "\\s+$", kCjk, "\\p{N}+"},
-        false}},
-  };
-  return table;
-}
-
-const PreTokenizer* pre_tokenizer(std::string_view name) {
-  for (const PreTokenizerEntry& e : pre_tokenizers()) {
-    if (std::find(e.names.begin(), e.names.end(), name) != e.names.end()) return &e.pre;
-  }
-  return nullptr;
-}
-
-// "default, llama3, ...": every name pre_tokenizer knows.
-std::string known_pre_tokenizers() {
-  std::string out;
-  for (const PreTokenizerEntry& e : pre_tokenizers()) {
-    for (std::string_view name : e.names) {
-      if (name.empty()) continue;
-      if (!out.empty()) out += ", ";
-      out += name;
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -544,11 +476,13 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
 
   if (impl->kind == Kind::kBpe) {
     impl->pre = file.get_string("tokenizer.ggml.pre").value_or("default");
-    const PreTokenizer* pre = pre_tokenizer(impl->pre);
+    std::string why;
+    const PreTokenizer* pre = find_pre_tokenizer(impl->pre, &why);
     if (pre == nullptr) {
       fail<FormatError>(
-          "{}: tokenizer.ggml.pre '{}' is a pre-tokenizer nanochat does not know; known: {}",
-          file.name(), impl->pre, known_pre_tokenizers());
+          "{}: tokenizer.ggml.pre is '{}', a pre-tokenizer nanochat cannot run ({}); supported: "
+          "{}",
+          file.name(), impl->pre, why, supported_pre_tokenizers());
     }
     impl->splitter.emplace(pre->patterns);
     impl->ignore_merges = pre->ignore_merges;
@@ -567,7 +501,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::GgufFile& file) {
       }
       impl->merge_rank.emplace(m, static_cast<int>(i));
     }
-    impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(false);
+    impl->add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(pre->add_bos);
     impl->add_space_prefix = false;
     // The id form of the merges, when it is exactly equivalent (see Impl::id_merges).
     bool ok = true;
