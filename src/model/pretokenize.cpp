@@ -584,11 +584,13 @@ namespace {
 // (encode on wikitext: 11 MB/s with per-call buffers, 30 MB/s with these). They keep the
 // capacity of the largest text the thread has split.
 struct SplitScratch {
-  std::vector<std::uint32_t> cpts;   // the text's code points
+  // The text's code points, White_Space outside ASCII as U+000B: the 32-bit expressions see
+  // it so (\s is llama.cpp's list, not PCRE2's), and to the splitters and the collapsed text
+  // the two are the same (only the White_Space flag; neither is \r, \n or a space).
+  std::vector<std::uint32_t> cpts;
   std::vector<std::size_t> lengths;  // fragments as lengths in code points, as llama.cpp
   std::vector<std::size_t> next;     // the fragments the current expression makes
   std::string collapsed;             // built when an expression needs it
-  std::vector<std::uint32_t> wide;   // likewise
   // Only the whole match is read: a block smaller than an expression's groups still holds it.
   std::unique_ptr<pcre2_match_data_8, decltype(&pcre2_match_data_free_8)> md8{
       pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8};
@@ -613,13 +615,13 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
       cpts.push_back(c);
       ++at;
     } else {
-      cpts.push_back(decode_utf8(text, at));
+      const std::uint32_t cp = decode_utf8(text, at);
+      cpts.push_back(is(flags_of(cp), kWhitespace) ? 0x0B : cp);
     }
   }
   const std::size_t n = cpts.size();
 
   sc.collapsed.clear();
-  sc.wide.clear();
   std::vector<std::size_t>& lengths = sc.lengths;
   std::vector<std::size_t>& next = sc.next;
   lengths.assign(1, n);
@@ -677,14 +679,7 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
             },
             next);
       } else {
-        std::vector<std::uint32_t>& wide = sc.wide;
-        if (wide.empty() && n > 0) {
-          wide = cpts;
-          for (std::uint32_t& c : wide) {
-            if (c > 0x7F && is(flags_of(c), kWhitespace)) c = 0x0B;
-          }
-        }
-        const auto* subject = reinterpret_cast<PCRE2_SPTR32>(wide.data() + start);
+        const auto* subject = reinterpret_cast<PCRE2_SPTR32>(cpts.data() + start);
         walk_matches(
             length,
             [&](std::size_t from, std::uint32_t flags, std::size_t& s, std::size_t& e) {
