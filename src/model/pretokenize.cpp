@@ -582,8 +582,11 @@ namespace {
 // text (4 bytes a code point, 8 a fragment), and allocating them afresh on every call cost more
 // than the split itself — a 1 MB text's buffers come from mmap and fault in page by page
 // (encode on wikitext: 11 MB/s with per-call buffers, 30 MB/s with these). They keep the
-// capacity of the largest text the thread has split.
+// capacity of the largest text the thread has split, up to kKeepCodepoints: a larger text's are
+// freed after its split, so a thread does not hold hundreds of MB after one huge text.
 struct SplitScratch {
+  // At most 42 MB kept (21 bytes a code point, for code points and fragments alike).
+  static constexpr std::size_t kKeepCodepoints = std::size_t{1} << 21;
   // The text's code points, White_Space outside ASCII as U+000B: the 32-bit expressions see
   // it so (\s is llama.cpp's list, not PCRE2's), and to the splitters and the collapsed text
   // the two are the same (only the White_Space flag; neither is \r, \n or a space).
@@ -596,6 +599,17 @@ struct SplitScratch {
       pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8};
   std::unique_ptr<pcre2_match_data_32, decltype(&pcre2_match_data_free_32)> md32{
       pcre2_match_data_create_32(1, nullptr), &pcre2_match_data_free_32};
+
+  void trim() {
+    if (cpts.capacity() <= kKeepCodepoints && lengths.capacity() <= kKeepCodepoints &&
+        next.capacity() <= kKeepCodepoints) {
+      return;
+    }
+    std::vector<std::uint32_t>().swap(cpts);
+    std::vector<std::size_t>().swap(lengths);
+    std::vector<std::size_t>().swap(next);
+    std::string().swap(collapsed);
+  }
 };
 
 SplitScratch& split_scratch() {
@@ -723,6 +737,7 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
     }
     fragments.emplace_back(from, at - from);
   }
+  sc.trim();
   return fragments;
 }
 
