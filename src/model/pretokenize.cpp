@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <span>
 
 #include "nanochat/util/error.hpp"
@@ -88,50 +89,83 @@ std::uint32_t decode_utf8(std::string_view s, std::size_t& offset) {
   return 0xFFFD;
 }
 
-// The flags of every code point, from PCRE2's Unicode tables: each category's runs are found by
-// one search per category over a text of all code points. Built once, on first use (about
-// 80 ms).
-const std::vector<std::uint8_t>& codepoint_flags() {
-  static const std::vector<std::uint8_t> table = [] {
-    std::vector<std::uint8_t> flags(kMaxCodepoint, 0);
-    std::string all;
-    all.reserve(4 * kMaxCodepoint);
-    for (std::uint32_t cp = 0; cp < kMaxCodepoint; ++cp) {
-      if (cp < 0xD800 || cp > 0xDFFF) append_utf8(all, cp);
-    }
-    const std::pair<const char*, std::uint8_t> categories[] = {{"\\p{N}+", kNumber},
-                                                               {"\\p{L}+", kLetter},
-                                                               {"\\p{P}+", kPunctuation},
-                                                               {"\\p{M}+", kAccentMark},
-                                                               {"\\p{S}+", kSymbol}};
-    for (const auto& [pattern, bit] : categories) {
+// The flags of the code points of one block (the 256 code points that share all but the low
+// 8 bits).
+using FlagBlock = std::array<std::uint8_t, 256>;
+constexpr std::uint32_t kBlocks = kMaxCodepoint / 256;
+
+// Blocks of flags as they are first needed (nullptr: not yet): texts use few blocks, and
+// building the whole table took 80 ms, at the first encode of every process. Never freed; a
+// block is published once and then only read (acquire loads: on x86 a plain load).
+std::atomic<const FlagBlock*> g_flag_blocks[kBlocks];
+
+// PCRE2's \p{N}, \p{L}, \p{P}, \p{M}, \p{S}, compiled once (interpreted: a block is 256 code
+// points, too few to repay JIT compilation).
+struct CategoryCodes {
+  std::array<pcre2_code_8*, 5> codes{};
+  static constexpr std::pair<const char*, std::uint8_t> kCategories[5] = {{"\\p{N}+", kNumber},
+                                                                          {"\\p{L}+", kLetter},
+                                                                          {"\\p{P}+", kPunctuation},
+                                                                          {"\\p{M}+", kAccentMark},
+                                                                          {"\\p{S}+", kSymbol}};
+  CategoryCodes() {
+    for (std::size_t i = 0; i < codes.size(); ++i) {
+      const char* pattern = kCategories[i].first;
       int error = 0;
       PCRE2_SIZE error_offset = 0;
-      pcre2_code_8* code =
-          pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pattern), PCRE2_ZERO_TERMINATED,
-                          PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
-      if (code == nullptr) fail("internal error: PCRE2 cannot compile {}", pattern);
-      (void)pcre2_jit_compile_8(code, PCRE2_JIT_COMPLETE);
-      pcre2_match_data_8* md = pcre2_match_data_create_from_pattern_8(code, nullptr);
-      const auto* subject = reinterpret_cast<PCRE2_SPTR8>(all.data());
-      PCRE2_SIZE pos = 0;
-      while (pos < all.size() &&
-             pcre2_match_8(code, subject, all.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr) > 0) {
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md);
-        for (std::size_t at = ov[0]; at < ov[1];) flags[decode_utf8(all, at)] |= bit;
-        pos = ov[1];
-      }
-      pcre2_match_data_free_8(md);
-      pcre2_code_free_8(code);
+      codes[i] = pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pattern), PCRE2_ZERO_TERMINATED,
+                                 PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
+      if (codes[i] == nullptr) fail("internal error: PCRE2 cannot compile {}", pattern);
     }
-    for (const std::uint32_t cp : kWhitespaceList) flags[cp] |= kWhitespace;
-    return flags;
-  }();
-  return table;
+  }
+  ~CategoryCodes() {
+    for (pcre2_code_8* code : codes) pcre2_code_free_8(code);
+  }
+  CategoryCodes(const CategoryCodes&) = delete;
+  CategoryCodes& operator=(const CategoryCodes&) = delete;
+};
+
+// Builds block `b` from PCRE2's Unicode tables (each category's runs found by one search over a
+// text of the block's code points; surrogates have none) and publishes it; thread-safe (a
+// thread that loses the race frees its copy).
+[[gnu::noinline]] const FlagBlock* load_flag_block(std::uint32_t b) {
+  static const CategoryCodes categories;
+  auto block = std::make_unique<FlagBlock>();
+  block->fill(0);
+  std::string text;
+  for (std::uint32_t cp = b * 256; cp < (b + 1) * 256; ++cp) {
+    if (cp < 0xD800 || cp > 0xDFFF) append_utf8(text, cp);
+  }
+  const std::unique_ptr<pcre2_match_data_8, decltype(&pcre2_match_data_free_8)> md_owner(
+      pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8);
+  pcre2_match_data_8* md = md_owner.get();
+  const auto* subject = reinterpret_cast<PCRE2_SPTR8>(text.data());
+  for (std::size_t i = 0; i < categories.codes.size(); ++i) {
+    const std::uint8_t bit = CategoryCodes::kCategories[i].second;
+    PCRE2_SIZE pos = 0;
+    while (pos < text.size() && pcre2_match_8(categories.codes[i], subject, text.size(), pos,
+                                              PCRE2_NO_UTF_CHECK, md, nullptr) > 0) {
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md);
+      for (std::size_t at = ov[0]; at < ov[1];) (*block)[decode_utf8(text, at) & 0xFF] |= bit;
+      pos = ov[1];
+    }
+  }
+  for (const std::uint32_t cp : kWhitespaceList) {
+    if (cp / 256 == b) (*block)[cp & 0xFF] |= kWhitespace;
+  }
+  const FlagBlock* expected = nullptr;
+  if (g_flag_blocks[b].compare_exchange_strong(expected, block.get(), std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+    return block.release();
+  }
+  return expected;
 }
 
 std::uint8_t flags_of(std::uint32_t cp) {
-  return cp < kMaxCodepoint ? codepoint_flags()[cp] : std::uint8_t{0};
+  if (cp >= kMaxCodepoint) return 0;
+  const FlagBlock* block = g_flag_blocks[cp / 256].load(std::memory_order_acquire);
+  if (block == nullptr) block = load_flag_block(cp / 256);
+  return (*block)[cp & 0xFF];
 }
 
 // llama.cpp's unicode_cpt_is_han.
@@ -144,12 +178,6 @@ bool is_han(std::uint32_t cp) {
 }
 
 std::uint32_t ascii_lower(std::uint32_t cp) { return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp; }
-
-// The text as code points: `cpts[i]` starts at byte `byte_at[i]`; byte_at[n] is the text's size.
-struct Decoded {
-  std::vector<std::uint32_t> cpts;
-  std::vector<std::size_t> byte_at;
-};
 
 // The expressions llama.cpp has hand-written splitters for (unicode_regex_split_custom): exact
 // strings select them.
@@ -508,6 +536,9 @@ struct RegexSplitter::Expression {
   Custom custom = Custom::kNone;
   pcre2_code_8* collapsed = nullptr;
   pcre2_code_32* wide = nullptr;
+  // JIT-compiled: matched with pcre2_jit_match, which skips pcre2_match's checks of its
+  // arguments (a tenth of deepseek-coder's encode time: it runs once per fragment and match).
+  bool jit = false;
   ~Expression() {
     pcre2_code_free_8(collapsed);
     pcre2_code_free_32(wide);
@@ -528,14 +559,14 @@ RegexSplitter::RegexSplitter(const std::vector<std::string>& patterns) {
           pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(rewritten.data()), rewritten.size(),
                           PCRE2_DOLLAR_ENDONLY, &error, &offset, nullptr);
       if (expr->collapsed == nullptr) compile_error(p, error, offset);
-      (void)pcre2_jit_compile_8(expr->collapsed, PCRE2_JIT_COMPLETE);
+      expr->jit = pcre2_jit_compile_8(expr->collapsed, PCRE2_JIT_COMPLETE) == 0;
     } else {
       std::vector<std::uint32_t> units;
       for (std::size_t at = 0; at < p.size();) units.push_back(decode_utf8(p, at));
       expr->wide = pcre2_compile_32(reinterpret_cast<PCRE2_SPTR32>(units.data()), units.size(),
                                     PCRE2_DOLLAR_ENDONLY, &error, &offset, nullptr);
       if (expr->wide == nullptr) compile_error(p, error, offset);
-      (void)pcre2_jit_compile_32(expr->wide, PCRE2_JIT_COMPLETE);
+      expr->jit = pcre2_jit_compile_32(expr->wide, PCRE2_JIT_COMPLETE) == 0;
     }
     expressions_.push_back(std::move(expr));
   }
@@ -545,37 +576,79 @@ RegexSplitter::~RegexSplitter() = default;
 RegexSplitter::RegexSplitter(RegexSplitter&&) noexcept = default;
 RegexSplitter& RegexSplitter::operator=(RegexSplitter&&) noexcept = default;
 
-std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::string_view text) const {
-  Decoded d;
-  d.cpts.reserve(text.size());
-  d.byte_at.reserve(text.size() + 1);
-  for (std::size_t at = 0; at < text.size();) {
-    d.byte_at.push_back(at);
-    d.cpts.push_back(decode_utf8(text, at));
-  }
-  d.byte_at.push_back(text.size());
-  const std::size_t n = d.cpts.size();
+namespace {
 
-  std::string collapsed;                // built when an expression needs it
-  std::vector<std::uint32_t> wide;      // likewise
-  std::vector<std::size_t> lengths{n};  // fragments as lengths in code points, as llama.cpp
-  // One match block of each width per call (only the whole match is read: a block smaller than
-  // an expression's groups still holds it).
-  const std::unique_ptr<pcre2_match_data_8, decltype(&pcre2_match_data_free_8)> md8_owner(
-      pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8);
-  const std::unique_ptr<pcre2_match_data_32, decltype(&pcre2_match_data_free_32)> md32_owner(
-      pcre2_match_data_create_32(1, nullptr), &pcre2_match_data_free_32);
-  pcre2_match_data_8* md8 = md8_owner.get();
-  pcre2_match_data_32* md32 = md32_owner.get();
+// split()'s working memory, kept per thread between calls: the buffers are several times the
+// text (4 bytes a code point, 8 a fragment), and allocating them afresh on every call cost more
+// than the split itself — a 1 MB text's buffers come from mmap and fault in page by page
+// (encode on wikitext: 11 MB/s with per-call buffers, 30 MB/s with these). They keep the
+// capacity of the largest text the thread has split, up to kKeepCodepoints: a larger text's are
+// freed after its split, so a thread does not hold hundreds of MB after one huge text.
+struct SplitScratch {
+  // At most 42 MB kept (21 bytes a code point, for code points and fragments alike).
+  static constexpr std::size_t kKeepCodepoints = std::size_t{1} << 21;
+  // The text's code points, White_Space outside ASCII as U+000B: the 32-bit expressions see
+  // it so (\s is llama.cpp's list, not PCRE2's), and to the splitters and the collapsed text
+  // the two are the same (only the White_Space flag; neither is \r, \n or a space).
+  std::vector<std::uint32_t> cpts;
+  std::vector<std::size_t> lengths;  // fragments as lengths in code points, as llama.cpp
+  std::vector<std::size_t> next;     // the fragments the current expression makes
+  std::string collapsed;             // built when an expression needs it
+  // Only the whole match is read: a block smaller than an expression's groups still holds it.
+  std::unique_ptr<pcre2_match_data_8, decltype(&pcre2_match_data_free_8)> md8{
+      pcre2_match_data_create_8(1, nullptr), &pcre2_match_data_free_8};
+  std::unique_ptr<pcre2_match_data_32, decltype(&pcre2_match_data_free_32)> md32{
+      pcre2_match_data_create_32(1, nullptr), &pcre2_match_data_free_32};
+
+  void trim() {
+    if (cpts.capacity() <= kKeepCodepoints && lengths.capacity() <= kKeepCodepoints &&
+        next.capacity() <= kKeepCodepoints) {
+      return;
+    }
+    std::vector<std::uint32_t>().swap(cpts);
+    std::vector<std::size_t>().swap(lengths);
+    std::vector<std::size_t>().swap(next);
+    std::string().swap(collapsed);
+  }
+};
+
+SplitScratch& split_scratch() {
+  thread_local SplitScratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::string_view text) const {
+  SplitScratch& sc = split_scratch();
+  std::vector<std::uint32_t>& cpts = sc.cpts;
+  cpts.clear();
+  for (std::size_t at = 0; at < text.size();) {
+    const auto c = static_cast<unsigned char>(text[at]);
+    if (c < 0x80) {
+      cpts.push_back(c);
+      ++at;
+    } else {
+      const std::uint32_t cp = decode_utf8(text, at);
+      cpts.push_back(is(flags_of(cp), kWhitespace) ? 0x0B : cp);
+    }
+  }
+  const std::size_t n = cpts.size();
+
+  sc.collapsed.clear();
+  std::vector<std::size_t>& lengths = sc.lengths;
+  std::vector<std::size_t>& next = sc.next;
+  lengths.assign(1, n);
+  pcre2_match_data_8* md8 = sc.md8.get();
+  pcre2_match_data_32* md32 = sc.md32.get();
   for (const auto& expr : expressions_) {
-    std::vector<std::size_t> next;
-    next.reserve(lengths.size() * 2);
+    next.clear();
     std::size_t start = 0;
     for (const std::size_t length : lengths) {
       const std::size_t end = start + length;
       if (length == 0) continue;
       if (expr->custom != Custom::kNone) {
-        Scan s(d.cpts, start, end, next);
+        Scan s(cpts, start, end, next);
         switch (expr->custom) {
           case Custom::kGpt2:
             split_gpt2(s, start);
@@ -596,18 +669,23 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
             break;
         }
       } else if (expr->collapsed != nullptr) {
+        std::string& collapsed = sc.collapsed;
         if (collapsed.empty() && n > 0) {
           collapsed.resize(n);
-          for (std::size_t i = 0; i < n; ++i) collapsed[i] = collapse(d.cpts[i]);
+          for (std::size_t i = 0; i < n; ++i) collapsed[i] = collapse(cpts[i]);
         }
         const auto* subject = reinterpret_cast<PCRE2_SPTR8>(collapsed.data() + start);
         walk_matches(
             length,
             [&](std::size_t from, std::uint32_t flags, std::size_t& s, std::size_t& e) {
               if (from > length) return false;
-              if (pcre2_match_8(expr->collapsed, subject, length, from, flags, md8, nullptr) < 0) {
-                return false;
-              }
+              // PCRE2 10.42's JIT does not take PCRE2_ANCHORED at match time.
+              const int rc =
+                  expr->jit && (flags & PCRE2_ANCHORED) == 0
+                      ? pcre2_jit_match_8(expr->collapsed, subject, length, from, flags, md8,
+                                          nullptr)
+                      : pcre2_match_8(expr->collapsed, subject, length, from, flags, md8, nullptr);
+              if (rc < 0) return false;
               const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md8);
               s = ov[0];
               e = ov[1];
@@ -615,20 +693,16 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
             },
             next);
       } else {
-        if (wide.empty() && n > 0) {
-          wide = d.cpts;
-          for (std::uint32_t& c : wide) {
-            if (c > 0x7F && is(flags_of(c), kWhitespace)) c = 0x0B;
-          }
-        }
-        const auto* subject = reinterpret_cast<PCRE2_SPTR32>(wide.data() + start);
+        const auto* subject = reinterpret_cast<PCRE2_SPTR32>(cpts.data() + start);
         walk_matches(
             length,
             [&](std::size_t from, std::uint32_t flags, std::size_t& s, std::size_t& e) {
               if (from > length) return false;
-              if (pcre2_match_32(expr->wide, subject, length, from, flags, md32, nullptr) < 0) {
-                return false;
-              }
+              const int rc =
+                  expr->jit && (flags & PCRE2_ANCHORED) == 0
+                      ? pcre2_jit_match_32(expr->wide, subject, length, from, flags, md32, nullptr)
+                      : pcre2_match_32(expr->wide, subject, length, from, flags, md32, nullptr);
+              if (rc < 0) return false;
               const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_32(md32);
               s = ov[0];
               e = ov[1];
@@ -638,18 +712,32 @@ std::vector<std::pair<std::size_t, std::size_t>> RegexSplitter::split(std::strin
       }
       start = end;
     }
-    lengths = std::move(next);
+    lengths.swap(next);
   }
 
+  // Code points back to bytes: the text is decoded again, in the same steps (all ASCII: one byte
+  // each).
   std::vector<std::pair<std::size_t, std::size_t>> fragments;
   fragments.reserve(lengths.size());
-  std::size_t start = 0;
+  const bool ascii = n == text.size();
+  std::size_t at = 0;
   for (const std::size_t length : lengths) {
     if (length == 0) continue;
-    const std::size_t from = d.byte_at[start];
-    start += length;
-    fragments.emplace_back(from, d.byte_at[start] - from);
+    const std::size_t from = at;
+    if (ascii) {
+      at += length;
+    } else {
+      for (std::size_t i = 0; i < length; ++i) {
+        if (static_cast<unsigned char>(text[at]) < 0x80) {
+          ++at;
+        } else {
+          (void)decode_utf8(text, at);
+        }
+      }
+    }
+    fragments.emplace_back(from, at - from);
   }
+  sc.trim();
   return fragments;
 }
 

@@ -177,6 +177,11 @@ void Tokenizer::Impl::encode_bpe(std::string_view text, std::vector<TokenId>& ou
       continue;
     }
     const std::size_t from = out.size();
+    if (use_id_merges && !ignore_merges) {  // the id form needs no byte characters
+      bpe_word_ids(raw, out);
+      cache.emplace(raw, std::make_pair(from, out.size() - from));
+      continue;
+    }
     std::string word;
     for (char c : raw) word += bm.encode[static_cast<unsigned char>(c)];
     if (ignore_merges) {
