@@ -96,6 +96,68 @@ struct TernarySource {
     check_scale(row, i2s_scale, trits, "the I2_S tensor scale");
     return i2s_scale;
   }
+
+  // Row `row` as 2-bit codes in the kTq2 order (kernels::CodeSource) and its scale, with
+  // decode_row's checks and errors, found in the same order. TQ2_0 bytes already are those codes:
+  // each block's 64 are checked a word at a time and copied, with no per-weight work. Thread-safe.
+  float code_row(std::int64_t row, std::span<std::uint8_t> codes) const {
+    if (!info.type.is(gguf::TensorType::kTQ2_0)) {
+      std::vector<std::int8_t> trits(static_cast<std::size_t>(cols));
+      const float scale = decode_row(row, trits);
+      kernels::trits_to_tq2_codes(trits, codes);
+      return scale;
+    }
+    constexpr std::uint64_t kLow = 0x5555555555555555u;  // the low bit of every 2-bit code
+    constexpr std::size_t kQs = 64;                      // code bytes of a block, then fp16 d
+    const auto blocks = static_cast<std::size_t>(cols / ternary::kQkK);
+    const std::uint8_t* bytes =
+        data.data() + static_cast<std::size_t>(row) * blocks * ternary::kTq2BlockBytes;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* qs = bytes + b * ternary::kTq2BlockBytes;
+      std::uint64_t three = 0;  // code 3: both bits of a field set
+      for (std::size_t i = 0; i < kQs; i += 8) {
+        std::uint64_t x = 0;
+        std::memcpy(&x, qs + i, 8);
+        three |= x & (x >> 1) & kLow;
+      }
+      if (three != 0) {
+        error(row,
+              "TQ2_0 block {} holds the 2-bit code 3, which is not a ternary weight; the tensor "
+              "data is corrupt",
+              b);
+      }
+      std::memcpy(codes.data() + b * kQs, qs, kQs);
+    }
+    const char* corrupt = "the tensor data is corrupt";
+    std::optional<float> row_scale;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* qs = bytes + b * ternary::kTq2BlockBytes;
+      std::uint16_t h = 0;
+      std::memcpy(&h, qs + kQs, 2);
+      const float scale = fp16_to_fp32(h);
+      bool zeros = true;  // every code 1 (weight 0)
+      for (std::size_t i = 0; i < kQs; i += 8) {
+        std::uint64_t x = 0;
+        std::memcpy(&x, qs + i, 8);
+        zeros = zeros && x == kLow;
+      }
+      // check_scale's checks, in its order
+      if (std::isnan(scale)) error(row, "a block scale is NaN; {}", corrupt);
+      if (std::isinf(scale)) error(row, "a block scale is infinite; {}", corrupt);
+      if (scale < 0) error(row, "a block scale is negative ({}); {}", scale, corrupt);
+      if (scale == 0 && !zeros) {
+        error(row, "a block scale is 0 but its weights are not all 0; {}", corrupt);
+      }
+      if (zeros) continue;  // contributes nothing, whatever its scale
+      if (!row_scale) row_scale = scale;
+      if (scale != *row_scale) {
+        error(row,
+              "its blocks have different scales ({} and {}); nanochat needs one scale per row",
+              *row_scale, scale);
+      }
+    }
+    return row_scale.value_or(0.0f);
+  }
 };
 
 // The types dequantize_rows reads: embeddings, gains and float or block-quantized heads (F32,
@@ -185,13 +247,17 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
     rows += part.out;
   }
   std::vector<float> scales(static_cast<std::size_t>(rows));
-  kernels::PackedMatrix m = ctx.pack(rows, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
-    std::size_t i = parts.size() - 1;
-    while (row < first_row[i]) --i;
-    std::int64_t source_row = row - first_row[i];
-    if (parts[i].halves_head_dim > 0) source_row = halves_row(source_row, parts[i].halves_head_dim);
-    scales[static_cast<std::size_t>(row)] = sources[i].decode_row(source_row, trits) * extras[i];
-  });
+  // Rows are repacked on every thread of the pool, each row's scale written by its own thread.
+  kernels::PackedMatrix m =
+      ctx.pack_codes(rows, in, [&](std::int64_t row, std::span<std::uint8_t> codes) {
+        std::size_t i = parts.size() - 1;
+        while (row < first_row[i]) --i;
+        std::int64_t source_row = row - first_row[i];
+        if (parts[i].halves_head_dim > 0) {
+          source_row = halves_row(source_row, parts[i].halves_head_dim);
+        }
+        scales[static_cast<std::size_t>(row)] = sources[i].code_row(source_row, codes) * extras[i];
+      });
   m.row_scales = std::move(scales);
   for (const auto& src : sources) f.release(src.info);  // repacked: the mapped copies may go
   return m;
@@ -436,17 +502,20 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   // slab at a time behind the reader, so the (often largest) tensor is never resident twice.
   const auto head_data = f.tensor_data(head);
   const std::size_t head_row_bytes = head_data.size() / static_cast<std::size_t>(c.vocab_size);
+  const auto release_rows = [&](std::int64_t begin, std::int64_t end) {
+    f.release(head_data.subspan(static_cast<std::size_t>(begin) * head_row_bytes,
+                                static_cast<std::size_t>(end - begin) * head_row_bytes));
+  };
   std::int64_t head_released = 0;
   const auto release_head_rows = [&](std::int64_t rows_read) {
     constexpr std::int64_t kSlab = 1024;
     if (rows_read - head_released < kSlab && rows_read < c.vocab_size) return;
-    f.release(
-        head_data.subspan(static_cast<std::size_t>(head_released) * head_row_bytes,
-                          static_cast<std::size_t>(rows_read - head_released) * head_row_bytes));
+    release_rows(head_released, rows_read);
     head_released = rows_read;
   };
   if (head.type.is(gguf::TensorType::kQ8_0)) {
-    w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
+    // Copied on every thread, each releasing the slabs it has read.
+    w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, ctx.pool(), release_rows);
     // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN.
     const kernels::Q8Matrix& q8 = *w->output_q8;
     const std::int64_t per_row = q8.cols_padded / 32;

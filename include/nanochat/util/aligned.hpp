@@ -16,9 +16,10 @@ namespace nanochat {
 inline constexpr std::size_t kCacheLine = 64;
 
 namespace detail {
-// Returns zero-filled memory of at least `bytes`, aligned as described above. Throws
-// std::bad_alloc on failure.
-void* aligned_alloc_bytes(std::size_t bytes, int numa_node);
+// Returns memory of at least `bytes`, aligned as described above, zero-filled unless `zero` is
+// false (then untouched: the first thread to write a page places it). Throws std::bad_alloc on
+// failure.
+void* aligned_alloc_bytes(std::size_t bytes, int numa_node, bool zero = true);
 void aligned_free_bytes(void* ptr) noexcept;
 struct AlignedDeleter {
   void operator()(void* ptr) const noexcept { aligned_free_bytes(ptr); }
@@ -36,6 +37,17 @@ class AlignedBuffer {
       : data_(count ? static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node))
                     : nullptr),
         size_(count) {}
+
+  // Not zero-filled and not yet touched: for a buffer that its writers fill completely, in
+  // parallel (each thread's first touch then places and faults in its own pages).
+  static AlignedBuffer uninitialized(std::size_t count, int numa_node = -1) {
+    AlignedBuffer b;
+    if (count) {
+      b.data_.reset(static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node, false)));
+      b.size_ = count;
+    }
+    return b;
+  }
 
   T* data() { return data_.get(); }
   const T* data() const { return data_.get(); }
