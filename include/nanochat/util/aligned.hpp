@@ -22,7 +22,10 @@ namespace detail {
 void* aligned_alloc_bytes(std::size_t bytes, int numa_node, bool zero = true);
 void aligned_free_bytes(void* ptr) noexcept;
 struct AlignedDeleter {
-  void operator()(void* ptr) const noexcept { aligned_free_bytes(ptr); }
+  bool owned = true;  // false: memory someone else owns (a mapped file), never freed here
+  void operator()(void* ptr) const noexcept {
+    if (owned) aligned_free_bytes(ptr);
+  }
 };
 }  // namespace detail
 
@@ -46,6 +49,16 @@ class AlignedBuffer {
       b.data_.reset(static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node, false)));
       b.size_ = count;
     }
+    return b;
+  }
+
+  // A view of `count` values at `data`, which the caller keeps alive (and unwritten, when it is
+  // read-only) for as long as the buffer is used: weights read from a mapped file.
+  static AlignedBuffer borrowed(const T* data, std::size_t count) {
+    AlignedBuffer b;
+    b.data_ = std::unique_ptr<T, detail::AlignedDeleter>(const_cast<T*>(data),
+                                                        detail::AlignedDeleter{false});
+    b.size_ = count;
     return b;
   }
 
