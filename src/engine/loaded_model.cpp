@@ -53,8 +53,7 @@ LoadedModel::LoadedModel(const std::filesystem::path& path, gguf::GgufFile file,
     : path_(path),
       file_(std::move(file)),
       kernels_(std::make_unique<kernels::KernelContext>(o.kernels)),
-      model_(model::Model::load(file_, *kernels_, o.on_progress,
-                                weight_cache_for(path, file_, o))),
+      model_(model::Model::load(file_, *kernels_, o.on_progress, weight_cache_for(path, file_, o))),
       tokenizer_(model::Tokenizer::from_gguf(file_)),
       template_(o.chat_template.empty()
                     ? model::ChatTemplate::detect(

@@ -113,8 +113,8 @@ void store_chunk(Layout layout, const std::uint8_t* src, std::uint8_t* dst) {
     const unsigned a = src[p], b = src[p + 32];
     dst[p] = static_cast<std::uint8_t>((a & 0x03u) | (a & 0x30u) >> 2 | (b & 0x03u) << 4 |
                                        (b & 0x30u) << 2);
-    dst[p + 32] = static_cast<std::uint8_t>((a & 0x0cu) >> 2 | (a & 0xc0u) >> 4 |
-                                            (b & 0x0cu) << 2 | (b & 0xc0u));
+    dst[p + 32] = static_cast<std::uint8_t>((a & 0x0cu) >> 2 | (a & 0xc0u) >> 4 | (b & 0x0cu) << 2 |
+                                            (b & 0xc0u));
   }
 }
 

@@ -156,8 +156,7 @@ struct TernarySource {
       if (zeros) continue;  // contributes nothing, whatever its scale
       if (!row_scale) row_scale = scale;
       if (scale != *row_scale) {
-        error(row,
-              "its blocks have different scales ({} and {}); nanochat needs one scale per row",
+        error(row, "its blocks have different scales ({} and {}); nanochat needs one scale per row",
               *row_scale, scale);
       }
     }
@@ -524,13 +523,13 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     cache_key = fmt::format(
         "nanochat repacked weights, packing {}\nfile {}\n{} bytes, modified {}.{:09}, device {} "
         "inode {}\ncpu {}\n",
-        kPackingVersion, std::filesystem::absolute(f.name()).string(), st.st_size, st.st_mtim.tv_sec,
-        st.st_mtim.tv_nsec, st.st_dev, st.st_ino, cpu_info().signature());
+        kPackingVersion, std::filesystem::absolute(f.name()).string(), st.st_size,
+        st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_dev, st.st_ino, cpu_info().signature());
     const auto add = [&](std::int64_t rows, std::int64_t cols) {
       CachedMatrix m{rows, cols, ctx.plan(rows, cols, 1)};
-      cache_key += fmt::format("{}x{}: {} kernel, {} rows per tile, variant {}\n", rows, cols,
-                               kernels::kernel_info(m.plan.isa).name, m.plan.tile_rows,
-                               m.plan.variant);
+      cache_key +=
+          fmt::format("{}x{}: {} kernel, {} rows per tile, variant {}\n", rows, cols,
+                      kernels::kernel_info(m.plan.isa).name, m.plan.tile_rows, m.plan.variant);
       blob_sizes.push_back(m.code_bytes());
       blob_sizes.push_back(static_cast<std::uint64_t>(rows) * sizeof(float));
       cached.push_back(m);
@@ -557,6 +556,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     }
   }
   const bool from_cache = w->cache.has_value();
+  if (from_cache) spdlog::info("mapped the repacked weights from {}", weight_cache.string());
   std::size_t next_blob = 0;
   const auto cached_matrix = [&]() {
     const CachedMatrix& m = cached[next_blob / 2];
@@ -638,8 +638,8 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     const auto q = w->cache->blob(next_blob), d = w->cache->blob(next_blob + 1);
     q8.q = AlignedBuffer<std::int8_t>::borrowed(reinterpret_cast<const std::int8_t*>(q.data()),
                                                 q.size());
-    q8.d = AlignedBuffer<std::uint16_t>::borrowed(
-        reinterpret_cast<const std::uint16_t*>(d.data()), d.size() / 2);
+    q8.d = AlignedBuffer<std::uint16_t>::borrowed(reinterpret_cast<const std::uint16_t*>(d.data()),
+                                                  d.size() / 2);
     w->output_q8 = std::move(q8);
   } else if (from_cache) {
     w->output = cached_matrix();

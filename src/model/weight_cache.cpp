@@ -1,9 +1,9 @@
 #include "nanochat/model/weight_cache.hpp"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/sha256.hpp"
@@ -81,7 +81,8 @@ std::optional<WeightCache> WeightCache::open(const std::filesystem::path& path,
   if (key_bytes > kMaxKey || blobs > kMaxBlobs) return bad("damaged (its header is not valid)");
   const std::uint64_t header = kFixed + kHash + key_bytes + 16 * blobs;
   if (header > b.size()) return bad("shorter than its header (truncated)");
-  const auto want = header_hash(b.first(kFixed), b.subspan(kFixed + kHash, header - kFixed - kHash));
+  const auto want =
+      header_hash(b.first(kFixed), b.subspan(kFixed + kHash, header - kFixed - kHash));
   if (std::memcmp(want.data(), b.data() + kFixed, kHash) != 0) {
     return bad("damaged (its header checksum does not match)");
   }
@@ -118,8 +119,7 @@ void WeightCache::write(const std::filesystem::path& path, std::string_view key,
   put_u64(fixed, key.size());
   put_u64(fixed, blobs.size());
   const auto as_bytes = [](const std::string& s) {
-    return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()),
-                                         s.size());
+    return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
   };
   const auto hash = header_hash(as_bytes(fixed), as_bytes(rest));
   make_directories(path.parent_path());

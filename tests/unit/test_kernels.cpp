@@ -149,9 +149,10 @@ TEST_P(KernelIsa, PackingFromCodesOnAnyThreadsMatchesTheReferencePacking) {
   for (const auto& [rows, cols, tokens] : kShapes) {
     const Problem p = make_problem(rows, cols, tokens, 7u + static_cast<unsigned>(rows * cols));
     const CodeSource codes = [&](std::int64_t r, std::span<std::uint8_t> out) {
-      trits_to_tq2_codes(std::span<const std::int8_t>(p.w).subspan(
-                             static_cast<std::size_t>(r * p.cols), static_cast<std::size_t>(cols)),
-                         out);
+      trits_to_tq2_codes(
+          std::span<const std::int8_t>(p.w).subspan(static_cast<std::size_t>(r * p.cols),
+                                                    static_cast<std::size_t>(p.cols)),
+          out);
     };
     for (int tile_rows : k.tile_rows) {
       const PackedMatrix want = pack(p, GetParam(), tile_rows);

@@ -5,13 +5,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -409,8 +409,7 @@ TEST_P(ModelVariant, TheWeightCacheGivesTheSameLogitsAndDamageIsRepaired) {
     testing::internal::CaptureStderr();
     EXPECT_EQ(logits(cache_file, 2), want) << reason;
     const std::string err = testing::internal::GetCapturedStderr();
-    EXPECT_NE(err.find("repacked-weights cache " + cache_file.string()), std::string::npos)
-        << err;
+    EXPECT_NE(err.find("repacked-weights cache " + cache_file.string()), std::string::npos) << err;
     EXPECT_NE(err.find(reason), std::string::npos) << err;
     EXPECT_EQ(read_bytes(cache_file), good) << "rewritten after: " << reason;
   };

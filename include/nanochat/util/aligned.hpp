@@ -46,7 +46,8 @@ class AlignedBuffer {
   static AlignedBuffer uninitialized(std::size_t count, int numa_node = -1) {
     AlignedBuffer b;
     if (count) {
-      b.data_.reset(static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node, false)));
+      b.data_.reset(
+          static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node, false)));
       b.size_ = count;
     }
     return b;
@@ -57,7 +58,7 @@ class AlignedBuffer {
   static AlignedBuffer borrowed(const T* data, std::size_t count) {
     AlignedBuffer b;
     b.data_ = std::unique_ptr<T, detail::AlignedDeleter>(const_cast<T*>(data),
-                                                        detail::AlignedDeleter{false});
+                                                         detail::AlignedDeleter{false});
     b.size_ = count;
     return b;
   }
