@@ -96,7 +96,13 @@ int main(int argc, char** argv) try {
   app.add_flag("--pull", pull,
                "Let -m download a registry name or address that is not in the cache yet")
       ->envname("NANOCHAT_PULL");
+  bool no_weight_cache = false;
+  app.add_flag("--no-weight-cache", no_weight_cache,
+               "Repack the weights at every load instead of mapping the copy kept in the cache "
+               "directory (and keep none); NANOCHAT_NO_WEIGHT_CACHE=1 does the same");
   app.parse_complete_callback([&] {
+    // The library reads the variable (Python and the server load models too).
+    if (no_weight_cache) ::setenv("NANOCHAT_NO_WEIGHT_CACHE", "1", 1);
     nanochat::init_logging(verbosity, nanochat::parse_log_format(log_format));
     nanochat::cli::set_pull(pull);
   });

@@ -1,9 +1,37 @@
 #include "nanochat/engine/loaded_model.hpp"
 
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <string_view>
+
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
+#include "nanochat/util/file.hpp"
+#include "nanochat/util/sha256.hpp"
 #include "nanochat/util/stats.hpp"
 
 namespace nanochat::engine {
+
+std::filesystem::path weight_cache_file(const std::filesystem::path& path) {
+  Sha256 h;
+  h.update(std::filesystem::absolute(path).lexically_normal().string());
+  return cache_dir() / "weights" /
+         fmt::format("{}-{}.bin", h.finish().substr(0, 16), cpu_info().signature());
+}
+
+namespace {
+
+std::filesystem::path weight_cache_for(const std::filesystem::path& path,
+                                       const gguf::GgufFile& file, const LoadOptions& o) {
+  const char* off = std::getenv("NANOCHAT_NO_WEIGHT_CACHE");
+  if (off != nullptr && !std::string_view(off).empty() && std::string_view(off) != "0") return {};
+  if (!o.weight_cache || o.kernels.numa_node >= 0) return {};
+  if (file.file_size() < o.weight_cache_min_bytes) return {};
+  return weight_cache_file(path);
+}
+
+}  // namespace
 
 std::shared_ptr<LoadedModel> LoadedModel::load(const std::filesystem::path& path,
                                                const LoadOptions& options) {
@@ -25,7 +53,7 @@ LoadedModel::LoadedModel(const std::filesystem::path& path, gguf::GgufFile file,
     : path_(path),
       file_(std::move(file)),
       kernels_(std::make_unique<kernels::KernelContext>(o.kernels)),
-      model_(model::Model::load(file_, *kernels_, o.on_progress)),
+      model_(model::Model::load(file_, *kernels_, o.on_progress, weight_cache_for(path, file_, o))),
       tokenizer_(model::Tokenizer::from_gguf(file_)),
       template_(o.chat_template.empty()
                     ? model::ChatTemplate::detect(

@@ -34,6 +34,15 @@ PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const Row
   return m;
 }
 
+PackedMatrix KernelContext::pack_codes(std::int64_t rows, std::int64_t cols,
+                                       const CodeSource& source) {
+  const Plan p = plan(rows, cols, 1);
+  PackedMatrix m =
+      pack_matrix_codes(rows, cols, source, p.isa, p.tile_rows, pool_, options_.numa_node);
+  m.variant = p.variant;
+  return m;
+}
+
 void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols,
                               const RowSource& source, std::int64_t batch) {
   const Plan p = plan(rows, cols, batch);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <vector>
 
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
@@ -74,6 +76,96 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
   m.codes =
       AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   repack_matrix(m, source);
+  return m;
+}
+
+void trits_to_tq2_codes(std::span<const std::int8_t> trits, std::span<std::uint8_t> codes) {
+  if (trits.size() > codes.size() * 4) {
+    fail("{} weights do not fit in {} bytes of codes", trits.size(), codes.size());
+  }
+  for (std::size_t c = 0; c * kChunk < trits.size(); ++c) {
+    const std::size_t n = std::min<std::size_t>(kChunk, trits.size() - c * kChunk);
+    std::uint8_t* bytes = codes.data() + c * kChunkBytes;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int8_t w = trits[c * kChunk + i];
+      if (w < -1 || w > 1) {
+        fail("row weight {} is {}, which is not a ternary weight", c * kChunk + i, w);
+      }
+      const Slot s = slot_of(Layout::kTq2, static_cast<int>(i));
+      bytes[s.byte] = static_cast<std::uint8_t>((bytes[s.byte] & ~(3u << s.shift)) |
+                                                static_cast<unsigned>(w + 1) << s.shift);
+    }
+  }
+}
+
+namespace {
+
+// One chunk's 64 bytes of kTq2 codes in `layout`. kTq2 byte h*32+m holds weights h*128 + l*32 + m
+// in field l; kStride64 byte p holds weights j*64 + p in field j. So kStride64 byte p < 32 takes
+// fields 0 and 2 of kTq2 bytes p (A) and p + 32 (B), and byte p + 32 their fields 1 and 3: bit
+// moves within bytes, in byte order, which the compiler vectorizes at any baseline.
+void store_chunk(Layout layout, const std::uint8_t* src, std::uint8_t* dst) {
+  if (layout == Layout::kTq2) {
+    std::memcpy(dst, src, kChunkBytes);
+    return;
+  }
+  for (int p = 0; p < 32; ++p) {
+    const unsigned a = src[p], b = src[p + 32];
+    dst[p] = static_cast<std::uint8_t>((a & 0x03u) | (a & 0x30u) >> 2 | (b & 0x03u) << 4 |
+                                       (b & 0x30u) << 2);
+    dst[p + 32] = static_cast<std::uint8_t>((a & 0x0cu) >> 2 | (a & 0xc0u) >> 4 | (b & 0x0cu) << 2 |
+                                            (b & 0xc0u));
+  }
+}
+
+}  // namespace
+
+PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source,
+                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node) {
+  const KernelInfo& kernel = kernel_info(isa);
+  if (std::find(kernel.tile_rows.begin(), kernel.tile_rows.end(), tile_rows) ==
+      kernel.tile_rows.end()) {
+    fail("the {} kernel has no tiling with {} rows per tile", kernel.name, tile_rows);
+  }
+  if (rows <= 0 || cols <= 0) fail("cannot pack a {}x{} matrix", rows, cols);
+  PackedMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.chunks = (cols + kChunk - 1) / kChunk;
+  m.tile_rows = tile_rows;
+  m.tiles = (rows + tile_rows - 1) / tile_rows;
+  m.isa = isa;
+  m.layout = kernel.layout;
+  m.codes = AlignedBuffer<std::uint8_t>::uninitialized(
+      static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
+  m.row_scales.assign(static_cast<std::size_t>(rows), 1.0f);
+  // Each thread's first error and its row; threads take ascending ranges of tiles and stop at
+  // their first error, so the lowest row with an error is the first thread's that has one.
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(pool.size()));
+  const auto row_bytes = static_cast<std::size_t>(m.chunks * kChunkBytes);
+  pool.run([&](int thread) {
+    const std::int64_t begin = m.tiles * thread / pool.size();
+    const std::int64_t end = m.tiles * (thread + 1) / pool.size();
+    std::vector<std::uint8_t> codes(row_bytes);
+    try {
+      for (std::int64_t t = begin; t < end; ++t) {
+        for (int r = 0; r < tile_rows; ++r) {
+          const std::int64_t row = t * tile_rows + r;
+          std::memset(codes.data(), kAllZeroWeights, row_bytes);
+          if (row < rows) source(row, codes);
+          for (std::int64_t c = 0; c < m.chunks; ++c) {
+            store_chunk(m.layout, codes.data() + c * kChunkBytes,
+                        m.codes.data() + offset_of(m, row, c));
+          }
+        }
+      }
+    } catch (...) {
+      errors[static_cast<std::size_t>(thread)] = std::current_exception();
+    }
+  });
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
   return m;
 }
 

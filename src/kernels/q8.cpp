@@ -14,7 +14,8 @@ namespace nanochat::kernels {
 namespace {
 
 // An empty (zeroed) Q8Matrix for rows x cols; cols a positive multiple of 32.
-Q8Matrix allocate(std::int64_t rows, std::int64_t cols) {
+// With `zero` false the rows are left for store_row to fill (padding included).
+Q8Matrix allocate(std::int64_t rows, std::int64_t cols, bool zero = true) {
   if (rows <= 0 || cols <= 0 || cols % 32 != 0) {
     fail<FormatError>("a Q8_0 matrix needs rows of a multiple of 32 weights, not {}", cols);
   }
@@ -22,8 +23,10 @@ Q8Matrix allocate(std::int64_t rows, std::int64_t cols) {
   m.rows = rows;
   m.cols = cols;
   m.cols_padded = (cols + kChunk - 1) / kChunk * kChunk;
-  m.q = AlignedBuffer<std::int8_t>(static_cast<std::size_t>(rows * m.cols_padded));
-  m.d = AlignedBuffer<std::uint16_t>(static_cast<std::size_t>(rows * m.cols_padded / 32));
+  const auto q = static_cast<std::size_t>(rows * m.cols_padded);
+  const auto d = static_cast<std::size_t>(rows * m.cols_padded / 32);
+  m.q = zero ? AlignedBuffer<std::int8_t>(q) : AlignedBuffer<std::int8_t>::uninitialized(q);
+  m.d = zero ? AlignedBuffer<std::uint16_t>(d) : AlignedBuffer<std::uint16_t>::uninitialized(d);
   return m;
 }
 
@@ -35,6 +38,12 @@ void store_row(Q8Matrix& m, std::int64_t r, const std::uint8_t* blocks) {
     std::memcpy(&m.d[static_cast<std::size_t>(r * m.cols_padded / 32 + b)], src, 2);
     std::memcpy(m.q.data() + r * m.cols_padded + b * 32, src + 2, 32);
   }
+  // Padding: zero weights (and scales) past cols, written here so that a buffer allocated
+  // without zeroing is complete.
+  std::memset(m.q.data() + r * m.cols_padded + m.cols, 0,
+              static_cast<std::size_t>(m.cols_padded - m.cols));
+  std::memset(m.d.data() + r * m.cols_padded / 32 + per_row, 0,
+              static_cast<std::size_t>(m.cols_padded / 32 - per_row) * sizeof(std::uint16_t));
 }
 
 }  // namespace
@@ -51,6 +60,29 @@ Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std:
     store_row(m, r, blocks.data() + static_cast<std::size_t>(r) * row_bytes);
     if (rows_done) rows_done(r + 1);
   }
+  return m;
+}
+
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols,
+                   ThreadPool& pool,
+                   const std::function<void(std::int64_t, std::int64_t)>& rows_read,
+                   std::int64_t slab) {
+  Q8Matrix m = allocate(rows, cols, /*zero=*/false);
+  const auto row_bytes = static_cast<std::size_t>(cols / 32 * 34);
+  if (blocks.size() != static_cast<std::size_t>(rows) * row_bytes) {
+    fail<FormatError>("a {}x{} Q8_0 matrix has {} bytes, not {}", rows, cols,
+                      static_cast<std::size_t>(rows) * row_bytes, blocks.size());
+  }
+  slab = std::max<std::int64_t>(slab, 1);
+  pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t first = begin; first < end; first += slab) {
+      const std::int64_t last = std::min(end, first + slab);
+      for (std::int64_t r = first; r < last; ++r) {
+        store_row(m, r, blocks.data() + static_cast<std::size_t>(r) * row_bytes);
+      }
+      if (rows_read) rows_read(first, last);
+    }
+  });
   return m;
 }
 

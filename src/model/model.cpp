@@ -1,6 +1,8 @@
 #include "nanochat/model/model.hpp"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,10 +15,13 @@
 #include "nanochat/gguf/dequant.hpp"
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/kernels/q8.hpp"
+#include "nanochat/kernels/registry.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/tensor_names.hpp"
+#include "nanochat/model/weight_cache.hpp"
 #include "nanochat/ternary/blocks.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
 #include "nanochat/util/units.hpp"
@@ -95,6 +100,67 @@ struct TernarySource {
     }
     check_scale(row, i2s_scale, trits, "the I2_S tensor scale");
     return i2s_scale;
+  }
+
+  // Row `row` as 2-bit codes in the kTq2 order (kernels::CodeSource) and its scale, with
+  // decode_row's checks and errors, found in the same order. TQ2_0 bytes already are those codes:
+  // each block's 64 are checked a word at a time and copied, with no per-weight work. Thread-safe.
+  float code_row(std::int64_t row, std::span<std::uint8_t> codes) const {
+    if (!info.type.is(gguf::TensorType::kTQ2_0)) {
+      std::vector<std::int8_t> trits(static_cast<std::size_t>(cols));
+      const float scale = decode_row(row, trits);
+      kernels::trits_to_tq2_codes(trits, codes);
+      return scale;
+    }
+    constexpr std::uint64_t kLow = 0x5555555555555555u;  // the low bit of every 2-bit code
+    constexpr std::size_t kQs = 64;                      // code bytes of a block, then fp16 d
+    const auto blocks = static_cast<std::size_t>(cols / ternary::kQkK);
+    const std::uint8_t* bytes =
+        data.data() + static_cast<std::size_t>(row) * blocks * ternary::kTq2BlockBytes;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* qs = bytes + b * ternary::kTq2BlockBytes;
+      std::uint64_t three = 0;  // code 3: both bits of a field set
+      for (std::size_t i = 0; i < kQs; i += 8) {
+        std::uint64_t x = 0;
+        std::memcpy(&x, qs + i, 8);
+        three |= x & (x >> 1) & kLow;
+      }
+      if (three != 0) {
+        error(row,
+              "TQ2_0 block {} holds the 2-bit code 3, which is not a ternary weight; the tensor "
+              "data is corrupt",
+              b);
+      }
+      std::memcpy(codes.data() + b * kQs, qs, kQs);
+    }
+    const char* corrupt = "the tensor data is corrupt";
+    std::optional<float> row_scale;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* qs = bytes + b * ternary::kTq2BlockBytes;
+      std::uint16_t h = 0;
+      std::memcpy(&h, qs + kQs, 2);
+      const float scale = fp16_to_fp32(h);
+      bool zeros = true;  // every code 1 (weight 0)
+      for (std::size_t i = 0; i < kQs; i += 8) {
+        std::uint64_t x = 0;
+        std::memcpy(&x, qs + i, 8);
+        zeros = zeros && x == kLow;
+      }
+      // check_scale's checks, in its order
+      if (std::isnan(scale)) error(row, "a block scale is NaN; {}", corrupt);
+      if (std::isinf(scale)) error(row, "a block scale is infinite; {}", corrupt);
+      if (scale < 0) error(row, "a block scale is negative ({}); {}", scale, corrupt);
+      if (scale == 0 && !zeros) {
+        error(row, "a block scale is 0 but its weights are not all 0; {}", corrupt);
+      }
+      if (zeros) continue;  // contributes nothing, whatever its scale
+      if (!row_scale) row_scale = scale;
+      if (scale != *row_scale) {
+        error(row, "its blocks have different scales ({} and {}); nanochat needs one scale per row",
+              *row_scale, scale);
+      }
+    }
+    return row_scale.value_or(0.0f);
   }
 };
 
@@ -185,13 +251,17 @@ kernels::PackedMatrix load_ternary(const gguf::GgufFile& f, kernels::KernelConte
     rows += part.out;
   }
   std::vector<float> scales(static_cast<std::size_t>(rows));
-  kernels::PackedMatrix m = ctx.pack(rows, in, [&](std::int64_t row, std::span<std::int8_t> trits) {
-    std::size_t i = parts.size() - 1;
-    while (row < first_row[i]) --i;
-    std::int64_t source_row = row - first_row[i];
-    if (parts[i].halves_head_dim > 0) source_row = halves_row(source_row, parts[i].halves_head_dim);
-    scales[static_cast<std::size_t>(row)] = sources[i].decode_row(source_row, trits) * extras[i];
-  });
+  // Rows are repacked on every thread of the pool, each row's scale written by its own thread.
+  kernels::PackedMatrix m =
+      ctx.pack_codes(rows, in, [&](std::int64_t row, std::span<std::uint8_t> codes) {
+        std::size_t i = parts.size() - 1;
+        while (row < first_row[i]) --i;
+        std::int64_t source_row = row - first_row[i];
+        if (parts[i].halves_head_dim > 0) {
+          source_row = halves_row(source_row, parts[i].halves_head_dim);
+        }
+        scales[static_cast<std::size_t>(row)] = sources[i].code_row(source_row, codes) * extras[i];
+      });
   m.row_scales = std::move(scales);
   for (const auto& src : sources) f.release(src.info);  // repacked: the mapped copies may go
   return m;
@@ -224,6 +294,47 @@ mhc::MhcParams load_mhc(const gguf::GgufFile& f, const std::string& name, int n)
 void rms_norm(const float* x, const float* w, float* out, std::int64_t n, float eps) {
   const float inv = kernels::rms_inverse(x, n, eps);
   for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
+}
+
+// Bumped whenever what a packed matrix holds for the same file and plan changes (layouts, how
+// scales or rows are arranged): older cache files then stop matching.
+constexpr int kPackingVersion = 1;
+
+// One matrix of the repacked-weights cache: its shape and the plan it was packed for.
+struct CachedMatrix {
+  std::int64_t rows = 0, cols = 0;
+  kernels::Plan plan;
+
+  std::int64_t tiles() const { return (rows + plan.tile_rows - 1) / plan.tile_rows; }
+  std::uint64_t code_bytes() const {
+    return static_cast<std::uint64_t>(tiles() * plan.tile_rows *
+                                      ((cols + kernels::kChunk - 1) / kernels::kChunk) *
+                                      kernels::kChunkBytes);
+  }
+  // The matrix over the cache's blobs: codes borrowed from the mapping, scales copied.
+  kernels::PackedMatrix view(std::span<const std::uint8_t> codes,
+                             std::span<const std::uint8_t> scales) const {
+    kernels::PackedMatrix m;
+    m.rows = rows;
+    m.cols = cols;
+    m.chunks = (cols + kernels::kChunk - 1) / kernels::kChunk;
+    m.tile_rows = plan.tile_rows;
+    m.tiles = tiles();
+    m.isa = plan.isa;
+    m.layout = kernels::kernel_info(plan.isa).layout;
+    m.variant = plan.variant;
+    m.codes = AlignedBuffer<std::uint8_t>::borrowed(codes.data(), codes.size());
+    m.row_scales.resize(static_cast<std::size_t>(rows));
+    std::memcpy(m.row_scales.data(), scales.data(), scales.size());
+    return m;
+  }
+};
+
+std::span<const std::uint8_t> bytes_of(const kernels::PackedMatrix& m) {
+  return {m.codes.data(), m.codes.bytes()};
+}
+std::span<const std::uint8_t> bytes_of(const std::vector<float>& v) {
+  return {reinterpret_cast<const std::uint8_t*>(v.data()), v.size() * sizeof(float)};
 }
 
 }  // namespace
@@ -316,6 +427,9 @@ KvCache::KvCache(const ModelConfig& c, std::int64_t capacity)
 }
 
 struct Model::Weights {
+  // The repacked-weights cache file the matrices below borrow their codes from, when they were
+  // read from one.
+  std::optional<WeightCache> cache;
   ModelConfig config;
   // token_embd rows, read from the mapped file on lookup (F32, F16, BF16 or Q8_0)
   std::uint32_t embedding_type = 0;
@@ -358,7 +472,8 @@ std::size_t Model::bytes_per_token() const {
 }
 
 std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelContext& ctx,
-                                   const LoadProgress& progress) {
+                                   const LoadProgress& progress,
+                                   const std::filesystem::path& weight_cache) {
   std::uint64_t total = 0;
   for (const gguf::TensorInfo& t : f.tensors()) total += t.bytes;
   // Layers and the head are the work; each reports the bytes of the tensors it read.
@@ -389,21 +504,89 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   }
   w->embedding_type = emb.type.id;
   w->embedding = f.tensor_data(emb);
+
+  // The repacked-weights cache: every matrix's plan is known before any tensor is read, so the
+  // key names the file (path, size, modification time, inode), the CPU and each layout, and a
+  // file that matches is mapped instead of repacking. A head that is neither Q8_0-able nor
+  // ternary, or a missing one, leaves the cache alone (the load below names the problem).
+  std::vector<CachedMatrix> cached;
+  std::vector<std::uint64_t> blob_sizes;
+  std::string cache_key;
+  const gguf::TensorInfo* cache_head =
+      f.find_tensor(c.tied_embeddings ? tensors::kEmbedding : tensors::kOutput);
+  const bool q8_head = cache_head != nullptr && (cache_head->type.is(gguf::TensorType::kQ8_0) ||
+                                                 is_float_type(cache_head->type));
+  struct stat st {};  // an opened file's name is its path
+  const bool use_cache = !weight_cache.empty() && cache_head != nullptr && c.dim % 32 == 0 &&
+                         ::stat(f.name().c_str(), &st) == 0;
+  if (use_cache) {
+    cache_key = fmt::format(
+        "nanochat repacked weights, packing {}\nfile {}\n{} bytes, modified {}.{:09}, device {} "
+        "inode {}\ncpu {}\n",
+        kPackingVersion, std::filesystem::absolute(f.name()).string(), st.st_size,
+        st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_dev, st.st_ino, cpu_info().signature());
+    const auto add = [&](std::int64_t rows, std::int64_t cols) {
+      CachedMatrix m{rows, cols, ctx.plan(rows, cols, 1)};
+      cache_key +=
+          fmt::format("{}x{}: {} kernel, {} rows per tile, variant {}\n", rows, cols,
+                      kernels::kernel_info(m.plan.isa).name, m.plan.tile_rows, m.plan.variant);
+      blob_sizes.push_back(m.code_bytes());
+      blob_sizes.push_back(static_cast<std::uint64_t>(rows) * sizeof(float));
+      cached.push_back(m);
+    };
+    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+      add(c.dim + 2 * c.kv_dim(), c.dim);
+      add(c.dim, c.dim);
+      add(2 * c.ffn_dim, c.dim);
+      add(c.dim, c.ffn_dim);
+    }
+    if (q8_head) {
+      const std::int64_t padded = (c.dim + kernels::kChunk - 1) / kernels::kChunk * kernels::kChunk;
+      cache_key += fmt::format("head: Q8_0 {}x{}\n", c.vocab_size, c.dim);
+      blob_sizes.push_back(static_cast<std::uint64_t>(c.vocab_size * padded));
+      blob_sizes.push_back(static_cast<std::uint64_t>(c.vocab_size * padded / 32) * 2);
+    } else {
+      add(c.vocab_size, c.dim);
+    }
+    std::string why;
+    w->cache = WeightCache::open(weight_cache, cache_key, blob_sizes, why);
+    if (!why.empty()) {
+      spdlog::warn("repacked-weights cache {} is {}; repacking the weights and writing it again",
+                   weight_cache.string(), why);
+    }
+  }
+  const bool from_cache = w->cache.has_value();
+  if (from_cache) spdlog::info("mapped the repacked weights from {}", weight_cache.string());
+  std::size_t next_blob = 0;
+  const auto cached_matrix = [&]() {
+    const CachedMatrix& m = cached[next_blob / 2];
+    kernels::PackedMatrix p = m.view(w->cache->blob(next_blob), w->cache->blob(next_blob + 1));
+    next_blob += 2;
+    return p;
+  };
+
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const auto blk = [l](const char* part) { return tensors::block(l, part); };
     Weights::Layer layer;
     layer.attn_norm = load_vector(f, blk(tensors::kAttnNorm), c.dim);
     layer.ffn_norm = load_vector(f, blk(tensors::kFfnNorm), c.dim);
     const std::int64_t halves = c.rope_style == RopeStyle::kHalves ? c.head_dim() : 0;
-    layer.wqkv = load_ternary(f, ctx,
-                              {{blk(tensors::kAttnQ), c.dim, halves},
-                               {blk(tensors::kAttnK), c.kv_dim(), halves},
-                               {blk(tensors::kAttnV), c.kv_dim(), 0}},
-                              c.dim);
-    layer.wo = load_ternary(f, ctx, blk(tensors::kAttnOutput), c.dim, c.dim);
-    layer.w_gateup = load_ternary(
-        f, ctx, {{blk(tensors::kFfnGate), c.ffn_dim}, {blk(tensors::kFfnUp), c.ffn_dim}}, c.dim);
-    layer.w_down = load_ternary(f, ctx, blk(tensors::kFfnDown), c.ffn_dim, c.dim);
+    if (from_cache) {
+      layer.wqkv = cached_matrix();
+      layer.wo = cached_matrix();
+      layer.w_gateup = cached_matrix();
+      layer.w_down = cached_matrix();
+    } else {
+      layer.wqkv = load_ternary(f, ctx,
+                                {{blk(tensors::kAttnQ), c.dim, halves},
+                                 {blk(tensors::kAttnK), c.kv_dim(), halves},
+                                 {blk(tensors::kAttnV), c.kv_dim(), 0}},
+                                c.dim);
+      layer.wo = load_ternary(f, ctx, blk(tensors::kAttnOutput), c.dim, c.dim);
+      layer.w_gateup = load_ternary(
+          f, ctx, {{blk(tensors::kFfnGate), c.ffn_dim}, {blk(tensors::kFfnUp), c.ffn_dim}}, c.dim);
+      layer.w_down = load_ternary(f, ctx, blk(tensors::kFfnDown), c.ffn_dim, c.dim);
+    }
     if (c.sub_norms) {
       layer.attn_sub_norm = load_vector(f, blk(tensors::kAttnSubNorm), c.dim);
       layer.ffn_sub_norm = load_vector(f, blk(tensors::kFfnSubNorm), c.ffn_dim);
@@ -436,17 +619,33 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   // slab at a time behind the reader, so the (often largest) tensor is never resident twice.
   const auto head_data = f.tensor_data(head);
   const std::size_t head_row_bytes = head_data.size() / static_cast<std::size_t>(c.vocab_size);
+  const auto release_rows = [&](std::int64_t begin, std::int64_t end) {
+    f.release(head_data.subspan(static_cast<std::size_t>(begin) * head_row_bytes,
+                                static_cast<std::size_t>(end - begin) * head_row_bytes));
+  };
   std::int64_t head_released = 0;
   const auto release_head_rows = [&](std::int64_t rows_read) {
     constexpr std::int64_t kSlab = 1024;
     if (rows_read - head_released < kSlab && rows_read < c.vocab_size) return;
-    f.release(
-        head_data.subspan(static_cast<std::size_t>(head_released) * head_row_bytes,
-                          static_cast<std::size_t>(rows_read - head_released) * head_row_bytes));
+    release_rows(head_released, rows_read);
     head_released = rows_read;
   };
-  if (head.type.is(gguf::TensorType::kQ8_0)) {
-    w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, release_head_rows);
+  if (from_cache && q8_head) {
+    kernels::Q8Matrix q8;
+    q8.rows = c.vocab_size;
+    q8.cols = c.dim;
+    q8.cols_padded = (c.dim + kernels::kChunk - 1) / kernels::kChunk * kernels::kChunk;
+    const auto q = w->cache->blob(next_blob), d = w->cache->blob(next_blob + 1);
+    q8.q = AlignedBuffer<std::int8_t>::borrowed(reinterpret_cast<const std::int8_t*>(q.data()),
+                                                q.size());
+    q8.d = AlignedBuffer<std::uint16_t>::borrowed(reinterpret_cast<const std::uint16_t*>(d.data()),
+                                                  d.size() / 2);
+    w->output_q8 = std::move(q8);
+  } else if (from_cache) {
+    w->output = cached_matrix();
+  } else if (head.type.is(gguf::TensorType::kQ8_0)) {
+    // Copied on every thread, each releasing the slabs it has read.
+    w->output_q8 = kernels::pack_q8_0(head_data, c.vocab_size, c.dim, ctx.pool(), release_rows);
     // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN.
     const kernels::Q8Matrix& q8 = *w->output_q8;
     const std::int64_t per_row = q8.cols_padded / 32;
@@ -483,6 +682,36 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   // Repacked: the mapped copy leaves the resident set. A tied head's rows are still read as
   // embeddings; those few pages fault back in from the page cache.
   f.release(head);
+  if (use_cache && !from_cache) {
+    // Kept for the next load. A cache that cannot be written (read-only or full disk) costs
+    // only that next load's repacking.
+    std::vector<std::span<const std::uint8_t>> blobs;
+    for (const auto& layer : w->layers) {
+      for (const auto* m : {&layer.wqkv, &layer.wo, &layer.w_gateup, &layer.w_down}) {
+        blobs.push_back(bytes_of(*m));
+        blobs.push_back(bytes_of(m->row_scales));
+      }
+    }
+    if (w->output_q8) {
+      blobs.emplace_back(reinterpret_cast<const std::uint8_t*>(w->output_q8->q.data()),
+                         w->output_q8->q.bytes());
+      blobs.emplace_back(reinterpret_cast<const std::uint8_t*>(w->output_q8->d.data()),
+                         w->output_q8->d.bytes());
+    } else {
+      blobs.push_back(bytes_of(w->output));
+      blobs.push_back(bytes_of(w->output.row_scales));
+    }
+    bool same = blobs.size() == blob_sizes.size();
+    for (std::size_t i = 0; same && i < blobs.size(); ++i) same = blobs[i].size() == blob_sizes[i];
+    try {
+      if (!same) fail("the repacked matrices do not have the shapes planned for the cache");
+      WeightCache::write(weight_cache, cache_key, blobs);
+      spdlog::info("kept the repacked weights in {} for the next load", weight_cache.string());
+    } catch (const Error& e) {
+      spdlog::warn("could not keep the repacked weights in {} ({}); the next load repacks them",
+                   weight_cache.string(), e.what());
+    }
+  }
   done = total;  // the small tensors (norms, mHC) were read along the way
   report({});
   return std::unique_ptr<Model>(new Model(std::move(w), ctx));

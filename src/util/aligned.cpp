@@ -13,7 +13,7 @@ namespace {
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
 }
 
-void* aligned_alloc_bytes(std::size_t bytes, int numa_node) {
+void* aligned_alloc_bytes(std::size_t bytes, int numa_node, bool zero) {
   const std::size_t align = bytes >= kHugePage ? kHugePage : kCacheLine;
   void* ptr = nullptr;
   if (::posix_memalign(&ptr, align, bytes) != 0) throw std::bad_alloc();
@@ -23,7 +23,7 @@ void* aligned_alloc_bytes(std::size_t bytes, int numa_node) {
     (void)madvise(ptr, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
   }
   if (numa_node >= 0) numa_bind_pages(ptr, bytes, numa_node);
-  std::memset(ptr, 0, bytes);  // first touch, after placement
+  if (zero) std::memset(ptr, 0, bytes);  // first touch, after placement
   return ptr;
 }
 

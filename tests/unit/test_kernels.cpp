@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -139,6 +140,53 @@ TEST_P(KernelIsa, ThreadCountDoesNotChangeResults) {
     EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool), reference)
         << threads << " threads";
   }
+}
+
+TEST_P(KernelIsa, PackingFromCodesOnAnyThreadsMatchesTheReferencePacking) {
+  // pack_matrix_codes (how models repack at load) against pack_matrix, byte for byte, for every
+  // tiling, ragged shapes (padding rows and columns) and thread counts.
+  const KernelInfo& k = kernel_info(GetParam());
+  for (const auto& [rows, cols, tokens] : kShapes) {
+    const Problem p = make_problem(rows, cols, tokens, 7u + static_cast<unsigned>(rows * cols));
+    const CodeSource codes = [&](std::int64_t r, std::span<std::uint8_t> out) {
+      trits_to_tq2_codes(
+          std::span<const std::int8_t>(p.w).subspan(static_cast<std::size_t>(r * p.cols),
+                                                    static_cast<std::size_t>(p.cols)),
+          out);
+    };
+    for (int tile_rows : k.tile_rows) {
+      const PackedMatrix want = pack(p, GetParam(), tile_rows);
+      for (int threads : {1, 2, 3}) {
+        ThreadPool pool(threads);
+        const PackedMatrix got = pack_matrix_codes(rows, cols, codes, GetParam(), tile_rows, pool);
+        ASSERT_EQ(got.codes.bytes(), want.codes.bytes());
+        EXPECT_EQ(0, std::memcmp(got.codes.data(), want.codes.data(), want.codes.bytes()))
+            << k.name << " " << rows << "x" << cols << " tile " << tile_rows << ", " << threads
+            << " threads";
+        EXPECT_EQ(got.layout, want.layout);
+        EXPECT_EQ(got.row_scales, want.row_scales);
+      }
+    }
+  }
+}
+
+TEST(KernelPacking, TheLowestFailingRowIsReportedAtAnyThreadCount) {
+  // Rows 3, 70 and 150 fail; whichever thread meets its row first, row 3's error comes out.
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    const CodeSource source = [](std::int64_t r, std::span<std::uint8_t>) {
+      if (r == 3 || r == 70 || r == 150) fail<FormatError>("row {} is bad", r);
+    };
+    try {
+      (void)pack_matrix_codes(200, 512, source, Isa::kScalar, 1, pool);
+      ADD_FAILURE() << "no error";
+    } catch (const FormatError& e) {
+      EXPECT_STREQ(e.what(), "row 3 is bad") << threads << " threads";
+    }
+  }
+  std::vector<std::uint8_t> codes(64, 0x55);
+  const std::vector<std::int8_t> two = {0, 2};
+  EXPECT_THROW(trits_to_tq2_codes(two, codes), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelIsa,

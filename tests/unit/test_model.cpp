@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -25,6 +28,7 @@
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
+#include "nanochat/util/log.hpp"
 #include "test_helpers.hpp"
 
 namespace nanochat::model {
@@ -356,6 +360,88 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   model->forward(std::span(tokens).first(3), chunked, scratch);
   model->forward(std::span(tokens).subspan(3), chunked, part);
   EXPECT_EQ(part, std::vector<float>(all.end() - 300, all.end())) << v.name << ": chunked";
+  fs::remove(path);
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The repacked-weights cache: a model mapped from it gives the logits of one repacked from the
+// file, bit for bit, on every architecture and head type; a damaged, truncated or stale cache
+// file is named in a warning and written again (the same bytes), never an error.
+TEST_P(ModelVariant, TheWeightCacheGivesTheSameLogitsAndDamageIsRepaired) {
+  init_logging(0, LogFormat::kText);  // warnings on stderr
+  const Variant v = GetParam();
+  RandomModelOptions o;
+  o.seed = 11;
+  o.ternary_type = v.ternary_type;
+  o.output_type = v.output_type;
+  o.embedding_type = v.embedding_type;
+  o.scale_tensors = v.scale_tensors;
+  ModelConfig config = tiny_config(v.streams, v.act, v.sub_norms, v.tied);
+  config.architecture = v.arch;
+  config.rope_style = config_for_architecture(v.arch).rope_style;
+  const fs::path path = write_model(config, o, std::string("wc_") + v.name);
+  const fs::path dir = test_support::temp_dir(std::string("wc_") + v.name);
+  const fs::path cache_file = dir / "weights" / "model.bin";
+  const auto file = gguf::GgufFile::open(path);
+  const std::vector<TokenId> tokens = {5, 17, 250, 3, 99, 42, 7};
+  const auto logits = [&](const fs::path& cache, int threads) {
+    kernels::KernelContext ctx(quiet_kernels(threads));
+    auto model = Model::load(file, ctx, {}, cache);
+    KvCache kv(model->config(), 16);
+    std::vector<float> all;
+    model->forward(tokens, kv, all, true);
+    return all;
+  };
+  const auto want = logits({}, 1);
+  ASSERT_FALSE(fs::exists(cache_file));
+  EXPECT_EQ(logits(cache_file, 2), want) << "repacked, cache written";
+  ASSERT_TRUE(fs::exists(cache_file));
+  const std::string good = read_bytes(cache_file);
+  EXPECT_EQ(logits(cache_file, 2), want) << "mapped from the cache";
+  EXPECT_EQ(logits(cache_file, 1), want) << "mapped from the cache, one thread";
+
+  const auto damaged = [&](const std::function<void()>& damage, const std::string& reason) {
+    damage();
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(logits(cache_file, 2), want) << reason;
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("repacked-weights cache " + cache_file.string()), std::string::npos) << err;
+    EXPECT_NE(err.find(reason), std::string::npos) << err;
+    EXPECT_EQ(read_bytes(cache_file), good) << "rewritten after: " << reason;
+  };
+  damaged(
+      [&] {
+        std::string bytes = good;
+        bytes[80] = static_cast<char>(bytes[80] ^ 1);  // inside the key
+        std::ofstream(cache_file, std::ios::binary) << bytes;
+      },
+      "checksum");
+  damaged([&] { fs::resize_file(cache_file, good.size() / 2); }, "truncated");
+  damaged([&] { fs::resize_file(cache_file, 20); }, "truncated");
+  damaged([&] { std::ofstream(cache_file, std::ios::binary) << "not a cache"; }, "truncated");
+  damaged(
+      [&] {
+        std::string bytes = good;
+        bytes[0] = 'X';
+        std::ofstream(cache_file, std::ios::binary) << bytes;
+      },
+      "not a weight cache file");
+  // A blob's bytes are not hashed: damage there is not seen (the file is written atomically).
+  // A file with another key (the model file changed) is stale.
+  fs::last_write_time(path, fs::last_write_time(path) + std::chrono::seconds(5));
+  const auto file2 = gguf::GgufFile::open(path);
+  {
+    testing::internal::CaptureStderr();
+    kernels::KernelContext ctx(quiet_kernels(2));
+    (void)Model::load(file2, ctx, {}, cache_file);
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("stale"), std::string::npos) << err;
+  }
+  fs::remove_all(dir);
   fs::remove(path);
 }
 

@@ -31,7 +31,16 @@ struct LoadOptions {
   kernels::KernelOptions kernels;   // threads (0: physical cores), ISA, autotuning
   std::string chat_template;        // a template name overriding the file's; empty: the file's
   model::LoadProgress on_progress;  // bytes of weights repacked so far, as loading goes
+  // The repacked-weights cache (model/weight_cache.hpp) for files of at least this many bytes,
+  // in weight_cache_file(path); off when NANOCHAT_NO_WEIGHT_CACHE is set (to anything but "" or
+  // "0") or when the weights are placed on a NUMA node (a mapped file cannot be).
+  bool weight_cache = true;
+  std::uint64_t weight_cache_min_bytes = std::uint64_t{64} << 20;
 };
+
+// Where the repacked weights of the model file `path` are kept: cache_dir()/weights/, one file
+// per model path and CPU (a newer file at the same path replaces the older one's).
+std::filesystem::path weight_cache_file(const std::filesystem::path& path);
 
 class LoadedModel {
  public:

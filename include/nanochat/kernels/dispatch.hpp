@@ -42,6 +42,8 @@ class KernelContext {
 
   // Packs a matrix in the layout its single-token plan wants (decode dominates run time).
   PackedMatrix pack(std::int64_t rows, std::int64_t cols, const RowSource& source);
+  // The same from code rows (pack_matrix_codes), on the pool: how models repack at load.
+  PackedMatrix pack_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source);
   // The same into `m`, reusing its memory when it already holds a matrix of this shape. `batch`
   // names the tokens per call the matrix will mostly see: the trainer's matrices multiply whole
   // batches, so their layout is the one the batched plan wants.

@@ -56,6 +56,8 @@ struct PackedMatrix {
   std::size_t weight_bytes() const { return codes.bytes(); }
 };
 
+class ThreadPool;
+
 // Fills `trits` (cols values in {-1,0,1}) with row `row` of the source matrix.
 using RowSource = std::function<void(std::int64_t row, std::span<std::int8_t> trits)>;
 
@@ -64,6 +66,24 @@ using RowSource = std::function<void(std::int64_t row, std::span<std::int8_t> tr
 // < 0: no placement.
 PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
                          int tile_rows, int numa_node = -1);
+
+// Fills `codes` (chunks * 64 bytes) with row `row`'s 2-bit codes c = q + 1 in the kTq2 order
+// (ggml's TQ2_0 qs bytes, chunk after chunk). On entry every byte is 0x55 (four weights of 0), so a
+// source may leave the columns past `cols` alone. Called concurrently for different rows.
+using CodeSource = std::function<void(std::int64_t row, std::span<std::uint8_t> codes)>;
+
+// pack_matrix from code rows, the tiles split over `pool`: a TQ2_0 row is copied as it is (kTq2)
+// or has its bits regrouped (kStride64), 64 bytes at a time, with no per-weight work, and each
+// thread first-touches the tiles it writes. The codes are those pack_matrix would write for the
+// same weights, bit for bit, at any thread count. When sources throw for several rows, the
+// exception of the lowest row is rethrown (the one a single thread would have met first).
+PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source,
+                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node = -1);
+
+// Codes of `trits` (cols values in {-1,0,1}) in the kTq2 order into `codes` (a whole number of
+// 64-byte chunks; weights past trits.size() are left as they are). Throws Error on a value
+// outside {-1,0,1}.
+void trits_to_tq2_codes(std::span<const std::int8_t> trits, std::span<std::uint8_t> codes);
 
 // Refills an already packed matrix with new trits (same shape and layout; row scales reset to 1)
 // without reallocating — the trainer re-quantizes every matrix every step.
@@ -92,7 +112,6 @@ struct PackedActivations {
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out);
 // The same with the tokens split over `pool` (identical results).
-class ThreadPool;
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out, ThreadPool& pool);
 // Takes already-quantized int8 activations [tokens][cols] (scales set to 1).

@@ -32,6 +32,14 @@ struct Q8Matrix {
 Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols,
                    const std::function<void(std::int64_t)>& rows_done = {});
 
+// The same with the rows split over `pool` (the same matrix at any thread count);
+// `rows_read(begin, end)`, when given, is told from each thread, concurrently, that rows
+// [begin, end) have been read, a slab of at most `slab` rows at a time.
+Q8Matrix pack_q8_0(std::span<const std::uint8_t> blocks, std::int64_t rows, std::int64_t cols,
+                   ThreadPool& pool,
+                   const std::function<void(std::int64_t, std::int64_t)>& rows_read = {},
+                   std::int64_t slab = 1024);
+
 // Quantizes 32 floats per block as ggml does: d = max|x| / 127 (stored fp16), q = round(x / d).
 // x.size() must be a multiple of 32 and out.size() == x.size() / 32 * 34.
 void quantize_row_q8_0(std::span<const float> x, std::span<std::uint8_t> out);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <span>
@@ -83,8 +84,13 @@ class Model {
  public:
   // Loads weights from `file` (which must stay open: nothing is copied that need not be),
   // repacking ternary tensors for `kernels`. Throws FormatError naming the file and tensor.
+  // With `weight_cache` (a file path; weight_cache.hpp), the repacked matrices are mapped from
+  // that file when it was made from this very file for these layouts on this CPU, and else
+  // written there after repacking; a damaged or stale cache file is named in a warning and
+  // replaced, never an error.
   static std::unique_ptr<Model> load(const gguf::GgufFile& file, kernels::KernelContext& kernels,
-                                     const LoadProgress& progress = {});
+                                     const LoadProgress& progress = {},
+                                     const std::filesystem::path& weight_cache = {});
   ~Model();
 
   const ModelConfig& config() const;

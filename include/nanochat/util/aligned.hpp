@@ -16,12 +16,16 @@ namespace nanochat {
 inline constexpr std::size_t kCacheLine = 64;
 
 namespace detail {
-// Returns zero-filled memory of at least `bytes`, aligned as described above. Throws
-// std::bad_alloc on failure.
-void* aligned_alloc_bytes(std::size_t bytes, int numa_node);
+// Returns memory of at least `bytes`, aligned as described above, zero-filled unless `zero` is
+// false (then untouched: the first thread to write a page places it). Throws std::bad_alloc on
+// failure.
+void* aligned_alloc_bytes(std::size_t bytes, int numa_node, bool zero = true);
 void aligned_free_bytes(void* ptr) noexcept;
 struct AlignedDeleter {
-  void operator()(void* ptr) const noexcept { aligned_free_bytes(ptr); }
+  bool owned = true;  // false: memory someone else owns (a mapped file), never freed here
+  void operator()(void* ptr) const noexcept {
+    if (owned) aligned_free_bytes(ptr);
+  }
 };
 }  // namespace detail
 
@@ -36,6 +40,28 @@ class AlignedBuffer {
       : data_(count ? static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node))
                     : nullptr),
         size_(count) {}
+
+  // Not zero-filled and not yet touched: for a buffer that its writers fill completely, in
+  // parallel (each thread's first touch then places and faults in its own pages).
+  static AlignedBuffer uninitialized(std::size_t count, int numa_node = -1) {
+    AlignedBuffer b;
+    if (count) {
+      b.data_.reset(
+          static_cast<T*>(detail::aligned_alloc_bytes(count * sizeof(T), numa_node, false)));
+      b.size_ = count;
+    }
+    return b;
+  }
+
+  // A view of `count` values at `data`, which the caller keeps alive (and unwritten, when it is
+  // read-only) for as long as the buffer is used: weights read from a mapped file.
+  static AlignedBuffer borrowed(const T* data, std::size_t count) {
+    AlignedBuffer b;
+    b.data_ = std::unique_ptr<T, detail::AlignedDeleter>(const_cast<T*>(data),
+                                                         detail::AlignedDeleter{false});
+    b.size_ = count;
+    return b;
+  }
 
   T* data() { return data_.get(); }
   const T* data() const { return data_.get(); }
