@@ -57,8 +57,10 @@ void repack_matrix(PackedMatrix& m, const RowSource& source) {
   }
 }
 
-PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
-                         int tile_rows, int numa_node) {
+namespace {
+
+// A matrix's shape and layout for `isa`'s kernel at `tile_rows`, checked; no codes yet.
+PackedMatrix packed_shape(std::int64_t rows, std::int64_t cols, Isa isa, int tile_rows) {
   const KernelInfo& kernel = kernel_info(isa);
   if (std::find(kernel.tile_rows.begin(), kernel.tile_rows.end(), tile_rows) ==
       kernel.tile_rows.end()) {
@@ -73,6 +75,14 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
   m.tiles = (rows + tile_rows - 1) / tile_rows;
   m.isa = isa;
   m.layout = kernel.layout;
+  return m;
+}
+
+}  // namespace
+
+PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
+                         int tile_rows, int numa_node) {
+  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows);
   m.codes =
       AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   repack_matrix(m, source);
@@ -122,20 +132,7 @@ void store_chunk(Layout layout, const std::uint8_t* src, std::uint8_t* dst) {
 
 PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source,
                                Isa isa, int tile_rows, ThreadPool& pool, int numa_node) {
-  const KernelInfo& kernel = kernel_info(isa);
-  if (std::find(kernel.tile_rows.begin(), kernel.tile_rows.end(), tile_rows) ==
-      kernel.tile_rows.end()) {
-    fail("the {} kernel has no tiling with {} rows per tile", kernel.name, tile_rows);
-  }
-  if (rows <= 0 || cols <= 0) fail("cannot pack a {}x{} matrix", rows, cols);
-  PackedMatrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.chunks = (cols + kChunk - 1) / kChunk;
-  m.tile_rows = tile_rows;
-  m.tiles = (rows + tile_rows - 1) / tile_rows;
-  m.isa = isa;
-  m.layout = kernel.layout;
+  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows);
   m.codes = AlignedBuffer<std::uint8_t>::uninitialized(
       static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   m.row_scales.assign(static_cast<std::size_t>(rows), 1.0f);

@@ -284,10 +284,10 @@ class ModelVariant : public ::testing::TestWithParam<Variant> {};
 
 using nanochat::test_support::quiet_kernels;
 
-TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
-  const Variant v = GetParam();
+// The tiny model of variant `v`, random weights from `seed`, written as `name`.
+fs::path write_variant(const Variant& v, std::uint64_t seed, const std::string& name) {
   RandomModelOptions o;
-  o.seed = 7;
+  o.seed = seed;
   o.ternary_type = v.ternary_type;
   o.output_type = v.output_type;
   o.embedding_type = v.embedding_type;
@@ -295,7 +295,12 @@ TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
   ModelConfig config = tiny_config(v.streams, v.act, v.sub_norms, v.tied);
   config.architecture = v.arch;
   config.rope_style = config_for_architecture(v.arch).rope_style;
-  const fs::path path = write_model(config, o, v.name);
+  return write_model(config, o, name);
+}
+
+TEST_P(ModelVariant, MatchesTheReferenceAndTheCacheMatchesRecomputation) {
+  const Variant v = GetParam();
+  const fs::path path = write_variant(v, 7, v.name);
   const auto file = gguf::GgufFile::open(path);
   kernels::KernelContext ctx(quiet_kernels(2));
   auto model = Model::load(file, ctx);
@@ -374,16 +379,7 @@ std::string read_bytes(const fs::path& p) {
 TEST_P(ModelVariant, TheWeightCacheGivesTheSameLogitsAndDamageIsRepaired) {
   init_logging(0, LogFormat::kText);  // warnings on stderr
   const Variant v = GetParam();
-  RandomModelOptions o;
-  o.seed = 11;
-  o.ternary_type = v.ternary_type;
-  o.output_type = v.output_type;
-  o.embedding_type = v.embedding_type;
-  o.scale_tensors = v.scale_tensors;
-  ModelConfig config = tiny_config(v.streams, v.act, v.sub_norms, v.tied);
-  config.architecture = v.arch;
-  config.rope_style = config_for_architecture(v.arch).rope_style;
-  const fs::path path = write_model(config, o, std::string("wc_") + v.name);
+  const fs::path path = write_variant(v, 11, std::string("wc_") + v.name);
   const fs::path dir = test_support::temp_dir(std::string("wc_") + v.name);
   const fs::path cache_file = dir / "weights" / "model.bin";
   const auto file = gguf::GgufFile::open(path);
