@@ -37,7 +37,9 @@ gguf::TensorType float_type(const std::string& flag, const std::string& name) {
   if (name == "f16") return gguf::TensorType::kF16;
   if (name == "bf16") return gguf::TensorType::kBF16;
   if (name == "q8_0") return gguf::TensorType::kQ8_0;
-  fail<UsageError>("{} {}: use f32, f16, bf16 or q8_0", flag, name);
+  if (name == "q4_k") return gguf::TensorType::kQ4_K;
+  if (name == "q6_k") return gguf::TensorType::kQ6_K;
+  fail<UsageError>("{} {}: use f32, f16, bf16, q8_0, q4_k or q6_k", flag, name);
 }
 
 // A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
@@ -199,10 +201,10 @@ void add_model(CLI::App& app) {
   sub->add_option("--ternary", o->ternary, "Ternary block format: tq2_0 or tq1_0")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
-  sub->add_option("--embedding", o->embedding, "Embedding type: f32, f16, bf16 or q8_0")
+  sub->add_option("--embedding", o->embedding, "Embedding type: f32, f16, bf16, q8_0, q4_k or q6_k")
       ->capture_default_str();
   sub->add_option("--output-type", o->output_type,
-                  "Output layer: ternary (default), q8_0, f16, bf16 or f32");
+                  "Output layer: ternary (default), q8_0, q4_k, q6_k, f16, bf16 or f32");
   sub->add_flag("--scale-tensors", o->scale_tensors,
                 "Put each ternary layer's scale in a one-value .scale tensor (llama.cpp's bitnet "
                 "layout) instead of the blocks");

@@ -14,6 +14,7 @@
 
 #include "nanochat/gguf/dequant.hpp"
 #include "nanochat/gguf/reader.hpp"
+#include "nanochat/kernels/kquant.hpp"
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/kernels/vec.hpp"
@@ -449,6 +450,9 @@ struct Model::Weights {
   // embedding quantized to Q8_0 at load (a third of a 2B model's bytes; 8 bits keep it exact
   // enough and halve what F16 would stream).
   std::optional<kernels::Q8Matrix> output_q8;
+  // A Q6_K or Q4_K head (as llama-quantize writes them), kept in the file's blocks for the
+  // K-quant kernels: 6.56 or 4.5 bits per weight streamed per token.
+  std::optional<kernels::KQuantMatrix> output_kq;
 };
 
 Model::Model(std::unique_ptr<Weights> w, kernels::KernelContext& kernels)
@@ -465,6 +469,8 @@ std::size_t Model::bytes_per_token() const {
   }
   if (w_->output_q8) {
     bytes += w_->output_q8->q.size() + w_->output_q8->d.size() * sizeof(std::uint16_t);
+  } else if (w_->output_kq) {
+    bytes += w_->output_kq->data.size();
   } else {
     bytes += w_->output.weight_bytes();
   }
@@ -514,8 +520,14 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   std::string cache_key;
   const gguf::TensorInfo* cache_head =
       f.find_tensor(c.tied_embeddings ? tensors::kEmbedding : tensors::kOutput);
-  const bool q8_head = cache_head != nullptr && (cache_head->type.is(gguf::TensorType::kQ8_0) ||
-                                                 is_float_type(cache_head->type));
+  // A Q6_K or Q4_K head is read from the file on every load (a copy at memory speed); the cache
+  // holds the other heads' repacked forms.
+  kernels::KQuantType kq_type{};
+  const bool kq_head = cache_head != nullptr &&
+                       kernels::kquant_from_ggml(cache_head->type.id, kq_type) && c.dim % 256 == 0;
+  const bool q8_head =
+      cache_head != nullptr && !kq_head &&
+      (cache_head->type.is(gguf::TensorType::kQ8_0) || is_float_type(cache_head->type));
   struct stat st {};  // an opened file's name is its path
   const bool use_cache = !weight_cache.empty() && cache_head != nullptr && c.dim % 32 == 0 &&
                          ::stat(f.name().c_str(), &st) == 0;
@@ -540,7 +552,10 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
       add(2 * c.ffn_dim, c.dim);
       add(c.dim, c.ffn_dim);
     }
-    if (q8_head) {
+    if (kq_head) {
+      cache_key +=
+          fmt::format("head: {} {}x{} from the file\n", cache_head->type.name, c.vocab_size, c.dim);
+    } else if (q8_head) {
       const std::int64_t padded = (c.dim + kernels::kChunk - 1) / kernels::kChunk * kernels::kChunk;
       cache_key += fmt::format("head: Q8_0 {}x{}\n", c.vocab_size, c.dim);
       blob_sizes.push_back(static_cast<std::uint64_t>(c.vocab_size * padded));
@@ -641,6 +656,14 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     q8.d = AlignedBuffer<std::uint16_t>::borrowed(reinterpret_cast<const std::uint16_t*>(d.data()),
                                                   d.size() / 2);
     w->output_q8 = std::move(q8);
+  } else if (kq_head) {
+    try {
+      // Copied on every thread, each releasing the slabs it has read.
+      w->output_kq =
+          kernels::pack_kquant(kq_type, head_data, c.vocab_size, c.dim, ctx.pool(), release_rows);
+    } catch (const FormatError& e) {
+      fail<FormatError>("{}: tensor '{}': {}", f.name(), head.name, e.what());
+    }
   } else if (from_cache) {
     w->output = cached_matrix();
   } else if (head.type.is(gguf::TensorType::kQ8_0)) {
@@ -697,7 +720,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
                          w->output_q8->q.bytes());
       blobs.emplace_back(reinterpret_cast<const std::uint8_t*>(w->output_q8->d.data()),
                          w->output_q8->d.bytes());
-    } else {
+    } else if (!w->output_kq) {
       blobs.push_back(bytes_of(w->output));
       blobs.push_back(bytes_of(w->output.row_scales));
     }
@@ -941,6 +964,10 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
     kernels::pack_activations(final_h.data(), rows, dim, acts);
     kernels::q8_matmul(*w_->output_q8, acts, kernels_.isa(), kernels_.pool(), logits.data(),
                        static_cast<std::size_t>(c.vocab_size));
+  } else if (w_->output_kq) {
+    kernels::pack_activations(final_h.data(), rows, dim, acts);
+    kernels::kquant_matmul(*w_->output_kq, acts, kernels_.isa(), kernels_.pool(), logits.data(),
+                           static_cast<std::size_t>(c.vocab_size));
   } else {
     kernels::pack_activations(final_h.data(), rows, dim, acts);
     kernels_.matmul(w_->output, acts, logits.data(), static_cast<std::size_t>(c.vocab_size));

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/kernels/kquant.hpp"
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/mhc/mhc.hpp"
@@ -36,9 +37,11 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
   }
   for (const TensorType type : {o.embedding_type, o.output_type.value_or(TensorType::kF32)}) {
     if (type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16 &&
-        type != TensorType::kQ8_0) {
-      fail("random models store embeddings and heads as F32, F16, BF16 or Q8_0, not type {}",
-           gguf::type_id(type));
+        type != TensorType::kQ8_0 && type != TensorType::kQ4_K && type != TensorType::kQ6_K) {
+      fail(
+          "random models store embeddings and heads as F32, F16, BF16, Q8_0, Q4_K or Q6_K, not "
+          "type {}",
+          gguf::type_id(type));
     }
   }
   std::mt19937_64 rng(o.seed);
@@ -73,7 +76,7 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
                  encode_ternary(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
   };
 
-  // A float tensor [cols, rows] in `type` (F32, F16, BF16 or Q8_0).
+  // A float tensor [cols, rows] in `type` (F32, F16, BF16, Q8_0, Q4_K or Q6_K).
   auto float_tensor = [&](const std::string& name, TensorType type, std::int64_t cols,
                           std::int64_t rows, const std::vector<float>& v) {
     const std::vector<std::uint64_t> dims = {static_cast<std::uint64_t>(cols),
@@ -83,9 +86,15 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
       w.add_tensor(name, type, dims, as_bytes(v));
       return;
     }
+    kernels::KQuantType kq{};
     if (type == TensorType::kQ8_0) {
       bytes.resize(v.size() / 32 * 34);
       kernels::quantize_row_q8_0(v, bytes);
+    } else if (kernels::kquant_from_ggml(gguf::type_id(type), kq)) {
+      if (cols % 256 != 0)
+        fail("random model: a {} {} needs rows of a multiple of 256", gguf::type_id(type), name);
+      bytes.resize(v.size() / 256 * static_cast<std::size_t>(kernels::kquant_block_bytes(kq)));
+      kernels::quantize_row_kquant(kq, v, bytes);
     } else {
       std::vector<std::uint16_t> half(v.size());
       if (type == TensorType::kF16) {

@@ -17,9 +17,13 @@ train_tiny_tokenizer 2>/dev/null || bad "tokenizer train"
 "$bin" model random --arch llama --tokenizer "$work/tok.gguf" --embedding bf16 --output-type f16 --ternary tq1_0 -o "$work/llama.gguf" 2>/dev/null &&
   "$bin" generate -m "$work/llama.gguf" -p "def" -n 4 --temp 0 --autotune off --json 2>/dev/null |
   python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["token_count"] == 4, d' && ok || bad "llama model"
+# K-quant embedding and head, as llama-quantize writes them (the head runs on the K-quant kernels).
+"$bin" model random --arch llama --vocab 300 --embedding q4_k --output-type q6_k -o "$work/kq.gguf" 2>/dev/null &&
+  "$bin" info -m "$work/kq.gguf" 2>/dev/null | grep -qE "output.weight +Q6_K" &&
+  "$bin" generate -m "$work/kq.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --embedding q4_k --output-type q6_k"
 
 expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
-expect_fail "model random: output type" "--output-type q4: use f32, f16, bf16 or q8_0" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
+expect_fail "model random: output type" "--output-type q4: use f32, f16, bf16, q8_0, q4_k or q6_k" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
 expect_fail "model random: bad arch" "--arch gpt2: use nanochat, bitnet" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch gpt2
 expect_fail "model random: bitnet head" "--arch bitnet uses the embedding as output head" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch bitnet --output-type q8_0
 expect_fail "model random: llama streams" "--streams 2: only --arch nanochat" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch llama --streams 2

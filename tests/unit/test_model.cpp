@@ -82,7 +82,8 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
   RefLinear r{static_cast<std::int64_t>(t->dims[0]), static_cast<std::int64_t>(t->dims[1]), {}};
   using gguf::TensorType;
-  if (t->type.is(TensorType::kQ8_0)) {  // Q8_0 head: its float values
+  if (t->type.is(TensorType::kQ8_0) || t->type.is(TensorType::kQ4_K) ||
+      t->type.is(TensorType::kQ6_K)) {  // Q8_0 and K-quant heads: their float values
     r.w = dequantize_tensor(f, name);
     return r;
   }
@@ -443,7 +444,8 @@ TEST_P(ModelVariant, TheWeightCacheGivesTheSameLogitsAndDamageIsRepaired) {
 
 constexpr auto kTq1 = gguf::TensorType::kTQ1_0, kTq2 = gguf::TensorType::kTQ2_0;
 constexpr auto kF32 = gguf::TensorType::kF32, kF16 = gguf::TensorType::kF16,
-               kBf16 = gguf::TensorType::kBF16, kQ8 = gguf::TensorType::kQ8_0;
+               kBf16 = gguf::TensorType::kBF16, kQ8 = gguf::TensorType::kQ8_0,
+               kQ4K = gguf::TensorType::kQ4_K, kQ6K = gguf::TensorType::kQ6_K;
 
 INSTANTIATE_TEST_SUITE_P(
     Architectures, ModelVariant,
@@ -466,7 +468,14 @@ INSTANTIATE_TEST_SUITE_P(
         Variant{"llama_f16_head", 1, FfnActivation::kSwiGlu, false, false, kTq1, kF16, "llama",
                 kF16},
         Variant{"llama_tied_bf16", 1, FfnActivation::kSwiGlu, false, true, kTq2, std::nullopt,
-                "llama", kBf16}),
+                "llama", kBf16},
+        // As llama-quantize writes them by default: a tied Q6_K embedding for bitnet, a Q4_K
+        // embedding and a Q6_K head for llama (the K-quant head kernels).
+        Variant{"bitnet_tied_q6k", 1, FfnActivation::kReluSquared, true, true, kTq2, std::nullopt,
+                "bitnet", kQ6K, true},
+        Variant{"llama_q6k_head_q4k_embd", 1, FfnActivation::kSwiGlu, false, false, kTq1, kQ6K,
+                "llama", kQ4K},
+        Variant{"nanochat_q4k_head", 2, FfnActivation::kReluSquared, true, false, kTq2, kQ4K}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Model, SameResultsAtAnyThreadCount) {

@@ -1,0 +1,239 @@
+#include "nanochat/kernels/kquant.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "nanochat/kernels/thread_pool.hpp"
+#include "nanochat/util/error.hpp"
+#include "nanochat/util/fp16.hpp"
+
+namespace nanochat::kernels {
+
+std::uint32_t kquant_ggml_type(KQuantType type) { return type == KQuantType::kQ4_K ? 12 : 14; }
+
+bool kquant_from_ggml(std::uint32_t ggml_type, KQuantType& type) {
+  if (ggml_type == 12) {
+    type = KQuantType::kQ4_K;
+    return true;
+  }
+  if (ggml_type == 14) {
+    type = KQuantType::kQ6_K;
+    return true;
+  }
+  return false;
+}
+
+std::int64_t kquant_block_bytes(KQuantType type) { return type == KQuantType::kQ4_K ? 144 : 210; }
+
+void q4_k_scales(const std::uint8_t* packed, std::uint8_t* scales, std::uint8_t* mins) {
+  // Sub-blocks 0-3: the low 6 bits of bytes 0-3 (scales) and 4-7 (mins). Sub-blocks 4-7: the
+  // low (scale) and high (min) nibble of bytes 8-11, with the two top bits of bytes 0-3 (scale)
+  // and 4-7 (min) above them.
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = packed[j] & 63;
+    mins[j] = packed[j + 4] & 63;
+    scales[j + 4] = static_cast<std::uint8_t>((packed[j + 8] & 0x0F) | ((packed[j] >> 6) << 4));
+    mins[j + 4] = static_cast<std::uint8_t>((packed[j + 8] >> 4) | ((packed[j + 4] >> 6) << 4));
+  }
+}
+
+namespace {
+
+void quantize_q6_k(const float* x, std::uint8_t* b) {
+  std::memset(b, 0, 210);
+  float scale[16], top = 0;
+  for (int j = 0; j < 16; ++j) {
+    float amax = 0;
+    for (int i = 0; i < 16; ++i) amax = std::max(amax, std::fabs(x[16 * j + i]));
+    scale[j] = amax / 31.0f;
+    top = std::max(top, scale[j]);
+  }
+  const std::uint16_t dh = fp32_to_fp16(top / 127.0f);
+  const float d = fp16_to_fp32(dh);
+  std::memcpy(b + 208, &dh, 2);
+  for (int j = 0; j < 16; ++j) {
+    const int sc = d > 0 ? std::clamp(static_cast<int>(std::lround(scale[j] / d)), -128, 127) : 0;
+    b[192 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(sc));
+    for (int i = 0; i < 16; ++i) {
+      const int at = 16 * j + i;
+      const float step = d * static_cast<float>(sc);
+      const int q =
+          step != 0 ? std::clamp(static_cast<int>(std::lround(x[at] / step)) + 32, 0, 63) : 32;
+      const int half = at / 128, r = at % 128, g = r / 32, l = r % 32;
+      std::uint8_t& low = b[half * 64 + (g % 2) * 32 + l];
+      low = static_cast<std::uint8_t>(low | ((q & 0x0F) << (g >= 2 ? 4 : 0)));
+      b[128 + half * 32 + l] =
+          static_cast<std::uint8_t>(b[128 + half * 32 + l] | ((q >> 4) << (2 * g)));
+    }
+  }
+}
+
+void quantize_q4_k(const float* x, std::uint8_t* b) {
+  std::memset(b, 0, 144);
+  float scale[8], offset[8], top_scale = 0, top_offset = 0;
+  for (int j = 0; j < 8; ++j) {
+    float lo = 0, hi = 0;  // the range, widened to include 0: w = step * q - offset, offset >= 0
+    for (int i = 0; i < 32; ++i) {
+      lo = std::min(lo, x[32 * j + i]);
+      hi = std::max(hi, x[32 * j + i]);
+    }
+    scale[j] = (hi - lo) / 15.0f;
+    offset[j] = -lo;
+    top_scale = std::max(top_scale, scale[j]);
+    top_offset = std::max(top_offset, offset[j]);
+  }
+  const std::uint16_t dh = fp32_to_fp16(top_scale / 63.0f), mh = fp32_to_fp16(top_offset / 63.0f);
+  const float d = fp16_to_fp32(dh), dmin = fp16_to_fp32(mh);
+  std::memcpy(b, &dh, 2);
+  std::memcpy(b + 2, &mh, 2);
+  std::uint8_t sc[8], mn[8];
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = static_cast<std::uint8_t>(
+        d > 0 ? std::clamp(static_cast<int>(std::lround(scale[j] / d)), 0, 63) : 0);
+    mn[j] = static_cast<std::uint8_t>(
+        dmin > 0 ? std::clamp(static_cast<int>(std::lround(offset[j] / dmin)), 0, 63) : 0);
+    const float step = d * sc[j], off = dmin * mn[j];
+    for (int i = 0; i < 32; ++i) {
+      const int at = 32 * j + i;
+      const int q =
+          step > 0 ? std::clamp(static_cast<int>(std::lround((x[at] + off) / step)), 0, 15) : 0;
+      std::uint8_t& byte = b[16 + 32 * (j / 2) + i];
+      byte = static_cast<std::uint8_t>(byte | (q << (j % 2 == 1 ? 4 : 0)));
+    }
+  }
+  for (int j = 0; j < 4; ++j) {  // the inverse of q4_k_scales
+    b[4 + j] = static_cast<std::uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
+    b[4 + j + 4] = static_cast<std::uint8_t>(mn[j] | ((mn[j + 4] >> 4) << 6));
+    b[4 + j + 8] = static_cast<std::uint8_t>((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+  }
+}
+
+// Offset of a block's fp16 scale d.
+std::size_t d_offset(KQuantType type) { return type == KQuantType::kQ4_K ? 0 : 208; }
+
+}  // namespace
+
+KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, std::int64_t rows,
+                         std::int64_t cols, ThreadPool& pool,
+                         const std::function<void(std::int64_t, std::int64_t)>& rows_read,
+                         std::int64_t slab) {
+  const char* name = type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K";
+  if (rows <= 0 || cols <= 0 || cols % 256 != 0) {
+    fail<FormatError>("a {} matrix needs rows of a multiple of 256 weights, not {}", name, cols);
+  }
+  KQuantMatrix m;
+  m.type = type;
+  m.rows = rows;
+  m.cols = cols;
+  m.row_bytes = cols / 256 * kquant_block_bytes(type);
+  const auto total = static_cast<std::size_t>(rows * m.row_bytes);
+  if (blocks.size() != total) {
+    fail<FormatError>("a {}x{} {} matrix has {} bytes, not {}", rows, cols, name, total,
+                      blocks.size());
+  }
+  m.data = AlignedBuffer<std::uint8_t>::uninitialized(total);
+  slab = std::max<std::int64_t>(slab, 1);
+  const std::int64_t per_row = cols / 256;
+  const std::size_t block_bytes = static_cast<std::size_t>(kquant_block_bytes(type));
+  pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t first = begin; first < end; first += slab) {
+      const std::int64_t last = std::min(end, first + slab);
+      const auto offset = static_cast<std::size_t>(first * m.row_bytes);
+      std::memcpy(m.data.data() + offset, blocks.data() + offset,
+                  static_cast<std::size_t>((last - first) * m.row_bytes));
+      if (rows_read) rows_read(first, last);
+    }
+  });
+  // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN (Q4_K's
+  // dmin as well as d).
+  for (std::int64_t blk = 0; blk < rows * per_row; ++blk) {
+    const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
+    for (std::size_t off :
+         {d_offset(type), type == KQuantType::kQ4_K ? std::size_t{2} : d_offset(type)}) {
+      std::uint16_t h;
+      std::memcpy(&h, b + off, 2);
+      if ((h & 0x7c00u) == 0x7c00u) {
+        fail<FormatError>("row {} has a block scale that is {}", blk / per_row, fp16_to_fp32(h));
+      }
+    }
+  }
+  return m;
+}
+
+void quantize_row_kquant(KQuantType type, std::span<const float> x, std::span<std::uint8_t> out) {
+  const auto bytes = static_cast<std::size_t>(kquant_block_bytes(type));
+  if (x.size() % 256 != 0 || out.size() != x.size() / 256 * bytes) {
+    fail("K-quant quantization needs whole 256-value blocks ({} values, {} bytes)", x.size(),
+         out.size());
+  }
+  for (std::size_t blk = 0; blk < x.size() / 256; ++blk) {
+    if (type == KQuantType::kQ4_K) {
+      quantize_q4_k(x.data() + blk * 256, out.data() + blk * bytes);
+    } else {
+      quantize_q6_k(x.data() + blk * 256, out.data() + blk * bytes);
+    }
+  }
+}
+
+void kquant_sums(KQuantType type, const PackedActivations& x, std::int64_t cols, Isa isa,
+                 KQuantSums& out) {
+  out.tokens = x.tokens;
+  out.cols = cols;
+  if (type == KQuantType::kQ4_K) {
+    out.x32.resize(static_cast<std::size_t>(x.tokens * (cols / 32)));
+    for (std::int64_t t = 0; t < x.tokens; ++t) {
+      const std::int8_t* xt = x.token(t);
+      std::int32_t* s = out.x32.data() + t * (cols / 32);
+      for (std::int64_t j = 0; j < cols / 32; ++j) {
+        std::int32_t sum = 0;
+        for (int i = 0; i < 32; ++i) sum += xt[j * 32 + i];
+        s[j] = sum;
+      }
+    }
+    return;
+  }
+  out.x16.resize(static_cast<std::size_t>(x.tokens * (cols / 16)));
+  for (std::int64_t t = 0; t < x.tokens; ++t) {
+    const std::int8_t* xt = x.token(t);
+    std::int16_t* s = out.x16.data() + t * (cols / 16);
+    for (std::int64_t j = 0; j < cols / 16; ++j) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += xt[j * 16 + i];
+      s[j] = static_cast<std::int16_t>(sum);  // |sum| <= 16 * 128
+    }
+  }
+  if (isa == Isa::kAvx512) {
+    out.lanes.assign(static_cast<std::size_t>(x.tokens * (cols / 64) * 16), 0);
+    for (std::int64_t t = 0; t < x.tokens; ++t) {
+      const std::int16_t* s = out.sums16(t);
+      std::int32_t* l = out.lanes.data() + t * (cols / 64) * 16;
+      for (std::int64_t j = 0; j < cols / 16; ++j) l[j / 4 * 16 + j % 4 * 4] = -32 * s[j];
+    }
+  }
+}
+
+void kquant_matmul(const KQuantMatrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool,
+                   float* y, std::size_t ldy) {
+  if (x.cols != w.cols) {
+    fail("activations have {} features but the {} matrix takes {}", x.cols,
+         w.type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K", w.cols);
+  }
+  thread_local KQuantSums sums;
+  kquant_sums(w.type, x, w.cols, isa, sums);
+  const KQuantSums* s = &sums;  // (the workers get the caller's thread_local by pointer)
+  const KQuantFn fn = isa == Isa::kAvx512 ? kquant_avx512(w.type)
+                      : isa == Isa::kAvx2 ? kquant_avx2(w.type)
+                                          : kquant_scalar(w.type);
+  // Rows in tiles that stay in the L2 cache while every token reads them: the matrix streams from
+  // memory once per call, not once per token.
+  constexpr std::int64_t kTileBytes = 128 << 10;
+  const std::int64_t tile = std::max<std::int64_t>(1, kTileBytes / w.row_bytes);
+  pool.parallel_for(w.rows, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r0 = begin; r0 < end; r0 += tile) {
+      fn(w, x, *s, 0, x.tokens, r0, std::min(end, r0 + tile), y, ldy);
+    }
+  });
+}
+
+}  // namespace nanochat::kernels

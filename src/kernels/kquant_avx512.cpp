@@ -1,0 +1,225 @@
+// K-quant heads with AVX-512 VNNI, read in the file's block layout. 64 weights per register:
+// their 4-bit (and for Q6_K 2-bit high) fields unpacked to bytes, one vpdpbusd (unsigned weights
+// times signed int8 activations) per token sums them four at a time, and a per-lane vpmulld
+// applies each sub-block's scale; every block's int32 lanes are exact and summed in fp32.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "nanochat/kernels/kquant.hpp"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace nanochat::kernels {
+namespace {
+
+// Prefetch distance along a row's blocks, as in the Q8_0 head kernel.
+constexpr long kPrefetchBytes = 8192;
+
+inline float half_at(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Q6_K, tokens [b, b + N). Per 128-weight half of a block: ql's 64 bytes hold weights 0-63 in
+// their low nibbles and 64-127 in their high ones; qh's 32 bytes hold bits 4-5 of weights l,
+// l + 32, l + 64 and l + 96 in their bit pairs 0-1, 2-3, 4-5 and 6-7. The activation lanes start
+// at -32 * (the sub-block's activation sum) (KQuantSums::lanes), which turns q into q - 32.
+template <int N>
+void q6_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                 std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+  const std::int64_t blocks = w.cols / 256;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+  // Per 16-bit lane: the first 32 bytes shift by the first count, the next 32 by the second.
+  const __m512i shift_first = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shift_second = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  __m512i scale_index[4];
+  for (int k = 0; k < 4; ++k) {
+    alignas(64) std::int32_t idx[16];
+    for (int l = 0; l < 16; ++l) idx[l] = 4 * k + l / 4;
+    scale_index[k] = _mm512_load_si512(idx);
+  }
+  const std::int8_t* xb[N];
+  const std::int32_t* lanes[N];
+  for (int t = 0; t < N; ++t) {
+    xb[t] = x.token(b + t);
+    lanes[t] = sums.lanes64(b + t);
+  }
+  for (std::int64_t r = begin; r < end; ++r) {
+    const std::uint8_t* row = w.data.data() + r * w.row_bytes;
+    __m512 acc[N];
+    for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      const std::uint8_t* p = row + blk * 210;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 128), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 192), _MM_HINT_T0);
+      const __m512i sc =
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)));
+      const __m512 d = _mm512_set1_ps(half_at(p + 208));
+      __m512i sum[N];
+      for (int t = 0; t < N; ++t) sum[t] = _mm512_setzero_si512();
+      for (int half = 0; half < 2; ++half) {
+        const __m512i ql = _mm512_loadu_si512(p + 64 * half);
+        const __m512i qh = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * half)));
+        const __m512i q0 =
+            _mm512_or_si512(_mm512_and_si512(ql, low4),
+                            _mm512_and_si512(_mm512_sllv_epi16(qh, shift_first), bits45));
+        const __m512i q1 =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                            _mm512_and_si512(_mm512_srlv_epi16(qh, shift_second), bits45));
+        const __m512i s0 = _mm512_permutexvar_epi32(scale_index[2 * half], sc);
+        const __m512i s1 = _mm512_permutexvar_epi32(scale_index[2 * half + 1], sc);
+        for (int t = 0; t < N; ++t) {
+          const std::int8_t* xv = xb[t] + blk * 256 + half * 128;
+          const std::int32_t* c = lanes[t] + (blk * 4 + half * 2) * 16;
+          const __m512i p0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(c), q0, _mm512_loadu_si512(xv));
+          const __m512i p1 =
+              _mm512_dpbusd_epi32(_mm512_loadu_si512(c + 16), q1, _mm512_loadu_si512(xv + 64));
+          sum[t] = _mm512_add_epi32(
+              sum[t], _mm512_add_epi32(_mm512_mullo_epi32(p0, s0), _mm512_mullo_epi32(p1, s1)));
+        }
+      }
+      for (int t = 0; t < N; ++t) acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t]);
+    }
+    for (int t = 0; t < N; ++t) {
+      y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
+          _mm512_reduce_add_ps(acc[t]) * x.scales[static_cast<std::size_t>(b + t)];
+    }
+  }
+}
+
+// Q4_K, tokens [b, b + N). A 64-byte load holds two 64-weight groups of 32 bytes; the low
+// nibbles are sub-blocks 0 and 2 of the pair (weights 0-31 and 64-95), the high ones 1 and 3.
+template <int N>
+void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                 std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+  const std::int64_t blocks = w.cols / 256;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  // Scale lanes for the four registers of a block: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7).
+  __m512i scale_index[4];
+  for (int k = 0; k < 4; ++k) {
+    alignas(64) std::int32_t idx[16];
+    const int first = (k / 2) * 4 + k % 2;
+    for (int l = 0; l < 16; ++l) idx[l] = first + (l / 8) * 2;
+    scale_index[k] = _mm512_load_si512(idx);
+  }
+  const std::int8_t* xb[N];
+  const std::int32_t* x32[N];
+  for (int t = 0; t < N; ++t) {
+    xb[t] = x.token(b + t);
+    x32[t] = sums.sums32(b + t);
+  }
+  for (std::int64_t r = begin; r < end; ++r) {
+    const std::uint8_t* row = w.data.data() + r * w.row_bytes;
+    __m512 acc[N];
+    __m256 acc_min[N];
+    for (int t = 0; t < N; ++t) {
+      acc[t] = _mm512_setzero_ps();
+      acc_min[t] = _mm256_setzero_ps();
+    }
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+      const std::uint8_t* p = row + blk * 144;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 128), _MM_HINT_T0);
+      alignas(16) std::uint8_t scale_min[16];
+      q4_k_scales(p + 4, scale_min, scale_min + 8);
+      const __m512i sm =
+          _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(scale_min)));
+      const __m256i mins = _mm512_extracti64x4_epi64(sm, 1);
+      const __m512 d = _mm512_set1_ps(half_at(p));
+      const __m256 dmin = _mm256_set1_ps(half_at(p + 2));
+      __m512i sum[N];
+      for (int t = 0; t < N; ++t) sum[t] = _mm512_setzero_si512();
+      for (int pair = 0; pair < 2; ++pair) {
+        const __m512i qv = _mm512_loadu_si512(p + 16 + 64 * pair);
+        const __m512i lo = _mm512_and_si512(qv, low4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+        const __m512i s_lo = _mm512_permutexvar_epi32(scale_index[2 * pair], sm);
+        const __m512i s_hi = _mm512_permutexvar_epi32(scale_index[2 * pair + 1], sm);
+        for (int t = 0; t < N; ++t) {
+          const std::int8_t* xv = xb[t] + blk * 256 + pair * 128;
+          const auto load = [](const std::int8_t* a) {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+          };
+          const __m512i x_lo =
+              _mm512_inserti64x4(_mm512_castsi256_si512(load(xv)), load(xv + 64), 1);
+          const __m512i x_hi =
+              _mm512_inserti64x4(_mm512_castsi256_si512(load(xv + 32)), load(xv + 96), 1);
+          const __m512i zero = _mm512_setzero_si512();
+          sum[t] = _mm512_add_epi32(
+              sum[t],
+              _mm512_add_epi32(_mm512_mullo_epi32(_mm512_dpbusd_epi32(zero, lo, x_lo), s_lo),
+                               _mm512_mullo_epi32(_mm512_dpbusd_epi32(zero, hi, x_hi), s_hi)));
+        }
+      }
+      for (int t = 0; t < N; ++t) {
+        acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t]);
+        const __m256i m = _mm256_mullo_epi32(
+            mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x32[t] + blk * 8)));
+        acc_min[t] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(m), acc_min[t]);
+      }
+    }
+    for (int t = 0; t < N; ++t) {
+      __m128 s =
+          _mm_add_ps(_mm256_castps256_ps128(acc_min[t]), _mm256_extractf128_ps(acc_min[t], 1));
+      s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+      s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+      y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
+          (_mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(s)) *
+          x.scales[static_cast<std::size_t>(b + t)];
+    }
+  }
+}
+
+// Tokens four at a time (each block read once for all of them), then the rest.
+template <template <int> class Kernel>
+void tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+            std::int64_t b0, std::int64_t b1, std::int64_t begin, std::int64_t end, float* y,
+            std::size_t ldy) {
+  std::int64_t b = b0;
+  for (; b + 4 <= b1; b += 4) Kernel<4>::run(w, x, sums, b, begin, end, y, ldy);
+  switch (b1 - b) {
+    case 3:
+      Kernel<3>::run(w, x, sums, b, begin, end, y, ldy);
+      break;
+    case 2:
+      Kernel<2>::run(w, x, sums, b, begin, end, y, ldy);
+      break;
+    case 1:
+      Kernel<1>::run(w, x, sums, b, begin, end, y, ldy);
+      break;
+    default:
+      break;
+  }
+}
+
+template <int N>
+struct Q6K {
+  static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                  std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+    q6_k_tokens<N>(w, x, sums, b, begin, end, y, ldy);
+  }
+};
+
+template <int N>
+struct Q4K {
+  static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                  std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+    q4_k_tokens<N>(w, x, sums, b, begin, end, y, ldy);
+  }
+};
+
+}  // namespace
+
+KQuantFn kquant_avx512(KQuantType type) {
+  return type == KQuantType::kQ4_K ? tokens<Q4K> : tokens<Q6K>;
+}
+
+}  // namespace nanochat::kernels
