@@ -37,7 +37,7 @@ class Autotune : public ::testing::Test {
   // Writes a cache for this CPU that holds one plan.
   void write_plan(const std::string& key, const nlohmann::json& plan) const {
     const nlohmann::json doc = {{"format", "nanochat-autotune"},
-                                {"version", 2},
+                                {"version", 3},
                                 {"cpu", cpu_info().signature()},
                                 {"plans", {{key, plan}}}};
     write_file_atomic(file_, doc.dump());
@@ -70,6 +70,9 @@ TEST_F(Autotune, MeasuresWritesAndReadsBack) {
     EXPECT_GT(decode.ns_per_call, 0);
     EXPECT_EQ(decode.token_block, 1);
     EXPECT_TRUE(isa_supported(decode.isa, cpu_info().features));
+    // One token: timed as decoding runs it, the weights coming from memory; batches in cache.
+    EXPECT_TRUE(decode.weights_streamed);
+    EXPECT_FALSE(prefill.weights_streamed);
   }
   ASSERT_TRUE(fs::exists(file_));
   const auto doc = read_cache();
@@ -78,6 +81,8 @@ TEST_F(Autotune, MeasuresWritesAndReadsBack) {
   ASSERT_TRUE(doc["plans"].contains("96x512/b1/t2/any/rany"));
   ASSERT_TRUE(doc["plans"].contains("96x512/b8/t2/any/rany"));  // batch 16 -> class 8
   EXPECT_EQ(doc["plans"]["96x512/b1/t2/any/rany"]["isa"], isa_name(decode.isa));
+  EXPECT_EQ(doc["plans"]["96x512/b1/t2/any/rany"]["weights"], "memory");
+  EXPECT_EQ(doc["plans"]["96x512/b8/t2/any/rany"]["weights"], "cache");
 
   Autotuner again(TuneMode::kOn, file_);
   EXPECT_EQ(again.known_plans(), 2u);
@@ -85,6 +90,7 @@ TEST_F(Autotune, MeasuresWritesAndReadsBack) {
   EXPECT_EQ(cached.source, "cache");
   EXPECT_EQ(cached.isa, decode.isa);
   EXPECT_EQ(cached.tile_rows, decode.tile_rows);
+  EXPECT_TRUE(cached.weights_streamed);
   const Plan cached_prefill = again.plan({96, 512, 12, std::nullopt, 0}, pool);  // same class
   EXPECT_EQ(cached_prefill.source, "cache");
   EXPECT_EQ(cached_prefill.token_block, prefill.token_block);
@@ -94,10 +100,15 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
   for (const std::string& garbage :
        {std::string("{not json"), std::string("\x00\x01\x02", 3),
         std::string(
-            R"({"format":"nanochat-autotune","version":2,"cpu":"someone-else","plans":{}})"),
+            R"({"format":"nanochat-autotune","version":3,"cpu":"someone-else","plans":{}})"),
         std::string(R"({"format":"nanochat-autotune","version":99,"plans":{}})"),
         // An older version's plans (here a tiling that no longer exists) are not trusted.
         std::string(R"({"format":"nanochat-autotune","version":1,"cpu":")") +
+            cpu_info().signature() +
+            R"(","plans":{"32x256/b1/t1/any/rany":{"isa":"scalar","tile_rows":1,)"
+            R"("token_block":1,"ns_per_call":1.0}}})",
+        // Version 2 timed one-token plans with the weights in the cache.
+        std::string(R"({"format":"nanochat-autotune","version":2,"cpu":")") +
             cpu_info().signature() +
             R"(","plans":{"32x256/b1/t1/any/rany":{"isa":"scalar","tile_rows":1,)"
             R"("token_block":1,"ns_per_call":1.0}}})"}) {
@@ -108,7 +119,7 @@ TEST_F(Autotune, CorruptCacheIsIgnoredAndRewritten) {
     const Plan p = tuner.plan({32, 256, 1, std::nullopt, 0}, pool);
     EXPECT_EQ(p.source, "measured");
     const auto doc = read_cache();  // valid again
-    EXPECT_EQ(doc["version"], 2);
+    EXPECT_EQ(doc["version"], 3);
     EXPECT_TRUE(doc["plans"].contains("32x256/b1/t1/any/rany"));
   }
 }

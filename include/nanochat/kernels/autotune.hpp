@@ -33,6 +33,9 @@ struct Plan {
   int variant = 0;         // single-token unpacking (KernelInfo::variants), kept in the matrix
   double ns_per_call = 0;  // median measured time; 0 for built-in defaults
   std::string source;      // "measured", "cache" or "default"
+  // Timed with the weights evicted from the caches before each call (one-token plans of
+  // matrices the cache could hold: decoding streams them from memory), not resident.
+  bool weights_streamed = false;
 };
 
 // What a plan is for. Constraints narrow the candidates: `isa` (e.g. forced by NANOCHAT_ISA or
