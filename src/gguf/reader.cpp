@@ -321,7 +321,21 @@ void GgufFile::parse_all(const ReadOptions& options) {
   }
   const std::uint64_t data_size = size > data_offset_ ? size - data_offset_ : 0;
   std::vector<const TensorInfo*> by_offset;
+  // An I2_S tensor is its 2-bit weights and then 32 bytes whose first 4 hold its fp32 scale
+  // (bitnet.cpp's ggml_nbytes: n/4 + 32); a writer that forgets them leaves the weights whole
+  // and the scale missing, which deserves its own message.
+  constexpr std::uint64_t kI2sTrailer = 32;
+  const auto i2s_weights_fit = [](const TensorInfo& t, std::uint64_t room) {
+    return t.type.is(TensorType::kI2_S) && t.bytes >= kI2sTrailer && t.bytes - kI2sTrailer <= room;
+  };
   for (const TensorInfo& t : tensors_) {
+    if (t.offset <= data_size && t.bytes > data_size - t.offset &&
+        i2s_weights_fit(t, data_size - t.offset)) {
+      fail<FormatError>(
+          "{}: I2_S tensor '{}' ends {} bytes short: its scale (the 32 bytes after its {} bytes of "
+          "2-bit weights) is missing; the file is truncated or was written without it",
+          name_, t.name, t.bytes - (data_size - t.offset), t.bytes - kI2sTrailer);
+    }
     if (t.offset > data_size || t.bytes > data_size - t.offset) {
       fail<FormatError>(
           "{}: tensor '{}' ({} bytes at data offset {}) runs past the end of the "
@@ -334,6 +348,13 @@ void GgufFile::parse_all(const ReadOptions& options) {
             [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
   for (std::size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo& prev = *by_offset[i - 1];
+    if (prev.offset + prev.bytes > by_offset[i]->offset &&
+        i2s_weights_fit(prev, by_offset[i]->offset - prev.offset)) {
+      fail<FormatError>(
+          "{}: I2_S tensor '{}' has no room for its scale (the 32 bytes after its {} bytes of "
+          "2-bit weights) before tensor '{}'; the file was written without the I2_S scales",
+          name_, prev.name, prev.bytes - kI2sTrailer, by_offset[i]->name);
+    }
     if (prev.offset + prev.bytes > by_offset[i]->offset) {
       fail<FormatError>(
           "{}: tensors '{}' and '{}' overlap in the file; it is not a valid GGUF file", name_,

@@ -1,5 +1,7 @@
 #include "nanochat/model/config.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -15,14 +17,31 @@ const char* ffn_activation_name(FfnActivation a) {
   return a == FfnActivation::kSwiGlu ? "swiglu" : "relu2";
 }
 
+namespace {
+
+// Every architecture Model::load accepts, in the order error messages list them.
+constexpr std::array<const char*, 5> kArchitectures = {"nanochat", "bitnet", "bitnet-b1.58",
+                                                       "bitnet-25", "llama"};
+
+// "nanochat, bitnet, ..., llama": the list in an unknown architecture's error.
+std::string architecture_list() {
+  std::string s;
+  for (const char* a : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(a);
+  return s;
+}
+
+}  // namespace
+
 bool is_supported_architecture(const std::string& arch) {
-  return arch == "nanochat" || arch == "bitnet" || arch == "bitnet-b1.58" || arch == "llama";
+  return std::find(kArchitectures.begin(), kArchitectures.end(), arch) != kArchitectures.end();
 }
 
 ModelConfig config_for_architecture(const std::string& arch) {
   ModelConfig c;
   c.architecture = arch;
-  if (arch == "bitnet" || arch == "bitnet-b1.58") {
+  // bitnet-25 is bitnet.cpp's name for BitNet b1.58 2B4T (its llama.cpp fork runs it, like
+  // bitnet-b1.58, with build_bitnet_158: squared ReLU, sub-norms, NeoX RoPE).
+  if (arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25") {
     c.sub_norms = true;
     c.rope_style = RopeStyle::kHalves;
     c.ffn_activation = arch == "bitnet" ? FfnActivation::kSwiGlu : FfnActivation::kReluSquared;
@@ -33,9 +52,8 @@ ModelConfig config_for_architecture(const std::string& arch) {
 void ModelConfig::validate(const std::string& source) const {
   const std::string& a = architecture;
   if (!is_supported_architecture(a)) {
-    fail<FormatError>(
-        "{}: architecture '{}' is not one nanochat runs (nanochat, bitnet, bitnet-b1.58, llama)",
-        source, a.empty() ? "(none)" : a);
+    fail<FormatError>("{}: architecture '{}' is not one nanochat runs ({})", source,
+                      a.empty() ? "(none)" : a, architecture_list());
   }
   // Every size in range before any product of them is formed.
   auto in_range = [&](std::int64_t v, const char* key, std::int64_t max) {
@@ -121,16 +139,26 @@ FfnActivation parse_activation(const gguf::GgufFile& f, const std::string& key,
 ModelConfig ModelConfig::from_gguf(const gguf::GgufFile& f) {
   const std::string arch = f.architecture();
   if (!is_supported_architecture(arch)) {
-    fail<FormatError>(
-        "{}: architecture '{}' is not one nanochat runs (nanochat, bitnet, bitnet-b1.58, llama)",
-        f.name(), arch.empty() ? "(none)" : arch);
+    fail<FormatError>("{}: architecture '{}' is not one nanochat runs ({})", f.name(),
+                      arch.empty() ? "(none)" : arch, architecture_list());
   }
   ModelConfig c = config_for_architecture(arch);
   const std::string prefix = arch + ".";
   auto need = [&](const char* key) -> std::int64_t {
     const auto v = f.get_int(prefix + key);
-    if (!v) fail<FormatError>("{}: missing {}{}", f.name(), prefix, key);
-    return *v;
+    if (v) return *v;
+    // The same key under another prefix: the architecture and the keys disagree.
+    const std::string suffix = std::string(".") + key;
+    for (const auto& [other, value] : f.metadata()) {
+      if (other.size() > suffix.size() && other.ends_with(suffix) &&
+          !other.starts_with("general.") && !other.starts_with("tokenizer.")) {
+        fail<FormatError>(
+            "{}: missing {}{} — the file has '{}' instead, but general.architecture is '{}' "
+            "and names the prefix of every hyperparameter key",
+            f.name(), prefix, key, other, arch);
+      }
+    }
+    fail<FormatError>("{}: missing {}{}", f.name(), prefix, key);
   };
   c.dim = need("embedding_length");
   c.n_layers = need("block_count");

@@ -132,6 +132,32 @@ TEST(I2_S, PatternMatchesKnownBytes) {
   EXPECT_EQ(back, pattern(128));
 }
 
+// Bytes written by hand from bitnet.cpp's x86 quantize_i2_s (src/ggml-bitnet-mad.cpp, the
+// ACT_PARALLEL branch include/gemm-config.h selects): codes 0/1/2 = -1/0/+1, the flattened tensor
+// in 128-weight groups of 32 bytes, weight j of a group in byte j % 32 at bits 6 - 2 * (j / 32),
+// then 32 bytes whose first four are the tensor's fp32 scale and the rest unused (llama-quantize
+// leaves them as they were; anything goes).
+TEST(I2_S, DecodesBitnetCppBytes) {
+  std::vector<std::uint8_t> bytes(64, 0x55);  // two groups, every weight 0 (code 01)
+  bytes[0] = 0x92;       // 0b10'01'00'10: weights 0, 32, 64, 96 = +1, 0, -1, +1
+  bytes[32 + 5] = 0x24;  // 0b00'10'01'00: weights 133, 165, 197, 229 = -1, +1, 0, -1
+  bytes[31] = 0x56;      // 0b01'01'01'10: weight 127 = +1
+  for (int b : {0x00, 0x00, 0xc0, 0x3e}) bytes.push_back(static_cast<std::uint8_t>(b));  // 0.375f
+  bytes.resize(bytes.size() + 28, 0xab);
+  std::vector<std::int8_t> want(256, 0);
+  want[0] = 1, want[64] = -1, want[96] = 1, want[127] = 1;
+  want[133] = -1, want[165] = 1, want[229] = -1;
+  std::vector<std::int8_t> got(256);
+  EXPECT_EQ(decode_i2_s(bytes, got), 0.375f);
+  EXPECT_EQ(got, want);
+  // The weights alone (no trailer), from any offset, as the loader reads rows.
+  std::vector<std::int8_t> row(128);
+  decode_i2_s_range(std::span(bytes).first(64), 128, row);
+  EXPECT_EQ(row, std::vector<std::int8_t>(want.begin() + 128, want.end()));
+  // Without its trailer the tensor is too short to hold the scale.
+  EXPECT_THROW(decode_i2_s(std::span(bytes).first(64), got), Error);
+}
+
 TEST(I2_S, CodeThreeIsRejected) {
   std::vector<std::uint8_t> bytes(i2_s_bytes(256), 0x55);
   bytes[40] = 0xff;

@@ -294,6 +294,20 @@ TEST(Gguf, I2sIsReadInBitnetFiles) {
   std::vector<std::int8_t> back(256);
   EXPECT_EQ(ternary::decode_i2_s(f.tensor_data(*t), back), 0.75f);
   EXPECT_EQ(back, trits);
+
+  // Cut inside the 32 bytes after the weights: the scale is missing, and the message says so.
+  for (const std::size_t cut : {1u, 28u, 32u}) {
+    const std::vector<std::uint8_t> shorter(file.begin(), file.end() - static_cast<long>(cut));
+    try {
+      (void)GgufFile::parse(shorter, "cut.gguf");
+      ADD_FAILURE() << "cut " << cut << " parsed";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("cut.gguf: I2_S tensor 'w' ends " + std::to_string(cut) +
+                                           " bytes short: its scale"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(Gguf, ReadsTheSharedVocabularyFiles) {

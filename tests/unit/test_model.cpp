@@ -106,6 +106,8 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   std::vector<float> scales(n / 256);
   if (t->type.is(TensorType::kTQ2_0)) {
     ternary::decode_tq2_0(f.tensor_data(*t), trits, scales);
+  } else if (t->type.is(TensorType::kI2_S)) {  // one scale for the whole tensor
+    std::fill(scales.begin(), scales.end(), ternary::decode_i2_s(f.tensor_data(*t), trits));
   } else {
     ternary::decode_tq1_0(f.tensor_data(*t), trits, scales);
   }
@@ -720,6 +722,110 @@ TEST(KvCache, SizesAreCheckedBeforeTheyAreMultiplied) {
                                          "cache would need"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// ---- bitnet.cpp's BitNet b1.58 2B4T layout (architecture bitnet-25) ----
+// tests/data/bitnet25/ holds tiny models written exactly as bitnet.cpp writes
+// ggml-model-i2_s.gguf (its README says what follows which part of bitnet.cpp): with an F16
+// output.weight, as the file published now, and tied (--tied), as first published.
+
+fs::path bitnet25_file(const char* name) {
+  return fs::path(NANOCHAT_TEST_DATA) / "bitnet25" / name;
+}
+
+// The same model as a `bitnet-b1.58` file with TQ2_0 layers (a layout nanochat read before
+// bitnet-25): every key under the other prefix, every I2_S tensor decoded and written as TQ2_0
+// blocks that all carry the tensor's scale, everything else copied byte for byte.
+fs::path as_bitnet_b158_tq2(const gguf::GgufFile& f, const std::string& name) {
+  gguf::GgufWriter w;
+  const std::string from = f.architecture() + ".";
+  for (const auto& [key, v] : f.metadata()) {
+    if (key == "general.architecture") {
+      w.set(key, gguf::Value("bitnet-b1.58"));
+    } else if (key.starts_with(from)) {
+      w.set("bitnet-b1.58." + key.substr(from.size()), v);
+    } else {
+      w.set(key, v);
+    }
+  }
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (!t.type.is(gguf::TensorType::kI2_S)) {
+      w.add_tensor(t.name, t.type.id, t.dims, f.tensor_data(t));
+      continue;
+    }
+    std::vector<std::int8_t> trits(t.elements());
+    const float scale = ternary::decode_i2_s(f.tensor_data(t), trits);
+    const std::vector<float> scales(trits.size() / ternary::kQkK, scale);
+    std::vector<std::uint8_t> bytes(ternary::tq2_0_bytes(static_cast<std::int64_t>(trits.size())));
+    ternary::encode_tq2_0(trits, scales, bytes);
+    w.add_tensor(t.name, gguf::TensorType::kTQ2_0, t.dims, bytes);
+  }
+  fs::path path =
+      fs::temp_directory_path() / fmt::format("nanochat-b25-{}-{}.gguf", ::getpid(), name);
+  w.write(path);
+  return path;
+}
+
+TEST(Bitnet25, ReadsTheLayoutBitnetCppWrites) {
+  for (const bool tied : {false, true}) {
+    const auto file = gguf::GgufFile::open(
+        bitnet25_file(tied ? "bitnet25-tiny-tied.gguf" : "bitnet25-tiny.gguf"));
+    const ModelConfig c = ModelConfig::from_gguf(file);
+    EXPECT_EQ(c.architecture, "bitnet-25");
+    EXPECT_EQ(c.ffn_activation, FfnActivation::kReluSquared);
+    EXPECT_TRUE(c.sub_norms);
+    EXPECT_EQ(c.rope_style, RopeStyle::kHalves);
+    EXPECT_EQ(c.tied_embeddings, tied);
+    EXPECT_EQ(c.rope_theta, 500000.0f);
+    EXPECT_EQ(c.n_kv_heads, 1);
+    // bitnet.cpp's tensor order: the checkpoint's names sorted (lm_head, embed_tokens, the
+    // layers, norm), token_embd and output.weight in F16.
+    const auto& ts = file.tensors();
+    std::size_t i = 0;
+    if (!tied) {
+      EXPECT_EQ(ts[i].name, "output.weight");
+      EXPECT_EQ(std::string(ts[i++].type.name), "F16");
+    }
+    EXPECT_EQ(ts[i].name, "token_embd.weight");
+    EXPECT_EQ(std::string(ts[i++].type.name), "F16");
+    EXPECT_EQ(ts[i++].name, "blk.0.attn_norm.weight");
+    EXPECT_EQ(ts[i].name, "blk.0.ffn_down.weight");
+    EXPECT_EQ(std::string(ts[i].type.name), "I2_S");
+    EXPECT_EQ(ts[i].bytes, 256u * 256u / 4 + 32);  // n/4 + 32: the scale trailer
+    EXPECT_EQ(ts.back().name, "output_norm.weight");
+  }
+}
+
+TEST(Bitnet25, SameLogitsAsTheSameWeightsInTq2_0AndAsTheReference) {
+  kernels::KernelContext ctx(quiet_kernels(2));
+  const std::vector<TokenId> tokens = {296, 5, 17, 250, 3, 99, 42, 7};
+  for (const char* name : {"bitnet25-tiny.gguf", "bitnet25-tiny-tied.gguf"}) {
+    const auto file = gguf::GgufFile::open(bitnet25_file(name));
+    const auto other = gguf::GgufFile::open(as_bitnet_b158_tq2(file, name));
+    auto model = Model::load(file, ctx);
+    auto model_tq2 = Model::load(other, ctx);
+    const auto vocab = static_cast<std::size_t>(model->config().vocab_size);
+    ASSERT_EQ(vocab, static_cast<std::size_t>(model_tq2->config().vocab_size));
+    KvCache cache(model->config(), 16), cache_tq2(model_tq2->config(), 16);
+    std::vector<float> got, want;
+    model->forward(tokens, cache, got, true);
+    model_tq2->forward(tokens, cache_tq2, want, true);
+    const auto ref = reference_forward(file, tokens);
+    ASSERT_EQ(got.size(), tokens.size() * vocab);
+    ASSERT_EQ(want.size(), got.size());
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+      double max_ref = 0, err_tq2 = 0, err_ref = 0;
+      for (std::size_t i = 0; i < vocab; ++i) {
+        const double g = got[t * vocab + i];
+        max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[t][i])));
+        err_tq2 = std::max(err_tq2, std::fabs(g - want[t * vocab + i]));
+        err_ref = std::max(err_ref, std::fabs(g - ref[t][i]));
+      }
+      ASSERT_GT(max_ref, 0) << name;
+      EXPECT_LE(err_tq2, 1e-3 * max_ref) << name << " position " << t << " vs TQ2_0";
+      EXPECT_LE(err_ref, 1e-3 * max_ref) << name << " position " << t << " vs reference";
+    }
   }
 }
 

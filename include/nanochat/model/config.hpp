@@ -6,6 +6,8 @@
 //                 embedding unless output.weight exists, FFN SiLU unless bitnet.hidden_act says
 //                 relu2 (as llama.cpp reads it).
 //   bitnet-b1.58  bitnet.cpp's name for the same layout with squared-ReLU FFN.
+//   bitnet-25     bitnet.cpp's BitNet b1.58 2B4T files (ggml-model-i2_s.gguf): as bitnet-b1.58;
+//                 I2_S layers, F16 token_embd, F16 output.weight or a tied head.
 //   llama         llama.cpp's llama with ternary layers (TriLM): SwiGLU, adjacent-pair RoPE,
 //                 no sub-norms, head tied when output.weight is absent.
 #pragma once
