@@ -571,7 +571,13 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     }
   }
   const bool from_cache = w->cache.has_value();
-  if (from_cache) spdlog::info("mapped the repacked weights from {}", weight_cache.string());
+  if (from_cache) {
+    spdlog::info("mapped the repacked weights from {}", weight_cache.string());
+    // Used now: the cache's pruning removes the least recently used files first.
+    std::error_code touch;
+    std::filesystem::last_write_time(weight_cache, std::filesystem::file_time_type::clock::now(),
+                                     touch);
+  }
   std::size_t next_blob = 0;
   const auto cached_matrix = [&]() {
     const CachedMatrix& m = cached[next_blob / 2];
@@ -730,6 +736,7 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
       if (!same) fail("the repacked matrices do not have the shapes planned for the cache");
       WeightCache::write(weight_cache, cache_key, blobs);
       spdlog::info("kept the repacked weights in {} for the next load", weight_cache.string());
+      WeightCache::prune(weight_cache.parent_path(), weight_cache, WeightCache::budget_from_env());
     } catch (const Error& e) {
       spdlog::warn("could not keep the repacked weights in {} ({}); the next load repacks them",
                    weight_cache.string(), e.what());

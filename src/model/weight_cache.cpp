@@ -1,9 +1,13 @@
 #include "nanochat/model/weight_cache.hpp"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/sha256.hpp"
@@ -136,6 +140,99 @@ void WeightCache::write(const std::filesystem::path& path, std::string_view key,
     fail<IoError>("{}: wrote {} bytes instead of {}", path.string(), out.written(), size);
   }
   out.commit();
+}
+
+namespace {
+
+// The key of a weight cache file read from its header, or nullopt for anything else.
+std::optional<std::string> stored_key(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::array<char, kFixed> fixed{};
+  if (!in.read(fixed.data(), fixed.size())) return std::nullopt;
+  if (std::memcmp(fixed.data(), kMagic, sizeof kMagic) != 0) return std::nullopt;
+  const std::uint64_t key_bytes =
+      read_u64(reinterpret_cast<const std::uint8_t*>(fixed.data()) + 24);
+  if (key_bytes > kMaxKey) return std::nullopt;
+  std::string key(key_bytes, '\0');
+  in.seekg(static_cast<std::streamoff>(kFixed + kHash));
+  if (!in.read(key.data(), static_cast<std::streamsize>(key.size()))) return std::nullopt;
+  return key;
+}
+
+}  // namespace
+
+std::uint64_t WeightCache::budget_from_env() {
+  constexpr std::uint64_t kDefault = std::uint64_t{8} << 30;
+  const char* env = std::getenv("NANOCHAT_WEIGHT_CACHE_MAX_GB");
+  if (env == nullptr || *env == '\0') return kDefault;
+  char* end = nullptr;
+  const double gib = std::strtod(env, &end);
+  if (end == env || *end != '\0' || !(gib > 0) || gib > 1e6) {
+    spdlog::warn("NANOCHAT_WEIGHT_CACHE_MAX_GB={} is not a positive number of GiB; using 8", env);
+    return kDefault;
+  }
+  return static_cast<std::uint64_t>(gib * static_cast<double>(std::uint64_t{1} << 30));
+}
+
+std::vector<std::filesystem::path> WeightCache::prune(const std::filesystem::path& dir,
+                                                      const std::filesystem::path& keep,
+                                                      std::uint64_t budget_bytes) {
+  namespace fs = std::filesystem;
+  struct Entry {
+    fs::path path;
+    std::uint64_t bytes;
+    fs::file_time_type used;
+  };
+  std::vector<Entry> entries;
+  std::vector<fs::path> removed;
+  std::uint64_t room = budget_bytes;  // what the other files may hold
+  std::error_code ec;
+  const auto remove = [&](const fs::path& path, const std::string& why) {
+    std::error_code rm;
+    if (fs::remove(path, rm)) {
+      spdlog::info("removed the weight cache file {}: {}", path.string(), why);
+      removed.push_back(path);
+      return true;
+    }
+    return false;
+  };
+  const fs::path folder = dir.empty() ? fs::path(".") : dir;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& path = it->path();
+    if (path.extension() != ".bin" || path.filename().string().starts_with(".")) continue;
+    std::error_code st;
+    if (!it->is_regular_file(st)) continue;
+    const std::optional<std::string> key = stored_key(path);
+    if (!key) continue;  // not a weight cache file: left alone
+    const bool is_keep = fs::equivalent(path, keep, st);
+    // The key's second line names the model file it was made from.
+    const std::size_t at = key->find("\nfile ");
+    if (!is_keep && at != std::string::npos) {
+      const std::size_t from = at + 6, to = key->find('\n', from);
+      const fs::path model = key->substr(from, to == std::string::npos ? to : to - from);
+      std::error_code gone;
+      if (!fs::exists(model, gone) && !gone &&
+          remove(path, fmt::format("its model file {} no longer exists", model.string()))) {
+        continue;
+      }
+    }
+    Entry e{path, static_cast<std::uint64_t>(it->file_size(st)), it->last_write_time(st)};
+    if (!is_keep) entries.push_back(e);
+    if (is_keep) room = room > e.bytes ? room - e.bytes : 0;
+  }
+  std::uint64_t total = 0;
+  for (const Entry& e : entries) total += e.bytes;
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.used < b.used; });
+  for (const Entry& e : entries) {
+    if (total <= room) break;
+    if (remove(e.path, fmt::format("the least recently used, beyond the cache's {:.1f} GiB "
+                                   "(NANOCHAT_WEIGHT_CACHE_MAX_GB)",
+                                   static_cast<double>(budget_bytes) / (1u << 30)))) {
+      total -= e.bytes;
+    }
+  }
+  return removed;
 }
 
 }  // namespace nanochat::model

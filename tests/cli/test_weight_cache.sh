@@ -2,7 +2,8 @@
 # The repacked-weights cache: a model file of 64 MiB or more leaves its repacked weights in
 # $NANOCHAT_CACHE/weights/ and the next run maps them (the same tokens); a truncated or damaged
 # cache file is named in one warning, the run gives the same tokens and rewrites it;
-# --no-weight-cache and NANOCHAT_NO_WEIGHT_CACHE=1 read and write none.
+# --no-weight-cache and NANOCHAT_NO_WEIGHT_CACHE=1 read and write none; the folder is pruned
+# (a deleted model's file, then the least recently used beyond NANOCHAT_WEIGHT_CACHE_MAX_GB).
 # Usage: test_weight_cache.sh path/to/nanochat
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "$@"
@@ -49,5 +50,20 @@ gen >"$work/stale.out" 2>"$work/stale.err" && cmp -s "$work/ref.out" "$work/stal
 gen >/dev/null 2>"$work/again.err" && ! grep -q "warning" "$work/again.err" && ok ||
   bad "after the stale cache: $(cat "$work/again.err")"
 ls -a "$NANOCHAT_CACHE/weights" | grep -q "tmp-" && bad "temporaries left" || ok
+
+# The folder stays bounded: a second model's cache (20 MB) beyond NANOCHAT_WEIGHT_CACHE_MAX_GB removes the
+# least recently used one (logged with -v); a deleted model's cache goes at the next write.
+cp "$work/big.gguf" "$work/big2.gguf"
+NANOCHAT_WEIGHT_CACHE_MAX_GB=0.03 "$bin" generate -v -m "$work/big2.gguf" -p "hello" -n 4 --temp 0 -s 1 -t 2 -c 64 \
+  >"$work/p.out" 2>"$work/p.err" && cmp -s "$work/ref.out" "$work/p.out" &&
+  [[ $(cache_files | wc -l) -eq 1 ]] && [[ ! -e "$cache" ]] &&
+  grep -q "removed the weight cache file $cache: the least recently used" "$work/p.err" && ok ||
+  bad "budget: $(cache_files) $(cat "$work/p.err")"
+gen >/dev/null 2>&1  # the first model's cache again (two files within the default budget)
+rm "$work/big2.gguf"
+touch -d "1 hour ago" "$work/big.gguf"  # rewritten at the next run, which prunes
+gen -v >/dev/null 2>"$work/o.err" && [[ $(cache_files | wc -l) -eq 1 ]] &&
+  grep -q "its model file $work/big2.gguf no longer exists" "$work/o.err" && ok ||
+  bad "orphan: $(cache_files) $(cat "$work/o.err")"
 
 finish

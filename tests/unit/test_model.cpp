@@ -24,6 +24,7 @@
 #include "nanochat/model/model.hpp"
 #include "nanochat/model/random_model.hpp"
 #include "nanochat/model/tensor_names.hpp"
+#include "nanochat/model/weight_cache.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
 #include "nanochat/util/error.hpp"
@@ -479,6 +480,67 @@ INSTANTIATE_TEST_SUITE_P(
                 "llama", kQ4K},
         Variant{"nanochat_q4k_head", 2, FfnActivation::kReluSquared, true, false, kTq2, kQ4K}),
     [](const auto& p) { return std::string(p.param.name); });
+
+// The weight cache folder stays bounded: files whose model is gone are removed, then the least
+// recently used beyond the budget; the file just written and anything that is not a cache file
+// are kept.
+TEST(WeightCache, PruneRemovesOrphansThenTheLeastRecentlyUsed) {
+  const fs::path dir = fs::temp_directory_path() / fmt::format("nanochat-prune-{}", ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path model_a = dir / "a.gguf", model_b = dir / "b.gguf", model_c = dir / "c.gguf";
+  for (const auto& m : {model_a, model_b, model_c}) std::ofstream(m) << "model";
+  const std::vector<std::uint8_t> blob(100000, 7);
+  const std::vector<std::span<const std::uint8_t>> blobs = {blob};
+  const auto write = [&](const std::string& name, const fs::path& model, int age_hours) {
+    const fs::path p = dir / name;
+    WeightCache::write(p, "nanochat repacked weights, packing 1\nfile " + model.string() + "\n",
+                       blobs);
+    fs::last_write_time(p, fs::file_time_type::clock::now() - std::chrono::hours(age_hours));
+    return p;
+  };
+  const fs::path gone = write("gone.bin", dir / "deleted.gguf", 1);
+  const fs::path oldest = write("oldest.bin", model_a, 30);
+  const fs::path older = write("older.bin", model_b, 20);
+  const fs::path kept = write("kept.bin", model_c, 10);
+  const fs::path newest = write("newest.bin", model_a, 40);  // the one just written (keep)
+  std::ofstream(dir / "notes.bin") << "not a cache file";
+  std::ofstream(dir / ".x.bin.tmp-abc123") << "a temporary";
+  const std::uint64_t one = fs::file_size(kept);
+
+  // A budget for three files: the orphan goes first, then the oldest of the rest.
+  auto removed = WeightCache::prune(dir, newest, 3 * one);
+  std::sort(removed.begin(), removed.end());
+  std::vector<fs::path> want = {gone, oldest};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(removed, want);
+  for (const auto& p : {older, kept, newest}) EXPECT_TRUE(fs::exists(p)) << p;
+  EXPECT_TRUE(fs::exists(dir / "notes.bin"));
+  EXPECT_TRUE(fs::exists(dir / ".x.bin.tmp-abc123"));
+
+  // Within the budget nothing moves; a budget below the kept file's size leaves only it.
+  EXPECT_TRUE(WeightCache::prune(dir, newest, 10 * one).empty());
+  removed = WeightCache::prune(dir, newest, 1);
+  EXPECT_EQ(removed.size(), 2u);
+  EXPECT_TRUE(fs::exists(newest));
+  EXPECT_FALSE(fs::exists(older));
+  EXPECT_FALSE(fs::exists(kept));
+  // A missing folder is nothing to do.
+  EXPECT_TRUE(WeightCache::prune(dir / "missing", newest, 1).empty());
+  fs::remove_all(dir);
+}
+
+TEST(WeightCache, BudgetFromTheEnvironment) {
+  ::unsetenv("NANOCHAT_WEIGHT_CACHE_MAX_GB");
+  EXPECT_EQ(WeightCache::budget_from_env(), std::uint64_t{8} << 30);
+  ::setenv("NANOCHAT_WEIGHT_CACHE_MAX_GB", "0.5", 1);
+  EXPECT_EQ(WeightCache::budget_from_env(), std::uint64_t{1} << 29);
+  for (const char* bad : {"-1", "0", "lots", "2x"}) {
+    ::setenv("NANOCHAT_WEIGHT_CACHE_MAX_GB", bad, 1);
+    EXPECT_EQ(WeightCache::budget_from_env(), std::uint64_t{8} << 30) << bad;
+  }
+  ::unsetenv("NANOCHAT_WEIGHT_CACHE_MAX_GB");
+}
 
 TEST(Model, SameResultsAtAnyThreadCount) {
   const fs::path path =

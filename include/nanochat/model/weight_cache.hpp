@@ -41,6 +41,18 @@ class WeightCache {
   static void write(const std::filesystem::path& path, std::string_view key,
                     std::span<const std::span<const std::uint8_t>> blobs);
 
+  // Keeps the cache folder `dir` bounded, after a file was written there: removes cache files
+  // whose model file (the key's "file PATH" line) no longer exists, then, while the cache files
+  // add up to more than `budget_bytes`, the least recently used ones (oldest modification time;
+  // a mapped file is touched on use). `keep` (the file just written) is never removed, nor is
+  // anything that is not a weight cache file (temporaries, other files). Each removal is logged;
+  // nothing here throws. Returns the files removed.
+  static std::vector<std::filesystem::path> prune(const std::filesystem::path& dir,
+                                                  const std::filesystem::path& keep,
+                                                  std::uint64_t budget_bytes);
+  // The budget: NANOCHAT_WEIGHT_CACHE_MAX_GB (GiB, a positive number) or 8 GiB.
+  static std::uint64_t budget_from_env();
+
   std::size_t size() const { return table_.size(); }
   std::span<const std::uint8_t> blob(std::size_t i) const {
     return file_->bytes().subspan(table_[i].first, table_[i].second);
