@@ -119,6 +119,29 @@ Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
   return m;
 }
 
+Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
+                              const std::function<void(std::int64_t, std::span<float>)>& row,
+                              ThreadPool& pool,
+                              const std::function<void(std::int64_t, std::int64_t)>& rows_read,
+                              std::int64_t slab) {
+  Q8Matrix m = allocate(rows, cols, /*zero=*/false);
+  slab = std::max<std::int64_t>(slab, 1);
+  pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<float> values(static_cast<std::size_t>(cols));
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(cols / 32 * 34));
+    for (std::int64_t first = begin; first < end; first += slab) {
+      const std::int64_t last = std::min(end, first + slab);
+      for (std::int64_t r = first; r < last; ++r) {
+        row(r, values);
+        quantize_row_q8_0(values, bytes);
+        store_row(m, r, bytes.data());
+      }
+      if (rows_read) rows_read(first, last);
+    }
+  });
+  return m;
+}
+
 void q8_corrections(const PackedActivations& x, std::vector<std::int32_t>& out) {
   const std::int64_t blocks = x.cols_padded / 32;  // cols_padded: a multiple of 256
   out.assign(static_cast<std::size_t>(x.tokens * (blocks / 2) * 16), 0);

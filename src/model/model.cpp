@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -644,13 +645,6 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     f.release(head_data.subspan(static_cast<std::size_t>(begin) * head_row_bytes,
                                 static_cast<std::size_t>(end - begin) * head_row_bytes));
   };
-  std::int64_t head_released = 0;
-  const auto release_head_rows = [&](std::int64_t rows_read) {
-    constexpr std::int64_t kSlab = 1024;
-    if (rows_read - head_released < kSlab && rows_read < c.vocab_size) return;
-    release_rows(head_released, rows_read);
-    head_released = rows_read;
-  };
   if (from_cache && q8_head) {
     kernels::Q8Matrix q8;
     q8.rows = c.vocab_size;
@@ -694,17 +688,31 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
           "blocks, not {}",
           f.name(), head.type.name, head.type.block, c.dim);
     }
+    // On every thread; the lowest row holding a value that is not finite is named after.
+    std::atomic<std::int64_t> bad_row{c.vocab_size};
+    const auto head_row = [&](std::int64_t row, std::span<float> values) {
+      dequantize_rows(head.type.id, head_data, static_cast<std::size_t>(row * c.dim), values);
+    };
     w->output_q8 = kernels::quantize_q8_0_matrix(
-        c.vocab_size, c.dim, [&](std::int64_t row, std::span<float> values) {
-          release_head_rows(row);
-          dequantize_rows(head.type.id, head_data, static_cast<std::size_t>(row * c.dim), values);
-          for (const float v : values) {
-            if (!std::isfinite(v)) {
-              fail<FormatError>("{}: tensor '{}' row {} holds {}; the tensor data is corrupt",
-                                f.name(), head.name, row, v);
+        c.vocab_size, c.dim,
+        [&](std::int64_t row, std::span<float> values) {
+          head_row(row, values);
+          if (!std::all_of(values.begin(), values.end(),
+                           [](float v) { return std::isfinite(v); })) {
+            std::int64_t seen = bad_row.load();
+            while (row < seen && !bad_row.compare_exchange_weak(seen, row)) {
             }
           }
-        });
+        },
+        ctx.pool(), release_rows);
+    if (const std::int64_t row = bad_row.load(); row < c.vocab_size) {
+      std::vector<float> values(static_cast<std::size_t>(c.dim));
+      head_row(row, values);
+      const float v =
+          *std::find_if(values.begin(), values.end(), [](float x) { return !std::isfinite(x); });
+      fail<FormatError>("{}: tensor '{}' row {} holds {}; the tensor data is corrupt", f.name(),
+                        head.name, row, v);
+    }
   } else {
     w->output = load_ternary(f, ctx, tensors::kOutput, c.dim, c.vocab_size);
   }

@@ -888,6 +888,7 @@ TEST(Bitnet25, SameLogitsAsTheSameWeightsInTq2_0AndAsTheReference) {
       EXPECT_LE(err_tq2, 1e-3 * max_ref) << name << " position " << t << " vs TQ2_0";
       EXPECT_LE(err_ref, 1e-3 * max_ref) << name << " position " << t << " vs reference";
     }
+    fs::remove(other.name());
   }
 }
 

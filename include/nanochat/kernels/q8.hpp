@@ -47,6 +47,14 @@ void quantize_row_q8_0(std::span<const float> x, std::span<std::uint8_t> out);
 // A Q8Matrix quantized from float rows that `row` fills in (for float heads and tied embeddings).
 Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
                               const std::function<void(std::int64_t, std::span<float>)>& row);
+// The same with the rows split over `pool`: `row` is called concurrently for different rows (the
+// same matrix at any thread count); `rows_read(begin, end)`, when given, is told from each thread
+// that rows [begin, end) have been read, a slab of at most `slab` rows at a time.
+Q8Matrix quantize_q8_0_matrix(std::int64_t rows, std::int64_t cols,
+                              const std::function<void(std::int64_t, std::span<float>)>& row,
+                              ThreadPool& pool,
+                              const std::function<void(std::int64_t, std::int64_t)>& rows_read = {},
+                              std::int64_t slab = 1024);
 
 // y[b * ldy + m] (fp32) for every token of `x` (x.cols == w.cols), rows split over the pool.
 void q8_matmul(const Q8Matrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool, float* y,
