@@ -42,24 +42,31 @@ std::int64_t tuning_rows(std::int64_t rows, std::int64_t cols) {
 // Calls per sample of a one-token plan timed with its weights evicted before each call.
 constexpr int kStreamedCalls = 4;
 
-// Whether a one-token candidate is timed with its weights evicted from the caches before each
+// Whether one-token candidates are timed with their weights evicted from the caches before each
 // call: decoding streams every layer's weights from memory once per token (the model is far
 // larger than the caches), and a plan timed on a matrix that stays in the cache can lose there
 // (Zen 4: the AVX-512 kernel's plan fastest in cache reached 56-62% of read bandwidth streamed,
-// the AVX2 one 70%). A matrix already past the cache streams by itself.
-bool time_streamed(const PackedMatrix& w) {
+// the AVX2 one 70%). A matrix already past the cache streams by itself. Decided once per shape
+// (from its 2-bit codes), so every candidate is timed the same way.
+bool time_streamed(std::int64_t rows, std::int64_t cols) {
   const std::size_t l3 = cpu_info().l3_bytes ? cpu_info().l3_bytes : (std::size_t{32} << 20);
-  return w.weight_bytes() <= 2 * l3;
+  return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) / 4 <= 2 * l3;
 }
 
-// Writes back and drops every cache line of the matrix's codes and scales.
-void evict(const PackedMatrix& w) {
-  const auto flush = [](const void* data, std::size_t bytes) {
-    const auto* p = static_cast<const char*>(data);
-    for (std::size_t off = 0; off < bytes; off += 64) _mm_clflush(p + off);
-  };
-  flush(w.codes.data(), w.codes.bytes());
-  flush(w.row_scales.data(), w.row_scales.size() * sizeof(float));
+// Writes back and drops every cache line of the matrix's codes and scales, on every thread of
+// the pool (which also leaves its workers awake for the timed call, as decoding keeps them).
+void evict(const PackedMatrix& w, ThreadPool& pool) {
+  constexpr std::int64_t kLine = 64;
+  const auto lines = static_cast<std::int64_t>(w.codes.bytes()) / kLine;
+  const auto* codes = reinterpret_cast<const char*>(w.codes.data());
+  pool.parallel_for(lines, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) _mm_clflush(codes + i * kLine);
+    _mm_mfence();
+  });
+  const auto* scales = reinterpret_cast<const char*>(w.row_scales.data());
+  for (std::size_t off = 0; off < w.row_scales.size() * sizeof(float); off += kLine) {
+    _mm_clflush(scales + off);
+  }
   _mm_mfence();
 }
 
@@ -247,7 +254,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   if (candidates.empty()) return default_plan(request);
   for (Candidate& c : candidates) {
     c.w->variant = c.plan.variant;
-    c.plan.weights_streamed = tokens == 1 && time_streamed(*c.w);
+    c.plan.weights_streamed = tokens == 1 && time_streamed(rows, request.cols);
     c.calls = c.plan.weights_streamed ? kStreamedCalls
                                       : calibrate_calls(*c.w, x, c.plan.token_block, pool, y);
   }
@@ -257,10 +264,9 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
       if (c.plan.weights_streamed) {
         double seconds = 0;
         for (int i = 0; i < c.calls; ++i) {
-          evict(*c.w);
+          evict(*c.w, pool);
           const double start = now_seconds();
-          run_gemm_i32(*c.w, x, c.plan.token_block, pool, y.data(),
-                       static_cast<std::size_t>(rows));
+          run_gemm_i32(*c.w, x, c.plan.token_block, pool, y.data(), static_cast<std::size_t>(rows));
           seconds += now_seconds() - start;
         }
         c.samples.push_back(seconds / c.calls);

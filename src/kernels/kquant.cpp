@@ -119,7 +119,8 @@ KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, 
                          const std::function<void(std::int64_t, std::int64_t)>& rows_read,
                          std::int64_t slab) {
   const char* name = type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K";
-  if (rows <= 0 || cols <= 0 || cols % 256 != 0) {
+  if (rows <= 0) fail<FormatError>("a {} matrix needs at least one row, not {}", name, rows);
+  if (cols <= 0 || cols % 256 != 0) {
     fail<FormatError>("a {} matrix needs rows of a multiple of 256 weights, not {}", name, cols);
   }
   KQuantMatrix m;

@@ -742,9 +742,13 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     for (std::size_t i = 0; same && i < blobs.size(); ++i) same = blobs[i].size() == blob_sizes[i];
     try {
       if (!same) fail("the repacked matrices do not have the shapes planned for the cache");
+      // Room first (a disk full of older cache files would otherwise stay full).
+      std::uint64_t incoming = 0;
+      for (const auto& blob : blobs) incoming += blob.size() + WeightCache::kAlign;
+      WeightCache::prune(weight_cache.parent_path(), weight_cache, WeightCache::budget_from_env(),
+                         incoming);
       WeightCache::write(weight_cache, cache_key, blobs);
       spdlog::info("kept the repacked weights in {} for the next load", weight_cache.string());
-      WeightCache::prune(weight_cache.parent_path(), weight_cache, WeightCache::budget_from_env());
     } catch (const Error& e) {
       spdlog::warn("could not keep the repacked weights in {} ({}); the next load repacks them",
                    weight_cache.string(), e.what());

@@ -92,7 +92,8 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
       kernels::quantize_row_q8_0(v, bytes);
     } else if (kernels::kquant_from_ggml(gguf::type_id(type), kq)) {
       if (cols % 256 != 0)
-        fail("random model: a {} {} needs rows of a multiple of 256", gguf::type_id(type), name);
+        fail("random model: a {} {} needs rows of a multiple of 256",
+             kq == kernels::KQuantType::kQ4_K ? "Q4_K" : "Q6_K", name);
       bytes.resize(v.size() / 256 * static_cast<std::size_t>(kernels::kquant_block_bytes(kq)));
       kernels::quantize_row_kquant(kq, v, bytes);
     } else {

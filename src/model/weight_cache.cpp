@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/sha256.hpp"
 
@@ -176,7 +177,8 @@ std::uint64_t WeightCache::budget_from_env() {
 
 std::vector<std::filesystem::path> WeightCache::prune(const std::filesystem::path& dir,
                                                       const std::filesystem::path& keep,
-                                                      std::uint64_t budget_bytes) {
+                                                      std::uint64_t budget_bytes,
+                                                      std::uint64_t incoming_bytes) {
   namespace fs = std::filesystem;
   struct Entry {
     fs::path path;
@@ -185,7 +187,9 @@ std::vector<std::filesystem::path> WeightCache::prune(const std::filesystem::pat
   };
   std::vector<Entry> entries;
   std::vector<fs::path> removed;
-  std::uint64_t room = budget_bytes;  // what the other files may hold
+  // What the other files may hold: the budget less the file being written (or already written).
+  std::uint64_t room = budget_bytes > incoming_bytes ? budget_bytes - incoming_bytes : 0;
+  bool keep_counted = incoming_bytes > 0;
   std::error_code ec;
   const auto remove = [&](const fs::path& path, const std::string& why) {
     std::error_code rm;
@@ -201,24 +205,40 @@ std::vector<std::filesystem::path> WeightCache::prune(const std::filesystem::pat
     const fs::path& path = it->path();
     if (path.extension() != ".bin" || path.filename().string().starts_with(".")) continue;
     std::error_code st;
-    if (!it->is_regular_file(st)) continue;
+    // Links are left alone (removing one frees nothing), as is what cannot be examined (another
+    // process may be removing files as this one looks).
+    const bool link = it->is_symlink(st);
+    if (st || link) continue;
+    const bool regular = it->is_regular_file(st);
+    if (st || !regular) continue;
     const std::optional<std::string> key = stored_key(path);
     if (!key) continue;  // not a weight cache file: left alone
     const bool is_keep = fs::equivalent(path, keep, st);
-    // The key's second line names the model file it was made from.
+    // The key's second line names the model file it was made from. An orphan is only a file this
+    // kind of CPU wrote (a shared home folder holds other machines' files) whose model's folder is
+    // still there (a model on an unmounted disk is not gone).
     const std::size_t at = key->find("\nfile ");
-    if (!is_keep && at != std::string::npos) {
+    const bool ours = path.filename().string().find(cpu_info().signature()) != std::string::npos;
+    if (!is_keep && ours && at != std::string::npos) {
       const std::size_t from = at + 6, to = key->find('\n', from);
       const fs::path model = key->substr(from, to == std::string::npos ? to : to - from);
       std::error_code gone;
-      if (!fs::exists(model, gone) && !gone &&
+      if (fs::is_directory(model.parent_path(), gone) && !gone && !fs::exists(model, gone) &&
+          !gone &&
           remove(path, fmt::format("its model file {} no longer exists", model.string()))) {
         continue;
       }
     }
-    Entry e{path, static_cast<std::uint64_t>(it->file_size(st)), it->last_write_time(st)};
+    const std::uintmax_t bytes = it->file_size(st);
+    if (st) continue;
+    const fs::file_time_type used = it->last_write_time(st);
+    if (st) continue;
+    Entry e{path, static_cast<std::uint64_t>(bytes), used};
     if (!is_keep) entries.push_back(e);
-    if (is_keep) room = room > e.bytes ? room - e.bytes : 0;
+    if (is_keep && !keep_counted) {
+      room = room > e.bytes ? room - e.bytes : 0;
+      keep_counted = true;
+    }
   }
   std::uint64_t total = 0;
   for (const Entry& e : entries) total += e.bytes;

@@ -27,6 +27,7 @@
 #include "nanochat/model/weight_cache.hpp"
 #include "nanochat/ternary/blocks.hpp"
 #include "nanochat/ternary/quantize.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/fp16.hpp"
 #include "nanochat/util/log.hpp"
@@ -493,38 +494,46 @@ TEST(WeightCache, PruneRemovesOrphansThenTheLeastRecentlyUsed) {
   const std::vector<std::uint8_t> blob(100000, 7);
   const std::vector<std::span<const std::uint8_t>> blobs = {blob};
   const auto write = [&](const std::string& name, const fs::path& model, int age_hours) {
-    const fs::path p = dir / name;
+    const fs::path p = dir / fmt::format("{}-{}.bin", name, cpu_info().signature());
     WeightCache::write(p, "nanochat repacked weights, packing 1\nfile " + model.string() + "\n",
                        blobs);
     fs::last_write_time(p, fs::file_time_type::clock::now() - std::chrono::hours(age_hours));
     return p;
   };
-  const fs::path gone = write("gone.bin", dir / "deleted.gguf", 1);
-  const fs::path oldest = write("oldest.bin", model_a, 30);
-  const fs::path older = write("older.bin", model_b, 20);
-  const fs::path kept = write("kept.bin", model_c, 10);
-  const fs::path newest = write("newest.bin", model_a, 40);  // the one just written (keep)
+  const fs::path gone = write("gone", dir / "deleted.gguf", 1);
+  const fs::path oldest = write("oldest", model_a, 30);
+  const fs::path older = write("older", model_b, 20);
+  const fs::path kept = write("kept", model_c, 10);
+  const fs::path newest = write("newest", model_a, 40);  // the one just written (keep)
+  // Not orphans: another CPU's file (a shared folder), a model on a disk that is not mounted.
+  const fs::path foreign = dir / "foreign-OtherCPU.bin";
+  WeightCache::write(foreign, "nanochat repacked weights, packing 1\nfile /nonexistent/x.gguf\n",
+                     blobs);
+  const fs::path unmounted = write("unmounted", "/media/not-mounted/model.gguf", 0);
+  const fs::path link = dir / fmt::format("link-{}.bin", cpu_info().signature());
+  fs::create_symlink(kept, link);  // links are neither counted nor removed
   std::ofstream(dir / "notes.bin") << "not a cache file";
   std::ofstream(dir / ".x.bin.tmp-abc123") << "a temporary";
   const std::uint64_t one = fs::file_size(kept);
 
-  // A budget for three files: the orphan goes first, then the oldest of the rest.
-  auto removed = WeightCache::prune(dir, newest, 3 * one);
+  // A budget for five files: the orphan goes first, then the oldest of the rest.
+  auto removed = WeightCache::prune(dir, newest, 5 * one);
   std::sort(removed.begin(), removed.end());
   std::vector<fs::path> want = {gone, oldest};
   std::sort(want.begin(), want.end());
   EXPECT_EQ(removed, want);
-  for (const auto& p : {older, kept, newest}) EXPECT_TRUE(fs::exists(p)) << p;
+  for (const auto& p : {older, kept, newest, foreign, unmounted}) EXPECT_TRUE(fs::exists(p)) << p;
   EXPECT_TRUE(fs::exists(dir / "notes.bin"));
   EXPECT_TRUE(fs::exists(dir / ".x.bin.tmp-abc123"));
 
   // Within the budget nothing moves; a budget below the kept file's size leaves only it.
   EXPECT_TRUE(WeightCache::prune(dir, newest, 10 * one).empty());
   removed = WeightCache::prune(dir, newest, 1);
-  EXPECT_EQ(removed.size(), 2u);
+  EXPECT_EQ(removed.size(), 4u);
   EXPECT_TRUE(fs::exists(newest));
   EXPECT_FALSE(fs::exists(older));
   EXPECT_FALSE(fs::exists(kept));
+  EXPECT_TRUE(fs::is_symlink(link));
   // A missing folder is nothing to do.
   EXPECT_TRUE(WeightCache::prune(dir / "missing", newest, 1).empty());
   fs::remove_all(dir);

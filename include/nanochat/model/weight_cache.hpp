@@ -41,15 +41,17 @@ class WeightCache {
   static void write(const std::filesystem::path& path, std::string_view key,
                     std::span<const std::span<const std::uint8_t>> blobs);
 
-  // Keeps the cache folder `dir` bounded, after a file was written there: removes cache files
-  // whose model file (the key's "file PATH" line) no longer exists, then, while the cache files
-  // add up to more than `budget_bytes`, the least recently used ones (oldest modification time;
-  // a mapped file is touched on use). `keep` (the file just written) is never removed, nor is
-  // anything that is not a weight cache file (temporaries, other files). Each removal is logged;
-  // nothing here throws. Returns the files removed.
+  // Keeps the cache folder `dir` bounded when `keep` is written there (`incoming_bytes` long, or
+  // its size on disk when 0): removes this CPU's cache files whose model file (the key's "file
+  // PATH" line) no longer exists while its folder does, then, while the cache files add up to
+  // more than `budget_bytes`, the least recently used ones (oldest modification time; a mapped
+  // file is touched on use). `keep` is never removed, nor is anything that is not a weight cache
+  // file (temporaries, links, other files). Each removal is logged; nothing here throws. Returns
+  // the files removed.
   static std::vector<std::filesystem::path> prune(const std::filesystem::path& dir,
                                                   const std::filesystem::path& keep,
-                                                  std::uint64_t budget_bytes);
+                                                  std::uint64_t budget_bytes,
+                                                  std::uint64_t incoming_bytes = 0);
   // The budget: NANOCHAT_WEIGHT_CACHE_MAX_GB (GiB, a positive number) or 8 GiB.
   static std::uint64_t budget_from_env();
 
