@@ -3,8 +3,11 @@
 // has, single-threaded and on all physical cores. `nanochat benchmark kernels` reports the same
 // cases with bandwidth ratios; this program is for A/B comparisons with Google Benchmark's tools
 // (e.g. --benchmark_repetitions=9 --benchmark_report_aggregates_only=true, compare.py).
+// The output heads too: a 2B model's vocabulary (128256 x 2560) as Q8_0, Q6_K and Q4_K, one
+// token, the weights far past the cache as in decoding (`head/...`).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -12,6 +15,8 @@
 #include <tuple>
 
 #include "nanochat/kernels/dispatch.hpp"
+#include "nanochat/kernels/kquant.hpp"
+#include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/registry.hpp"
 
 namespace nanochat::kernels {
@@ -64,6 +69,66 @@ void BM_Gemm(benchmark::State& state, Isa isa, std::int64_t rows, std::int64_t c
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
 }
 
+// Head matrices (built once, shared by every ISA and thread count) and one token.
+struct HeadFixture {
+  Q8Matrix q8;
+  KQuantMatrix q6_k, q4_k;
+  PackedActivations x;
+  std::vector<float> y;
+};
+
+HeadFixture& head_fixture() {
+  static std::unique_ptr<HeadFixture> f;
+  if (!f) {
+    constexpr std::int64_t kRows = 128256, kCols = 2560;
+    f = std::make_unique<HeadFixture>();
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    ThreadPool pool(default_thread_count());
+    std::vector<float> row(static_cast<std::size_t>(kCols));
+    std::vector<std::uint8_t> q6(static_cast<std::size_t>(kRows * kCols / 256 * 210)),
+        q4(static_cast<std::size_t>(kRows * kCols / 256 * 144));
+    f->q8 = quantize_q8_0_matrix(kRows, kCols, [&](std::int64_t r, std::span<float> v) {
+      for (auto& x : row) x = normal(rng);
+      std::copy(row.begin(), row.end(), v.begin());
+      quantize_row_kquant(KQuantType::kQ6_K, row,
+                          std::span(q6).subspan(static_cast<std::size_t>(r * kCols / 256 * 210),
+                                                static_cast<std::size_t>(kCols / 256 * 210)));
+      quantize_row_kquant(KQuantType::kQ4_K, row,
+                          std::span(q4).subspan(static_cast<std::size_t>(r * kCols / 256 * 144),
+                                                static_cast<std::size_t>(kCols / 256 * 144)));
+    });
+    f->q6_k = pack_kquant(KQuantType::kQ6_K, q6, kRows, kCols, pool);
+    f->q4_k = pack_kquant(KQuantType::kQ4_K, q4, kRows, kCols, pool);
+    std::vector<std::int8_t> a(static_cast<std::size_t>(kCols));
+    std::uniform_int_distribution<int> act(-127, 127);
+    for (auto& v : a) v = static_cast<std::int8_t>(act(rng));
+    pack_activations_i8(a.data(), 1, kCols, f->x);
+    f->y.resize(static_cast<std::size_t>(kRows));
+  }
+  return *f;
+}
+
+void BM_Head(benchmark::State& state, Isa isa, const char* type, int threads) {
+  HeadFixture& f = head_fixture();
+  ThreadPool pool(threads);
+  const std::string t = type;
+  const KQuantMatrix* kq = t == "q6_k" ? &f.q6_k : t == "q4_k" ? &f.q4_k : nullptr;
+  for (auto _ : state) {
+    if (kq != nullptr) {
+      kquant_matmul(*kq, f.x, isa, pool, f.y.data(), f.y.size());
+    } else {
+      q8_matmul(f.q8, f.x, isa, pool, f.y.data(), f.y.size());
+    }
+    benchmark::DoNotOptimize(f.y.data());
+  }
+  const double bytes = kq != nullptr ? static_cast<double>(kq->data.size())
+                                     : static_cast<double>(f.q8.q.size() + 2 * f.q8.d.size());
+  state.counters["weights_B/s"] =
+      benchmark::Counter(bytes * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
+}
+
 void register_all() {
   const std::tuple<std::int64_t, std::int64_t> shapes[] = {
       {2560, 2560}, {640, 2560}, {6912, 2560}, {2560, 6912}, {65536, 16384}};
@@ -82,6 +147,18 @@ void register_all() {
               ->UseRealTime();
           if (cores == 1) break;
         }
+      }
+    }
+  }
+  for (Isa isa : available_isas()) {
+    for (const char* type : {"q8_0", "q6_k", "q4_k"}) {
+      for (int threads : {1, cores}) {
+        const std::string name = std::string("head/") + type + "/" + isa_name(isa) +
+                                 "/128256x2560/b1/t" + std::to_string(threads);
+        benchmark::RegisterBenchmark(name.c_str(), BM_Head, isa, type, threads)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+        if (cores == 1) break;
       }
     }
   }

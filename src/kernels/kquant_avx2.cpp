@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kquant_internal.hpp"
 #include "nanochat/kernels/kquant.hpp"
 
 namespace nanochat::kernels {
@@ -125,18 +126,20 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       for (int off = 0; off < 192; off += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + off), _MM_HINT_T0);
       }
-      alignas(16) std::uint8_t scale[8], mins[8];
-      q4_k_scales(p + 4, scale, mins);
-      const __m256i m32 =
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
+      std::uint32_t words[4];
+      q4_k_scale_words(p + 4, words);
+      const __m256i m32 = _mm256_cvtepu8_epi32(
+          _mm_set_epi32(0, 0, static_cast<int>(words[3]), static_cast<int>(words[2])));
       __m256i sum[N];
       for (int t = 0; t < N; ++t) sum[t] = _mm256_setzero_si256();
       for (int g = 0; g < 4; ++g) {
         const __m256i qv = load(p + 16 + 32 * g);
         const __m256i lo = _mm256_and_si256(qv, low4);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), low4);
-        const __m256i s_lo = _mm256_set1_epi16(scale[2 * g]),
-                      s_hi = _mm256_set1_epi16(scale[2 * g + 1]);
+        // Sub-blocks 2g and 2g + 1: bytes 2g % 4 and 2g % 4 + 1 of word g / 2.
+        const std::uint32_t word = words[g / 2] >> (16 * (g % 2));
+        const __m256i s_lo = _mm256_set1_epi16(static_cast<short>(word & 0xff)),
+                      s_hi = _mm256_set1_epi16(static_cast<short>((word >> 8) & 0xff));
         for (int t = 0; t < N; ++t) {
           const std::int8_t* xv = xb[t] + blk * 256 + 64 * g;
           sum[t] = _mm256_add_epi32(

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kquant_internal.hpp"
 #include "nanochat/kernels/kquant.hpp"
 
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -128,10 +129,11 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 128), _MM_HINT_T0);
-      alignas(16) std::uint8_t scale_min[16];
-      q4_k_scales(p + 4, scale_min, scale_min + 8);
-      const __m512i sm =
-          _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(scale_min)));
+      std::uint32_t words[4];
+      q4_k_scale_words(p + 4, words);
+      const __m512i sm = _mm512_cvtepu8_epi32(
+          _mm_set_epi32(static_cast<int>(words[3]), static_cast<int>(words[2]),
+                        static_cast<int>(words[1]), static_cast<int>(words[0])));
       const __m256i mins = _mm512_extracti64x4_epi64(sm, 1);
       const __m512 d = _mm512_set1_ps(half_at(p));
       const __m256 dmin = _mm256_set1_ps(half_at(p + 2));

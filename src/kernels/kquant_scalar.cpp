@@ -30,16 +30,21 @@ void q6_k(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& s
         const std::uint8_t* qh = ql + 128;
         const auto* sc = reinterpret_cast<const std::int8_t*>(ql + 192);
         const std::int8_t* xv = xb + blk * 256;
-        std::int32_t dot[16] = {};
-        for (int half = 0; half < 2; ++half) {
-          for (int l = 0; l < 32; ++l) {
-            const int lo = ql[half * 64 + l], hi = ql[half * 64 + l + 32], h = qh[half * 32 + l];
-            const int base = half * 128 + l;
-            dot[base / 16] += ((lo & 0x0F) | ((h & 3) << 4)) * xv[base];
-            dot[(base + 32) / 16] += ((hi & 0x0F) | (((h >> 2) & 3) << 4)) * xv[base + 32];
-            dot[(base + 64) / 16] += ((lo >> 4) | (((h >> 4) & 3) << 4)) * xv[base + 64];
-            dot[(base + 96) / 16] += ((hi >> 4) | (((h >> 6) & 3) << 4)) * xv[base + 96];
+        // Sub-block j: 16 weights of group g (32 weights) of half h, whose low nibbles are in
+        // ql's low (g < 2) or high (g >= 2) half-bytes and whose top two bits are bits 2g, 2g + 1
+        // of qh.
+        std::int32_t dot[16];
+        for (int j = 0; j < 16; ++j) {
+          const int h = j / 8, g = (j % 8) / 2, l0 = (j % 2) * 16;
+          const std::uint8_t* lo = ql + h * 64 + (g % 2) * 32 + l0;
+          const std::uint8_t* hi = qh + h * 32 + l0;
+          const std::int8_t* xs = xv + h * 128 + g * 32 + l0;
+          const int nibble = g >= 2 ? 4 : 0, top = 2 * g;
+          std::int32_t sum = 0;
+          for (int l = 0; l < 16; ++l) {
+            sum += (((lo[l] >> nibble) & 0x0F) | (((hi[l] >> top) & 3) << 4)) * xs[l];
           }
+          dot[j] = sum;
         }
         std::int32_t a = 0;
         for (int j = 0; j < 16; ++j) a += sc[j] * (dot[j] - 32 * x16[blk * 16 + j]);
