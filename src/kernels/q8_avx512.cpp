@@ -13,9 +13,11 @@
 namespace nanochat::kernels {
 namespace {
 
-// Prefetch distance along the int8 weights: 8 KiB decoded the 2B model's Q8_0 head 1.5-2.5%
-// faster than 4 KiB (nanochat benchmark model, tg32 at 1 thread); 16 KiB was no better.
-constexpr long kPrefetchBytes = 8192;
+// Prefetch distance along the int8 weights. On a Zen 5 VM reading ~26 GB/s at one thread, one
+// token over a 2B model's head (bench_kernels head/q8_0) took 22.6 ms with two rows at a time
+// and 8 KiB, 16.3 ms with one row and 8 KiB, 14.7 ms with one row and 16 KiB (an earlier
+// session, reading ~35 GB/s, found 8 KiB 1.5-2.5% faster than 4 KiB and 16 KiB no better).
+constexpr long kPrefetchBytes = 16384;
 
 // N tokens at once. Each 64-byte pair of weight blocks is loaded once and offset to unsigned
 // (w + 128, an XOR of the sign bit); per token one vpdpbusd with the int8 activations, starting
@@ -71,13 +73,17 @@ void rows_n(const Q8Matrix& w, const PackedActivations& x, const std::int32_t* c
   }
 }
 
-// Rows [begin, end) for tokens [b, b + N): two rows at a time, then the odd one.
+// Rows [begin, end) for tokens [b, b + N): one token streams one row at a time (two rows' streams
+// at once were 1.4x slower); several tokens take two rows at a time, then the odd one. A row's
+// sums are the same either way.
 template <int N>
 void rows_tokens(const Q8Matrix& w, const PackedActivations& x, const std::int32_t* corrections,
                  std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
   std::int64_t r = begin;
-  for (; r + 2 <= end; r += 2) rows_n<2, N>(w, x, corrections, b, r, y, ldy);
-  if (r < end) rows_n<1, N>(w, x, corrections, b, r, y, ldy);
+  if constexpr (N > 1) {
+    for (; r + 2 <= end; r += 2) rows_n<2, N>(w, x, corrections, b, r, y, ldy);
+  }
+  for (; r < end; ++r) rows_n<1, N>(w, x, corrections, b, r, y, ldy);
 }
 
 void tokens(const Q8Matrix& w, const PackedActivations& x, const std::int32_t* corrections,
