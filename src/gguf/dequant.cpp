@@ -9,17 +9,11 @@
 namespace nanochat::gguf {
 namespace {
 
-float half_at(const std::uint8_t* p) {
-  std::uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_fp32(h);
-}
-
 // One block of each type: `b` points at its bytes, `y` receives its values. The arithmetic is
 // ggml's: the same float products and sums, in the same order.
 
 void q4_0(const std::uint8_t* b, float* y) {
-  const float d = half_at(b);
+  const float d = fp16_at(b);
   const std::uint8_t* qs = b + 2;
   for (int j = 0; j < 16; ++j) {
     y[j] = static_cast<float>((qs[j] & 0x0F) - 8) * d;
@@ -28,7 +22,7 @@ void q4_0(const std::uint8_t* b, float* y) {
 }
 
 void q4_1(const std::uint8_t* b, float* y) {
-  const float d = half_at(b), m = half_at(b + 2);
+  const float d = fp16_at(b), m = fp16_at(b + 2);
   const std::uint8_t* qs = b + 4;
   for (int j = 0; j < 16; ++j) {
     y[j] = static_cast<float>(qs[j] & 0x0F) * d + m;
@@ -37,7 +31,7 @@ void q4_1(const std::uint8_t* b, float* y) {
 }
 
 void q5_0(const std::uint8_t* b, float* y) {
-  const float d = half_at(b);
+  const float d = fp16_at(b);
   std::uint32_t qh;
   std::memcpy(&qh, b + 2, 4);
   const std::uint8_t* qs = b + 6;
@@ -50,7 +44,7 @@ void q5_0(const std::uint8_t* b, float* y) {
 }
 
 void q5_1(const std::uint8_t* b, float* y) {
-  const float d = half_at(b), m = half_at(b + 2);
+  const float d = fp16_at(b), m = fp16_at(b + 2);
   std::uint32_t qh;
   std::memcpy(&qh, b + 4, 4);
   const std::uint8_t* qs = b + 8;
@@ -74,7 +68,7 @@ void scale_min_k4(int j, const std::uint8_t* q, int& scale, int& min) {
 }
 
 void q4_k(const std::uint8_t* b, float* y) {
-  const float d = half_at(b), dmin = half_at(b + 2);
+  const float d = fp16_at(b), dmin = fp16_at(b + 2);
   const std::uint8_t* scales = b + 4;
   const std::uint8_t* q = b + 16;
   for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
@@ -90,7 +84,7 @@ void q4_k(const std::uint8_t* b, float* y) {
 }
 
 void q5_k(const std::uint8_t* b, float* y) {
-  const float d = half_at(b), dmin = half_at(b + 2);
+  const float d = fp16_at(b), dmin = fp16_at(b + 2);
   const std::uint8_t* scales = b + 4;
   const std::uint8_t* qh = b + 16;
   const std::uint8_t* ql = b + 48;
@@ -117,7 +111,7 @@ void q6_k(const std::uint8_t* b, float* y) {
   const std::uint8_t* ql = b;
   const std::uint8_t* qh = b + 128;
   const auto* sc = reinterpret_cast<const std::int8_t*>(b + 192);
-  const float d = half_at(b + 208);
+  const float d = fp16_at(b + 208);
   for (int n = 0; n < 256; n += 128) {
     for (int l = 0; l < 32; ++l) {
       const int is = l / 16;
@@ -138,7 +132,7 @@ void q6_k(const std::uint8_t* b, float* y) {
 }
 
 void q8_0(const std::uint8_t* b, float* y) {
-  const float d = half_at(b);
+  const float d = fp16_at(b);
   for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(static_cast<std::int8_t>(b[2 + j]));
 }
 

@@ -1,6 +1,7 @@
 #include "nanochat/kernels/kquant.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -137,26 +138,38 @@ KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, 
   slab = std::max<std::int64_t>(slab, 1);
   const std::int64_t per_row = cols / 256;
   const std::size_t block_bytes = static_cast<std::size_t>(kquant_block_bytes(type));
+  // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN (Q4_K's
+  // dmin as well as d): each slab is checked right after its copy, and the lowest bad row named.
+  const std::size_t dmin_offset = type == KQuantType::kQ4_K ? 2 : d_offset(type);
+  const auto bad_scale = [&](std::int64_t blk) {
+    const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
+    return (fp16_bits(b + d_offset(type)) & 0x7c00u) == 0x7c00u ||
+           (fp16_bits(b + dmin_offset) & 0x7c00u) == 0x7c00u;
+  };
+  std::atomic<std::int64_t> bad_row{rows};
   pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t first = begin; first < end; first += slab) {
       const std::int64_t last = std::min(end, first + slab);
       const auto offset = static_cast<std::size_t>(first * m.row_bytes);
       std::memcpy(m.data.data() + offset, blocks.data() + offset,
                   static_cast<std::size_t>((last - first) * m.row_bytes));
+      for (std::int64_t blk = first * per_row; blk < last * per_row; ++blk) {
+        if (!bad_scale(blk)) continue;
+        std::int64_t seen = bad_row.load();
+        while (blk / per_row < seen && !bad_row.compare_exchange_weak(seen, blk / per_row)) {
+        }
+        break;
+      }
       if (rows_read) rows_read(first, last);
     }
   });
-  // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN (Q4_K's
-  // dmin as well as d).
-  for (std::int64_t blk = 0; blk < rows * per_row; ++blk) {
-    const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
-    for (std::size_t off :
-         {d_offset(type), type == KQuantType::kQ4_K ? std::size_t{2} : d_offset(type)}) {
-      std::uint16_t h;
-      std::memcpy(&h, b + off, 2);
-      if ((h & 0x7c00u) == 0x7c00u) {
-        fail<FormatError>("row {} has a block scale that is {}", blk / per_row, fp16_to_fp32(h));
-      }
+  if (const std::int64_t row = bad_row.load(); row < rows) {
+    for (std::int64_t blk = row * per_row;; ++blk) {
+      if (!bad_scale(blk)) continue;
+      const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
+      const bool d_bad = (fp16_bits(b + d_offset(type)) & 0x7c00u) == 0x7c00u;
+      fail<FormatError>("row {} has a block scale that is {}", row,
+                        fp16_to_fp32(fp16_bits(b + (d_bad ? d_offset(type) : dmin_offset))));
     }
   }
   return m;

@@ -9,12 +9,6 @@
 namespace nanochat::kernels {
 namespace {
 
-float half_at(const std::uint8_t* p) {
-  std::uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_fp32(h);
-}
-
 void q6_k(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
           std::int64_t b0, std::int64_t b1, std::int64_t begin, std::int64_t end, float* y,
           std::size_t ldy) {
@@ -48,7 +42,7 @@ void q6_k(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& s
         }
         std::int32_t a = 0;
         for (int j = 0; j < 16; ++j) a += sc[j] * (dot[j] - 32 * x16[blk * 16 + j]);
-        acc += half_at(ql + 208) * static_cast<float>(a);
+        acc += fp16_at(ql + 208) * static_cast<float>(a);
       }
       y[static_cast<std::size_t>(b) * ldy + static_cast<std::size_t>(r)] =
           acc * x.scales[static_cast<std::size_t>(b)];
@@ -82,7 +76,7 @@ void q4_k(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& s
           a += sc[2 * g] * lo + sc[2 * g + 1] * hi;
           m += mn[2 * g] * x32[blk * 8 + 2 * g] + mn[2 * g + 1] * x32[blk * 8 + 2 * g + 1];
         }
-        acc += half_at(block) * static_cast<float>(a) - half_at(block + 2) * static_cast<float>(m);
+        acc += fp16_at(block) * static_cast<float>(a) - fp16_at(block + 2) * static_cast<float>(m);
       }
       y[static_cast<std::size_t>(b) * ldy + static_cast<std::size_t>(r)] =
           acc * x.scales[static_cast<std::size_t>(b)];

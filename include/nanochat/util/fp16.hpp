@@ -56,4 +56,10 @@ inline std::uint16_t fp32_to_fp16(float f) {
   return static_cast<std::uint16_t>(sign | half);
 }
 
+// The 16 bits stored at `p` (little-endian, any alignment), and their binary16 value.
+inline std::uint16_t fp16_bits(const std::uint8_t* p) {
+  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+}
+inline float fp16_at(const std::uint8_t* p) { return fp16_to_fp32(fp16_bits(p)); }
+
 }  // namespace nanochat
