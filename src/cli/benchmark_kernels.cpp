@@ -67,6 +67,13 @@ std::vector<Isa> parse_isa_list(const std::string& text) {
   return out;
 }
 
+// The kernel's name, and its layout where it is not the kernel's default ("avx512-vnni base3").
+std::string kernel_label(Isa isa, kernels::Layout layout) {
+  const kernels::KernelInfo& k = kernels::kernel_info(isa);
+  if (layout == k.layout) return k.name;
+  return fmt::format("{} {}", k.name, kernels::layout_name(layout));
+}
+
 // " gfni" where the plan uses a kernel's non-default unpacking.
 std::string variant_suffix(const kernels::Plan& plan) {
   if (plan.variant == 0) return "";
@@ -96,7 +103,7 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
   for (const Result& r : results) {
     fmt::print(
         "| {} | {}x{} | {} | {} | {}x{}{} | {} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {} |\n",
-        kernels::kernel_info(r.isa).name, r.shape.rows, r.shape.cols, r.batch, r.threads,
+        kernel_label(r.isa, r.plan.layout), r.shape.rows, r.shape.cols, r.batch, r.threads,
         r.plan.tile_rows, r.plan.token_block, variant_suffix(r.plan), human_time(r.seconds.median),
         r.seconds.spread * 100, r.gops, r.weight_gbps,
         r.bw_fraction > 0 ? fmt::format("{:.0f}%", r.bw_fraction * 100) : "-",
@@ -118,6 +125,7 @@ void print_markdown(const std::vector<Result>& results, const std::map<int, kern
 nlohmann::json result_json(const Result& r) {
   return {{"kernel", kernels::kernel_info(r.isa).name},
           {"isa", kernels::isa_name(r.isa)},
+          {"layout", kernels::layout_name(r.plan.layout)},
           {"rows", r.shape.rows},
           {"cols", r.shape.cols},
           {"batch", r.batch},
@@ -142,7 +150,7 @@ nlohmann::json result_json(const Result& r) {
 // One whole line per event on stderr, so log lines (the autotuner's) never land mid-line.
 void print_progress(const kernels::KernelBenchEvent& e) {
   using Kind = kernels::KernelBenchEvent::Kind;
-  const std::string what = fmt::format("{} {}x{} b{} t{}", kernels::kernel_info(e.isa).name,
+  const std::string what = fmt::format("{} {}x{} b{} t{}", kernel_label(e.isa, e.layout),
                                        e.shape.rows, e.shape.cols, e.batch, e.threads);
   switch (e.kind) {
     case Kind::kBandwidth:
@@ -177,6 +185,8 @@ void run(const Options& o) {
                                      : parse_int_list(o.threads, "-t");
   config.batches = parse_int_list(o.batches, "-b");
   config.isas = parse_isa_list(o.isas);
+  config.layout = kernels::layout_override(
+      config.isas.size() == 1 ? std::optional<Isa>(config.isas.front()) : std::nullopt);
   config.reps = o.reps;
   config.bandwidth = !o.no_bandwidth;
   config.autotune = kernels::parse_tune_mode(o.autotune);
@@ -204,13 +214,14 @@ void run(const Options& o) {
   } else if (o.output == "csv") {
     fmt::print(
         "kernel,isa,rows,cols,batch,threads,tile_rows,token_block,variant,median_us,spread,gops,"
-        "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1\n");
+        "weight_gbps,read_bw_fraction,speedup_vs_scalar,token_cost_vs_b1,layout\n");
     for (const Result& r : results) {
-      fmt::print("{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f}\n",
+      fmt::print("{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{}\n",
                  kernels::kernel_info(r.isa).name, kernels::isa_name(r.isa), r.shape.rows,
                  r.shape.cols, r.batch, r.threads, r.plan.tile_rows, r.plan.token_block,
                  kernels::kernel_info(r.isa).variant_name(r.plan.variant), r.seconds.median * 1e6,
-                 r.seconds.spread, r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost);
+                 r.seconds.spread, r.gops, r.weight_gbps, r.bw_fraction, r.vs_scalar, r.token_cost,
+                 kernels::layout_name(r.plan.layout));
     }
   } else {
     print_markdown(results, bandwidth, notes);

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "nanochat/kernels/registry.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
@@ -335,6 +336,7 @@ kernels::KernelOptions KernelFlags::options(int thread_count) const {
   o.threads = thread_count;
   o.tune = kernels::parse_tune_mode(autotune);
   o.isa = kernels::isa_override(isa);
+  o.layout = kernels::layout_override(o.isa);
   return o;
 }
 

@@ -53,15 +53,17 @@ void run(const Options& o) {
     // plans are shown, else the defaults. --autotune force measures.
     if (options.tune == kernels::TuneMode::kOn) {
       auto cached = ctx.tuner().cached_plan(
-          kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0}, ctx.threads());
+          kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0, options.layout},
+          ctx.threads());
       p = cached ? *cached
-                 : ctx.tuner().default_plan(
-                       kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0});
+                 : ctx.tuner().default_plan(kernels::PlanRequest{sc.rows, sc.cols, sc.batch,
+                                                                 options.isa, 0, options.layout});
     } else {
       p = ctx.plan(sc.rows, sc.cols, sc.batch);
     }
     plans.push_back({{"shape", sc.name},
                      {"kernel", kernels::kernel_info(p.isa).name},
+                     {"layout", kernels::layout_name(p.layout)},
                      {"tile_rows", p.tile_rows},
                      {"token_block", p.token_block},
                      {"variant", kernels::kernel_info(p.isa).variant_name(p.variant)},
@@ -95,6 +97,7 @@ void run(const Options& o) {
         {"isa_in_use", kernels::isa_name(isa)},
         {"avx512_gfni", kernels::avx512_uses_gfni()},
         {"avx2_avx_vnni", kernels::avx2_uses_avx_vnni()},
+        {"avx512_vbmi_base3", kernels::avx512_uses_vbmi()},
         {"threads", ctx.threads()},
         {"autotune",
          {{"mode", kernels::tune_mode_name(options.tune)},
@@ -123,15 +126,20 @@ void run(const Options& o) {
                                          : "shift and mask (no GFNI or NANOCHAT_NO_GFNI)",
              kernels::avx2_uses_avx_vnni() ? "AVX-VNNI"
                                            : "vpmaddubsw (no AVX-VNNI or NANOCHAT_NO_AVX_VNNI)");
+  fmt::print("layouts:        {}\n",
+             kernels::avx512_uses_vbmi()
+                 ? "2-bit, or 1.6-bit base3 with VBMI (per plan)"
+                 : "2-bit (base3 needs AVX-512 with VBMI; or NANOCHAT_NO_VBMI is set)");
   fmt::print("threads:        {}\n", ctx.threads());
   fmt::print("autotune:       {}, cache {} ({} plans)\n", kernels::tune_mode_name(options.tune),
              ctx.tuner().cache_file().string(), ctx.tuner().known_plans());
   fmt::print("plans:\n");
   for (const auto& p : plans) {
-    fmt::print("  {:<28} {:<12} tile {} rows x {} tokens, unpack {} ({})\n",
+    fmt::print("  {:<28} {:<12} {:<8} tile {} rows x {} tokens, unpack {} ({})\n",
                p["shape"].get<std::string>(), p["kernel"].get<std::string>(),
-               p["tile_rows"].get<int>(), p["token_block"].get<int>(),
-               p["variant"].get<std::string>(), p["source"].get<std::string>());
+               p["layout"].get<std::string>(), p["tile_rows"].get<int>(),
+               p["token_block"].get<int>(), p["variant"].get<std::string>(),
+               p["source"].get<std::string>());
   }
 }
 

@@ -24,8 +24,9 @@
 namespace nanochat::kernels {
 namespace {
 
-// 2 added the batch class 32+ and variants; 3 times one-token plans with the weights in memory.
-constexpr int kCacheVersion = 3;
+// 2 added the batch class 32+ and variants; 3 times one-token plans with the weights in memory;
+// 4 added layouts.
+constexpr int kCacheVersion = 4;
 constexpr const char* kCacheFormat = "nanochat-autotune";
 constexpr int kSamples = 7;
 constexpr double kMinSampleSeconds = 200e-6;
@@ -122,12 +123,14 @@ Autotuner::Autotuner(TuneMode mode, std::filesystem::path cache_file)
 
 std::filesystem::path Autotuner::default_cache_file() {
   // Plans measured with an optional instruction set switched off (NANOCHAT_NO_GFNI,
-  // NANOCHAT_NO_AVX_VNNI) go to a file of their own: they would otherwise name a variant this run
-  // cannot use, or replace the plans measured with it.
+  // NANOCHAT_NO_AVX_VNNI, NANOCHAT_NO_VBMI) go to a file of their own: they would otherwise name a
+  // variant this run cannot use, or replace the plans measured with it.
   const CpuFeatures& f = cpu_info().features;
   const bool gfni_off = unit_supported(isa_units::k_avx512_gfni, f) && !avx512_uses_gfni();
   const bool vnni_off = unit_supported(isa_units::k_avx2_vnni, f) && !avx2_uses_avx_vnni();
-  const std::string off = std::string(gfni_off ? "-nogfni" : "") + (vnni_off ? "-noavxvnni" : "");
+  const bool vbmi_off = unit_supported(isa_units::k_avx512_vbmi, f) && !avx512_uses_vbmi();
+  const std::string off = std::string(gfni_off ? "-nogfni" : "") + (vnni_off ? "-noavxvnni" : "") +
+                          (vbmi_off ? "-novbmi" : "");
   return cache_dir() / fmt::format("autotune-{}{}.json", cpu_info().signature(), off);
 }
 
@@ -137,21 +140,23 @@ std::size_t Autotuner::known_plans() const {
 }
 
 std::string Autotuner::key_of(const PlanRequest& r, int threads) {
-  return fmt::format("{}x{}/b{}/t{}/{}/r{}", r.rows, r.cols, batch_class(r.batch), threads,
+  return fmt::format("{}x{}/b{}/t{}/{}/r{}/{}", r.rows, r.cols, batch_class(r.batch), threads,
                      r.isa ? isa_name(*r.isa) : "any",
-                     r.tile_rows ? std::to_string(r.tile_rows) : std::string("any"));
+                     r.tile_rows ? std::to_string(r.tile_rows) : std::string("any"),
+                     r.layout ? layout_name(*r.layout) : "any");
 }
 
 Plan Autotuner::default_plan(const PlanRequest& r) {
   Plan p;
   p.isa = r.isa ? *r.isa : available_isas().front();
   const KernelInfo& k = kernel_info(p.isa);
+  p.layout = r.layout ? *r.layout : k.layout;
   const int want_rows = r.tile_rows ? r.tile_rows : 4;
   p.tile_rows = std::find(k.tile_rows.begin(), k.tile_rows.end(), want_rows) != k.tile_rows.end()
                     ? want_rows
                     : k.tile_rows.back();
   p.token_block = r.batch > 1 ? k.token_blocks.back() : 1;
-  p.variant = r.batch > 1 ? 0 : k.variants() - 1;
+  p.variant = r.batch > 1 || p.layout == Layout::kBase3 ? 0 : k.variants() - 1;
   p.source = "default";
   return p;
 }
@@ -228,25 +233,30 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   std::vector<Candidate> candidates;
   for (Isa isa : isas) {
     const KernelInfo& k = kernel_info(isa);
-    for (int tile_rows : k.tile_rows) {
-      if (request.tile_rows != 0 && tile_rows != request.tile_rows) continue;
-      XorShift64 wrng{0x2545f4914f6cdd1dull};
-      matrices.push_back(std::make_unique<PackedMatrix>(pack_matrix(
-          rows, request.cols,
-          [&](std::int64_t, std::span<std::int8_t> trits) {
-            for (auto& t : trits)
-              t = static_cast<std::int8_t>(static_cast<int>(wrng.next() % 3) - 1);
-          },
-          isa, tile_rows)));
-      for (int token_block : k.token_blocks) {
-        if (token_block > tokens) continue;
-        // Unpacking variants matter for single-token passes; batches use the layout's default.
-        const int variants = tokens == 1 ? k.variants() : 1;
-        for (int variant = 0; variant < variants; ++variant) {
-          candidates.push_back(Candidate{Plan{isa, tile_rows, token_block, variant, 0, "measured"},
-                                         matrices.back().get(),
-                                         1,
-                                         {}});
+    for (Layout layout : kernel_layouts(isa)) {
+      if (request.layout && layout != *request.layout) continue;
+      for (int tile_rows : k.tile_rows) {
+        if (request.tile_rows != 0 && tile_rows != request.tile_rows) continue;
+        XorShift64 wrng{0x2545f4914f6cdd1dull};
+        matrices.push_back(std::make_unique<PackedMatrix>(pack_matrix(
+            rows, request.cols,
+            [&](std::int64_t, std::span<std::int8_t> trits) {
+              for (auto& t : trits)
+                t = static_cast<std::int8_t>(static_cast<int>(wrng.next() % 3) - 1);
+            },
+            isa, tile_rows, -1, layout)));
+        for (int token_block : k.token_blocks) {
+          if (token_block > tokens) continue;
+          // Unpacking variants matter for single-token passes of the 2-bit layouts; batches and
+          // kBase3 have one way.
+          const int variants = tokens == 1 && layout != Layout::kBase3 ? k.variants() : 1;
+          for (int variant = 0; variant < variants; ++variant) {
+            candidates.push_back(
+                Candidate{Plan{isa, layout, tile_rows, token_block, variant, 0, "measured"},
+                          matrices.back().get(),
+                          1,
+                          {}});
+          }
         }
       }
     }
@@ -282,15 +292,17 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   const Candidate* best = nullptr;
   for (Candidate& c : candidates) {
     c.plan.ns_per_call = summarize(c.samples).median * 1e9;
-    spdlog::debug("autotune:   {} r{} nb{} {}: {:.1f} us", kernel_info(c.plan.isa).name,
-                  c.plan.tile_rows, c.plan.token_block,
+    spdlog::debug("autotune:   {} {} r{} nb{} {}: {:.1f} us", kernel_info(c.plan.isa).name,
+                  layout_name(c.plan.layout), c.plan.tile_rows, c.plan.token_block,
                   kernel_info(c.plan.isa).variant_name(c.plan.variant), c.plan.ns_per_call / 1e3);
     if (best == nullptr || c.plan.ns_per_call < best->plan.ns_per_call) best = &c;
   }
   // A one-token plan also fixes the matrix's layout, which prefill and training then use with
-  // many tokens. One token is bound by memory, so layouts often tie within the machine's noise:
-  // among those within layout_tie of the fastest, take the tallest tile (the most rows share each
-  // activation load when many tokens come) and its fastest variant.
+  // many tokens. One token is bound by memory, so tilings often tie within the machine's noise:
+  // among those of the fastest's layout within layout_tie of it, take the tallest tile (the most
+  // rows share each activation load when many tokens come) and its fastest variant. (A layout
+  // that reads fewer bytes wins on its own: a 2-bit tiling within the tie of a base-3 one still
+  // streams a quarter more.)
   if (request.tile_rows == 0 && tokens == 1) {
     // Timed streamed, every layout reads the same bytes from memory and single calls vary more:
     // a tie is wider there. (A 2-row layout that won by 5% streamed made prefill at two threads
@@ -298,7 +310,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
     const double layout_tie = best->plan.weights_streamed ? 1.10 : 1.03;
     const Candidate* tallest = best;
     for (const Candidate& c : candidates) {
-      if (c.plan.isa == best->plan.isa &&
+      if (c.plan.isa == best->plan.isa && c.plan.layout == best->plan.layout &&
           c.plan.ns_per_call <= best->plan.ns_per_call * layout_tie &&
           (c.plan.tile_rows > tallest->plan.tile_rows ||
            (c.plan.tile_rows == tallest->plan.tile_rows &&
@@ -339,6 +351,13 @@ void Autotuner::load_cache() {
         fail<FormatError>("plan {} names an unusable kernel", key);
       }
       p.isa = *isa;
+      const auto layout = parse_layout(entry.at("layout").get<std::string>());
+      const std::span<const Layout> layouts = kernel_layouts(p.isa);
+      if (!layout || std::find(layouts.begin(), layouts.end(), *layout) == layouts.end()) {
+        fail<FormatError>("plan {} names a layout the {} kernel cannot run here", key,
+                          kernel_info(p.isa).name);
+      }
+      p.layout = *layout;
       p.tile_rows = entry.at("tile_rows").get<int>();
       p.token_block = entry.at("token_block").get<int>();
       p.ns_per_call = entry.at("ns_per_call").get<double>();
@@ -368,12 +387,11 @@ void Autotuner::save_cache() const {
   if (cache_file_.empty()) return;
   nlohmann::json plans = nlohmann::json::object();
   for (const auto& [key, p] : plans_) {
-    plans[key] = {{"isa", isa_name(p.isa)},
-                  {"tile_rows", p.tile_rows},
-                  {"token_block", p.token_block},
-                  {"variant", p.variant},
-                  {"weights", p.weights_streamed ? "memory" : "cache"},
-                  {"ns_per_call", p.ns_per_call}};
+    plans[key] = {
+        {"isa", isa_name(p.isa)},      {"layout", layout_name(p.layout)},
+        {"tile_rows", p.tile_rows},    {"token_block", p.token_block},
+        {"variant", p.variant},        {"weights", p.weights_streamed ? "memory" : "cache"},
+        {"ns_per_call", p.ns_per_call}};
   }
   const nlohmann::json doc = {{"format", kCacheFormat},
                               {"version", kCacheVersion},

@@ -164,6 +164,14 @@ struct Avx512Micro {
                        std::int32_t* y, std::size_t ldy, int rows) {
     __m512i total[R * NB];
     accumulate<R, NB>(tile, chunks, x, total);
+    store<R, NB>(total, sums, y, ldy, rows);
+  }
+
+  // y[b * ldy + r] = the sum of total[b * R + r]'s lanes - sums[b], for r < rows.
+  template <int R, int NB>
+  [[gnu::always_inline]] static inline void store(const __m512i (&total)[R * NB],
+                                                  const std::int32_t (&sums)[NB], std::int32_t* y,
+                                                  std::size_t ldy, int rows) {
     static_for<NB>([&](auto b) {
       std::int32_t* yb = y + static_cast<std::size_t>(b) * ldy;
       if constexpr (R % 4 == 0) {
@@ -200,6 +208,11 @@ struct Avx512Micro {
 };
 
 }  // namespace
+
+// The kBase3 kernel (gemm_avx512_vbmi.cpp).
+void gemm_avx512_vbmi(const PackedMatrix& w, const PackedActivations& x, int token_block,
+                      std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
+                      std::size_t ldy);
 
 // The GFNI instantiation (gemm_avx512_gfni.cpp).
 void gemm_avx512_gfni(const PackedMatrix& w, const PackedActivations& x, int token_block,

@@ -91,7 +91,8 @@ void relate(std::vector<KernelBenchResult>& results) {
       if (same_case && other.batch == r.batch && other.isa == Isa::kScalar) {
         r.vs_scalar = other.seconds.median / r.seconds.median;
       }
-      if (same_case && other.isa == r.isa && other.batch == 1 && r.batch > 1) {
+      if (same_case && other.isa == r.isa && other.plan.layout == r.plan.layout &&
+          other.batch == 1 && r.batch > 1) {
         r.token_cost = r.seconds.median / r.batch / other.seconds.median;
       }
     }
@@ -99,7 +100,7 @@ void relate(std::vector<KernelBenchResult>& results) {
 }
 
 // The pseudo-random ternary matrix the benchmark times, packed.
-PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, int tile_rows) {
+PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, Layout layout, int tile_rows) {
   return pack_matrix(
       shape.rows, shape.cols,
       [](std::int64_t row, std::span<std::int8_t> trits) {
@@ -119,7 +120,16 @@ PackedMatrix benchmark_matrix(MatrixShape shape, Isa isa, int tile_rows) {
           t = static_cast<std::int8_t>(v < 5 ? -1 : (v < 10 ? 1 : 0));
         }
       },
-      isa, tile_rows);
+      isa, tile_rows, -1, layout);
+}
+
+// The layouts `isa` is benchmarked in.
+std::vector<Layout> bench_layouts(const KernelBenchConfig& config, Isa isa) {
+  std::vector<Layout> out;
+  for (Layout l : kernel_layouts(isa)) {
+    if (!config.layout || *config.layout == l) out.push_back(l);
+  }
+  return out;
 }
 
 }  // namespace
@@ -155,74 +165,82 @@ KernelBenchReport run_kernel_benchmark(
   const std::size_t out_of_cache_bytes = std::max<std::size_t>(2 * cpu_info().l3_bytes, 1);
 
   std::map<Isa, double> macs_per_second;  // per thread, from the latest case: to skip hopeless ones
+  std::size_t kernels_run = 0;
+  for (Isa isa : config.isas) kernels_run += bench_layouts(config, isa).size();
   const std::size_t total =
-      config.shapes.size() * config.batches.size() * thread_counts.size() * config.isas.size();
+      config.shapes.size() * config.batches.size() * thread_counts.size() * kernels_run;
   std::size_t index = 0;
   for (const MatrixShape& shape : config.shapes) {
-    for (Isa isa : config.isas) {
-      std::map<int, PackedMatrix> packed;  // by tile_rows, for this shape and ISA
-      for (int batch : config.batches) {
-        const PackedActivations x = random_activations(batch, shape.cols);
-        std::vector<std::int32_t> y(static_cast<std::size_t>(batch * shape.rows));
-        for (int t : thread_counts) {
-          KernelBenchEvent event;
-          event.index = ++index;
-          event.total = total;
-          event.isa = isa;
-          event.shape = shape;
-          event.batch = batch;
-          event.threads = t;
-          const double macs =
-              static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
-          if (auto it = macs_per_second.find(isa); it != macs_per_second.end()) {
-            const double estimate = macs / (it->second * t);
-            if (estimate > config.max_seconds_per_call) {
-              report.notes.push_back(fmt::format(
-                  "skipped {} {}x{} b{} t{}: about {:.0f} s per call at the speed seen so far; "
-                  "run it alone with --isa {} --shape {}x{} -b {} -t {} to measure it",
-                  kernel_info(isa).name, shape.rows, shape.cols, batch, t, estimate, isa_name(isa),
-                  shape.rows, shape.cols, batch, t));
-              event.kind = KernelBenchEvent::Kind::kSkipped;
-              event.estimate_seconds = estimate;
-              emit(event);
-              continue;
+    for (Isa isa : config.isas)
+      for (Layout layout : bench_layouts(config, isa)) {
+        std::map<int, PackedMatrix> packed;  // by tile_rows, for this shape, ISA and layout
+        for (int batch : config.batches) {
+          const PackedActivations x = random_activations(batch, shape.cols);
+          std::vector<std::int32_t> y(static_cast<std::size_t>(batch * shape.rows));
+          for (int t : thread_counts) {
+            KernelBenchEvent event;
+            event.index = ++index;
+            event.total = total;
+            event.isa = isa;
+            event.layout = layout;
+            event.shape = shape;
+            event.batch = batch;
+            event.threads = t;
+            const double macs =
+                static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
+            if (auto it = macs_per_second.find(isa); it != macs_per_second.end()) {
+              const double estimate = macs / (it->second * t);
+              if (estimate > config.max_seconds_per_call) {
+                report.notes.push_back(fmt::format(
+                    "skipped {} {}x{} b{} t{}: about {:.0f} s per call at the speed seen so far; "
+                    "run it alone with --isa {} --shape {}x{} -b {} -t {} to measure it",
+                    kernel_info(isa).name, shape.rows, shape.cols, batch, t, estimate,
+                    isa_name(isa), shape.rows, shape.cols, batch, t));
+                event.kind = KernelBenchEvent::Kind::kSkipped;
+                event.estimate_seconds = estimate;
+                emit(event);
+                continue;
+              }
             }
-          }
-          const Plan plan =
-              tuner.plan(PlanRequest{shape.rows, shape.cols, batch, isa, 0}, *pools[t]);
-          auto it = packed.find(plan.tile_rows);
-          if (it == packed.end()) {
-            event.kind = KernelBenchEvent::Kind::kPacking;
+            const Plan plan =
+                tuner.plan(PlanRequest{shape.rows, shape.cols, batch, isa, 0, layout}, *pools[t]);
+            auto it = packed.find(plan.tile_rows);
+            if (it == packed.end()) {
+              event.kind = KernelBenchEvent::Kind::kPacking;
+              emit(event);
+              it =
+                  packed
+                      .emplace(plan.tile_rows, benchmark_matrix(shape, isa, layout, plan.tile_rows))
+                      .first;
+            }
+            it->second.variant = plan.variant;
+            KernelBenchResult r;
+            r.isa = isa;
+            r.shape = shape;
+            r.batch = batch;
+            r.threads = t;
+            r.plan = plan;
+            r.weight_bytes = it->second.weight_bytes();
+            const bool paired = probe && r.weight_bytes >= out_of_cache_bytes;
+            const Timing timing =
+                time_calls(it->second, x, plan.token_block, *pools[t], y, config.reps,
+                           paired ? probe.get() : nullptr, probe_isa);
+            r.seconds = timing.seconds;
+            r.gops = 2 * macs / r.seconds.median / 1e9;
+            r.weight_gbps = static_cast<double>(r.weight_bytes) / r.seconds.median / 1e9;
+            if (paired) {
+              r.bw_fraction = timing.bw_fraction;
+            } else if (auto b = report.bandwidth.find(t); b != report.bandwidth.end()) {
+              r.bw_fraction = r.weight_gbps / b->second.median_gbps;
+            }
+            macs_per_second[isa] = macs / r.seconds.median / t;
+            report.results.push_back(r);
+            event.kind = KernelBenchEvent::Kind::kDone;
+            event.result = &report.results.back();
             emit(event);
-            it = packed.emplace(plan.tile_rows, benchmark_matrix(shape, isa, plan.tile_rows)).first;
           }
-          it->second.variant = plan.variant;
-          KernelBenchResult r;
-          r.isa = isa;
-          r.shape = shape;
-          r.batch = batch;
-          r.threads = t;
-          r.plan = plan;
-          r.weight_bytes = it->second.weight_bytes();
-          const bool paired = probe && r.weight_bytes >= out_of_cache_bytes;
-          const Timing timing = time_calls(it->second, x, plan.token_block, *pools[t], y,
-                                           config.reps, paired ? probe.get() : nullptr, probe_isa);
-          r.seconds = timing.seconds;
-          r.gops = 2 * macs / r.seconds.median / 1e9;
-          r.weight_gbps = static_cast<double>(r.weight_bytes) / r.seconds.median / 1e9;
-          if (paired) {
-            r.bw_fraction = timing.bw_fraction;
-          } else if (auto b = report.bandwidth.find(t); b != report.bandwidth.end()) {
-            r.bw_fraction = r.weight_gbps / b->second.median_gbps;
-          }
-          macs_per_second[isa] = macs / r.seconds.median / t;
-          report.results.push_back(r);
-          event.kind = KernelBenchEvent::Kind::kDone;
-          event.result = &report.results.back();
-          emit(event);
         }
       }
-    }
   }
   relate(report.results);
   return report;

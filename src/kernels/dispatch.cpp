@@ -24,12 +24,13 @@ KernelContext::KernelContext(const KernelOptions& options)
       tuner_(options.tune, options.tune_cache) {}
 
 Plan KernelContext::plan(std::int64_t rows, std::int64_t cols, std::int64_t batch) {
-  return tuner_.plan(PlanRequest{rows, cols, batch, options_.isa, 0}, pool_);
+  return tuner_.plan(PlanRequest{rows, cols, batch, options_.isa, 0, options_.layout}, pool_);
 }
 
 PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const RowSource& source) {
   const Plan p = plan(rows, cols, 1);
-  PackedMatrix m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+  PackedMatrix m =
+      pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node, p.layout);
   m.variant = p.variant;
   return m;
 }
@@ -37,8 +38,8 @@ PackedMatrix KernelContext::pack(std::int64_t rows, std::int64_t cols, const Row
 PackedMatrix KernelContext::pack_codes(std::int64_t rows, std::int64_t cols,
                                        const CodeSource& source) {
   const Plan p = plan(rows, cols, 1);
-  PackedMatrix m =
-      pack_matrix_codes(rows, cols, source, p.isa, p.tile_rows, pool_, options_.numa_node);
+  PackedMatrix m = pack_matrix_codes(rows, cols, source, p.isa, p.tile_rows, pool_,
+                                     options_.numa_node, p.layout);
   m.variant = p.variant;
   return m;
 }
@@ -46,11 +47,11 @@ PackedMatrix KernelContext::pack_codes(std::int64_t rows, std::int64_t cols,
 void KernelContext::pack_into(PackedMatrix& m, std::int64_t rows, std::int64_t cols,
                               const RowSource& source, std::int64_t batch) {
   const Plan p = plan(rows, cols, batch);
-  if (m.rows == rows && m.cols == cols && m.isa == p.isa && m.tile_rows == p.tile_rows &&
-      m.codes.data() != nullptr) {
+  if (m.rows == rows && m.cols == cols && m.isa == p.isa && m.layout == p.layout &&
+      m.tile_rows == p.tile_rows && m.codes.data() != nullptr) {
     repack_matrix(m, source);
   } else {
-    m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node);
+    m = pack_matrix(rows, cols, source, p.isa, p.tile_rows, options_.numa_node, p.layout);
   }
   m.variant = p.variant;
 }
@@ -60,7 +61,8 @@ void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, 
   int token_block = 1;
   if (x.tokens > 1) {
     token_block =
-        tuner_.plan(PlanRequest{w.rows, w.cols, x.tokens, w.isa, w.tile_rows}, pool_).token_block;
+        tuner_.plan(PlanRequest{w.rows, w.cols, x.tokens, w.isa, w.tile_rows, w.layout}, pool_)
+            .token_block;
   }
   run_gemm_i32(w, x, token_block, pool_, y, ldy);
 }

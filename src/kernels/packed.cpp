@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <vector>
 
 #include "nanochat/kernels/registry.hpp"
@@ -11,9 +12,44 @@
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::kernels {
+
+const char* layout_name(Layout layout) {
+  switch (layout) {
+    case Layout::kTq2:
+      return "tq2";
+    case Layout::kStride64:
+      return "stride64";
+    case Layout::kBase3:
+      return "base3";
+  }
+  return "?";
+}
+
+std::optional<Layout> parse_layout(std::string_view text) {
+  for (Layout l : {Layout::kTq2, Layout::kStride64, Layout::kBase3}) {
+    if (text == layout_name(l)) return l;
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 constexpr std::uint8_t kAllZeroWeights = 0x55;  // four codes of 1
+constexpr std::int64_t kBase3Weights = layout_unit_weights(Layout::kBase3);
+constexpr std::uint8_t kBase3Zero = 121;  // five codes of 1: 81 + 27 + 9 + 3 + 1
+
+// The base-3 bytes of a row from its codes (c = q + 1, one byte each, `units` * 320 of them):
+// byte p of unit u holds codes u*320 + p + 64*i, i = 0 .. 4, most significant first.
+void base3_row(const std::uint8_t* codes, std::int64_t units, std::uint8_t* const* unit_dst) {
+  for (std::int64_t u = 0; u < units; ++u) {
+    const std::uint8_t* c = codes + u * kBase3Weights;
+    std::uint8_t* dst = unit_dst[u];
+    for (int p = 0; p < 64; ++p) {
+      dst[p] = static_cast<std::uint8_t>(c[p] * 81 + c[p + 64] * 27 + c[p + 128] * 9 +
+                                         c[p + 192] * 3 + c[p + 256]);
+    }
+  }
+}
 
 // Position of weight i (0..255) of a chunk: byte index and bit shift.
 struct Slot {
@@ -37,8 +73,25 @@ std::size_t offset_of(const PackedMatrix& m, std::int64_t row, std::int64_t chun
 }  // namespace
 
 void repack_matrix(PackedMatrix& m, const RowSource& source) {
-  std::memset(m.codes.data(), kAllZeroWeights, m.codes.bytes());
   m.row_scales.assign(static_cast<std::size_t>(m.rows), 1.0f);
+  if (m.layout == Layout::kBase3) {
+    std::memset(m.codes.data(), kBase3Zero, m.codes.bytes());
+    std::vector<std::int8_t> trits(static_cast<std::size_t>(m.chunks * kBase3Weights), 0);
+    std::vector<std::uint8_t> codes(trits.size());
+    std::vector<std::uint8_t*> dst(static_cast<std::size_t>(m.chunks));
+    for (std::int64_t row = 0; row < m.rows; ++row) {
+      source(row, std::span<std::int8_t>(trits.data(), static_cast<std::size_t>(m.cols)));
+      for (std::size_t i = 0; i < trits.size(); ++i) {
+        if (trits[i] < -1 || trits[i] > 1)
+          fail("row {} holds {}, which is not a ternary weight", row, trits[i]);
+        codes[i] = static_cast<std::uint8_t>(trits[i] + 1);
+      }
+      for (std::int64_t u = 0; u < m.chunks; ++u) dst[u] = m.codes.data() + offset_of(m, row, u);
+      base3_row(codes.data(), m.chunks, dst.data());
+    }
+    return;
+  }
+  std::memset(m.codes.data(), kAllZeroWeights, m.codes.bytes());
   Slot slots[kChunk];
   for (int i = 0; i < kChunk; ++i) slots[i] = slot_of(m.layout, i);
   std::vector<std::int8_t> trits(static_cast<std::size_t>(m.chunks * kChunk), 0);
@@ -60,29 +113,36 @@ void repack_matrix(PackedMatrix& m, const RowSource& source) {
 namespace {
 
 // A matrix's shape and layout for `isa`'s kernel at `tile_rows`, checked; no codes yet.
-PackedMatrix packed_shape(std::int64_t rows, std::int64_t cols, Isa isa, int tile_rows) {
+PackedMatrix packed_shape(std::int64_t rows, std::int64_t cols, Isa isa, int tile_rows,
+                          std::optional<Layout> layout) {
   const KernelInfo& kernel = kernel_info(isa);
   if (std::find(kernel.tile_rows.begin(), kernel.tile_rows.end(), tile_rows) ==
       kernel.tile_rows.end()) {
     fail("the {} kernel has no tiling with {} rows per tile", kernel.name, tile_rows);
   }
+  const Layout chosen = layout.value_or(kernel.layout);
+  const std::span<const Layout> layouts = kernel_layouts(isa);
+  if (std::find(layouts.begin(), layouts.end(), chosen) == layouts.end()) {
+    fail("the {} kernel cannot multiply the {} layout on this CPU", kernel.name,
+         layout_name(chosen));
+  }
   if (rows <= 0 || cols <= 0) fail("cannot pack a {}x{} matrix", rows, cols);
   PackedMatrix m;
   m.rows = rows;
   m.cols = cols;
-  m.chunks = (cols + kChunk - 1) / kChunk;
+  m.chunks = layout_units(chosen, cols);
   m.tile_rows = tile_rows;
   m.tiles = (rows + tile_rows - 1) / tile_rows;
   m.isa = isa;
-  m.layout = kernel.layout;
+  m.layout = chosen;
   return m;
 }
 
 }  // namespace
 
 PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
-                         int tile_rows, int numa_node) {
-  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows);
+                         int tile_rows, int numa_node, std::optional<Layout> layout) {
+  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows, layout);
   m.codes =
       AlignedBuffer<std::uint8_t>(static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   repack_matrix(m, source);
@@ -128,28 +188,63 @@ void store_chunk(Layout layout, const std::uint8_t* src, std::uint8_t* dst) {
   }
 }
 
+// The codes of `chunks` kTq2 chunks one per byte, in weight order: byte h*32+m, field l holds
+// weight h*128 + l*32 + m.
+void tq2_to_codes(const std::uint8_t* src, std::int64_t chunks, std::uint8_t* codes) {
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::uint8_t* in = src + c * kChunkBytes;
+    std::uint8_t* out = codes + c * kChunk;
+    for (int h = 0; h < 2; ++h) {
+      for (int l = 0; l < 4; ++l) {
+        for (int m = 0; m < 32; ++m) {
+          out[h * 128 + l * 32 + m] = static_cast<std::uint8_t>((in[h * 32 + m] >> (2 * l)) & 3);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source,
-                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node) {
-  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows);
+                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node,
+                               std::optional<Layout> layout) {
+  PackedMatrix m = packed_shape(rows, cols, isa, tile_rows, layout);
   m.codes = AlignedBuffer<std::uint8_t>::uninitialized(
       static_cast<std::size_t>(m.tiles) * m.tile_bytes(), numa_node);
   m.row_scales.assign(static_cast<std::size_t>(rows), 1.0f);
   // Each thread's first error and its row; threads take ascending ranges of tiles and stop at
   // their first error, so the lowest row with an error is the first thread's that has one.
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(pool.size()));
-  const auto row_bytes = static_cast<std::size_t>(m.chunks * kChunkBytes);
+  // The source's kTq2 row: 2-bit chunks of 256 weights, as many as the row's weights need.
+  const std::int64_t tq2_chunks = (cols + kChunk - 1) / kChunk;
+  const auto row_bytes = static_cast<std::size_t>(tq2_chunks * kChunkBytes);
   pool.run([&](int thread) {
     const std::int64_t begin = m.tiles * thread / pool.size();
     const std::int64_t end = m.tiles * (thread + 1) / pool.size();
     std::vector<std::uint8_t> codes(row_bytes);
+    // kBase3: the row's codes one per byte (1 past the row), and where each unit goes.
+    std::vector<std::uint8_t> unpacked;
+    std::vector<std::uint8_t*> dst;
+    if (m.layout == Layout::kBase3) {
+      unpacked.assign(
+          static_cast<std::size_t>(std::max(m.chunks * kBase3Weights, tq2_chunks * kChunk)), 1);
+      dst.resize(static_cast<std::size_t>(m.chunks));
+    }
     try {
       for (std::int64_t t = begin; t < end; ++t) {
         for (int r = 0; r < tile_rows; ++r) {
           const std::int64_t row = t * tile_rows + r;
           std::memset(codes.data(), kAllZeroWeights, row_bytes);
           if (row < rows) source(row, codes);
+          if (m.layout == Layout::kBase3) {
+            tq2_to_codes(codes.data(), tq2_chunks, unpacked.data());
+            for (std::int64_t u = 0; u < m.chunks; ++u) {
+              dst[static_cast<std::size_t>(u)] = m.codes.data() + offset_of(m, row, u);
+            }
+            base3_row(unpacked.data(), m.chunks, dst.data());
+            continue;
+          }
           for (std::int64_t c = 0; c < m.chunks; ++c) {
             store_chunk(m.layout, codes.data() + c * kChunkBytes,
                         m.codes.data() + offset_of(m, row, c));
@@ -167,6 +262,13 @@ PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeS
 }
 
 int packed_trit(const PackedMatrix& m, std::int64_t row, std::int64_t col) {
+  if (m.layout == Layout::kBase3) {
+    const std::int64_t in_unit = col % kBase3Weights;
+    int q =
+        m.codes[offset_of(m, row, col / kBase3Weights) + static_cast<std::size_t>(in_unit % 64)];
+    for (std::int64_t digit = in_unit / 64; digit < 4; ++digit) q /= 3;
+    return q % 3 - 1;
+  }
   const Slot s = slot_of(m.layout, static_cast<int>(col % kChunk));
   const std::uint8_t byte =
       m.codes[offset_of(m, row, col / kChunk) + static_cast<std::size_t>(s.byte)];

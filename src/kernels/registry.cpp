@@ -1,7 +1,10 @@
 #include "nanochat/kernels/registry.hpp"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "nanochat/kernels/isa_units.hpp"
@@ -32,6 +35,52 @@ bool avx512_uses_gfni() {
   static const bool use = optional_extension(
       unit_supported(isa_units::k_avx512_gfni, cpu_info().features), "NANOCHAT_NO_GFNI");
   return use;
+}
+
+bool avx512_uses_vbmi() {
+  static const bool use = optional_extension(
+      unit_supported(isa_units::k_avx512_vbmi, cpu_info().features), "NANOCHAT_NO_VBMI");
+  return use;
+}
+
+std::span<const Layout> kernel_layouts(Isa isa) {
+  static constexpr Layout kTq2[] = {Layout::kTq2};
+  static constexpr Layout kStride64[] = {Layout::kStride64};
+  static constexpr Layout kWithBase3[] = {Layout::kStride64, Layout::kBase3};
+  switch (kernel_info(isa).layout) {
+    case Layout::kTq2:
+      return kTq2;
+    case Layout::kStride64:
+      if (isa == Isa::kAvx512 && avx512_uses_vbmi()) return kWithBase3;
+      return kStride64;
+    case Layout::kBase3:
+      break;
+  }
+  fail<InternalError>("kernel_layouts: kernel {} has no default 2-bit layout",
+                      kernel_info(isa).name);
+}
+
+std::optional<Layout> layout_override(std::optional<Isa> isa) {
+  const char* env = std::getenv("NANOCHAT_LAYOUT");
+  if (env == nullptr || *env == '\0') return std::nullopt;
+  const auto layout = parse_layout(env);
+  if (!layout) {
+    fail<UsageError>("NANOCHAT_LAYOUT={}: unknown weight layout; use tq2, stride64 or base3", env);
+  }
+  std::string runs;
+  for (Isa candidate : available_isas()) {
+    if (isa && candidate != *isa) continue;
+    for (Layout l : kernel_layouts(candidate)) {
+      if (l == *layout) return layout;
+    }
+    for (Layout l : kernel_layouts(candidate)) {
+      runs +=
+          fmt::format("{}{} ({})", runs.empty() ? "" : ", ", layout_name(l), isa_name(candidate));
+    }
+  }
+  fail<UsageError>(
+      "NANOCHAT_LAYOUT={}: no kernel this run can use multiplies that layout{}; available: {}", env,
+      *layout == Layout::kBase3 ? " (base3 needs AVX-512 with VBMI)" : "", runs);
 }
 
 bool avx2_uses_avx_vnni() {

@@ -309,9 +309,8 @@ struct CachedMatrix {
 
   std::int64_t tiles() const { return (rows + plan.tile_rows - 1) / plan.tile_rows; }
   std::uint64_t code_bytes() const {
-    return static_cast<std::uint64_t>(tiles() * plan.tile_rows *
-                                      ((cols + kernels::kChunk - 1) / kernels::kChunk) *
-                                      kernels::kChunkBytes);
+    return static_cast<std::uint64_t>(
+        tiles() * plan.tile_rows * kernels::layout_units(plan.layout, cols) * kernels::kChunkBytes);
   }
   // The matrix over the cache's blobs: codes borrowed from the mapping, scales copied.
   kernels::PackedMatrix view(std::span<const std::uint8_t> codes,
@@ -319,11 +318,11 @@ struct CachedMatrix {
     kernels::PackedMatrix m;
     m.rows = rows;
     m.cols = cols;
-    m.chunks = (cols + kernels::kChunk - 1) / kernels::kChunk;
+    m.chunks = kernels::layout_units(plan.layout, cols);
     m.tile_rows = plan.tile_rows;
     m.tiles = tiles();
     m.isa = plan.isa;
-    m.layout = kernels::kernel_info(plan.isa).layout;
+    m.layout = plan.layout;
     m.variant = plan.variant;
     m.codes = AlignedBuffer<std::uint8_t>::borrowed(codes.data(), codes.size());
     m.row_scales.resize(static_cast<std::size_t>(rows));
@@ -541,8 +540,9 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
     const auto add = [&](std::int64_t rows, std::int64_t cols) {
       CachedMatrix m{rows, cols, ctx.plan(rows, cols, 1)};
       cache_key +=
-          fmt::format("{}x{}: {} kernel, {} rows per tile, variant {}\n", rows, cols,
-                      kernels::kernel_info(m.plan.isa).name, m.plan.tile_rows, m.plan.variant);
+          fmt::format("{}x{}: {} kernel, {} layout, {} rows per tile, variant {}\n", rows, cols,
+                      kernels::kernel_info(m.plan.isa).name, kernels::layout_name(m.plan.layout),
+                      m.plan.tile_rows, m.plan.variant);
       blob_sizes.push_back(m.code_bytes());
       blob_sizes.push_back(static_cast<std::uint64_t>(rows) * sizeof(float));
       cached.push_back(m);

@@ -13,7 +13,9 @@ d = json.load(open(sys.argv[1]))
 rows = d["results"]
 isas = {r["isa"] for r in rows}
 assert "scalar" in isas, isas
-assert len(rows) == 2 * 2 * 2 * len(isas), len(rows)
+# Each ISA in every weight layout it has here (AVX-512 with VBMI: the 2-bit and base3 layouts).
+kernels = {(r["isa"], r["layout"]) for r in rows}
+assert len(rows) == 2 * 2 * 2 * len(kernels), len(rows)
 for r in rows:
     assert r["median_us"] > 0 and r["gops"] > 0 and r["weight_bytes"] > 0, r
     if r["isa"] != "scalar":
@@ -25,7 +27,7 @@ grep -q "benchmark: \[" "$work/bench.err" && ok || bad "benchmark progress missi
 # The first tuning in a fresh cache is announced as a note, and every stderr line is whole: a
 # progress line or a log line, never one broken into by the other.
 grep -q "^note: autotune: timing the kernels" "$work/bench.err" && ok || bad "autotune note: $(cat "$work/bench.err")"
-bad_lines=$(grep -cvE '^(note: |benchmark: \[[0-9]+/[0-9]+\] [^ ]+ [0-9]+x[0-9]+ b[0-9]+ t[0-9]+: (packing the weights\.\.\.|[0-9.]+ (us|ms|s) per call \(tile [0-9]+x[0-9]+( [a-z]+)?\))$)' "$work/bench.err")
+bad_lines=$(grep -cvE '^(note: |benchmark: \[[0-9]+/[0-9]+\] [^ ]+( base3)? [0-9]+x[0-9]+ b[0-9]+ t[0-9]+: (packing the weights\.\.\.|[0-9.]+ (us|ms|s) per call \(tile [0-9]+x[0-9]+( [a-z]+)?\))$)' "$work/bench.err")
 [[ $bad_lines -eq 0 ]] && ok || bad "benchmark stderr has $bad_lines unexpected lines: $(cat "$work/bench.err")"
 
 "$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 2 --no-bandwidth -o csv >"$work/bench.csv" 2>/dev/null &&
@@ -40,6 +42,8 @@ expect_fail "unknown --isa" "--isa=neon: unknown instruction set" "$bin" benchma
 if ! grep -q avx512vnni <<<"$("$bin" system-info)"; then
   expect_fail "unavailable ISA" "lacks AVX-512" env NANOCHAT_ISA=avx512 "$bin" benchmark kernels --shape 8x8
 fi
+expect_fail "unknown layout" "NANOCHAT_LAYOUT=base4: unknown weight layout" env NANOCHAT_LAYOUT=base4 "$bin" benchmark kernels --shape 8x8
+expect_fail "layout the ISA lacks" "NANOCHAT_LAYOUT=base3: no kernel this run can use multiplies that layout" env NANOCHAT_LAYOUT=base3 "$bin" benchmark kernels --isa scalar --shape 8x8
 expect_fail "malformed shape" "--shape 12x: expected ROWSxCOLS" "$bin" benchmark kernels --shape 12x
 expect_fail "zero shape" "--shape 0x5" "$bin" benchmark kernels --shape 0x5
 expect_fail "zero threads" "-t 0: '0' is not a whole number" "$bin" benchmark kernels -t 0 --shape 8x8

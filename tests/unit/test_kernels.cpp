@@ -3,8 +3,10 @@
 // shapes, batches with token tails, extreme activations, and any thread count.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,18 +52,20 @@ std::vector<std::int32_t> naive(const Problem& p) {
   return y;
 }
 
-PackedMatrix pack(const Problem& p, Isa isa, int tile_rows) {
+PackedMatrix pack(const Problem& p, Isa isa, int tile_rows,
+                  std::optional<Layout> layout = std::nullopt) {
   return pack_matrix(
       p.rows, p.cols,
       [&](std::int64_t r, std::span<std::int8_t> out) {
         std::copy_n(p.w.begin() + r * p.cols, p.cols, out.begin());
       },
-      isa, tile_rows);
+      isa, tile_rows, -1, layout);
 }
 
 std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int token_block,
-                              ThreadPool& pool, int variant = 0) {
-  PackedMatrix m = pack(p, isa, tile_rows);
+                              ThreadPool& pool, int variant = 0,
+                              std::optional<Layout> layout = std::nullopt) {
+  PackedMatrix m = pack(p, isa, tile_rows, layout);
   m.variant = variant;
   PackedActivations x;
   pack_activations_i8(p.x.data(), p.tokens, p.cols, x);
@@ -73,8 +77,14 @@ std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int toke
 
 const std::vector<std::tuple<int, int, int>> kShapes = {
     // rows, cols, tokens: ragged rows and columns, tails of every tiling and token block
-    {1, 1, 1},     {3, 255, 2},   {7, 256, 3},   {9, 257, 5}, {17, 700, 1},
-    {33, 1000, 7}, {64, 2560, 4}, {100, 513, 9}, {8, 6912, 2}};
+    // (and, for kBase3's 320-weight units, last units with 1, 2, 3, 4 and 5 digits of weights)
+    {1, 1, 1},     {3, 255, 2},   {7, 256, 3},   {9, 257, 5},  {17, 700, 1}, {5, 400, 3},
+    {33, 1000, 7}, {64, 2560, 4}, {100, 513, 9}, {8, 6912, 2}, {12, 1100, 6}};
+
+// The variants a layout's single-token passes have (kBase3: one).
+int layout_variants(const KernelInfo& k, Layout layout) {
+  return layout == Layout::kBase3 ? 1 : k.variants();
+}
 
 class KernelIsa : public ::testing::TestWithParam<Isa> {
  protected:
@@ -100,12 +110,15 @@ TEST_P(KernelIsa, EveryTilingMatchesScalarExactly) {
   for (const auto& [rows, cols, tokens] : kShapes) {
     const Problem p = make_problem(rows, cols, tokens, 99u + static_cast<unsigned>(cols));
     const auto reference = run(p, Isa::kScalar, 1, 1, pool);
-    for (int tile_rows : k.tile_rows) {
-      for (int token_block : k.token_blocks) {
-        for (int variant = 0; variant < k.variants(); ++variant) {
-          EXPECT_EQ(run(p, GetParam(), tile_rows, token_block, pool, variant), reference)
-              << k.name << " " << rows << "x" << cols << " b" << tokens << " tile " << tile_rows
-              << "x" << token_block << " " << k.variant_name(variant);
+    for (Layout layout : kernel_layouts(GetParam())) {
+      for (int tile_rows : k.tile_rows) {
+        for (int token_block : k.token_blocks) {
+          for (int variant = 0; variant < layout_variants(k, layout); ++variant) {
+            EXPECT_EQ(run(p, GetParam(), tile_rows, token_block, pool, variant, layout), reference)
+                << k.name << " " << layout_name(layout) << " " << rows << "x" << cols << " b"
+                << tokens << " tile " << tile_rows << "x" << token_block << " "
+                << k.variant_name(variant);
+          }
         }
       }
     }
@@ -119,12 +132,16 @@ TEST_P(KernelIsa, ExtremeValuesDoNotOverflow) {
   const Problem p = make_problem(5, 16384, 3, 7, /*extreme=*/true);
   const auto expected = naive(p);
   EXPECT_EQ(expected[0], -128 * 16384);
-  for (int tile_rows : k.tile_rows) {
-    for (int variant = 0; variant < k.variants(); ++variant) {
-      EXPECT_EQ(run(p, GetParam(), tile_rows, k.token_blocks.back(), pool, variant), expected)
-          << k.name << " " << k.variant_name(variant);
-      EXPECT_EQ(run(p, GetParam(), tile_rows, 1, pool, variant), expected)
-          << k.name << " one token at a time, " << k.variant_name(variant);
+  for (Layout layout : kernel_layouts(GetParam())) {
+    for (int tile_rows : k.tile_rows) {
+      for (int variant = 0; variant < layout_variants(k, layout); ++variant) {
+        EXPECT_EQ(run(p, GetParam(), tile_rows, k.token_blocks.back(), pool, variant, layout),
+                  expected)
+            << k.name << " " << layout_name(layout) << " " << k.variant_name(variant);
+        EXPECT_EQ(run(p, GetParam(), tile_rows, 1, pool, variant, layout), expected)
+            << k.name << " " << layout_name(layout) << " one token at a time, "
+            << k.variant_name(variant);
+      }
     }
   }
 }
@@ -133,12 +150,16 @@ TEST_P(KernelIsa, ThreadCountDoesNotChangeResults) {
   const KernelInfo& k = kernel_info(GetParam());
   const Problem p = make_problem(203, 1500, 6, 4242);
   ThreadPool one(1);
-  const auto reference = run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), one);
-  EXPECT_EQ(reference, naive(p));
-  for (int threads : {2, 3, 4, 7}) {
-    ThreadPool pool(threads);
-    EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool), reference)
-        << threads << " threads";
+  for (Layout layout : kernel_layouts(GetParam())) {
+    const auto reference =
+        run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), one, 0, layout);
+    EXPECT_EQ(reference, naive(p)) << layout_name(layout);
+    for (int threads : {2, 3, 4, 7}) {
+      ThreadPool pool(threads);
+      EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool, 0, layout),
+                reference)
+          << layout_name(layout) << ", " << threads << " threads";
+    }
   }
 }
 
@@ -154,17 +175,21 @@ TEST_P(KernelIsa, PackingFromCodesOnAnyThreadsMatchesTheReferencePacking) {
                                                     static_cast<std::size_t>(p.cols)),
           out);
     };
-    for (int tile_rows : k.tile_rows) {
-      const PackedMatrix want = pack(p, GetParam(), tile_rows);
-      for (int threads : {1, 2, 3}) {
-        ThreadPool pool(threads);
-        const PackedMatrix got = pack_matrix_codes(rows, cols, codes, GetParam(), tile_rows, pool);
-        ASSERT_EQ(got.codes.bytes(), want.codes.bytes());
-        EXPECT_EQ(0, std::memcmp(got.codes.data(), want.codes.data(), want.codes.bytes()))
-            << k.name << " " << rows << "x" << cols << " tile " << tile_rows << ", " << threads
-            << " threads";
-        EXPECT_EQ(got.layout, want.layout);
-        EXPECT_EQ(got.row_scales, want.row_scales);
+    for (Layout layout : kernel_layouts(GetParam())) {
+      for (int tile_rows : k.tile_rows) {
+        const PackedMatrix want = pack(p, GetParam(), tile_rows, layout);
+        for (int threads : {1, 2, 3}) {
+          ThreadPool pool(threads);
+          const PackedMatrix got =
+              pack_matrix_codes(rows, cols, codes, GetParam(), tile_rows, pool, -1, layout);
+          ASSERT_EQ(got.codes.bytes(), want.codes.bytes());
+          EXPECT_EQ(0, std::memcmp(got.codes.data(), want.codes.data(), want.codes.bytes()))
+              << k.name << " " << layout_name(layout) << " " << rows << "x" << cols << " tile "
+              << tile_rows << ", " << threads << " threads";
+          EXPECT_EQ(got.layout, layout);
+          EXPECT_EQ(want.layout, layout);
+          EXPECT_EQ(got.row_scales, want.row_scales);
+        }
       }
     }
   }
@@ -187,6 +212,75 @@ TEST(KernelPacking, TheLowestFailingRowIsReportedAtAnyThreadCount) {
   std::vector<std::uint8_t> codes(64, 0x55);
   const std::vector<std::int8_t> two = {0, 2};
   EXPECT_THROW(trits_to_tq2_codes(two, codes), Error);
+}
+
+TEST(KernelPacking, Base3HoldsFiveWeightsPerByteAndReadsBack) {
+  if (!avx512_uses_vbmi()) GTEST_SKIP() << "no AVX-512 VBMI here (or NANOCHAT_NO_VBMI is set)";
+  // 1.6 bits per weight: 2560 weights in 512 bytes a row, against 640 in the 2-bit layout; a
+  // ragged row rounds up to whole 320-weight units.
+  for (const auto& [rows, cols, tokens] : kShapes) {
+    const Problem p = make_problem(rows, cols, tokens, 5u + static_cast<unsigned>(cols));
+    for (int tile_rows : kernel_info(Isa::kAvx512).tile_rows) {
+      const PackedMatrix m = pack(p, Isa::kAvx512, tile_rows, Layout::kBase3);
+      EXPECT_EQ(m.chunks, (cols + 319) / 320);
+      EXPECT_EQ(m.weight_bytes(),
+                static_cast<std::size_t>(m.tiles * tile_rows * m.chunks * kChunkBytes));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t c = 0; c < cols; ++c) {
+          ASSERT_EQ(packed_trit(m, r, c), p.w[static_cast<std::size_t>(r * cols + c)])
+              << rows << "x" << cols << " tile " << tile_rows << " at " << r << "," << c;
+        }
+      }
+      // Every byte is a base-3 number of five digits; padding is five zero weights (121).
+      for (std::size_t i = 0; i < m.codes.bytes(); ++i) ASSERT_LT(m.codes[i], 243) << i;
+      if (rows % tile_rows != 0) {
+        EXPECT_EQ(m.codes[m.codes.bytes() - 1], 121);
+      }
+    }
+  }
+  const Problem wide = make_problem(4, 2560, 1, 3);
+  EXPECT_EQ(pack(wide, Isa::kAvx512, 4, Layout::kBase3).weight_bytes(), 4u * 512);
+  EXPECT_EQ(pack(wide, Isa::kAvx512, 4, Layout::kStride64).weight_bytes(), 4u * 640);
+}
+
+TEST(KernelPacking, LayoutsAKernelCannotRunAreRefused) {
+  const Problem p = make_problem(4, 256, 1, 1);
+  EXPECT_THROW(pack(p, Isa::kScalar, 1, Layout::kBase3), Error);
+  EXPECT_THROW(pack(p, Isa::kScalar, 1, Layout::kStride64), Error);
+  if (isa_supported(Isa::kAvx2, cpu_info().features)) {
+    EXPECT_THROW(pack(p, Isa::kAvx2, 4, Layout::kBase3), Error);
+  }
+  for (Layout l : {Layout::kTq2, Layout::kStride64, Layout::kBase3}) {
+    EXPECT_EQ(parse_layout(layout_name(l)), l);
+  }
+  EXPECT_EQ(parse_layout("base4"), std::nullopt);
+}
+
+TEST(KernelDispatch, NanochatLayoutIsValidated) {
+  ::setenv("NANOCHAT_LAYOUT", "base4", 1);
+  try {
+    (void)layout_override(std::nullopt);
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("NANOCHAT_LAYOUT=base4: unknown weight layout"),
+              std::string::npos)
+        << e.what();
+  }
+  ::setenv("NANOCHAT_LAYOUT", "base3", 1);
+  try {
+    (void)layout_override(Isa::kScalar);
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("base3 needs AVX-512 with VBMI"), std::string::npos)
+        << e.what();
+  }
+  if (avx512_uses_vbmi()) {
+    EXPECT_EQ(layout_override(std::nullopt), Layout::kBase3);
+  }
+  ::setenv("NANOCHAT_LAYOUT", "tq2", 1);
+  EXPECT_EQ(layout_override(Isa::kScalar), Layout::kTq2);
+  ::unsetenv("NANOCHAT_LAYOUT");
+  EXPECT_EQ(layout_override(std::nullopt), std::nullopt);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelIsa,
@@ -247,6 +341,20 @@ TEST(KernelDispatch, GfniAndAvxVnniSwitchesGiveTheAutotuneCacheItsOwnFile) {
       unit_supported(isa_units::k_avx2_vnni, cpu_info().features) && !avx2_uses_avx_vnni();
   EXPECT_EQ(name.find("-nogfni") != std::string::npos, gfni_off) << name;
   EXPECT_EQ(name.find("-noavxvnni") != std::string::npos, vnni_off) << name;
+  const bool vbmi_off =
+      unit_supported(isa_units::k_avx512_vbmi, cpu_info().features) && !avx512_uses_vbmi();
+  EXPECT_EQ(name.find("-novbmi") != std::string::npos, vbmi_off) << name;
+}
+
+TEST(KernelDispatch, VbmiFollowsTheCpuAndNanochatNoVbmi) {
+  const char* off = std::getenv("NANOCHAT_NO_VBMI");
+  const bool disabled = off != nullptr && *off != '\0' && std::string(off) != "0";
+  EXPECT_EQ(avx512_uses_vbmi(),
+            unit_supported(isa_units::k_avx512_vbmi, cpu_info().features) && !disabled);
+  const auto layouts = kernel_layouts(Isa::kAvx512);
+  EXPECT_EQ(std::find(layouts.begin(), layouts.end(), Layout::kBase3) != layouts.end(),
+            avx512_uses_vbmi());
+  RecordProperty("base3", avx512_uses_vbmi() ? "used" : "not used");
 }
 
 TEST(KernelDispatch, AvxVnniFollowsTheCpuAndNanochatNoAvxVnni) {

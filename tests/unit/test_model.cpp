@@ -13,12 +13,14 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/kernels/registry.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
 #include "nanochat/model/model.hpp"
@@ -442,6 +444,43 @@ TEST_P(ModelVariant, TheWeightCacheGivesTheSameLogitsAndDamageIsRepaired) {
     const std::string err = testing::internal::GetCapturedStderr();
     EXPECT_NE(err.find("stale"), std::string::npos) << err;
   }
+  fs::remove_all(dir);
+  fs::remove(path);
+}
+
+// The 1.6-bit base-3 layout (what the tuner picks for decoding on CPUs with AVX512-VBMI) gives
+// the logits of the 2-bit one bit for bit — prefill, token by token, and mapped from the
+// repacked-weights cache — on every architecture and head type.
+TEST_P(ModelVariant, TheBase3LayoutGivesTheSameLogits) {
+  if (!kernels::avx512_uses_vbmi()) {
+    GTEST_SKIP() << "no AVX-512 VBMI here (or NANOCHAT_NO_VBMI is set)";
+  }
+  const Variant v = GetParam();
+  const fs::path path = write_variant(v, 13, std::string("b3_") + v.name);
+  const fs::path dir = test_support::temp_dir(std::string("b3_") + v.name);
+  const auto file = gguf::GgufFile::open(path);
+  const std::vector<TokenId> tokens = {5, 17, 250, 3, 99, 42, 7};
+  const auto logits = [&](std::optional<kernels::Layout> layout, const fs::path& cache) {
+    kernels::KernelOptions o = quiet_kernels(2);
+    o.isa = kernels::Isa::kAvx512;
+    o.layout = layout;
+    kernels::KernelContext ctx(o);
+    auto model = Model::load(file, ctx, {}, cache);
+    KvCache kv(model->config(), 16), kv2(model->config(), 16);
+    std::vector<float> all, step;
+    model->forward(tokens, kv, all, true);
+    for (const TokenId t : tokens) {
+      model->forward(std::span<const TokenId>(&t, 1), kv2, step);
+      all.insert(all.end(), step.begin(), step.end());
+    }
+    return all;
+  };
+  const auto want = logits(kernels::Layout::kStride64, {});
+  EXPECT_EQ(logits(kernels::Layout::kBase3, {}), want) << v.name;
+  const fs::path cache_file = dir / "weights" / "model.bin";
+  EXPECT_EQ(logits(kernels::Layout::kBase3, cache_file), want) << v.name << ": cache written";
+  ASSERT_TRUE(fs::exists(cache_file));
+  EXPECT_EQ(logits(kernels::Layout::kBase3, cache_file), want) << v.name << ": cache mapped";
   fs::remove_all(dir);
   fs::remove(path);
 }

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "nanochat/kernels/isa.hpp"
+#include "nanochat/kernels/packed.hpp"
 
 namespace nanochat::kernels {
 
@@ -25,9 +26,10 @@ enum class TuneMode { kOn, kOff, kForce };
 TuneMode parse_tune_mode(std::string_view text);  // throws UsageError naming --autotune
 const char* tune_mode_name(TuneMode mode);
 
-// How to run one GEMM: which kernel, the weight layout's tile height and tokens per pass.
+// How to run one GEMM: which kernel, the weight layout and its tile height, tokens per pass.
 struct Plan {
   Isa isa = Isa::kScalar;
+  Layout layout = Layout::kTq2;  // one of kernel_layouts(isa)
   int tile_rows = 1;
   int token_block = 1;
   int variant = 0;         // single-token unpacking (KernelInfo::variants), kept in the matrix
@@ -39,13 +41,15 @@ struct Plan {
 };
 
 // What a plan is for. Constraints narrow the candidates: `isa` (e.g. forced by NANOCHAT_ISA or
-// fixed by an existing layout) and `tile_rows` (0 = any; fixed once a matrix is packed).
+// fixed by an existing layout), `tile_rows` (0 = any) and `layout` (both fixed once a matrix is
+// packed; the layout also by NANOCHAT_LAYOUT).
 struct PlanRequest {
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   std::int64_t batch = 1;
   std::optional<Isa> isa;
   int tile_rows = 0;
+  std::optional<Layout> layout;
 };
 
 // Batches are tuned by class, not by exact size: 1, 2-3, 4-7, 8-31 and 32+ tokens (prefill and
@@ -65,8 +69,8 @@ class Autotuner {
   Plan plan(const PlanRequest& request, ThreadPool& pool);
   // A known plan without measuring anything.
   std::optional<Plan> cached_plan(const PlanRequest& request, int threads) const;
-  // The built-in choice used with --autotune off: widest ISA, 4-row tiles, widest token block,
-  // for one token the kernel's last variant.
+  // The built-in choice used with --autotune off: widest ISA, its default layout, 4-row tiles,
+  // widest token block, for one token the kernel's last variant.
   static Plan default_plan(const PlanRequest& request);
 
   TuneMode mode() const { return mode_; }

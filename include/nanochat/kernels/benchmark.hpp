@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct KernelBenchConfig {
   std::vector<int> threads;  // sorted and deduplicated by the benchmark
   std::vector<int> batches;
   std::vector<Isa> isas;  // scalar first gives the reference for the speedups
+  // Only this weight layout (NANOCHAT_LAYOUT); else each ISA is run in every layout it has here.
+  std::optional<Layout> layout;
   int reps = 7;           // timed samples per case (fewer for cases slower than 0.25 s)
   bool bandwidth = true;  // measure read bandwidth per thread count
   TuneMode autotune = TuneMode::kOn;
@@ -64,6 +67,7 @@ struct KernelBenchEvent {
   std::size_t index = 0;  // 1-based case number (0 for kBandwidth)
   std::size_t total = 0;
   Isa isa = Isa::kScalar;
+  Layout layout = Layout::kTq2;
   MatrixShape shape;
   int batch = 0;
   int threads = 0;

@@ -21,7 +21,8 @@ void run_gemm_i32(const PackedMatrix& w, const PackedActivations& x, int token_b
 struct KernelOptions {
   int threads = 0;  // 0: physical cores
   TuneMode tune = TuneMode::kOn;
-  std::optional<Isa> isa;  // forced path (already validated), else the best available
+  std::optional<Isa> isa;        // forced path (already validated), else the best available
+  std::optional<Layout> layout;  // forced weight layout (validated with isa), else the tuner's
   std::filesystem::path tune_cache = Autotuner::default_cache_file();  // empty: in memory only
   int numa_node = -1;
 };

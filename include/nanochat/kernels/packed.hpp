@@ -14,12 +14,20 @@
 //   kStride64 : byte p, bits 2j, holds weight j*64 + p                 (suits 64-byte registers)
 // Padding (rows past `rows`, columns past `cols`) holds code 1, i.e. weight 0, and activation
 // padding holds 0, so tails cost nothing and change nothing.
+//
+// kBase3 packs five weights per byte (1.6 bits per weight, against the 2-bit layouts' 2): a
+// 64-byte unit holds 320 weights, byte p the weights p, p + 64, p + 128, p + 192 and p + 256 of
+// its unit as the base-3 number c0*81 + c1*27 + c2*9 + c3*3 + c4 of their codes. Units take the
+// place of chunks in the tile order above; a row has ceil(cols / 320) of them, and in the last
+// one the digits past the row's last 64-weight run are code 1 (the activations stop there).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "nanochat/kernels/isa.hpp"
@@ -30,12 +38,24 @@ namespace nanochat::kernels {
 inline constexpr std::int64_t kChunk = 256;      // weights per chunk
 inline constexpr std::int64_t kChunkBytes = 64;  // bytes per (row, chunk)
 
-enum class Layout { kTq2, kStride64 };
+enum class Layout { kTq2, kStride64, kBase3 };
+
+// "tq2", "stride64", "base3"; parse_layout gives nullopt for anything else.
+const char* layout_name(Layout layout);
+std::optional<Layout> parse_layout(std::string_view text);
+// Weights per 64-byte unit of a row: 256 in the 2-bit layouts, 320 in kBase3.
+constexpr std::int64_t layout_unit_weights(Layout layout) {
+  return layout == Layout::kBase3 ? 320 : kChunk;
+}
+// 64-byte units per row of `cols` weights.
+constexpr std::int64_t layout_units(Layout layout, std::int64_t cols) {
+  return (cols + layout_unit_weights(layout) - 1) / layout_unit_weights(layout);
+}
 
 struct PackedMatrix {
   std::int64_t rows = 0;    // logical output features (M)
   std::int64_t cols = 0;    // logical input features (K)
-  std::int64_t chunks = 0;  // ceil(cols / 256)
+  std::int64_t chunks = 0;  // 64-byte units per row: layout_units(layout, cols)
   std::int64_t tiles = 0;   // ceil(rows / tile_rows)
   int tile_rows = 1;
   Isa isa = Isa::kScalar;  // the kernel this layout was made for
@@ -61,11 +81,13 @@ class ThreadPool;
 // Fills `trits` (cols values in {-1,0,1}) with row `row` of the source matrix.
 using RowSource = std::function<void(std::int64_t row, std::span<std::int8_t> trits)>;
 
-// Repacks a ternary matrix for `isa`'s kernel with `tile_rows` rows per tile. Row scales start at
-// 1; callers set them. Throws Error when tile_rows is not one the kernel supports. `numa_node`
-// < 0: no placement.
+// Repacks a ternary matrix for `isa`'s kernel with `tile_rows` rows per tile, in `layout` (one of
+// kernel_layouts(isa); by default the kernel's first). Row scales start at 1; callers set them.
+// Throws Error when tile_rows or the layout is not one the kernel supports. `numa_node` < 0: no
+// placement.
 PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& source, Isa isa,
-                         int tile_rows, int numa_node = -1);
+                         int tile_rows, int numa_node = -1,
+                         std::optional<Layout> layout = std::nullopt);
 
 // Fills `codes` (chunks * 64 bytes) with row `row`'s 2-bit codes c = q + 1 in the kTq2 order
 // (ggml's TQ2_0 qs bytes, chunk after chunk). On entry every byte is 0x55 (four weights of 0), so a
@@ -73,12 +95,14 @@ PackedMatrix pack_matrix(std::int64_t rows, std::int64_t cols, const RowSource& 
 using CodeSource = std::function<void(std::int64_t row, std::span<std::uint8_t> codes)>;
 
 // pack_matrix from code rows, the tiles split over `pool`: a TQ2_0 row is copied as it is (kTq2)
-// or has its bits regrouped (kStride64), 64 bytes at a time, with no per-weight work, and each
-// thread first-touches the tiles it writes. The codes are those pack_matrix would write for the
+// or has its bits regrouped (kStride64), 64 bytes at a time, with no per-weight work, or has its
+// codes combined five to a byte (kBase3, byte-wide loops the compiler vectorizes); each thread
+// first-touches the tiles it writes. The codes are those pack_matrix would write for the
 // same weights, bit for bit, at any thread count. When sources throw for several rows, the
 // exception of the lowest row is rethrown (the one a single thread would have met first).
 PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeSource& source,
-                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node = -1);
+                               Isa isa, int tile_rows, ThreadPool& pool, int numa_node = -1,
+                               std::optional<Layout> layout = std::nullopt);
 
 // Codes of `trits` (cols values in {-1,0,1}) in the kTq2 order into `codes` (a whole number of
 // 64-byte chunks; weights past trits.size() are left as they are). Throws Error on a value

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "nanochat/kernels/isa.hpp"
@@ -25,7 +26,7 @@ using ReadProbeFn = std::uint64_t (*)(const std::uint8_t* data, std::size_t byte
 struct KernelInfo {
   Isa isa;
   const char* name;  // e.g. "avx512-vnni"
-  Layout layout;
+  Layout layout;     // the default layout (kernel_layouts lists every one it runs here)
   std::span<const int> tile_rows;     // rows per tile this kernel is compiled for
   std::span<const int> token_blocks;  // tokens per pass it is compiled for
   GemmFn gemm;
@@ -45,6 +46,17 @@ struct KernelInfo {
 
 int one_variant();
 const char* plain_variant(int variant);
+
+// The layouts `isa`'s kernel can multiply on this CPU, its default first: the AVX-512 kernel adds
+// kBase3 where the CPU has AVX512-VBMI (vpermi2b decodes five weights a byte) and
+// NANOCHAT_NO_VBMI is unset or "0", so tests cover the 2-bit layout on such a CPU too.
+std::span<const Layout> kernel_layouts(Isa isa);
+bool avx512_uses_vbmi();
+
+// NANOCHAT_LAYOUT=tq2|stride64|base3 forces the weight layout (to compare them, or to test one);
+// nullopt when unset. Throws UsageError naming the variable when the value is unknown or no
+// kernel this run may use (`isa` when forced, else any this CPU has) multiplies it.
+std::optional<Layout> layout_override(std::optional<Isa> isa);
 
 // Every kernel compiled into the library (whether or not this CPU can run it).
 std::span<const KernelInfo> kernel_registry();
