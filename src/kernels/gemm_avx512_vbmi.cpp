@@ -13,6 +13,8 @@
 // About 12 instructions and 5 vpdpbusd per 320 weights (the 2-bit kernel: 5 and 4 per 256).
 // Measured on a Zen 5 core streaming a 65536x12800 matrix from memory, one token: 7.7 ms against
 // 10.4 ms for the 2-bit layout, both near the read bandwidth.
+#include <algorithm>
+
 #include "avx512_micro.hpp"
 
 namespace nanochat::kernels {
@@ -90,84 +92,160 @@ struct Base3Micro {
     });
   }
 
-  // Several tokens: each field moved down and masked once, then multiplied with every token.
-  template <int R, int NB, int Digits>
-  [[gnu::always_inline]] static inline void unit_many(const std::uint8_t* wc,
-                                                      const std::int8_t* const (&x)[NB],
-                                                      std::int64_t offset, const Decoder& dec,
-                                                      __m512i (&acc)[R][NB]) {
-    const __m512i mask = _mm512_set1_epi8(3);
-    static_for<R>([&](auto r) {
-      _mm_prefetch(reinterpret_cast<const char*>(wc + r * kChunkBytes + kPrefetchBytes),
-                   _MM_HINT_T0);
-      __m512i f[kDigits];
-      dec.decode(_mm512_load_si512(wc + r * kChunkBytes), f[0], f[1]);
-      const __m512i v = f[1];
-      f[1] = _mm512_and_si512(v, mask);
-      f[2] = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
-      f[3] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-      f[4] = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
-      static_for<Digits>([&](auto i) {
-        static_for<NB>([&](auto b) {
-          acc[r][b] =
-              _mm512_dpbusd_epi32(acc[r][b], f[i], _mm512_load_si512(x[b] + offset + i * 64));
-        });
-      });
-    });
-  }
-
   template <int R, int NB>
   static void run_into(const std::uint8_t* tile, std::int64_t units,
                        const std::int8_t* const (&x)[NB], const std::int32_t (&sums)[NB],
                        std::int32_t* y, std::size_t ldy, int rows) {
+    static_assert(NB == 1, "several tokens read unpacked tiles (base3_tiles)");
     const Decoder dec;
-    __m512i total[R * NB];
-    if constexpr (NB == 1) {
-      __m512i a[R][2], b[R][2];
-      static_for<R>(
+    // Rows are decoded four at a time, each group over the whole row: eight rows' accumulators,
+    // activations and decoding temporaries at once would not fit the 32 registers (measured on a
+    // Zen 5, 2560x2560 streamed: eight rows together 116 us, two groups of four 43 us). The second
+    // group's lines are the first's neighbours, on their way already.
+    constexpr int G = R < 4 ? R : 4;
+    __m512i total[R];
+    static_for<R / G>([&](auto g) {
+      const std::uint8_t* rows_g = tile + g * G * kChunkBytes;
+      __m512i a[G][2], b[G][2];
+      static_for<G>(
           [&](auto r) { a[r][0] = a[r][1] = b[r][0] = b[r][1] = _mm512_setzero_si512(); });
       for (std::int64_t u = 0; u + 1 < units; ++u) {
-        unit_one<R, kDigits>(tile + u * R * kChunkBytes, x[0] + u * kUnitWeights, dec, a, b);
+        unit_one<G, kDigits>(rows_g + u * R * kChunkBytes, x[0] + u * kUnitWeights, dec, a, b);
       }
-      unit_one<R, Tail>(tile + (units - 1) * R * kChunkBytes, x[0] + (units - 1) * kUnitWeights,
+      unit_one<G, Tail>(rows_g + (units - 1) * R * kChunkBytes, x[0] + (units - 1) * kUnitWeights,
                         dec, a, b);
-      static_for<R>([&](auto r) {
-        total[r] = _mm512_add_epi32(_mm512_add_epi32(a[r][0], a[r][1]),
-                                    _mm512_srai_epi32(_mm512_add_epi32(b[r][0], b[r][1]), 2));
+      static_for<G>([&](auto r) {
+        total[g * G + r] =
+            _mm512_add_epi32(_mm512_add_epi32(a[r][0], a[r][1]),
+                             _mm512_srai_epi32(_mm512_add_epi32(b[r][0], b[r][1]), 2));
       });
-    } else {
-      __m512i acc[R][NB];
-      static_for<R>(
-          [&](auto r) { static_for<NB>([&](auto b) { acc[r][b] = _mm512_setzero_si512(); }); });
-      for (std::int64_t u = 0; u + 1 < units; ++u) {
-        unit_many<R, NB, kDigits>(tile + u * R * kChunkBytes, x, u * kUnitWeights, dec, acc);
-      }
-      unit_many<R, NB, Tail>(tile + (units - 1) * R * kChunkBytes, x, (units - 1) * kUnitWeights,
-                             dec, acc);
-      static_for<R>([&](auto r) { static_for<NB>([&](auto b) { total[b * R + r] = acc[r][b]; }); });
-    }
-    Avx512Micro<false>::store<R, NB>(total, sums, y, ldy, rows);
+    });
+    Avx512Micro<false>::store<R, 1>(total, sums, y, ldy, rows);
   }
 };
+
+// Several tokens: decoding every unit again for each pass over the tile would cost more than
+// the multiplications (a prefill of 64 tokens passes over each tile 16 times or more), so each
+// tile is converted once, into the thread's scratch, to the 2-bit kStride64 layout, and the passes
+// run the 2-bit kernel's batched micro-kernel on it (shift-and-mask unpacking, which measured
+// faster than reading the codes a byte each: 2560x2560, 64 tokens, 4x4 tiles, 570 vs 670 us).
+template <int R>
+void convert_tile(const std::uint8_t* tile, std::int64_t units, std::int64_t chunks,
+                  std::uint8_t* row_codes, std::uint8_t* out) {
+  const typename Base3Micro<kDigits>::Decoder dec;
+  const __m512i mask = _mm512_set1_epi8(3);
+  for (int r = 0; r < R; ++r) {
+    // The row's codes a byte each, in weight order (past the last unit: code 1, set by the caller).
+    for (std::int64_t u = 0; u < units; ++u) {
+      __m512i c0, v;
+      dec.decode(_mm512_load_si512(tile + (u * R + r) * kChunkBytes), c0, v);
+      std::uint8_t* o = row_codes + u * kUnitWeights;
+      _mm512_store_si512(o, c0);
+      _mm512_store_si512(o + 64, _mm512_and_si512(v, mask));
+      _mm512_store_si512(o + 128, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
+      _mm512_store_si512(o + 192, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+      _mm512_store_si512(o + 256, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
+    }
+    // kStride64: byte p of a chunk holds weights p, 64 + p, 128 + p and 192 + p in bits 0-7.
+    // (Codes are at most 2, so the 16-bit shifts carry nothing into the next byte.)
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      const std::uint8_t* in = row_codes + c * kChunk;
+      const __m512i f0 = _mm512_load_si512(in), f1 = _mm512_load_si512(in + 64);
+      const __m512i f2 = _mm512_load_si512(in + 128), f3 = _mm512_load_si512(in + 192);
+      const __m512i packed =
+          _mm512_or_si512(_mm512_or_si512(f0, _mm512_slli_epi16(f1, 2)),
+                          _mm512_or_si512(_mm512_slli_epi16(f2, 4), _mm512_slli_epi16(f3, 6)));
+      _mm512_store_si512(out + (c * R + r) * kChunkBytes, packed);
+    }
+  }
+}
+
+template <int R, int NB>
+void base3_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t tile_begin,
+                 std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
+  const std::int64_t chunks = (w.cols + kChunk - 1) / kChunk;  // of the 2-bit layout
+  const std::int64_t code_bytes = std::max(w.chunks * kUnitWeights, chunks * kChunk);
+  std::uint8_t* scratch =
+      thread_scratch(static_cast<std::size_t>(code_bytes + R * chunks * kChunkBytes));
+  std::uint8_t* row_codes = scratch;
+  std::uint8_t* converted = scratch + code_bytes;
+  // Weights past the base-3 units but inside the last 2-bit chunk: zero (code 1).
+  std::fill(row_codes + w.chunks * kUnitWeights, row_codes + code_bytes, std::uint8_t{1});
+  using Micro = Avx512Micro<false>;
+  for (std::int64_t t = tile_begin; t < tile_end; ++t) {
+    convert_tile<R>(w.tile(t), w.chunks, chunks, row_codes, converted);
+    const std::int64_t row0 = t * R;
+    const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
+    std::int64_t b = 0;
+    for (; b + NB <= x.tokens; b += NB) {
+      const std::int8_t* xs[NB];
+      std::int32_t sums[NB];
+      for (int i = 0; i < NB; ++i) {
+        xs[i] = x.token(b + i);
+        sums[i] = x.sums[static_cast<std::size_t>(b + i)];
+      }
+      Micro::run_into<R, NB>(converted, chunks, xs, sums,
+                             y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
+    }
+    for (; b < x.tokens; ++b) {  // token tail, one at a time
+      const std::int8_t* xs[1] = {x.token(b)};
+      const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
+      Micro::run_into<R, 1>(converted, chunks, xs, sums,
+                            y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
+    }
+  }
+}
+
+template <int R>
+void base3_rows(const PackedMatrix& w, const PackedActivations& x, int token_block, int tail,
+                std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
+  if (x.tokens == 1) {  // decoding: weights streamed once, decoded in registers
+    switch (tail) {
+      case 1:
+        return gemm_tiles<Base3Micro<1>, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+      case 2:
+        return gemm_tiles<Base3Micro<2>, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+      case 3:
+        return gemm_tiles<Base3Micro<3>, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+      case 4:
+        return gemm_tiles<Base3Micro<4>, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+      default:
+        return gemm_tiles<Base3Micro<5>, R, 1>(w, x, tile_begin, tile_end, y, ldy);
+    }
+  }
+  switch (token_block) {
+    case 1:
+      return base3_tiles<R, 1>(w, x, tile_begin, tile_end, y, ldy);
+    case 2:
+      return base3_tiles<R, 2>(w, x, tile_begin, tile_end, y, ldy);
+    case 4:
+      return base3_tiles<R, 4>(w, x, tile_begin, tile_end, y, ldy);
+    default:
+      tile_driver_error("no kernel processes this many tokens per pass (1, 2 or 4)", token_block);
+  }
+}
 
 }  // namespace
 
 void gemm_avx512_vbmi(const PackedMatrix& w, const PackedActivations& x, int token_block,
                       std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y,
                       std::size_t ldy) {
+  if (x.cols != w.cols) {
+    tile_driver_error("the activations' width differs from the matrix's", x.cols, w.cols);
+  }
   // Digits of the last unit that hold weights: its 64-weight runs that start before cols.
-  const std::int64_t left = w.cols - (w.chunks - 1) * kUnitWeights;
-  switch ((left + 63) / 64) {
+  const int tail = static_cast<int>((w.cols - (w.chunks - 1) * kUnitWeights + 63) / 64);
+  switch (w.tile_rows) {
     case 1:
-      return gemm_dispatch<Base3Micro<1>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+      return base3_rows<1>(w, x, token_block, tail, tile_begin, tile_end, y, ldy);
     case 2:
-      return gemm_dispatch<Base3Micro<2>>(w, x, token_block, tile_begin, tile_end, y, ldy);
-    case 3:
-      return gemm_dispatch<Base3Micro<3>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+      return base3_rows<2>(w, x, token_block, tail, tile_begin, tile_end, y, ldy);
     case 4:
-      return gemm_dispatch<Base3Micro<4>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+      return base3_rows<4>(w, x, token_block, tail, tile_begin, tile_end, y, ldy);
+    case 8:
+      return base3_rows<8>(w, x, token_block, tail, tile_begin, tile_end, y, ldy);
     default:
-      return gemm_dispatch<Base3Micro<5>>(w, x, token_block, tile_begin, tile_end, y, ldy);
+      tile_driver_error("no kernel handles tiles of this many rows", w.tile_rows);
   }
 }
 

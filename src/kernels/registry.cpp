@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "nanochat/kernels/isa_units.hpp"
+#include "nanochat/util/aligned.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 
@@ -92,6 +93,12 @@ bool avx2_uses_avx_vnni() {
 void tile_driver_error(const char* what, std::int64_t a, std::int64_t b) {
   if (b >= 0) fail<InternalError>("{} ({} vs {})", what, a, b);
   fail<InternalError>("{} ({})", what, a);
+}
+
+std::uint8_t* thread_scratch(std::size_t bytes) {
+  thread_local AlignedBuffer<std::uint8_t> scratch;
+  if (scratch.size() < bytes) scratch = AlignedBuffer<std::uint8_t>::uninitialized(bytes);
+  return scratch.data();
 }
 
 int one_variant() { return 1; }

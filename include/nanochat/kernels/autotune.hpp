@@ -89,6 +89,8 @@ class Autotuner {
   mutable std::mutex mutex_;
   std::map<std::string, Plan> plans_;
   std::map<std::string, Plan> measured_this_run_;  // force mode: measure each key once
+  // Sustained read bandwidth (GB/s) by thread count, probed once per run when first needed.
+  mutable std::map<int, double> read_gbps_;
 };
 
 }  // namespace nanochat::kernels

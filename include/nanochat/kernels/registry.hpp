@@ -44,6 +44,11 @@ struct KernelInfo {
 // compiled with the unit's flags, for baseline callers (tests/cli/isa_units_check.sh checks).
 [[noreturn]] void tile_driver_error(const char* what, std::int64_t a, std::int64_t b = -1);
 
+// A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread, valid until its
+// next call on that thread (kernels' per-tile scratch; allocated here, in baseline code, so no
+// ISA unit instantiates a container).
+std::uint8_t* thread_scratch(std::size_t bytes);
+
 int one_variant();
 const char* plain_variant(int variant);
 
