@@ -1,5 +1,6 @@
-// K-quant heads with AVX-512 VNNI, read in the file's block layout. 64 weights per register:
-// their 4-bit (and for Q6_K 2-bit high) fields unpacked to bytes, one vpdpbusd (unsigned weights
+// Block-quantized heads (kquant.hpp) with AVX-512 VNNI, read in the file's block layout. 64
+// weights per register: their 4-bit (and for Q6_K 2-bit, for Q5 1-bit high) fields unpacked to
+// bytes, one vpdpbusd (unsigned weights
 // times signed int8 activations) per token sums them four at a time, and a per-lane vpmulld
 // applies each sub-block's scale; every block's int32 lanes are exact and summed in fp32.
 #include <immintrin.h>
@@ -47,7 +48,7 @@ void q6_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
   const std::int32_t* lanes[N];
   for (int t = 0; t < N; ++t) {
     xb[t] = x.token(b + t);
-    lanes[t] = sums.lanes64(b + t);
+    lanes[t] = sums.lanes_at(b + t);
   }
   for (std::int64_t r = begin; r < end; ++r) {
     const std::uint8_t* row = w.data.data() + r * w.row_bytes;
@@ -95,13 +96,19 @@ void q6_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
   }
 }
 
-// Q4_K, tokens [b, b + N). A 64-byte load holds two 64-weight groups of 32 bytes; the low
-// nibbles are sub-blocks 0 and 2 of the pair (weights 0-31 and 64-95), the high ones 1 and 3.
-template <int N>
-void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
-                 std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+// Q4_K and Q5_K (kFive), tokens [b, b + N). A 64-byte load holds two 64-weight groups of 32
+// bytes; the low nibbles are sub-blocks 0 and 2 of the pair (weights 0-31 and 64-95), the high
+// ones 1 and 3. Q5_K's fifth bit of value l of sub-block j is bit j of qh[l]: qh's 32 bytes in
+// both halves of a register, each 16-bit lane shifted right by that half's sub-block.
+template <bool kFive, int N>
+void k_with_min_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                       std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                       std::size_t ldy) {
   const std::int64_t blocks = w.cols / 256;
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  constexpr std::int64_t kBytes = kFive ? 176 : 144, kQs = kFive ? 48 : 16;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+  const __m512i shift_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  const __m512i shift_hi = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);
   // Scale lanes for the four registers of a block: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7).
   __m512i scale_index[4];
   for (int k = 0; k < 4; ++k) {
@@ -125,7 +132,7 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       acc_min[t] = _mm256_setzero_ps();
     }
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      const std::uint8_t* p = row + blk * 144;
+      const std::uint8_t* p = row + blk * kBytes;
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 128), _MM_HINT_T0);
@@ -140,9 +147,18 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       __m512i sum[N];
       for (int t = 0; t < N; ++t) sum[t] = _mm512_setzero_si512();
       for (int pair = 0; pair < 2; ++pair) {
-        const __m512i qv = _mm512_loadu_si512(p + 16 + 64 * pair);
-        const __m512i lo = _mm512_and_si512(qv, low4);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+        const __m512i qv = _mm512_loadu_si512(p + kQs + 64 * pair);
+        __m512i lo = _mm512_and_si512(qv, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+        if (kFive) {  // sub-blocks 4 * pair + (0, 2) in lo, + (1, 3) in hi
+          const __m512i qh = _mm512_srli_epi16(
+              _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16))),
+              4 * pair);
+          lo = _mm512_or_si512(
+              lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_lo), one), 4));
+          hi = _mm512_or_si512(
+              hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_hi), one), 4));
+        }
         const __m512i s_lo = _mm512_permutexvar_epi32(scale_index[2 * pair], sm);
         const __m512i s_hi = _mm512_permutexvar_epi32(scale_index[2 * pair + 1], sm);
         for (int t = 0; t < N; ++t) {
@@ -175,6 +191,117 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
       y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
           (_mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(s)) *
+          x.scales[static_cast<std::size_t>(b + t)];
+    }
+  }
+}
+
+// The 32-weight types, tokens [b, b + N), four blocks (128 weights) per step: their 16 nibble
+// bytes in the four 128-bit lanes of a register give the blocks' values 0-15 (low nibbles) and
+// 16-31 (high ones), times the activations reordered to match (KQuantSums::reordered). Q5's
+// fifth bits become two 64-bit masks (values 0-15 of the four blocks, then 16-31) that add 16 to
+// their bytes. Each block's int32 sum lands in its lane's four int32s; Q4_0 / Q5_0 start them at
+// -8 / -16 * the block's activation sum (KQuantSums::lanes), and each lane is scaled by its
+// block's d; Q4_1 / Q5_1 add m * the activation sum, four blocks to a 128-bit register.
+template <KQuantType kType, int N>
+void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                    std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                    std::size_t ldy) {
+  constexpr bool kFive = kType == KQuantType::kQ5_0 || kType == KQuantType::kQ5_1;
+  constexpr bool kMin = kType == KQuantType::kQ4_1 || kType == KQuantType::kQ5_1;
+  constexpr std::int64_t kQh = kMin ? 4 : 2, kQs = kQh + (kFive ? 4 : 0), kBytes = kQs + 16;
+  constexpr std::int32_t kOffset = kMin ? 0 : kFive ? 16 : 8;
+  const std::int64_t groups = w.cols / 128, blocks = w.cols / 32;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  const __m512i d_index = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  // qh words of four blocks -> their low halves (values 0-15), then their high halves.
+  const __m128i halves = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const std::int8_t* xr[N];
+  const std::int8_t* xb[N];
+  const std::int32_t* x32[N];
+  const std::int32_t* lanes[N];
+  for (int t = 0; t < N; ++t) {
+    xr[t] = sums.reordered(b + t);
+    xb[t] = x.token(b + t);
+    x32[t] = sums.sums32(b + t);
+    lanes[t] = kMin ? nullptr : sums.lanes_at(b + t);
+  }
+  const auto half_bits = [](const std::uint8_t* q) {
+    std::uint16_t h;
+    std::memcpy(&h, q, 2);
+    return static_cast<int>(h);
+  };
+  const auto four_halves = [&](const std::uint8_t* q) {  // the fp16 at q in four blocks
+    __m128i h = _mm_cvtsi32_si128(half_bits(q));
+    h = _mm_insert_epi16(h, half_bits(q + kBytes), 1);
+    h = _mm_insert_epi16(h, half_bits(q + 2 * kBytes), 2);
+    h = _mm_insert_epi16(h, half_bits(q + 3 * kBytes), 3);
+    return _mm_cvtph_ps(h);
+  };
+  const auto nibbles = [](const std::uint8_t* q) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  };
+  for (std::int64_t r = begin; r < end; ++r) {
+    const std::uint8_t* row = w.data.data() + r * w.row_bytes;
+    __m512 acc[N];
+    __m128 acc_m[N];
+    for (int t = 0; t < N; ++t) {
+      acc[t] = _mm512_setzero_ps();
+      acc_m[t] = _mm_setzero_ps();
+    }
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::uint8_t* p = row + g * 4 * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
+      __m512i qv = _mm512_castsi128_si512(nibbles(p + kQs));
+      qv = _mm512_inserti32x4(qv, nibbles(p + kBytes + kQs), 1);
+      qv = _mm512_inserti32x4(qv, nibbles(p + 2 * kBytes + kQs), 2);
+      qv = _mm512_inserti32x4(qv, nibbles(p + 3 * kBytes + kQs), 3);
+      __m512i lo = _mm512_and_si512(qv, low4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+      if (kFive) {
+        std::int32_t words[4];
+        for (int k = 0; k < 4; ++k) std::memcpy(&words[k], p + k * kBytes + kQh, 4);
+        const __m128i h =
+            _mm_shuffle_epi8(_mm_setr_epi32(words[0], words[1], words[2], words[3]), halves);
+        lo = _mm512_mask_add_epi8(
+            lo, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(h))), lo, sixteen);
+        hi = _mm512_mask_add_epi8(
+            hi, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_extract_epi64(h, 1))), hi, sixteen);
+      }
+      const __m512 d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(four_halves(p)));
+      __m128 m;
+      if (kMin) m = four_halves(p + 2);
+      for (int t = 0; t < N; ++t) {
+        const std::int8_t* xv = xr[t] + g * 128;
+        __m512i s = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(lanes[t] + g * 16);
+        s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xv));
+        s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(xv + 64));
+        acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[t]);
+        if (kMin) {
+          const __m128i sx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x32[t] + 4 * g));
+          acc_m[t] = _mm_fmadd_ps(m, _mm_cvtepi32_ps(sx), acc_m[t]);
+        }
+      }
+    }
+    float tail[N] = {};
+    for (std::int64_t blk = groups * 4; blk < blocks; ++blk) {  // past the last whole group
+      const std::uint8_t* p = row + blk * kBytes;
+      const float d = half_at(p);
+      for (int t = 0; t < N; ++t) {
+        const std::int32_t a = block32_dot<kFive>(p + kQh, p + kQs, xb[t] + blk * 32);
+        if (kMin) {
+          tail[t] += d * static_cast<float>(a) + half_at(p + 2) * static_cast<float>(x32[t][blk]);
+        } else {
+          tail[t] += d * static_cast<float>(a - kOffset * x32[t][blk]);
+        }
+      }
+    }
+    for (int t = 0; t < N; ++t) {
+      __m128 s = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+      s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+      y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
+          (_mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(s) + tail[t]) *
           x.scales[static_cast<std::size_t>(b + t)];
     }
   }
@@ -214,14 +341,50 @@ template <int N>
 struct Q4K {
   static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
                   std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
-    q4_k_tokens<N>(w, x, sums, b, begin, end, y, ldy);
+    k_with_min_tokens<false, N>(w, x, sums, b, begin, end, y, ldy);
   }
+};
+
+template <int N>
+struct Q5K {
+  static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                  std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+    k_with_min_tokens<true, N>(w, x, sums, b, begin, end, y, ldy);
+  }
+};
+
+template <KQuantType kType>
+struct Block32 {
+  template <int N>
+  struct Tokens {
+    static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                    std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                    std::size_t ldy) {
+      block32_tokens<kType, N>(w, x, sums, b, begin, end, y, ldy);
+    }
+  };
 };
 
 }  // namespace
 
 KQuantFn kquant_avx512(KQuantType type) {
-  return type == KQuantType::kQ4_K ? tokens<Q4K> : tokens<Q6K>;
+  switch (type) {
+    case KQuantType::kQ4_0:
+      return tokens<Block32<KQuantType::kQ4_0>::Tokens>;
+    case KQuantType::kQ4_1:
+      return tokens<Block32<KQuantType::kQ4_1>::Tokens>;
+    case KQuantType::kQ5_0:
+      return tokens<Block32<KQuantType::kQ5_0>::Tokens>;
+    case KQuantType::kQ5_1:
+      return tokens<Block32<KQuantType::kQ5_1>::Tokens>;
+    case KQuantType::kQ4_K:
+      return tokens<Q4K>;
+    case KQuantType::kQ5_K:
+      return tokens<Q5K>;
+    case KQuantType::kQ6_K:
+      break;
+  }
+  return tokens<Q6K>;
 }
 
 }  // namespace nanochat::kernels
