@@ -318,8 +318,9 @@ void kquant_sums(KQuantType type, const PackedActivations& x, std::int64_t cols,
       }
     }
   }
-  if (type != KQuantType::kQ4_0 && type != KQuantType::kQ5_0) return;
-  const int offset = type == KQuantType::kQ4_0 ? -8 : -16;
+  const bool with_min = type == KQuantType::kQ4_1 || type == KQuantType::kQ5_1;
+  if (with_min && isa != Isa::kAvx512) return;
+  const int offset = with_min ? 1 : type == KQuantType::kQ4_0 ? -8 : -16;
   out.lanes_per_token = cols / 32 * 4;
   out.lanes.assign(static_cast<std::size_t>(x.tokens * out.lanes_per_token), 0);
   for (std::int64_t t = 0; t < x.tokens; ++t) {

@@ -4,6 +4,7 @@
 // block.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -275,10 +276,13 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
       const float d = half_at(p);
       for (int t = 0; t < N; ++t) {
         const std::int32_t a = block32_dot<kFive>(p + kQh, p + kQs, xb[t] + blk * 32);
+        // Explicit fused steps: contraction left to the compiler may differ between the
+        // instantiations for 1 and for N tokens (a token's bits would depend on its batch).
         if (kMin) {
-          tail[t] += d * static_cast<float>(a) + half_at(p + 2) * static_cast<float>(x32[t][blk]);
+          tail[t] = std::fma(half_at(p + 2), static_cast<float>(x32[t][blk]),
+                             std::fma(d, static_cast<float>(a), tail[t]));
         } else {
-          tail[t] += d * static_cast<float>(a - kOffset * x32[t][blk]);
+          tail[t] = std::fma(d, static_cast<float>(a - kOffset * x32[t][blk]), tail[t]);
         }
       }
     }

@@ -5,6 +5,7 @@
 // applies each sub-block's scale; every block's int32 lanes are exact and summed in fp32.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -198,11 +199,13 @@ void k_with_min_tokens(const KQuantMatrix& w, const PackedActivations& x, const 
 
 // The 32-weight types, tokens [b, b + N), four blocks (128 weights) per step: their 16 nibble
 // bytes in the four 128-bit lanes of a register give the blocks' values 0-15 (low nibbles) and
-// 16-31 (high ones), times the activations reordered to match (KQuantSums::reordered). Q5's
-// fifth bits become two 64-bit masks (values 0-15 of the four blocks, then 16-31) that add 16 to
-// their bytes. Each block's int32 sum lands in its lane's four int32s; Q4_0 / Q5_0 start them at
-// -8 / -16 * the block's activation sum (KQuantSums::lanes), and each lane is scaled by its
-// block's d; Q4_1 / Q5_1 add m * the activation sum, four blocks to a 128-bit register.
+// 16-31 (high ones), times the activations reordered to match (KQuantSums::reordered). The
+// blocks' first 16 bytes in another register give d, m and qh by in-lane byte shuffles (no
+// scalar loads: gathering them with vpinsrw / vpinsrd and a k-mask from a general register held
+// Q5_0 and Q5_1 at 17 GB/s); Q5's fifth bits become byte masks (vptestmb) that add 16. Each
+// block's int32 sum lands in its lane's four int32s; Q4_0 / Q5_0 start them at -8 / -16 * the
+// block's activation sum (KQuantSums::lanes), and each lane is scaled by its block's d; Q4_1 /
+// Q5_1 add m * the activation sum (in the block's first lane of KQuantSums::lanes).
 template <KQuantType kType, int N>
 void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
                     std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
@@ -213,9 +216,23 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
   constexpr std::int32_t kOffset = kMin ? 0 : kFive ? 16 : 8;
   const std::int64_t groups = w.cols / 128, blocks = w.cols / 32;
   const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
-  const __m512i d_index = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  // qh words of four blocks -> their low halves (values 0-15), then their high halves.
-  const __m128i halves = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  // Byte shuffles within each 128-bit lane of the register holding each block's first 16 bytes:
+  // d (and m) into every 16-bit word; the qh bytes holding the fifth bits of values 0-15 and
+  // 16-31 (value i: bit i % 8 of byte i / 8), tested against each value's bit.
+  const auto in_lanes = [](auto byte) {
+    alignas(64) std::int8_t idx[64];
+    for (int i = 0; i < 64; ++i) idx[i] = static_cast<std::int8_t>(byte(i % 16));
+    return _mm512_load_si512(idx);
+  };
+  const __m512i d_bytes = in_lanes([](int i) { return i % 2; });
+  const __m512i m_bytes = in_lanes([](int i) { return 2 + i % 2; });
+  const __m512i qh_lo = in_lanes([](int i) { return kQh + i / 8; });
+  const __m512i qh_hi = in_lanes([](int i) { return kQh + 2 + i / 8; });
+  const __m512i bit = in_lanes([](int i) { return 1 << (i % 8); });
+  // Four fp16 (one per lane, in every word) -> 16 floats, each block's in its lane's four.
+  const auto halves_to_lanes = [](__m512i words) {
+    return _mm512_cvtph_ps(_mm512_cvtepi64_epi32(words));
+  };
   const std::int8_t* xr[N];
   const std::int8_t* xb[N];
   const std::int32_t* x32[N];
@@ -224,64 +241,45 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
     xr[t] = sums.reordered(b + t);
     xb[t] = x.token(b + t);
     x32[t] = sums.sums32(b + t);
-    lanes[t] = kMin ? nullptr : sums.lanes_at(b + t);
+    lanes[t] = sums.lanes_at(b + t);
   }
-  const auto half_bits = [](const std::uint8_t* q) {
-    std::uint16_t h;
-    std::memcpy(&h, q, 2);
-    return static_cast<int>(h);
-  };
-  const auto four_halves = [&](const std::uint8_t* q) {  // the fp16 at q in four blocks
-    __m128i h = _mm_cvtsi32_si128(half_bits(q));
-    h = _mm_insert_epi16(h, half_bits(q + kBytes), 1);
-    h = _mm_insert_epi16(h, half_bits(q + 2 * kBytes), 2);
-    h = _mm_insert_epi16(h, half_bits(q + 3 * kBytes), 3);
-    return _mm_cvtph_ps(h);
-  };
-  const auto nibbles = [](const std::uint8_t* q) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const auto four = [](const std::uint8_t* q) {  // 16 bytes at q in each of four blocks
+    const auto at = [](const std::uint8_t* a) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    };
+    __m512i v = _mm512_castsi128_si512(at(q));
+    v = _mm512_inserti32x4(v, at(q + kBytes), 1);
+    v = _mm512_inserti32x4(v, at(q + 2 * kBytes), 2);
+    return _mm512_inserti32x4(v, at(q + 3 * kBytes), 3);
   };
   for (std::int64_t r = begin; r < end; ++r) {
     const std::uint8_t* row = w.data.data() + r * w.row_bytes;
     __m512 acc[N];
-    __m128 acc_m[N];
-    for (int t = 0; t < N; ++t) {
-      acc[t] = _mm512_setzero_ps();
-      acc_m[t] = _mm_setzero_ps();
-    }
+    for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
     for (std::int64_t g = 0; g < groups; ++g) {
       const std::uint8_t* p = row + g * 4 * kBytes;
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
-      __m512i qv = _mm512_castsi128_si512(nibbles(p + kQs));
-      qv = _mm512_inserti32x4(qv, nibbles(p + kBytes + kQs), 1);
-      qv = _mm512_inserti32x4(qv, nibbles(p + 2 * kBytes + kQs), 2);
-      qv = _mm512_inserti32x4(qv, nibbles(p + 3 * kBytes + kQs), 3);
+      const __m512i qv = four(p + kQs), heads = four(p);
       __m512i lo = _mm512_and_si512(qv, low4);
       __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
       if (kFive) {
-        std::int32_t words[4];
-        for (int k = 0; k < 4; ++k) std::memcpy(&words[k], p + k * kBytes + kQh, 4);
-        const __m128i h =
-            _mm_shuffle_epi8(_mm_setr_epi32(words[0], words[1], words[2], words[3]), halves);
-        lo = _mm512_mask_add_epi8(
-            lo, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(h))), lo, sixteen);
-        hi = _mm512_mask_add_epi8(
-            hi, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_extract_epi64(h, 1))), hi, sixteen);
+        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(heads, qh_lo), bit),
+                                  lo, sixteen);
+        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(heads, qh_hi), bit),
+                                  hi, sixteen);
       }
-      const __m512 d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(four_halves(p)));
-      __m128 m;
-      if (kMin) m = four_halves(p + 2);
+      const __m512 d = halves_to_lanes(_mm512_shuffle_epi8(heads, d_bytes));
+      __m512 m;
+      if (kMin) m = halves_to_lanes(_mm512_shuffle_epi8(heads, m_bytes));
       for (int t = 0; t < N; ++t) {
         const std::int8_t* xv = xr[t] + g * 128;
-        __m512i s = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(lanes[t] + g * 16);
+        const __m512i l = _mm512_loadu_si512(lanes[t] + g * 16);
+        __m512i s = kMin ? _mm512_setzero_si512() : l;
         s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xv));
         s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(xv + 64));
         acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[t]);
-        if (kMin) {
-          const __m128i sx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x32[t] + 4 * g));
-          acc_m[t] = _mm_fmadd_ps(m, _mm_cvtepi32_ps(sx), acc_m[t]);
-        }
+        if (kMin) acc[t] = _mm512_fmadd_ps(m, _mm512_cvtepi32_ps(l), acc[t]);
       }
     }
     float tail[N] = {};
@@ -290,19 +288,19 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
       const float d = half_at(p);
       for (int t = 0; t < N; ++t) {
         const std::int32_t a = block32_dot<kFive>(p + kQh, p + kQs, xb[t] + blk * 32);
+        // Explicit fused steps: contraction left to the compiler may differ between the
+        // instantiations for 1 and for N tokens (a token's bits would depend on its batch).
         if (kMin) {
-          tail[t] += d * static_cast<float>(a) + half_at(p + 2) * static_cast<float>(x32[t][blk]);
+          tail[t] = std::fma(half_at(p + 2), static_cast<float>(x32[t][blk]),
+                             std::fma(d, static_cast<float>(a), tail[t]));
         } else {
-          tail[t] += d * static_cast<float>(a - kOffset * x32[t][blk]);
+          tail[t] = std::fma(d, static_cast<float>(a - kOffset * x32[t][blk]), tail[t]);
         }
       }
     }
     for (int t = 0; t < N; ++t) {
-      __m128 s = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
-      s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
       y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
-          (_mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(s) + tail[t]) *
-          x.scales[static_cast<std::size_t>(b + t)];
+          (_mm512_reduce_add_ps(acc[t]) + tail[t]) * x.scales[static_cast<std::size_t>(b + t)];
     }
   }
 }

@@ -71,7 +71,8 @@ KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, 
 // - the 32-weight types on AVX2 and AVX-512: the activations of each whole group of four blocks
 //   (128 values) reordered as the four blocks' values 0-15, then their values 16-31
 //   (xr[t][cols/128*128], matching a register of four blocks' low nibbles, then high ones), and
-//   for Q4_0 and Q5_0 lanes[t][cols/32][4]: -8 or -16 * each block's sum in its first lane.
+//   for Q4_0 and Q5_0 lanes[t][cols/32][4]: -8 or -16 * each block's sum in its first lane (for
+//   Q4_1 and Q5_1 on AVX-512: the sum itself).
 struct KQuantSums {
   std::int64_t tokens = 0, cols = 0;
   std::vector<std::int16_t> x16;
