@@ -177,11 +177,13 @@ void k_with_min_tokens(const KQuantMatrix& w, const PackedActivations& x, const 
 // The 32-weight types, tokens [b, b + N), four blocks (128 weights) per step in two registers
 // of two blocks: their 16 nibble bytes in the two 128-bit lanes give the blocks' values 0-15 (low
 // nibbles) and 16-31 (high ones), times the activations reordered to match
-// (KQuantSums::reordered). Q5's fifth bits: ggml's bytes-from-bits (each byte's bit of a 32-bit
-// word selected by a shuffle, an or and a compare). vpmaddubsw of the low and the high values
-// summed in int16 (|2 * 2 * 31 * 128| < 2^15), vpmaddwd with ones to each block's four int32
-// lanes; Q4_0 / Q5_0 add -8 / -16 * the block's activation sum (KQuantSums::lanes) and each lane
-// is scaled by its block's d; Q4_1 / Q5_1 add m * the activation sum, four blocks to a register.
+// (KQuantSums::reordered). Q5's fifth bits: the blocks' first 16 bytes in a register, their qh
+// bytes spread by an in-lane shuffle and tested against each value's bit (ggml's bytes-from-bits
+// on a word built in general registers held Q5_0 to half of Q4_0's speed). vpmaddubsw of the low
+// and the high values summed in int16 (|2 * 2 * 31 * 128| < 2^15), vpmaddwd with ones to each
+// block's four int32 lanes; Q4_0 / Q5_0 add -8 / -16 * the block's activation sum
+// (KQuantSums::lanes) and each lane is scaled by its block's d; Q4_1 / Q5_1 add m * the activation
+// sum, four blocks to a register.
 template <KQuantType kType, int N>
 void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
                     std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
@@ -195,14 +197,20 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i d_index[2] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
                               _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3)};
-  // Byte i of a bytes-from-bits result tests bit i % 8 of byte i / 8 of the word.
-  const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                                0x0101010101010101, 0x0000000000000000);
-  const __m256i other_bits = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-  const auto fifth_bits = [&](std::uint32_t word) {  // 16 where the word's bit is set
-    const __m256i bytes = _mm256_or_si256(
-        _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(word)), byte_of_bit), other_bits);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), sixteen);
+  // Byte shuffles within each 128-bit lane of a register holding two blocks' first 16 bytes:
+  // the qh bytes with the fifth bits of values 0-15 and 16-31 (value i: bit i % 8 of byte
+  // i / 8), then tested against each value's bit.
+  const auto in_lanes = [](auto byte) {
+    alignas(32) std::int8_t idx[32];
+    for (int i = 0; i < 32; ++i) idx[i] = static_cast<std::int8_t>(byte(i % 16));
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(idx));
+  };
+  const __m256i qh_lo = in_lanes([](int i) { return kQh + i / 8; });
+  const __m256i qh_hi = in_lanes([](int i) { return kQh + 2 + i / 8; });
+  const __m256i bit = in_lanes([](int i) { return 1 << (i % 8); });
+  const auto fifth_bits = [&](__m256i heads, __m256i which) {  // 16 where the bit is set
+    const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(heads, which), bit);
+    return _mm256_andnot_si256(_mm256_cmpeq_epi8(set, _mm256_setzero_si256()), sixteen);
   };
   const std::int8_t* xr[N];
   const std::int8_t* xb[N];
@@ -246,11 +254,10 @@ void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQu
         __m256i lo = _mm256_and_si256(qv, low4);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), low4);
         if (kFive) {
-          std::uint32_t h0, h1;
-          std::memcpy(&h0, q + kQh, 4);
-          std::memcpy(&h1, q + kBytes + kQh, 4);
-          lo = _mm256_or_si256(lo, fifth_bits((h0 & 0xFFFFu) | (h1 << 16)));
-          hi = _mm256_or_si256(hi, fifth_bits((h0 >> 16) | (h1 & 0xFFFF0000u)));
+          const __m256i heads = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(q + kBytes),
+                                                    reinterpret_cast<const __m128i*>(q));
+          lo = _mm256_or_si256(lo, fifth_bits(heads, qh_lo));
+          hi = _mm256_or_si256(hi, fifth_bits(heads, qh_hi));
         }
         const __m256 d = _mm256_permutevar8x32_ps(d4, d_index[half]);
         for (int t = 0; t < N; ++t) {
