@@ -3,11 +3,13 @@
 // has, single-threaded and on all physical cores. `nanochat benchmark kernels` reports the same
 // cases with bandwidth ratios; this program is for A/B comparisons with Google Benchmark's tools
 // (e.g. --benchmark_repetitions=9 --benchmark_report_aggregates_only=true, compare.py).
-// The output heads too: a 2B model's vocabulary (128256 x 2560) as Q8_0, Q6_K and Q4_K, one
-// token, the weights far past the cache as in decoding (`head/...`).
+// The output heads too: a 2B model's vocabulary (128256 x 2560) as Q8_0 and every block type with
+// head kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), one token, the weights far past the
+// cache as in decoding (`head/...`).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <memory>
 #include <random>
@@ -69,51 +71,65 @@ void BM_Gemm(benchmark::State& state, Isa isa, std::int64_t rows, std::int64_t c
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
 }
 
-// Head matrices (built once, shared by every ISA and thread count) and one token.
+// Head matrices, each built on first use and kept for every ISA and thread count, and one
+// token. Rows are drawn from a generator seeded by the row (the same weights for every type).
 struct HeadFixture {
   Q8Matrix q8;
-  KQuantMatrix q6_k, q4_k;
+  std::map<std::string, KQuantMatrix> blocks;  // by lower-case type name
   PackedActivations x;
   std::vector<float> y;
 };
 
-HeadFixture& head_fixture() {
+constexpr std::int64_t kHeadRows = 128256, kHeadCols = 2560;
+
+void head_row(std::int64_t r, std::span<float> v) {
+  std::mt19937 rng(static_cast<std::uint32_t>(r));
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  for (auto& x : v) x = normal(rng);
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+HeadFixture& head_fixture(const std::string& type) {
   static std::unique_ptr<HeadFixture> f;
+  ThreadPool pool(default_thread_count());
   if (!f) {
-    constexpr std::int64_t kRows = 128256, kCols = 2560;
     f = std::make_unique<HeadFixture>();
+    std::vector<std::int8_t> a(static_cast<std::size_t>(kHeadCols));
     std::mt19937 rng(7);
-    std::normal_distribution<float> normal(0.0f, 0.05f);
-    ThreadPool pool(default_thread_count());
-    std::vector<float> row(static_cast<std::size_t>(kCols));
-    std::vector<std::uint8_t> q6(static_cast<std::size_t>(kRows * kCols / 256 * 210)),
-        q4(static_cast<std::size_t>(kRows * kCols / 256 * 144));
-    f->q8 = quantize_q8_0_matrix(kRows, kCols, [&](std::int64_t r, std::span<float> v) {
-      for (auto& x : row) x = normal(rng);
-      std::copy(row.begin(), row.end(), v.begin());
-      quantize_row_kquant(KQuantType::kQ6_K, row,
-                          std::span(q6).subspan(static_cast<std::size_t>(r * kCols / 256 * 210),
-                                                static_cast<std::size_t>(kCols / 256 * 210)));
-      quantize_row_kquant(KQuantType::kQ4_K, row,
-                          std::span(q4).subspan(static_cast<std::size_t>(r * kCols / 256 * 144),
-                                                static_cast<std::size_t>(kCols / 256 * 144)));
-    });
-    f->q6_k = pack_kquant(KQuantType::kQ6_K, q6, kRows, kCols, pool);
-    f->q4_k = pack_kquant(KQuantType::kQ4_K, q4, kRows, kCols, pool);
-    std::vector<std::int8_t> a(static_cast<std::size_t>(kCols));
     std::uniform_int_distribution<int> act(-127, 127);
     for (auto& v : a) v = static_cast<std::int8_t>(act(rng));
-    pack_activations_i8(a.data(), 1, kCols, f->x);
-    f->y.resize(static_cast<std::size_t>(kRows));
+    pack_activations_i8(a.data(), 1, kHeadCols, f->x);
+    f->y.resize(static_cast<std::size_t>(kHeadRows));
+  }
+  if (type == "q8_0" && f->q8.rows == 0)
+    f->q8 = quantize_q8_0_matrix(kHeadRows, kHeadCols, head_row, pool);
+  for (const KQuantType kq : kKQuantTypes) {
+    if (lower(kquant_name(kq)) != type || f->blocks.count(type) != 0) continue;
+    const auto row_bytes =
+        static_cast<std::size_t>(kHeadCols / kquant_block_weights(kq) * kquant_block_bytes(kq));
+    std::vector<std::uint8_t> data(static_cast<std::size_t>(kHeadRows) * row_bytes);
+    pool.parallel_for(kHeadRows, [&](std::int64_t begin, std::int64_t end) {
+      std::vector<float> row(static_cast<std::size_t>(kHeadCols));
+      for (std::int64_t r = begin; r < end; ++r) {
+        head_row(r, row);
+        quantize_row_kquant(
+            kq, row, std::span(data).subspan(static_cast<std::size_t>(r) * row_bytes, row_bytes));
+      }
+    });
+    f->blocks.emplace(type, pack_kquant(kq, data, kHeadRows, kHeadCols, pool));
   }
   return *f;
 }
 
-void BM_Head(benchmark::State& state, Isa isa, const char* type, int threads) {
-  HeadFixture& f = head_fixture();
+void BM_Head(benchmark::State& state, Isa isa, const std::string& type, int threads) {
+  HeadFixture& f = head_fixture(type);
   ThreadPool pool(threads);
-  const std::string t = type;
-  const KQuantMatrix* kq = t == "q6_k" ? &f.q6_k : t == "q4_k" ? &f.q4_k : nullptr;
+  const auto it = f.blocks.find(type);
+  const KQuantMatrix* kq = it != f.blocks.end() ? &it->second : nullptr;
   for (auto _ : state) {
     if (kq != nullptr) {
       kquant_matmul(*kq, f.x, isa, pool, f.y.data(), f.y.size());
@@ -151,10 +167,12 @@ void register_all() {
     }
   }
   for (Isa isa : available_isas()) {
-    for (const char* type : {"q8_0", "q6_k", "q4_k"}) {
+    std::vector<std::string> types = {"q8_0"};
+    for (const KQuantType kq : kKQuantTypes) types.push_back(lower(kquant_name(kq)));
+    for (const std::string& type : types) {
       for (int threads : {1, cores}) {
-        const std::string name = std::string("head/") + type + "/" + isa_name(isa) +
-                                 "/128256x2560/b1/t" + std::to_string(threads);
+        const std::string name =
+            "head/" + type + "/" + isa_name(isa) + "/128256x2560/b1/t" + std::to_string(threads);
         benchmark::RegisterBenchmark(name.c_str(), BM_Head, isa, type, threads)
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();

@@ -37,9 +37,15 @@ gguf::TensorType float_type(const std::string& flag, const std::string& name) {
   if (name == "f16") return gguf::TensorType::kF16;
   if (name == "bf16") return gguf::TensorType::kBF16;
   if (name == "q8_0") return gguf::TensorType::kQ8_0;
+  if (name == "q4_0") return gguf::TensorType::kQ4_0;
+  if (name == "q4_1") return gguf::TensorType::kQ4_1;
+  if (name == "q5_0") return gguf::TensorType::kQ5_0;
+  if (name == "q5_1") return gguf::TensorType::kQ5_1;
   if (name == "q4_k") return gguf::TensorType::kQ4_K;
+  if (name == "q5_k") return gguf::TensorType::kQ5_K;
   if (name == "q6_k") return gguf::TensorType::kQ6_K;
-  fail<UsageError>("{} {}: use f32, f16, bf16, q8_0, q4_k or q6_k", flag, name);
+  fail<UsageError>("{} {}: use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k",
+                   flag, name);
 }
 
 // A byte-level vocabulary of `n` tokens for shape-only models (benchmarks): the 256 byte
@@ -201,10 +207,13 @@ void add_model(CLI::App& app) {
   sub->add_option("--ternary", o->ternary, "Ternary block format: tq2_0 or tq1_0")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
-  sub->add_option("--embedding", o->embedding, "Embedding type: f32, f16, bf16, q8_0, q4_k or q6_k")
+  sub->add_option("--embedding", o->embedding,
+                  "Embedding type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or "
+                  "q6_k")
       ->capture_default_str();
   sub->add_option("--output-type", o->output_type,
-                  "Output layer: ternary (default), q8_0, q4_k, q6_k, f16, bf16 or f32");
+                  "Output layer: ternary (default), q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, "
+                  "q6_k, f16, bf16 or f32");
   sub->add_flag("--scale-tensors", o->scale_tensors,
                 "Put each ternary layer's scale in a one-value .scale tensor (llama.cpp's bitnet "
                 "layout) instead of the blocks");

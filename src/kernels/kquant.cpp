@@ -11,21 +11,53 @@
 
 namespace nanochat::kernels {
 
-std::uint32_t kquant_ggml_type(KQuantType type) { return type == KQuantType::kQ4_K ? 12 : 14; }
+namespace {
+
+// One row per type: what the names, the packing and its checks, the quantizers and the error
+// messages read. Offsets are of the fp16 scale d and of the second fp16 scale (dmin or m; the
+// same as d when there is none).
+struct BlockLayout {
+  KQuantType type;
+  const char* name;
+  std::uint32_t ggml;
+  std::int64_t weights, bytes;
+  std::size_t d, second;
+};
+
+constexpr BlockLayout kBlockLayouts[] = {
+    {KQuantType::kQ4_0, "Q4_0", 2, 32, 18, 0, 0},
+    {KQuantType::kQ4_1, "Q4_1", 3, 32, 20, 0, 2},
+    {KQuantType::kQ5_0, "Q5_0", 6, 32, 22, 0, 0},
+    {KQuantType::kQ5_1, "Q5_1", 7, 32, 24, 0, 2},
+    {KQuantType::kQ4_K, "Q4_K", 12, 256, 144, 0, 2},
+    {KQuantType::kQ5_K, "Q5_K", 13, 256, 176, 0, 2},
+    {KQuantType::kQ6_K, "Q6_K", 14, 256, 210, 208, 208},
+};
+
+const BlockLayout& layout(KQuantType type) {
+  for (const BlockLayout& l : kBlockLayouts) {
+    if (l.type == type) return l;
+  }
+  throw InternalError(fmt::format("no K-quant layout for type {}", static_cast<int>(type)));
+}
+
+}  // namespace
+
+std::uint32_t kquant_ggml_type(KQuantType type) { return layout(type).ggml; }
 
 bool kquant_from_ggml(std::uint32_t ggml_type, KQuantType& type) {
-  if (ggml_type == 12) {
-    type = KQuantType::kQ4_K;
-    return true;
-  }
-  if (ggml_type == 14) {
-    type = KQuantType::kQ6_K;
-    return true;
+  for (const BlockLayout& l : kBlockLayouts) {
+    if (l.ggml == ggml_type) {
+      type = l.type;
+      return true;
+    }
   }
   return false;
 }
 
-std::int64_t kquant_block_bytes(KQuantType type) { return type == KQuantType::kQ4_K ? 144 : 210; }
+const char* kquant_name(KQuantType type) { return layout(type).name; }
+std::int64_t kquant_block_weights(KQuantType type) { return layout(type).weights; }
+std::int64_t kquant_block_bytes(KQuantType type) { return layout(type).bytes; }
 
 void q4_k_scales(const std::uint8_t* packed, std::uint8_t* scales, std::uint8_t* mins) {
   // Sub-blocks 0-3: the low 6 bits of bytes 0-3 (scales) and 4-7 (mins). Sub-blocks 4-7: the
@@ -70,8 +102,12 @@ void quantize_q6_k(const float* x, std::uint8_t* b) {
   }
 }
 
-void quantize_q4_k(const float* x, std::uint8_t* b) {
-  std::memset(b, 0, 144);
+// Q4_K (five == false) and Q5_K: 8 sub-blocks of 32 with a 6-bit scale and min each; Q5_K's
+// fifth bits in qh (bit j of byte 16 + i for value i of sub-block j).
+void quantize_k_with_min(const float* x, std::uint8_t* b, bool five) {
+  const int top_q = five ? 31 : 15;
+  const std::size_t qs_at = five ? 48 : 16;
+  std::memset(b, 0, five ? 176 : 144);
   float scale[8], offset[8], top_scale = 0, top_offset = 0;
   for (int j = 0; j < 8; ++j) {
     float lo = 0, hi = 0;  // the range, widened to include 0: w = step * q - offset, offset >= 0
@@ -79,7 +115,7 @@ void quantize_q4_k(const float* x, std::uint8_t* b) {
       lo = std::min(lo, x[32 * j + i]);
       hi = std::max(hi, x[32 * j + i]);
     }
-    scale[j] = (hi - lo) / 15.0f;
+    scale[j] = (hi - lo) / static_cast<float>(top_q);
     offset[j] = -lo;
     top_scale = std::max(top_scale, scale[j]);
     top_offset = std::max(top_offset, offset[j]);
@@ -98,9 +134,10 @@ void quantize_q4_k(const float* x, std::uint8_t* b) {
     for (int i = 0; i < 32; ++i) {
       const int at = 32 * j + i;
       const int q =
-          step > 0 ? std::clamp(static_cast<int>(std::lround((x[at] + off) / step)), 0, 15) : 0;
-      std::uint8_t& byte = b[16 + 32 * (j / 2) + i];
-      byte = static_cast<std::uint8_t>(byte | (q << (j % 2 == 1 ? 4 : 0)));
+          step > 0 ? std::clamp(static_cast<int>(std::lround((x[at] + off) / step)), 0, top_q) : 0;
+      std::uint8_t& byte = b[qs_at + 32 * (j / 2) + i];
+      byte = static_cast<std::uint8_t>(byte | ((q & 0x0F) << (j % 2 == 1 ? 4 : 0)));
+      if (q > 15) b[16 + i] = static_cast<std::uint8_t>(b[16 + i] | (1 << j));
     }
   }
   for (int j = 0; j < 4; ++j) {  // the inverse of q4_k_scales
@@ -110,8 +147,39 @@ void quantize_q4_k(const float* x, std::uint8_t* b) {
   }
 }
 
-// Offset of a block's fp16 scale d.
-std::size_t d_offset(KQuantType type) { return type == KQuantType::kQ4_K ? 0 : 208; }
+// The 32-weight types, as ggml's reference quantizers: Q4_0 / Q5_0 from the value of largest
+// magnitude (d = that value / -8 or / -16, so it lands on q = 0), Q4_1 / Q5_1 from the range
+// (m = the minimum). Byte i of the 16 nibble bytes holds value i (low) and i + 16 (high); Q5's
+// fifth bit of value i is bit i of the 32-bit qh.
+void quantize_32(KQuantType type, const float* x, std::uint8_t* b) {
+  const bool five = type == KQuantType::kQ5_0 || type == KQuantType::kQ5_1;
+  const bool with_min = type == KQuantType::kQ4_1 || type == KQuantType::kQ5_1;
+  const int levels = five ? 32 : 16, zero_at = levels / 2;
+  float lo = x[0], hi = x[0], extreme = 0;
+  for (int i = 0; i < 32; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
+  }
+  const std::uint16_t dh = fp32_to_fp16(with_min ? (hi - lo) / static_cast<float>(levels - 1)
+                                                 : extreme / static_cast<float>(-zero_at));
+  const std::uint16_t mh = fp32_to_fp16(lo);
+  const float d = fp16_to_fp32(dh), m = fp16_to_fp32(mh);
+  std::memcpy(b, &dh, 2);
+  if (with_min) std::memcpy(b + 2, &mh, 2);
+  std::uint8_t* qh = b + (with_min ? 4 : 2);
+  std::uint8_t* qs = qh + (five ? 4 : 0);
+  std::uint32_t high = 0;
+  std::memset(qs, 0, 16);
+  for (int i = 0; i < 32; ++i) {
+    const float v = with_min ? (x[i] - m) / d : x[i] / d + static_cast<float>(zero_at);
+    const int q = d != 0 ? std::clamp(static_cast<int>(std::lround(v)), 0, levels - 1)
+                         : (with_min ? 0 : zero_at);
+    qs[i % 16] = static_cast<std::uint8_t>(qs[i % 16] | ((q & 0x0F) << (i >= 16 ? 4 : 0)));
+    if (q > 15) high |= 1u << i;
+  }
+  if (five) std::memcpy(qh, &high, 4);
+}
 
 }  // namespace
 
@@ -119,32 +187,32 @@ KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, 
                          std::int64_t cols, ThreadPool& pool,
                          const std::function<void(std::int64_t, std::int64_t)>& rows_read,
                          std::int64_t slab) {
-  const char* name = type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K";
-  if (rows <= 0) fail<FormatError>("a {} matrix needs at least one row, not {}", name, rows);
-  if (cols <= 0 || cols % 256 != 0) {
-    fail<FormatError>("a {} matrix needs rows of a multiple of 256 weights, not {}", name, cols);
+  const BlockLayout& l = layout(type);
+  if (rows <= 0) fail<FormatError>("a {} matrix needs at least one row, not {}", l.name, rows);
+  if (cols <= 0 || cols % l.weights != 0) {
+    fail<FormatError>("a {} matrix needs rows of a multiple of {} weights, not {}", l.name,
+                      l.weights, cols);
   }
   KQuantMatrix m;
   m.type = type;
   m.rows = rows;
   m.cols = cols;
-  m.row_bytes = cols / 256 * kquant_block_bytes(type);
+  m.row_bytes = cols / l.weights * l.bytes;
   const auto total = static_cast<std::size_t>(rows * m.row_bytes);
   if (blocks.size() != total) {
-    fail<FormatError>("a {}x{} {} matrix has {} bytes, not {}", rows, cols, name, total,
+    fail<FormatError>("a {}x{} {} matrix has {} bytes, not {}", rows, cols, l.name, total,
                       blocks.size());
   }
   m.data = AlignedBuffer<std::uint8_t>::uninitialized(total);
   slab = std::max<std::int64_t>(slab, 1);
-  const std::int64_t per_row = cols / 256;
-  const std::size_t block_bytes = static_cast<std::size_t>(kquant_block_bytes(type));
-  // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN (Q4_K's
-  // dmin as well as d): each slab is checked right after its copy, and the lowest bad row named.
-  const std::size_t dmin_offset = type == KQuantType::kQ4_K ? 2 : d_offset(type);
+  const std::int64_t per_row = cols / l.weights;
+  const auto block_bytes = static_cast<std::size_t>(l.bytes);
+  // A block scale of infinity or NaN (fp16 exponent all ones) would make that logit NaN (dmin or
+  // m as well as d): each slab is checked right after its copy, and the lowest bad row named.
   const auto bad_scale = [&](std::int64_t blk) {
     const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
-    return (fp16_bits(b + d_offset(type)) & 0x7c00u) == 0x7c00u ||
-           (fp16_bits(b + dmin_offset) & 0x7c00u) == 0x7c00u;
+    return (fp16_bits(b + l.d) & 0x7c00u) == 0x7c00u ||
+           (fp16_bits(b + l.second) & 0x7c00u) == 0x7c00u;
   };
   std::atomic<std::int64_t> bad_row{rows};
   pool.parallel_for(rows, [&](std::int64_t begin, std::int64_t end) {
@@ -167,25 +235,36 @@ KQuantMatrix pack_kquant(KQuantType type, std::span<const std::uint8_t> blocks, 
     for (std::int64_t blk = row * per_row;; ++blk) {
       if (!bad_scale(blk)) continue;
       const std::uint8_t* b = m.data.data() + static_cast<std::size_t>(blk) * block_bytes;
-      const bool d_bad = (fp16_bits(b + d_offset(type)) & 0x7c00u) == 0x7c00u;
+      const bool d_bad = (fp16_bits(b + l.d) & 0x7c00u) == 0x7c00u;
       fail<FormatError>("row {} has a block scale that is {}", row,
-                        fp16_to_fp32(fp16_bits(b + (d_bad ? d_offset(type) : dmin_offset))));
+                        fp16_to_fp32(fp16_bits(b + (d_bad ? l.d : l.second))));
     }
   }
   return m;
 }
 
 void quantize_row_kquant(KQuantType type, std::span<const float> x, std::span<std::uint8_t> out) {
-  const auto bytes = static_cast<std::size_t>(kquant_block_bytes(type));
-  if (x.size() % 256 != 0 || out.size() != x.size() / 256 * bytes) {
-    fail("K-quant quantization needs whole 256-value blocks ({} values, {} bytes)", x.size(),
-         out.size());
+  const BlockLayout& l = layout(type);
+  const auto weights = static_cast<std::size_t>(l.weights);
+  const auto bytes = static_cast<std::size_t>(l.bytes);
+  if (x.size() % weights != 0 || out.size() != x.size() / weights * bytes) {
+    fail("{} quantization needs whole {}-value blocks ({} values, {} bytes)", l.name, weights,
+         x.size(), out.size());
   }
-  for (std::size_t blk = 0; blk < x.size() / 256; ++blk) {
-    if (type == KQuantType::kQ4_K) {
-      quantize_q4_k(x.data() + blk * 256, out.data() + blk * bytes);
-    } else {
-      quantize_q6_k(x.data() + blk * 256, out.data() + blk * bytes);
+  for (std::size_t blk = 0; blk < x.size() / weights; ++blk) {
+    const float* v = x.data() + blk * weights;
+    std::uint8_t* b = out.data() + blk * bytes;
+    switch (type) {
+      case KQuantType::kQ6_K:
+        quantize_q6_k(v, b);
+        break;
+      case KQuantType::kQ4_K:
+      case KQuantType::kQ5_K:
+        quantize_k_with_min(v, b, type == KQuantType::kQ5_K);
+        break;
+      default:
+        quantize_32(type, v, b);
+        break;
     }
   }
 }
@@ -194,44 +273,68 @@ void kquant_sums(KQuantType type, const PackedActivations& x, std::int64_t cols,
                  KQuantSums& out) {
   out.tokens = x.tokens;
   out.cols = cols;
-  if (type == KQuantType::kQ4_K) {
-    out.x32.resize(static_cast<std::size_t>(x.tokens * (cols / 32)));
+  if (type == KQuantType::kQ6_K) {
+    out.x16.resize(static_cast<std::size_t>(x.tokens * (cols / 16)));
     for (std::int64_t t = 0; t < x.tokens; ++t) {
       const std::int8_t* xt = x.token(t);
-      std::int32_t* s = out.x32.data() + t * (cols / 32);
-      for (std::int64_t j = 0; j < cols / 32; ++j) {
-        std::int32_t sum = 0;
-        for (int i = 0; i < 32; ++i) sum += xt[j * 32 + i];
-        s[j] = sum;
+      std::int16_t* s = out.x16.data() + t * (cols / 16);
+      for (std::int64_t j = 0; j < cols / 16; ++j) {
+        int sum = 0;
+        for (int i = 0; i < 16; ++i) sum += xt[j * 16 + i];
+        s[j] = static_cast<std::int16_t>(sum);  // |sum| <= 16 * 128
+      }
+    }
+    if (isa == Isa::kAvx512) {
+      out.lanes_per_token = cols / 64 * 16;
+      out.lanes.assign(static_cast<std::size_t>(x.tokens * out.lanes_per_token), 0);
+      for (std::int64_t t = 0; t < x.tokens; ++t) {
+        const std::int16_t* s = out.sums16(t);
+        std::int32_t* l = out.lanes.data() + t * out.lanes_per_token;
+        for (std::int64_t j = 0; j < cols / 16; ++j) l[j / 4 * 16 + j % 4 * 4] = -32 * s[j];
       }
     }
     return;
   }
-  out.x16.resize(static_cast<std::size_t>(x.tokens * (cols / 16)));
+  out.x32.resize(static_cast<std::size_t>(x.tokens * (cols / 32)));
   for (std::int64_t t = 0; t < x.tokens; ++t) {
     const std::int8_t* xt = x.token(t);
-    std::int16_t* s = out.x16.data() + t * (cols / 16);
-    for (std::int64_t j = 0; j < cols / 16; ++j) {
-      int sum = 0;
-      for (int i = 0; i < 16; ++i) sum += xt[j * 16 + i];
-      s[j] = static_cast<std::int16_t>(sum);  // |sum| <= 16 * 128
+    std::int32_t* s = out.x32.data() + t * (cols / 32);
+    for (std::int64_t j = 0; j < cols / 32; ++j) {
+      std::int32_t sum = 0;
+      for (int i = 0; i < 32; ++i) sum += xt[j * 32 + i];
+      s[j] = sum;
     }
   }
-  if (isa == Isa::kAvx512) {
-    out.lanes.assign(static_cast<std::size_t>(x.tokens * (cols / 64) * 16), 0);
-    for (std::int64_t t = 0; t < x.tokens; ++t) {
-      const std::int16_t* s = out.sums16(t);
-      std::int32_t* l = out.lanes.data() + t * (cols / 64) * 16;
-      for (std::int64_t j = 0; j < cols / 16; ++j) l[j / 4 * 16 + j % 4 * 4] = -32 * s[j];
+  if (kquant_block_weights(type) != 32 || isa == Isa::kScalar) return;
+  const std::int64_t groups = cols / 128;
+  out.xr.resize(static_cast<std::size_t>(x.tokens * groups * 128));
+  for (std::int64_t t = 0; t < x.tokens; ++t) {
+    const std::int8_t* xt = x.token(t);
+    std::int8_t* r = out.xr.data() + t * groups * 128;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      for (int k = 0; k < 4; ++k) {
+        std::memcpy(r + g * 128 + 16 * k, xt + g * 128 + 32 * k, 16);
+        std::memcpy(r + g * 128 + 64 + 16 * k, xt + g * 128 + 32 * k + 16, 16);
+      }
     }
+  }
+  const bool with_min = type == KQuantType::kQ4_1 || type == KQuantType::kQ5_1;
+  if (with_min && isa != Isa::kAvx512) return;
+  const int offset = with_min ? 1 : type == KQuantType::kQ4_0 ? -8 : -16;
+  out.lanes_per_token = cols / 32 * 4;
+  out.lanes.assign(static_cast<std::size_t>(x.tokens * out.lanes_per_token), 0);
+  for (std::int64_t t = 0; t < x.tokens; ++t) {
+    const std::int32_t* s = out.sums32(t);
+    std::int32_t* l = out.lanes.data() + t * out.lanes_per_token;
+    for (std::int64_t j = 0; j < cols / 32; ++j) l[4 * j] = offset * s[j];
   }
 }
 
 void kquant_matmul(const KQuantMatrix& w, const PackedActivations& x, Isa isa, ThreadPool& pool,
                    float* y, std::size_t ldy) {
   if (x.cols != w.cols) {
-    fail("activations have {} features but the {} matrix takes {}", x.cols,
-         w.type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K", w.cols);
+    fail("activations have {} features but the {} matrix takes {}", x.cols, kquant_name(w.type),
+         w.cols);
   }
   thread_local KQuantSums sums;
   kquant_sums(w.type, x, w.cols, isa, sums);

@@ -1,9 +1,11 @@
-// K-quant heads with AVX-512 VNNI, read in the file's block layout. 64 weights per register:
-// their 4-bit (and for Q6_K 2-bit high) fields unpacked to bytes, one vpdpbusd (unsigned weights
+// Block-quantized heads (kquant.hpp) with AVX-512 VNNI, read in the file's block layout. 64
+// weights per register: their 4-bit (and for Q6_K 2-bit, for Q5 1-bit high) fields unpacked to
+// bytes, one vpdpbusd (unsigned weights
 // times signed int8 activations) per token sums them four at a time, and a per-lane vpmulld
 // applies each sub-block's scale; every block's int32 lanes are exact and summed in fp32.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -47,7 +49,7 @@ void q6_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
   const std::int32_t* lanes[N];
   for (int t = 0; t < N; ++t) {
     xb[t] = x.token(b + t);
-    lanes[t] = sums.lanes64(b + t);
+    lanes[t] = sums.lanes_at(b + t);
   }
   for (std::int64_t r = begin; r < end; ++r) {
     const std::uint8_t* row = w.data.data() + r * w.row_bytes;
@@ -95,13 +97,19 @@ void q6_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
   }
 }
 
-// Q4_K, tokens [b, b + N). A 64-byte load holds two 64-weight groups of 32 bytes; the low
-// nibbles are sub-blocks 0 and 2 of the pair (weights 0-31 and 64-95), the high ones 1 and 3.
-template <int N>
-void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
-                 std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+// Q4_K and Q5_K (kFive), tokens [b, b + N). A 64-byte load holds two 64-weight groups of 32
+// bytes; the low nibbles are sub-blocks 0 and 2 of the pair (weights 0-31 and 64-95), the high
+// ones 1 and 3. Q5_K's fifth bit of value l of sub-block j is bit j of qh[l]: qh's 32 bytes in
+// both halves of a register, each 16-bit lane shifted right by that half's sub-block.
+template <bool kFive, int N>
+void k_with_min_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                       std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                       std::size_t ldy) {
   const std::int64_t blocks = w.cols / 256;
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  constexpr std::int64_t kBytes = kFive ? 176 : 144, kQs = kFive ? 48 : 16;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+  const __m512i shift_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  const __m512i shift_hi = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);
   // Scale lanes for the four registers of a block: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7).
   __m512i scale_index[4];
   for (int k = 0; k < 4; ++k) {
@@ -125,7 +133,7 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       acc_min[t] = _mm256_setzero_ps();
     }
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
-      const std::uint8_t* p = row + blk * 144;
+      const std::uint8_t* p = row + blk * kBytes;
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 128), _MM_HINT_T0);
@@ -140,9 +148,18 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       __m512i sum[N];
       for (int t = 0; t < N; ++t) sum[t] = _mm512_setzero_si512();
       for (int pair = 0; pair < 2; ++pair) {
-        const __m512i qv = _mm512_loadu_si512(p + 16 + 64 * pair);
-        const __m512i lo = _mm512_and_si512(qv, low4);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+        const __m512i qv = _mm512_loadu_si512(p + kQs + 64 * pair);
+        __m512i lo = _mm512_and_si512(qv, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+        if (kFive) {  // sub-blocks 4 * pair + (0, 2) in lo, + (1, 3) in hi
+          const __m512i qh = _mm512_srli_epi16(
+              _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16))),
+              4 * pair);
+          lo = _mm512_or_si512(
+              lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_lo), one), 4));
+          hi = _mm512_or_si512(
+              hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_hi), one), 4));
+        }
         const __m512i s_lo = _mm512_permutexvar_epi32(scale_index[2 * pair], sm);
         const __m512i s_hi = _mm512_permutexvar_epi32(scale_index[2 * pair + 1], sm);
         for (int t = 0; t < N; ++t) {
@@ -176,6 +193,114 @@ void q4_k_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuant
       y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
           (_mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(s)) *
           x.scales[static_cast<std::size_t>(b + t)];
+    }
+  }
+}
+
+// The 32-weight types, tokens [b, b + N), four blocks (128 weights) per step: their 16 nibble
+// bytes in the four 128-bit lanes of a register give the blocks' values 0-15 (low nibbles) and
+// 16-31 (high ones), times the activations reordered to match (KQuantSums::reordered). The
+// blocks' first 16 bytes in another register give d, m and qh by in-lane byte shuffles (no
+// scalar loads: gathering them with vpinsrw / vpinsrd and a k-mask from a general register held
+// Q5_0 and Q5_1 at 17 GB/s); Q5's fifth bits become byte masks (vptestmb) that add 16. Each
+// block's int32 sum lands in its lane's four int32s; Q4_0 / Q5_0 start them at -8 / -16 * the
+// block's activation sum (KQuantSums::lanes), and each lane is scaled by its block's d; Q4_1 /
+// Q5_1 add m * the activation sum (in the block's first lane of KQuantSums::lanes).
+template <KQuantType kType, int N>
+void block32_tokens(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                    std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                    std::size_t ldy) {
+  constexpr bool kFive = kType == KQuantType::kQ5_0 || kType == KQuantType::kQ5_1;
+  constexpr bool kMin = kType == KQuantType::kQ4_1 || kType == KQuantType::kQ5_1;
+  constexpr std::int64_t kQh = kMin ? 4 : 2, kQs = kQh + (kFive ? 4 : 0), kBytes = kQs + 16;
+  constexpr std::int32_t kOffset = kMin ? 0 : kFive ? 16 : 8;
+  const std::int64_t groups = w.cols / 128, blocks = w.cols / 32;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  // Byte shuffles within each 128-bit lane of the register holding each block's first 16 bytes:
+  // d (and m) into every 16-bit word; the qh bytes holding the fifth bits of values 0-15 and
+  // 16-31 (value i: bit i % 8 of byte i / 8), tested against each value's bit.
+  const auto in_lanes = [](auto byte) {
+    alignas(64) std::int8_t idx[64];
+    for (int i = 0; i < 64; ++i) idx[i] = static_cast<std::int8_t>(byte(i % 16));
+    return _mm512_load_si512(idx);
+  };
+  const __m512i d_bytes = in_lanes([](int i) { return i % 2; });
+  const __m512i m_bytes = in_lanes([](int i) { return 2 + i % 2; });
+  const __m512i qh_lo = in_lanes([](int i) { return kQh + i / 8; });
+  const __m512i qh_hi = in_lanes([](int i) { return kQh + 2 + i / 8; });
+  const __m512i bit = in_lanes([](int i) { return 1 << (i % 8); });
+  // Four fp16 (one per lane, in every word) -> 16 floats, each block's in its lane's four.
+  const auto halves_to_lanes = [](__m512i words) {
+    return _mm512_cvtph_ps(_mm512_cvtepi64_epi32(words));
+  };
+  const std::int8_t* xr[N];
+  const std::int8_t* xb[N];
+  const std::int32_t* x32[N];
+  const std::int32_t* lanes[N];
+  for (int t = 0; t < N; ++t) {
+    xr[t] = sums.reordered(b + t);
+    xb[t] = x.token(b + t);
+    x32[t] = sums.sums32(b + t);
+    lanes[t] = sums.lanes_at(b + t);
+  }
+  const auto four = [](const std::uint8_t* q) {  // 16 bytes at q in each of four blocks
+    const auto at = [](const std::uint8_t* a) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    };
+    __m512i v = _mm512_castsi128_si512(at(q));
+    v = _mm512_inserti32x4(v, at(q + kBytes), 1);
+    v = _mm512_inserti32x4(v, at(q + 2 * kBytes), 2);
+    return _mm512_inserti32x4(v, at(q + 3 * kBytes), 3);
+  };
+  for (std::int64_t r = begin; r < end; ++r) {
+    const std::uint8_t* row = w.data.data() + r * w.row_bytes;
+    __m512 acc[N];
+    for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::uint8_t* p = row + g * 4 * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + 64), _MM_HINT_T0);
+      const __m512i qv = four(p + kQs), heads = four(p);
+      __m512i lo = _mm512_and_si512(qv, low4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), low4);
+      if (kFive) {
+        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(heads, qh_lo), bit),
+                                  lo, sixteen);
+        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(heads, qh_hi), bit),
+                                  hi, sixteen);
+      }
+      const __m512 d = halves_to_lanes(_mm512_shuffle_epi8(heads, d_bytes));
+      __m512 m;
+      if (kMin) m = halves_to_lanes(_mm512_shuffle_epi8(heads, m_bytes));
+      for (int t = 0; t < N; ++t) {
+        const std::int8_t* xv = xr[t] + g * 128;
+        const __m512i l = _mm512_loadu_si512(lanes[t] + g * 16);
+        __m512i s = kMin ? _mm512_setzero_si512() : l;
+        s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xv));
+        s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(xv + 64));
+        acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[t]);
+        if (kMin) acc[t] = _mm512_fmadd_ps(m, _mm512_cvtepi32_ps(l), acc[t]);
+      }
+    }
+    float tail[N] = {};
+    for (std::int64_t blk = groups * 4; blk < blocks; ++blk) {  // past the last whole group
+      const std::uint8_t* p = row + blk * kBytes;
+      const float d = half_at(p);
+      for (int t = 0; t < N; ++t) {
+        const std::int32_t a = block32_dot<kFive>(p + kQh, p + kQs, xb[t] + blk * 32);
+        // Explicit fused steps: contraction left to the compiler may differ between the
+        // instantiations for 1 and for N tokens (a token's bits would depend on its batch).
+        if (kMin) {
+          tail[t] = std::fma(half_at(p + 2), static_cast<float>(x32[t][blk]),
+                             std::fma(d, static_cast<float>(a), tail[t]));
+        } else {
+          tail[t] = std::fma(d, static_cast<float>(a - kOffset * x32[t][blk]), tail[t]);
+        }
+      }
+    }
+    for (int t = 0; t < N; ++t) {
+      y[static_cast<std::size_t>(b + t) * ldy + static_cast<std::size_t>(r)] =
+          (_mm512_reduce_add_ps(acc[t]) + tail[t]) * x.scales[static_cast<std::size_t>(b + t)];
     }
   }
 }
@@ -214,14 +339,50 @@ template <int N>
 struct Q4K {
   static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
                   std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
-    q4_k_tokens<N>(w, x, sums, b, begin, end, y, ldy);
+    k_with_min_tokens<false, N>(w, x, sums, b, begin, end, y, ldy);
   }
+};
+
+template <int N>
+struct Q5K {
+  static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                  std::int64_t b, std::int64_t begin, std::int64_t end, float* y, std::size_t ldy) {
+    k_with_min_tokens<true, N>(w, x, sums, b, begin, end, y, ldy);
+  }
+};
+
+template <KQuantType kType>
+struct Block32 {
+  template <int N>
+  struct Tokens {
+    static void run(const KQuantMatrix& w, const PackedActivations& x, const KQuantSums& sums,
+                    std::int64_t b, std::int64_t begin, std::int64_t end, float* y,
+                    std::size_t ldy) {
+      block32_tokens<kType, N>(w, x, sums, b, begin, end, y, ldy);
+    }
+  };
 };
 
 }  // namespace
 
 KQuantFn kquant_avx512(KQuantType type) {
-  return type == KQuantType::kQ4_K ? tokens<Q4K> : tokens<Q6K>;
+  switch (type) {
+    case KQuantType::kQ4_0:
+      return tokens<Block32<KQuantType::kQ4_0>::Tokens>;
+    case KQuantType::kQ4_1:
+      return tokens<Block32<KQuantType::kQ4_1>::Tokens>;
+    case KQuantType::kQ5_0:
+      return tokens<Block32<KQuantType::kQ5_0>::Tokens>;
+    case KQuantType::kQ5_1:
+      return tokens<Block32<KQuantType::kQ5_1>::Tokens>;
+    case KQuantType::kQ4_K:
+      return tokens<Q4K>;
+    case KQuantType::kQ5_K:
+      return tokens<Q5K>;
+    case KQuantType::kQ6_K:
+      break;
+  }
+  return tokens<Q6K>;
 }
 
 }  // namespace nanochat::kernels

@@ -450,8 +450,9 @@ struct Model::Weights {
   // embedding quantized to Q8_0 at load (a third of a 2B model's bytes; 8 bits keep it exact
   // enough and halve what F16 would stream).
   std::optional<kernels::Q8Matrix> output_q8;
-  // A Q6_K or Q4_K head (as llama-quantize writes them), kept in the file's blocks for the
-  // K-quant kernels: 6.56 or 4.5 bits per weight streamed per token.
+  // A Q6_K or Q4_K head (as llama-quantize writes them), or Q5_K, Q4_0, Q4_1, Q5_0, Q5_1, kept
+  // in the file's blocks for the block kernels (kquant.hpp): 4.5 to 6.56 bits per weight
+  // streamed per token, not Q8_0's 8.5.
   std::optional<kernels::KQuantMatrix> output_kq;
 };
 
@@ -520,11 +521,14 @@ std::unique_ptr<Model> Model::load(const gguf::GgufFile& f, kernels::KernelConte
   std::string cache_key;
   const gguf::TensorInfo* cache_head =
       f.find_tensor(c.tied_embeddings ? tensors::kEmbedding : tensors::kOutput);
-  // A Q6_K or Q4_K head is read from the file on every load (a copy at memory speed); the cache
-  // holds the other heads' repacked forms.
+  // A head in a block type with head kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) is read
+  // from the file on every load (a copy at memory speed); the cache holds the other heads'
+  // repacked forms. (Rows that are not whole blocks cannot be: the tensor's shape check names
+  // them.)
   kernels::KQuantType kq_type{};
   const bool kq_head = cache_head != nullptr &&
-                       kernels::kquant_from_ggml(cache_head->type.id, kq_type) && c.dim % 256 == 0;
+                       kernels::kquant_from_ggml(cache_head->type.id, kq_type) &&
+                       c.dim % kernels::kquant_block_weights(kq_type) == 0;
   const bool q8_head =
       cache_head != nullptr && !kq_head &&
       (cache_head->type.is(gguf::TensorType::kQ8_0) || is_float_type(cache_head->type));

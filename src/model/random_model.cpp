@@ -36,11 +36,12 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
     fail("random models use TQ1_0 or TQ2_0");
   }
   for (const TensorType type : {o.embedding_type, o.output_type.value_or(TensorType::kF32)}) {
+    kernels::KQuantType kq{};
     if (type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16 &&
-        type != TensorType::kQ8_0 && type != TensorType::kQ4_K && type != TensorType::kQ6_K) {
+        type != TensorType::kQ8_0 && !kernels::kquant_from_ggml(gguf::type_id(type), kq)) {
       fail(
-          "random models store embeddings and heads as F32, F16, BF16, Q8_0, Q4_K or Q6_K, not "
-          "type {}",
+          "random models store embeddings and heads as F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
+          "Q5_1, Q4_K, Q5_K or Q6_K, not type {}",
           gguf::type_id(type));
     }
   }
@@ -76,7 +77,7 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
                  encode_ternary(o.ternary_type, trits, o.scale_tensors ? 1.0f : scale));
   };
 
-  // A float tensor [cols, rows] in `type` (F32, F16, BF16, Q8_0, Q4_K or Q6_K).
+  // A float tensor [cols, rows] in `type` (F32, F16, BF16, Q8_0, or a type with head kernels).
   auto float_tensor = [&](const std::string& name, TensorType type, std::int64_t cols,
                           std::int64_t rows, const std::vector<float>& v) {
     const std::vector<std::uint64_t> dims = {static_cast<std::uint64_t>(cols),
@@ -91,10 +92,13 @@ void write_random_model(const ModelConfig& c, const RandomModelOptions& o,
       bytes.resize(v.size() / 32 * 34);
       kernels::quantize_row_q8_0(v, bytes);
     } else if (kernels::kquant_from_ggml(gguf::type_id(type), kq)) {
-      if (cols % 256 != 0)
-        fail("random model: a {} {} needs rows of a multiple of 256",
-             kq == kernels::KQuantType::kQ4_K ? "Q4_K" : "Q6_K", name);
-      bytes.resize(v.size() / 256 * static_cast<std::size_t>(kernels::kquant_block_bytes(kq)));
+      const std::int64_t block = kernels::kquant_block_weights(kq);
+      if (cols % block != 0) {
+        fail("random model: a {} {} needs rows of a multiple of {}", kernels::kquant_name(kq), name,
+             block);
+      }
+      bytes.resize(v.size() / static_cast<std::size_t>(block) *
+                   static_cast<std::size_t>(kernels::kquant_block_bytes(kq)));
       kernels::quantize_row_kquant(kq, v, bytes);
     } else {
       std::vector<std::uint16_t> half(v.size());

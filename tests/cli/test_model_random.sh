@@ -21,9 +21,17 @@ train_tiny_tokenizer 2>/dev/null || bad "tokenizer train"
 "$bin" model random --arch llama --vocab 300 --embedding q4_k --output-type q6_k -o "$work/kq.gguf" 2>/dev/null &&
   "$bin" info -m "$work/kq.gguf" 2>/dev/null | grep -qE "output.weight +Q6_K" &&
   "$bin" generate -m "$work/kq.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --embedding q4_k --output-type q6_k"
+# The other block types with head kernels: the tensors are written in them and the model runs.
+for pair in "q5_k q4_0" "q4_1 q5_0" "q5_0 q5_1" "q8_0 q5_k" "q4_0 q4_1"; do
+  read -r emb out <<<"$pair"
+  "$bin" model random --arch llama --vocab 300 --embedding "$emb" --output-type "$out" -o "$work/b.gguf" 2>/dev/null &&
+    "$bin" info -m "$work/b.gguf" 2>/dev/null | grep -qE "output.weight +${out^^}" &&
+    "$bin" info -m "$work/b.gguf" 2>/dev/null | grep -qE "token_embd.weight +${emb^^}" &&
+    "$bin" generate -m "$work/b.gguf" -p "ab" -n 3 --temp 0 --autotune off >/dev/null 2>&1 && ok || bad "model random --embedding $emb --output-type $out"
+done
 
 expect_fail "model random: bad dim" "--dim 100 and --ffn 512 must be multiples of 256" "$bin" model random --tokenizer "$work/tok.gguf" -o "$work/x.gguf" --dim 100
-expect_fail "model random: output type" "--output-type q4: use f32, f16, bf16, q8_0, q4_k or q6_k" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
+expect_fail "model random: output type" "--output-type q4: use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k" "$bin" model random --vocab 300 -o "$work/x.gguf" --output-type q4
 expect_fail "model random: bad arch" "--arch gpt2: use nanochat, bitnet" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch gpt2
 expect_fail "model random: bitnet head" "--arch bitnet uses the embedding as output head" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch bitnet --output-type q8_0
 expect_fail "model random: llama streams" "--streams 2: only --arch nanochat" "$bin" model random --vocab 300 -o "$work/x.gguf" --arch llama --streams 2

@@ -1,5 +1,6 @@
-// K-quant head kernels (Q4_K, Q6_K) on every ISA the host has against ggml's dequantized values
-// (gguf::dequantize, itself checked bit for bit against gguf-py) in double precision.
+// Block-quantized head kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) on every ISA the host
+// has against ggml's dequantized values (gguf::dequantize, itself checked bit for bit against
+// gguf-py) in double precision.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "nanochat/gguf/dequant.hpp"
+#include "nanochat/gguf/types.hpp"
 #include "nanochat/kernels/kquant.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/util/cpu.hpp"
@@ -18,8 +20,23 @@
 namespace nanochat::kernels {
 namespace {
 
-// Random blocks: every quant and scale byte random (all bit patterns of the fields), d and dmin
-// positive fp16 values.
+// Where a block's fp16 scale d is, and its second fp16 (dmin or m; -1 for none): written here
+// from ggml's block structs, not read from the library's table.
+int d_at(KQuantType type) { return type == KQuantType::kQ6_K ? 208 : 0; }
+int second_at(KQuantType type) {
+  switch (type) {
+    case KQuantType::kQ4_1:
+    case KQuantType::kQ5_1:
+    case KQuantType::kQ4_K:
+    case KQuantType::kQ5_K:
+      return 2;
+    default:
+      return -1;
+  }
+}
+
+// Random blocks: every quant and scale byte random (all bit patterns of the fields), d and the
+// second scale positive fp16 values (Q4_1 / Q5_1's m of either sign).
 std::vector<std::uint8_t> random_blocks(KQuantType type, std::int64_t blocks, std::mt19937& rng) {
   const auto bytes = static_cast<std::size_t>(kquant_block_bytes(type));
   std::vector<std::uint8_t> data(static_cast<std::size_t>(blocks) * bytes);
@@ -28,26 +45,47 @@ std::vector<std::uint8_t> random_blocks(KQuantType type, std::int64_t blocks, st
   for (auto& v : data) v = static_cast<std::uint8_t>(byte(rng));
   for (std::int64_t b = 0; b < blocks; ++b) {
     std::uint8_t* p = data.data() + static_cast<std::size_t>(b) * bytes;
-    const std::uint16_t d = fp32_to_fp16(scale(rng)), dmin = fp32_to_fp16(scale(rng));
-    if (type == KQuantType::kQ4_K) {
-      std::memcpy(p, &d, 2);
-      std::memcpy(p + 2, &dmin, 2);
-    } else {
-      std::memcpy(p + 208, &d, 2);
-    }
+    const std::uint16_t d = fp32_to_fp16(scale(rng));
+    const bool signed_min = type == KQuantType::kQ4_1 || type == KQuantType::kQ5_1;
+    const std::uint16_t second = fp32_to_fp16(scale(rng) * (signed_min && b % 2 == 1 ? -8 : 1));
+    std::memcpy(p + d_at(type), &d, 2);
+    if (second_at(type) >= 0) std::memcpy(p + second_at(type), &second, 2);
   }
   return data;
 }
 
-const char* name(KQuantType type) { return type == KQuantType::kQ4_K ? "Q4_K" : "Q6_K"; }
+const char* name(KQuantType type) { return kquant_name(type); }
+
+// The table agrees with ggml's: type ids, block sizes and bytes.
+TEST(KQuant, TypesMatchGgml) {
+  for (const KQuantType type : kKQuantTypes) {
+    const auto info = gguf::tensor_type_info(kquant_ggml_type(type), "");
+    ASSERT_TRUE(info.has_value()) << name(type);
+    EXPECT_EQ(info->name, std::string(name(type)));
+    EXPECT_EQ(info->block, kquant_block_weights(type)) << name(type);
+    EXPECT_EQ(info->block_bytes, kquant_block_bytes(type)) << name(type);
+    KQuantType back{};
+    ASSERT_TRUE(kquant_from_ggml(kquant_ggml_type(type), back)) << name(type);
+    EXPECT_EQ(back, type);
+  }
+  KQuantType none{};
+  for (const std::uint32_t other : {0u, 1u, 8u, 10u, 11u, 15u, 34u, 35u}) {
+    EXPECT_FALSE(kquant_from_ggml(other, none)) << other;
+  }
+}
 
 TEST(KQuant, EveryIsaMatchesGgmlDequantization) {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> xq(-128, 127);
-  for (const KQuantType type : {KQuantType::kQ6_K, KQuantType::kQ4_K}) {
-    for (const auto& [rows, cols, tokens] : std::vector<std::tuple<int, int, int>>{
-             {1, 256, 1}, {7, 512, 2}, {33, 2560, 3}, {5, 768, 4}, {9, 1024, 7}, {64, 256, 9}}) {
-      const std::vector<std::uint8_t> blocks = random_blocks(type, rows * cols / 256, rng);
+  for (const KQuantType type : kKQuantTypes) {
+    std::vector<std::tuple<int, int, int>> shapes = {{1, 256, 1}, {7, 512, 2},  {33, 2560, 3},
+                                                     {5, 768, 4}, {9, 1024, 7}, {64, 256, 9}};
+    if (kquant_block_weights(type) == 32) {  // rows with 1-3 blocks past the last group of four
+      shapes.insert(shapes.end(), {{3, 32, 2}, {4, 96, 3}, {6, 224, 5}, {2, 2592, 6}});
+    }
+    for (const auto& [rows, cols, tokens] : shapes) {
+      const int per_block = static_cast<int>(kquant_block_weights(type));
+      const std::vector<std::uint8_t> blocks = random_blocks(type, rows * cols / per_block, rng);
       std::vector<float> dq(static_cast<std::size_t>(rows * cols));
       gguf::dequantize(kquant_ggml_type(type), blocks, 0, dq);
       std::vector<std::int8_t> x(static_cast<std::size_t>(tokens * cols));
@@ -101,17 +139,20 @@ TEST(KQuant, EveryIsaMatchesGgmlDequantization) {
 // int16 or int32 intermediate would overflow first (an overflow is off by far more than fp32's
 // rounding of sums beyond 2^24).
 TEST(KQuant, ExtremeValuesStayExact) {
-  for (const KQuantType type : {KQuantType::kQ6_K, KQuantType::kQ4_K}) {
+  for (const KQuantType type : kKQuantTypes) {
     for (const int fill : {0x00, 0xFF}) {
       for (const int xv : {-128, 127}) {
-        const int cols = 512;
-        std::vector<std::uint8_t> blocks(static_cast<std::size_t>(2 * kquant_block_bytes(type)),
-                                         static_cast<std::uint8_t>(fill));
-        for (int b = 0; b < 2; ++b) {
+        // 19 blocks of 32: four groups of four and three more.
+        const int cols = kquant_block_weights(type) == 32 ? 608 : 512;
+        const int blocks_n = cols / static_cast<int>(kquant_block_weights(type));
+        std::vector<std::uint8_t> blocks(
+            static_cast<std::size_t>(blocks_n * kquant_block_bytes(type)),
+            static_cast<std::uint8_t>(fill));
+        for (int b = 0; b < blocks_n; ++b) {
           std::uint8_t* p = blocks.data() + b * kquant_block_bytes(type);
           const std::uint16_t one = fp32_to_fp16(1.0f);
-          std::memcpy(p + (type == KQuantType::kQ4_K ? 0 : 208), &one, 2);
-          if (type == KQuantType::kQ4_K) std::memcpy(p + 2, &one, 2);
+          std::memcpy(p + d_at(type), &one, 2);
+          if (second_at(type) >= 0) std::memcpy(p + second_at(type), &one, 2);
         }
         std::vector<float> dq(static_cast<std::size_t>(cols));
         gguf::dequantize(kquant_ggml_type(type), blocks, 0, dq);
@@ -145,9 +186,16 @@ TEST(KQuant, QuantizerRoundTripsThroughGgmlDequantization) {
   x[100] = 0;  // a sub-block of zeros, and a large value
   x[777] = 9.0f;
   std::fill(x.begin() + 512, x.begin() + 544, 0.0f);
-  for (const auto& [type, tolerance] : std::vector<std::pair<KQuantType, double>>{
-           {KQuantType::kQ6_K, 0.03}, {KQuantType::kQ4_K, 0.15}}) {
-    std::vector<std::uint8_t> blocks(x.size() / 256 *
+  for (const auto& [type, tolerance, at_nine] :
+       std::vector<std::tuple<KQuantType, double, double>>{{KQuantType::kQ6_K, 0.03, 0.2},
+                                                           {KQuantType::kQ4_K, 0.15, 0.7},
+                                                           {KQuantType::kQ5_K, 0.08, 0.4},
+                                                           {KQuantType::kQ4_0, 0.15, 0.05},
+                                                           {KQuantType::kQ4_1, 0.15, 0.05},
+                                                           {KQuantType::kQ5_0, 0.08, 0.05},
+                                                           {KQuantType::kQ5_1, 0.08, 0.05}}) {
+    std::vector<std::uint8_t> blocks(x.size() /
+                                     static_cast<std::size_t>(kquant_block_weights(type)) *
                                      static_cast<std::size_t>(kquant_block_bytes(type)));
     quantize_row_kquant(type, x, blocks);
     std::vector<float> back(x.size());
@@ -158,12 +206,13 @@ TEST(KQuant, QuantizerRoundTripsThroughGgmlDequantization) {
       norm += x[i] * x[i];
     }
     EXPECT_LT(std::sqrt(err / norm), tolerance) << name(type);
-    EXPECT_NEAR(back[777], 9.0f, type == KQuantType::kQ6_K ? 0.2 : 0.7) << name(type);
+    EXPECT_NEAR(back[777], 9.0f, at_nine) << name(type);
     for (int i = 512; i < 544; ++i)
       EXPECT_NEAR(back[static_cast<std::size_t>(i)], 0.0f, 0.02) << name(type);
   }
   std::vector<std::uint8_t> small(100);
   EXPECT_THROW(quantize_row_kquant(KQuantType::kQ6_K, x, small), Error);
+  EXPECT_THROW(quantize_row_kquant(KQuantType::kQ4_0, std::span(x).first(48), small), Error);
 }
 
 TEST(KQuant, Q4KScalesFollowGgml) {
@@ -208,6 +257,32 @@ TEST(KQuant, BadInputIsAnError) {
     ADD_FAILURE() << "an infinite dmin was accepted";
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
+  }
+  // The 32-weight types: rows of whole 32-weight blocks only; an infinite or NaN d, or Q4_1 /
+  // Q5_1's m, named by the lowest row that has one.
+  std::vector<std::uint8_t> q4_0(18 * 3 * 2, 0);
+  EXPECT_THROW(pack_kquant(KQuantType::kQ4_0, q4_0, 2, 48, pool), FormatError);
+  EXPECT_NO_THROW(pack_kquant(KQuantType::kQ4_0, q4_0, 2, 96, pool));
+  const std::uint16_t nan = 0x7e00;
+  std::memcpy(q4_0.data() + 18 * 5, &nan, 2);  // row 1's last block
+  try {
+    pack_kquant(KQuantType::kQ4_0, q4_0, 2, 96, pool);
+    ADD_FAILURE() << "a NaN Q4_0 scale was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
+  }
+  for (const KQuantType type :
+       {KQuantType::kQ4_1, KQuantType::kQ5_1, KQuantType::kQ5_0, KQuantType::kQ5_K}) {
+    const std::int64_t bytes = kquant_block_bytes(type);
+    std::vector<std::uint8_t> data(static_cast<std::size_t>(3 * bytes), 0);
+    const int at = second_at(type) >= 0 ? second_at(type) : d_at(type);
+    std::memcpy(data.data() + 2 * bytes + at, &inf, 2);  // the third row
+    try {
+      pack_kquant(type, data, 3, kquant_block_weights(type), pool);
+      ADD_FAILURE() << "an infinite " << name(type) << " scale was accepted";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("row 2"), std::string::npos) << e.what();
+    }
   }
 }
 

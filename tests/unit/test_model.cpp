@@ -20,6 +20,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/kernels/kquant.hpp"
 #include "nanochat/kernels/registry.hpp"
 #include "nanochat/mhc/mhc.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
@@ -86,8 +87,9 @@ RefLinear ref_linear(const gguf::GgufFile& f, const std::string& name) {
   const gguf::TensorInfo* t = f.find_tensor(name);
   RefLinear r{static_cast<std::int64_t>(t->dims[0]), static_cast<std::int64_t>(t->dims[1]), {}};
   using gguf::TensorType;
-  if (t->type.is(TensorType::kQ8_0) || t->type.is(TensorType::kQ4_K) ||
-      t->type.is(TensorType::kQ6_K)) {  // Q8_0 and K-quant heads: their float values
+  kernels::KQuantType block_type{};
+  if (t->type.is(TensorType::kQ8_0) || kernels::kquant_from_ggml(t->type.id, block_type)) {
+    // Q8_0 heads and heads in a block type with head kernels: their float values
     r.w = dequantize_tensor(f, name);
     return r;
   }
@@ -488,7 +490,10 @@ TEST_P(ModelVariant, TheBase3LayoutGivesTheSameLogits) {
 constexpr auto kTq1 = gguf::TensorType::kTQ1_0, kTq2 = gguf::TensorType::kTQ2_0;
 constexpr auto kF32 = gguf::TensorType::kF32, kF16 = gguf::TensorType::kF16,
                kBf16 = gguf::TensorType::kBF16, kQ8 = gguf::TensorType::kQ8_0,
-               kQ4K = gguf::TensorType::kQ4_K, kQ6K = gguf::TensorType::kQ6_K;
+               kQ4K = gguf::TensorType::kQ4_K, kQ6K = gguf::TensorType::kQ6_K,
+               kQ5K = gguf::TensorType::kQ5_K, kQ40 = gguf::TensorType::kQ4_0,
+               kQ41 = gguf::TensorType::kQ4_1, kQ50 = gguf::TensorType::kQ5_0,
+               kQ51 = gguf::TensorType::kQ5_1;
 
 INSTANTIATE_TEST_SUITE_P(
     Architectures, ModelVariant,
@@ -518,7 +523,18 @@ INSTANTIATE_TEST_SUITE_P(
                 "bitnet", kQ6K, true},
         Variant{"llama_q6k_head_q4k_embd", 1, FfnActivation::kSwiGlu, false, false, kTq1, kQ6K,
                 "llama", kQ4K},
-        Variant{"nanochat_q4k_head", 2, FfnActivation::kReluSquared, true, false, kTq2, kQ4K}),
+        Variant{"nanochat_q4k_head", 2, FfnActivation::kReluSquared, true, false, kTq2, kQ4K},
+        // The other block types with head kernels (kquant.hpp), as heads and tied embeddings.
+        Variant{"bitnet_tied_q4_0", 1, FfnActivation::kReluSquared, true, true, kTq2, std::nullopt,
+                "bitnet", kQ40, true},
+        Variant{"llama_q5_0_head_q4_1_embd", 1, FfnActivation::kSwiGlu, false, false, kTq1, kQ50,
+                "llama", kQ41},
+        Variant{"nanochat_q5k_head_q5_1_embd", 2, FfnActivation::kReluSquared, true, false, kTq2,
+                kQ5K, "nanochat", kQ51},
+        Variant{"llama_q4_1_head_q5k_embd", 1, FfnActivation::kSwiGlu, false, false, kTq2, kQ41,
+                "llama", kQ5K},
+        Variant{"nanochat_q5_1_head_q5_0_embd", 1, FfnActivation::kSwiGlu, false, false, kTq1, kQ51,
+                "nanochat", kQ50}),
     [](const auto& p) { return std::string(p.param.name); });
 
 // The weight cache folder stays bounded: files whose model is gone are removed, then the least
@@ -533,7 +549,7 @@ TEST(WeightCache, PruneRemovesOrphansThenTheLeastRecentlyUsed) {
   const std::vector<std::uint8_t> blob(100000, 7);
   const std::vector<std::span<const std::uint8_t>> blobs = {blob};
   const auto write = [&](const std::string& name, const fs::path& model, int age_hours) {
-    const fs::path p = dir / fmt::format("{}-{}.bin", name, cpu_info().signature());
+    fs::path p = dir / fmt::format("{}-{}.bin", name, cpu_info().signature());
     WeightCache::write(p, "nanochat repacked weights, packing 1\nfile " + model.string() + "\n",
                        blobs);
     fs::last_write_time(p, fs::file_time_type::clock::now() - std::chrono::hours(age_hours));
@@ -588,6 +604,36 @@ TEST(WeightCache, BudgetFromTheEnvironment) {
     EXPECT_EQ(WeightCache::budget_from_env(), std::uint64_t{8} << 30) << bad;
   }
   ::unsetenv("NANOCHAT_WEIGHT_CACHE_MAX_GB");
+}
+
+// A head in a block type with head kernels streams the file's own blocks per token, not a Q8_0
+// copy (which would give logits close enough to pass the reference comparison above): the
+// model's bytes per token differ from the Q8_0 head's by exactly the head tensors' sizes.
+TEST(Model, BlockHeadsStreamTheirOwnBytes) {
+  const ModelConfig c = tiny_config(1, FfnActivation::kSwiGlu, false, false);
+  const auto bytes_with = [&](gguf::TensorType head, std::uint64_t& head_bytes) {
+    RandomModelOptions o;
+    o.output_type = head;
+    const fs::path path = write_model(c, o, "block-head");
+    const auto file = gguf::GgufFile::open(path);
+    head_bytes = file.find_tensor(tensors::kOutput)->bytes;
+    kernels::KernelContext ctx(quiet_kernels(1));
+    const std::size_t bytes = Model::load(file, ctx)->bytes_per_token();
+    fs::remove(path);
+    return bytes;
+  };
+  std::uint64_t q8_bytes = 0;
+  const std::size_t with_q8 = bytes_with(gguf::TensorType::kQ8_0, q8_bytes);
+  for (const kernels::KQuantType type : kernels::kKQuantTypes) {
+    std::uint64_t head_bytes = 0;
+    const std::size_t with_block =
+        bytes_with(static_cast<gguf::TensorType>(kernels::kquant_ggml_type(type)), head_bytes);
+    EXPECT_EQ(head_bytes, 300u * 256 /
+                              static_cast<std::uint64_t>(kernels::kquant_block_weights(type)) *
+                              static_cast<std::uint64_t>(kernels::kquant_block_bytes(type)))
+        << kernels::kquant_name(type);
+    EXPECT_EQ(with_block + q8_bytes, with_q8 + head_bytes) << kernels::kquant_name(type);
+  }
 }
 
 TEST(Model, SameResultsAtAnyThreadCount) {

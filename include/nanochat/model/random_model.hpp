@@ -20,7 +20,8 @@ namespace nanochat::model {
 struct RandomModelOptions {
   std::uint64_t seed = 1;
   gguf::TensorType ternary_type = gguf::TensorType::kTQ2_0;  // or kTQ1_0
-  gguf::TensorType embedding_type = gguf::TensorType::kF32;  // or kF16, kBF16, kQ8_0, kQ4_K, kQ6_K
+  // Or kF16, kBF16, kQ8_0, or a block type with head kernels (kquant.hpp: kQ4_0 ... kQ6_K).
+  gguf::TensorType embedding_type = gguf::TensorType::kF32;
   // nullopt: the ternary type; else a float type as for the embedding (kQ8_0, as BitNet files
   // have)
   std::optional<gguf::TensorType> output_type;
