@@ -187,6 +187,25 @@ void run(const Options& o) {
   config.isas = parse_isa_list(o.isas);
   config.layout = kernels::layout_override(
       config.isas.size() == 1 ? std::optional<Isa>(config.isas.front()) : std::nullopt);
+  if (config.layout) {
+    // A forced layout runs on the paths that have it: the default list keeps those, an explicit
+    // --isa naming one without it is an error (its cases would silently vanish).
+    const auto has_layout = [&](Isa isa) {
+      const auto layouts = kernels::kernel_layouts(isa);
+      return std::find(layouts.begin(), layouts.end(), *config.layout) != layouts.end();
+    };
+    if (o.isas.empty()) {
+      std::erase_if(config.isas, [&](Isa isa) { return !has_layout(isa); });
+    } else {
+      for (Isa isa : config.isas) {
+        if (!has_layout(isa)) {
+          fail<UsageError>(
+              "--isa {}: that path has no {} layout (NANOCHAT_LAYOUT); drop it from --isa",
+              kernels::isa_name(isa), kernels::layout_name(*config.layout));
+        }
+      }
+    }
+  }
   config.reps = o.reps;
   config.bandwidth = !o.no_bandwidth;
   config.autotune = kernels::parse_tune_mode(o.autotune);

@@ -150,6 +150,15 @@ std::string Autotuner::key_of(const PlanRequest& r, int threads) {
 Plan Autotuner::default_plan(const PlanRequest& r) {
   Plan p;
   p.isa = r.isa ? *r.isa : available_isas().front();
+  if (!r.isa && r.layout) {  // the fastest path that multiplies the forced layout
+    for (Isa isa : available_isas()) {
+      const std::span<const Layout> layouts = kernel_layouts(isa);
+      if (std::find(layouts.begin(), layouts.end(), *r.layout) != layouts.end()) {
+        p.isa = isa;
+        break;
+      }
+    }
+  }
   const KernelInfo& k = kernel_info(p.isa);
   p.layout = r.layout ? *r.layout : k.layout;
   const int want_rows = r.tile_rows ? r.tile_rows : 4;
@@ -200,6 +209,20 @@ Plan Autotuner::plan(const PlanRequest& request, ThreadPool& pool) {
   }
   return best;
 }
+
+namespace {
+
+// Whether the candidates' layouts store weights at different densities (bits per weight): only
+// then do bytes decide between them.
+template <typename Candidates>
+bool several_densities(const Candidates& candidates) {
+  return std::any_of(candidates.begin(), candidates.end(), [&](const auto& c) {
+    return layout_unit_weights(c.plan.layout) !=
+           layout_unit_weights(candidates.front().plan.layout);
+  });
+}
+
+}  // namespace
 
 Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   std::vector<Isa> isas;
@@ -276,9 +299,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   // bytes over that bandwidth, so the layout reading fewer bytes wins unless its unpacking is the
   // slower part.
   double floor_gbps = 0;
-  const bool several_layouts =
-      std::any_of(candidates.begin(), candidates.end(),
-                  [&](const auto& c) { return c.plan.layout != candidates.front().plan.layout; });
+  const bool several_layouts = several_densities(candidates);
   if (several_layouts && tokens == 1 && time_streamed(rows, request.cols)) {
     auto it = read_gbps_.find(pool.size());
     if (it == read_gbps_.end()) {
@@ -339,11 +360,11 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
     // the bus idle before it) can be faster than the bandwidth decoding sees. Measured on a Zen 5
     // on the 2B model's 2560x2560: base3 38.4 us, the 2-bit layout 35.1 us timed alone; decoding
     // the whole model at one thread 13-19% faster with base3 (33.5 against 28.3-29.9 tokens/s).
-    if (best->plan.weights_streamed) {
+    if (best->plan.weights_streamed && several_densities(candidates)) {
       const Candidate* fewest = best;
       for (const Candidate& c : candidates) {
         if (c.plan.ns_per_call <= best->plan.ns_per_call * layout_tie &&
-            c.w->weight_bytes() < fewest->w->weight_bytes()) {
+            layout_unit_weights(c.plan.layout) > layout_unit_weights(fewest->plan.layout)) {
           fewest = &c;
         }
       }

@@ -164,14 +164,15 @@ KernelBenchReport run_kernel_benchmark(
   // against paired probe samples; smaller ones are compared with the figure above.
   const std::size_t out_of_cache_bytes = std::max<std::size_t>(2 * cpu_info().l3_bytes, 1);
 
-  std::map<Isa, double> macs_per_second;  // per thread, from the latest case: to skip hopeless ones
+  // Per thread, from the latest case of each kernel and layout: to skip hopeless ones.
+  std::map<std::pair<Isa, Layout>, double> macs_per_second;
   std::size_t kernels_run = 0;
   for (Isa isa : config.isas) kernels_run += bench_layouts(config, isa).size();
   const std::size_t total =
       config.shapes.size() * config.batches.size() * thread_counts.size() * kernels_run;
   std::size_t index = 0;
   for (const MatrixShape& shape : config.shapes) {
-    for (Isa isa : config.isas)
+    for (Isa isa : config.isas) {
       for (Layout layout : bench_layouts(config, isa)) {
         std::map<int, PackedMatrix> packed;  // by tile_rows, for this shape, ISA and layout
         for (int batch : config.batches) {
@@ -188,7 +189,7 @@ KernelBenchReport run_kernel_benchmark(
             event.threads = t;
             const double macs =
                 static_cast<double>(shape.rows) * static_cast<double>(shape.cols) * batch;
-            if (auto it = macs_per_second.find(isa); it != macs_per_second.end()) {
+            if (auto it = macs_per_second.find({isa, layout}); it != macs_per_second.end()) {
               const double estimate = macs / (it->second * t);
               if (estimate > config.max_seconds_per_call) {
                 report.notes.push_back(fmt::format(
@@ -233,7 +234,7 @@ KernelBenchReport run_kernel_benchmark(
             } else if (auto b = report.bandwidth.find(t); b != report.bandwidth.end()) {
               r.bw_fraction = r.weight_gbps / b->second.median_gbps;
             }
-            macs_per_second[isa] = macs / r.seconds.median / t;
+            macs_per_second[{isa, layout}] = macs / r.seconds.median / t;
             report.results.push_back(r);
             event.kind = KernelBenchEvent::Kind::kDone;
             event.result = &report.results.back();
@@ -241,6 +242,7 @@ KernelBenchReport run_kernel_benchmark(
           }
         }
       }
+    }
   }
   relate(report.results);
   return report;

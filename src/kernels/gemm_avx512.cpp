@@ -14,7 +14,7 @@ namespace {
 void gemm(const PackedMatrix& w, const PackedActivations& x, int token_block,
           std::int64_t tile_begin, std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
   if (w.layout == Layout::kBase3) {
-    if (!avx512_uses_vbmi()) tile_driver_error("a base-3 matrix on a CPU without VBMI", 0);
+    if (!avx512_uses_vbmi()) tile_driver_error("a base-3 matrix without VBMI, rows", w.rows);
     gemm_avx512_vbmi(w, x, token_block, tile_begin, tile_end, y, ldy);
   } else if (w.variant == 1 && avx512_uses_gfni()) {
     gemm_avx512_gfni(w, x, token_block, tile_begin, tile_end, y, ldy);

@@ -35,8 +35,9 @@ struct FieldTable {
 };
 constexpr FieldTable kFieldTable;
 
-// Tail: how many of the last unit's five digits hold weights of the row (the rest face
-// activations past the padded row, which are not read: they count as zeros).
+// Tail: how many of the last unit's five digits hold weights of the row (its 64-weight runs that
+// start before cols). The rest are not multiplied: their activations may lie past the padded row,
+// and their weights are zero anyway.
 template <int Tail>
 struct Base3Micro {
   struct Decoder {
@@ -102,7 +103,7 @@ struct Base3Micro {
     // activations and decoding temporaries at once would not fit the 32 registers (measured on a
     // Zen 5, 2560x2560 streamed: eight rows together 116 us, two groups of four 43 us). The second
     // group's lines are the first's neighbours, on their way already.
-    constexpr int G = R < 4 ? R : 4;
+    constexpr int G = std::min(R, 4);
     __m512i total[R];
     static_for<R / G>([&](auto g) {
       const std::uint8_t* rows_g = tile + g * G * kChunkBytes;

@@ -123,8 +123,7 @@ PackedMatrix packed_shape(std::int64_t rows, std::int64_t cols, Isa isa, int til
   const Layout chosen = layout.value_or(kernel.layout);
   const std::span<const Layout> layouts = kernel_layouts(isa);
   if (std::find(layouts.begin(), layouts.end(), chosen) == layouts.end()) {
-    fail("the {} kernel cannot multiply the {} layout on this CPU", kernel.name,
-         layout_name(chosen));
+    fail("the {} kernel has no {} layout on this CPU", kernel.name, layout_name(chosen));
   }
   if (rows <= 0 || cols <= 0) fail("cannot pack a {}x{} matrix", rows, cols);
   PackedMatrix m;

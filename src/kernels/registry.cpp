@@ -66,7 +66,11 @@ std::optional<Layout> layout_override(std::optional<Isa> isa) {
   if (env == nullptr || *env == '\0') return std::nullopt;
   const auto layout = parse_layout(env);
   if (!layout) {
-    fail<UsageError>("NANOCHAT_LAYOUT={}: unknown weight layout; use tq2, stride64 or base3", env);
+    std::string names;
+    for (Layout l : {Layout::kTq2, Layout::kStride64, Layout::kBase3}) {
+      names += fmt::format("{}{}", names.empty() ? "" : ", ", layout_name(l));
+    }
+    fail<UsageError>("NANOCHAT_LAYOUT={}: unknown weight layout; use one of {}", env, names);
   }
   std::string runs;
   for (Isa candidate : available_isas()) {
@@ -81,7 +85,9 @@ std::optional<Layout> layout_override(std::optional<Isa> isa) {
   }
   fail<UsageError>(
       "NANOCHAT_LAYOUT={}: no kernel this run can use multiplies that layout{}; available: {}", env,
-      *layout == Layout::kBase3 ? " (base3 needs AVX-512 with VBMI)" : "", runs);
+      *layout == Layout::kBase3 ? " (base3 needs AVX-512 with VBMI, and NANOCHAT_NO_VBMI unset)"
+                                : "",
+      runs);
 }
 
 bool avx2_uses_avx_vnni() {

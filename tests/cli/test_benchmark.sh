@@ -44,6 +44,11 @@ if ! grep -q avx512vnni <<<"$("$bin" system-info)"; then
 fi
 expect_fail "unknown layout" "NANOCHAT_LAYOUT=base4: unknown weight layout" env NANOCHAT_LAYOUT=base4 "$bin" benchmark kernels --shape 8x8
 expect_fail "layout the ISA lacks" "NANOCHAT_LAYOUT=base3: no kernel this run can use multiplies that layout" env NANOCHAT_LAYOUT=base3 "$bin" benchmark kernels --isa scalar --shape 8x8
+if grep -q "1.6-bit base3" <<<"$("$bin" system-info)"; then
+  expect_fail "a listed ISA without the layout" "--isa scalar: that path has no base3 layout" env NANOCHAT_LAYOUT=base3 "$bin" benchmark kernels --isa scalar,avx512 --shape 8x8
+  NANOCHAT_LAYOUT=base3 "$bin" benchmark kernels --shape 64x512 -t 1 -b 1 --reps 1 --no-bandwidth -o csv 2>/dev/null >"$work/b3.csv" &&
+    [[ $(tail -n +2 "$work/b3.csv" | wc -l) -eq 1 ]] && tail -1 "$work/b3.csv" | grep -q ",base3$" && ok || bad "NANOCHAT_LAYOUT=base3 benchmark: $(cat "$work/b3.csv")"
+fi
 expect_fail "malformed shape" "--shape 12x: expected ROWSxCOLS" "$bin" benchmark kernels --shape 12x
 expect_fail "zero shape" "--shape 0x5" "$bin" benchmark kernels --shape 0x5
 expect_fail "zero threads" "-t 0: '0' is not a whole number" "$bin" benchmark kernels -t 0 --shape 8x8

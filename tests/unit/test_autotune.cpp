@@ -207,8 +207,10 @@ TEST_F(Autotune, CachedBase3LayoutReachesThePackedMatrixAndBatchesKeepIt) {
   for (int b = 0; b < 5; ++b) {
     for (int r = 0; r < 40; ++r) {
       std::int32_t want = 0;
-      for (int i = 0; i < 300; ++i)
-        want += ((r + i) % 3 - 1) * x[static_cast<std::size_t>(b * 300 + i)];
+      for (int i = 0; i < 300; ++i) {
+        want +=
+            ((r + i) % 3 - 1) * x[static_cast<std::size_t>(b) * 300 + static_cast<std::size_t>(i)];
+      }
       ASSERT_EQ(y[static_cast<std::size_t>(b * 40 + r)], want) << b << " " << r;
     }
   }
@@ -326,7 +328,7 @@ TEST(KernelBenchmark, BadConfigNamesItsParameter) {
   config.isas = {Isa::kScalar};
   config.bandwidth = false;
   config.autotune = TuneMode::kOff;
-  auto message = [&](KernelBenchConfig c) -> std::string {
+  auto message = [&](const KernelBenchConfig& c) -> std::string {
     try {
       run_kernel_benchmark(c, nullptr);
     } catch (const InvalidArgument& e) {

@@ -78,8 +78,23 @@ std::vector<std::int32_t> run(const Problem& p, Isa isa, int tile_rows, int toke
 const std::vector<std::tuple<int, int, int>> kShapes = {
     // rows, cols, tokens: ragged rows and columns, tails of every tiling and token block
     // (and, for kBase3's 320-weight units, last units with 1, 2, 3, 4 and 5 digits of weights)
-    {1, 1, 1},     {3, 255, 2},   {7, 256, 3},   {9, 257, 5},  {17, 700, 1}, {5, 400, 3},
-    {33, 1000, 7}, {64, 2560, 4}, {100, 513, 9}, {8, 6912, 2}, {12, 1100, 6}};
+    {1, 1, 1},
+    {3, 255, 2},
+    {7, 256, 3},
+    {9, 257, 5},
+    {17, 700, 1},
+    {5, 400, 3},
+    {33, 1000, 7},
+    {64, 2560, 4},
+    {100, 513, 9},
+    {8, 6912, 2},
+    {12, 1100, 6},
+    // one token (decoding's path, which kBase3 runs apart from batches) with every tail
+    {9, 257, 1},
+    {5, 400, 1},
+    {12, 1100, 1},
+    {100, 513, 1},
+    {64, 2560, 1}};
 
 // The variants a layout's single-token passes have (kBase3: one).
 int layout_variants(const KernelInfo& k, Layout layout) {
@@ -141,6 +156,12 @@ TEST_P(KernelIsa, ExtremeValuesDoNotOverflow) {
         EXPECT_EQ(run(p, GetParam(), tile_rows, 1, pool, variant, layout), expected)
             << k.name << " " << layout_name(layout) << " one token at a time, "
             << k.variant_name(variant);
+        // A single token alone (decoding's path).
+        const Problem one = make_problem(5, 16384, 1, 7, /*extreme=*/true);
+        EXPECT_EQ(run(one, GetParam(), tile_rows, 1, pool, variant, layout),
+                  std::vector<std::int32_t>(5, -128 * 16384))
+            << k.name << " " << layout_name(layout) << " a single token, "
+            << k.variant_name(variant);
       }
     }
   }
@@ -148,17 +169,19 @@ TEST_P(KernelIsa, ExtremeValuesDoNotOverflow) {
 
 TEST_P(KernelIsa, ThreadCountDoesNotChangeResults) {
   const KernelInfo& k = kernel_info(GetParam());
-  const Problem p = make_problem(203, 1500, 6, 4242);
   ThreadPool one(1);
-  for (Layout layout : kernel_layouts(GetParam())) {
-    const auto reference =
-        run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), one, 0, layout);
-    EXPECT_EQ(reference, naive(p)) << layout_name(layout);
-    for (int threads : {2, 3, 4, 7}) {
-      ThreadPool pool(threads);
-      EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool, 0, layout),
-                reference)
-          << layout_name(layout) << ", " << threads << " threads";
+  for (const int tokens : {6, 1}) {
+    const Problem p = make_problem(203, 1500, tokens, 4242);
+    for (Layout layout : kernel_layouts(GetParam())) {
+      const auto reference =
+          run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), one, 0, layout);
+      EXPECT_EQ(reference, naive(p)) << layout_name(layout);
+      for (int threads : {2, 3, 4, 7}) {
+        ThreadPool pool(threads);
+        EXPECT_EQ(run(p, GetParam(), k.tile_rows.back(), k.token_blocks.back(), pool, 0, layout),
+                  reference)
+            << layout_name(layout) << ", " << tokens << " tokens, " << threads << " threads";
+      }
     }
   }
 }
