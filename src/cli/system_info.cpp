@@ -66,7 +66,10 @@ void run(const Options& o) {
                      {"layout", kernels::layout_name(p.layout)},
                      {"tile_rows", p.tile_rows},
                      {"token_block", p.token_block},
-                     {"variant", kernels::kernel_info(p.isa).variant_name(p.variant)},
+                     // base3 has one way of unpacking (the table lookup), not the 2-bit variants.
+                     {"variant", p.layout == kernels::Layout::kBase3
+                                     ? "table"
+                                     : kernels::kernel_info(p.isa).variant_name(p.variant)},
                      {"source", p.source}});
   }
 

@@ -13,6 +13,12 @@ out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
 "$bin" system-info --json >"$work/si.json" 2>"$work/err" &&
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["isa_in_use"] and d["plans"] and d["cpu"]["physical_cores"] >= 1' \
     "$work/si.json" && ok || bad "system-info --json"
+# Each plan names its weight layout; a forced layout is the one every plan shows.
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert all(p["layout"] in ("tq2", "stride64", "base3") for p in d["plans"]), d["plans"]' \
+  "$work/si.json" && ok || bad "system-info --json: plans without a layout"
+NANOCHAT_ISA=scalar NANOCHAT_LAYOUT=tq2 "$bin" system-info --json |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); assert {p["layout"] for p in d["plans"]} == {"tq2"}, d["plans"]' &&
+  ok || bad "NANOCHAT_LAYOUT=tq2 not shown in the plans"
 NANOCHAT_ISA=scalar "$bin" system-info | grep -q "in use: scalar" && ok || bad "NANOCHAT_ISA=scalar not honoured"
 NANOCHAT_NO_GFNI=1 NANOCHAT_NO_AVX_VNNI=1 "$bin" system-info |
   grep -q "unpacks with shift and mask.*multiplies with vpmaddubsw" && ok ||
