@@ -191,8 +191,7 @@ void run(const Options& o) {
     // A forced layout runs on the paths that have it: the default list keeps those, an explicit
     // --isa naming one without it is an error (its cases would silently vanish).
     const auto has_layout = [&](Isa isa) {
-      const auto layouts = kernels::kernel_layouts(isa);
-      return std::find(layouts.begin(), layouts.end(), *config.layout) != layouts.end();
+      return kernels::kernel_has_layout(isa, *config.layout);
     };
     if (o.isas.empty()) {
       std::erase_if(config.isas, [&](Isa isa) { return !has_layout(isa); });

@@ -152,8 +152,7 @@ Plan Autotuner::default_plan(const PlanRequest& r) {
   p.isa = r.isa ? *r.isa : available_isas().front();
   if (!r.isa && r.layout) {  // the fastest path that multiplies the forced layout
     for (Isa isa : available_isas()) {
-      const std::span<const Layout> layouts = kernel_layouts(isa);
-      if (std::find(layouts.begin(), layouts.end(), *r.layout) != layouts.end()) {
+      if (kernel_has_layout(isa, *r.layout)) {
         p.isa = isa;
         break;
       }
@@ -299,8 +298,8 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
   // bytes over that bandwidth, so the layout reading fewer bytes wins unless its unpacking is the
   // slower part.
   double floor_gbps = 0;
-  const bool several_layouts = several_densities(candidates);
-  if (several_layouts && tokens == 1 && time_streamed(rows, request.cols)) {
+  const bool densities_differ = several_densities(candidates);
+  if (densities_differ && tokens == 1 && time_streamed(rows, request.cols)) {
     auto it = read_gbps_.find(pool.size());
     if (it == read_gbps_.end()) {
       BandwidthProbe probe;
@@ -360,7 +359,7 @@ Plan Autotuner::measure(const PlanRequest& request, ThreadPool& pool) const {
     // the bus idle before it) can be faster than the bandwidth decoding sees. Measured on a Zen 5
     // on the 2B model's 2560x2560: base3 38.4 us, the 2-bit layout 35.1 us timed alone; decoding
     // the whole model at one thread 13-19% faster with base3 (33.5 against 28.3-29.9 tokens/s).
-    if (best->plan.weights_streamed && several_densities(candidates)) {
+    if (best->plan.weights_streamed && densities_differ) {
       const Candidate* fewest = best;
       for (const Candidate& c : candidates) {
         if (c.plan.ns_per_call <= best->plan.ns_per_call * layout_tie &&
@@ -420,8 +419,7 @@ void Autotuner::load_cache() {
       }
       p.isa = *isa;
       const auto layout = parse_layout(entry.at("layout").get<std::string>());
-      const std::span<const Layout> layouts = kernel_layouts(p.isa);
-      if (!layout || std::find(layouts.begin(), layouts.end(), *layout) == layouts.end()) {
+      if (!layout || !kernel_has_layout(p.isa, *layout)) {
         fail<FormatError>("plan {} names a layout the {} kernel cannot run here", key,
                           kernel_info(p.isa).name);
       }

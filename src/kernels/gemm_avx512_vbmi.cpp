@@ -11,8 +11,8 @@
 //                                 c1 | c2 << 2 | c3 << 4 | c4 << 6 — a kStride64 byte, unpacked
 //                                 from there as the 2-bit kernel does.
 // About 12 instructions and 5 vpdpbusd per 320 weights (the 2-bit kernel: 5 and 4 per 256).
-// Measured on a Zen 5 core streaming a 65536x12800 matrix from memory, one token: 7.7 ms against
-// 10.4 ms for the 2-bit layout, both near the read bandwidth.
+// Measured on a Zen 5 core (`nanochat benchmark kernels --shape 65536x16384 -b 1 -t 1 --isa
+// avx512`, the matrix streamed from memory): 6.88 ms against 9.53 ms for the 2-bit layout.
 #include <algorithm>
 
 #include "avx512_micro.hpp"
@@ -101,7 +101,7 @@ struct Base3Micro {
     const Decoder dec;
     // Rows are decoded four at a time, each group over the whole row: eight rows' accumulators,
     // activations and decoding temporaries at once would not fit the 32 registers (measured on a
-    // Zen 5, 2560x2560 streamed: eight rows together 116 us, two groups of four 43 us). The second
+    // Zen 5, 2560x2560 streamed: eight rows together 116 us, two groups of four 48 us). The second
     // group's lines are the first's neighbours, on their way already.
     constexpr int G = std::min(R, 4);
     __m512i total[R];
@@ -129,7 +129,7 @@ struct Base3Micro {
 // the multiplications (a prefill of 64 tokens passes over each tile 16 times or more), so each
 // tile is converted once, into the thread's scratch, to the 2-bit kStride64 layout, and the passes
 // run the 2-bit kernel's batched micro-kernel on it (shift-and-mask unpacking, which measured
-// faster than reading the codes a byte each: 2560x2560, 64 tokens, 4x4 tiles, 570 vs 670 us).
+// faster than reading the codes a byte each: 2560x2560, 64 tokens, 4x4 tiles, 643 vs 673 us).
 template <int R>
 void convert_tile(const std::uint8_t* tile, std::int64_t units, std::int64_t chunks,
                   std::uint8_t* row_codes, std::uint8_t* out) {
@@ -172,28 +172,11 @@ void base3_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t
   std::uint8_t* converted = scratch + code_bytes;
   // Weights past the base-3 units but inside the last 2-bit chunk: zero (code 1).
   std::fill(row_codes + w.chunks * kUnitWeights, row_codes + code_bytes, std::uint8_t{1});
-  using Micro = Avx512Micro<false>;
   for (std::int64_t t = tile_begin; t < tile_end; ++t) {
     convert_tile<R>(w.tile(t), w.chunks, chunks, row_codes, converted);
     const std::int64_t row0 = t * R;
     const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
-    std::int64_t b = 0;
-    for (; b + NB <= x.tokens; b += NB) {
-      const std::int8_t* xs[NB];
-      std::int32_t sums[NB];
-      for (int i = 0; i < NB; ++i) {
-        xs[i] = x.token(b + i);
-        sums[i] = x.sums[static_cast<std::size_t>(b + i)];
-      }
-      Micro::run_into<R, NB>(converted, chunks, xs, sums,
-                             y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
-    }
-    for (; b < x.tokens; ++b) {  // token tail, one at a time
-      const std::int8_t* xs[1] = {x.token(b)};
-      const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
-      Micro::run_into<R, 1>(converted, chunks, xs, sums,
-                            y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
-    }
+    tile_tokens<Avx512Micro<false>, R, NB>(converted, chunks, x, row0, rows_here, y, ldy);
   }
 }
 

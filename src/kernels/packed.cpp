@@ -26,7 +26,7 @@ const char* layout_name(Layout layout) {
 }
 
 std::optional<Layout> parse_layout(std::string_view text) {
-  for (Layout l : {Layout::kTq2, Layout::kStride64, Layout::kBase3}) {
+  for (Layout l : kLayouts) {
     if (text == layout_name(l)) return l;
   }
   return std::nullopt;
@@ -37,19 +37,6 @@ namespace {
 constexpr std::uint8_t kAllZeroWeights = 0x55;  // four codes of 1
 constexpr std::int64_t kBase3Weights = layout_unit_weights(Layout::kBase3);
 constexpr std::uint8_t kBase3Zero = 121;  // five codes of 1: 81 + 27 + 9 + 3 + 1
-
-// The base-3 bytes of a row from its codes (c = q + 1, one byte each, `units` * 320 of them):
-// byte p of unit u holds codes u*320 + p + 64*i, i = 0 .. 4, most significant first.
-void base3_row(const std::uint8_t* codes, std::int64_t units, std::uint8_t* const* unit_dst) {
-  for (std::int64_t u = 0; u < units; ++u) {
-    const std::uint8_t* c = codes + u * kBase3Weights;
-    std::uint8_t* dst = unit_dst[u];
-    for (int p = 0; p < 64; ++p) {
-      dst[p] = static_cast<std::uint8_t>(c[p] * 81 + c[p + 64] * 27 + c[p + 128] * 9 +
-                                         c[p + 192] * 3 + c[p + 256]);
-    }
-  }
-}
 
 // Position of weight i (0..255) of a chunk: byte index and bit shift.
 struct Slot {
@@ -70,6 +57,19 @@ std::size_t offset_of(const PackedMatrix& m, std::int64_t row, std::int64_t chun
   return static_cast<std::size_t>(((t * m.chunks + chunk) * m.tile_rows + r) * kChunkBytes);
 }
 
+// Row `row`'s base-3 bytes from its codes (c = q + 1, one byte each, m.chunks * 320 of them): byte
+// p of unit u holds codes u*320 + p + 64*i, i = 0 .. 4, most significant first.
+void store_base3_row(PackedMatrix& m, std::int64_t row, const std::uint8_t* codes) {
+  for (std::int64_t u = 0; u < m.chunks; ++u) {
+    const std::uint8_t* c = codes + u * kBase3Weights;
+    std::uint8_t* dst = m.codes.data() + offset_of(m, row, u);
+    for (int p = 0; p < 64; ++p) {
+      dst[p] = static_cast<std::uint8_t>(c[p] * 81 + c[p + 64] * 27 + c[p + 128] * 9 +
+                                         c[p + 192] * 3 + c[p + 256]);
+    }
+  }
+}
+
 }  // namespace
 
 void repack_matrix(PackedMatrix& m, const RowSource& source) {
@@ -78,7 +78,6 @@ void repack_matrix(PackedMatrix& m, const RowSource& source) {
     std::memset(m.codes.data(), kBase3Zero, m.codes.bytes());
     std::vector<std::int8_t> trits(static_cast<std::size_t>(m.chunks * kBase3Weights), 0);
     std::vector<std::uint8_t> codes(trits.size());
-    std::vector<std::uint8_t*> dst(static_cast<std::size_t>(m.chunks));
     for (std::int64_t row = 0; row < m.rows; ++row) {
       source(row, std::span<std::int8_t>(trits.data(), static_cast<std::size_t>(m.cols)));
       for (std::size_t i = 0; i < trits.size(); ++i) {
@@ -86,8 +85,7 @@ void repack_matrix(PackedMatrix& m, const RowSource& source) {
           fail("row {} holds {}, which is not a ternary weight", row, trits[i]);
         codes[i] = static_cast<std::uint8_t>(trits[i] + 1);
       }
-      for (std::int64_t u = 0; u < m.chunks; ++u) dst[u] = m.codes.data() + offset_of(m, row, u);
-      base3_row(codes.data(), m.chunks, dst.data());
+      store_base3_row(m, row, codes.data());
     }
     return;
   }
@@ -121,8 +119,7 @@ PackedMatrix packed_shape(std::int64_t rows, std::int64_t cols, Isa isa, int til
     fail("the {} kernel has no tiling with {} rows per tile", kernel.name, tile_rows);
   }
   const Layout chosen = layout.value_or(kernel.layout);
-  const std::span<const Layout> layouts = kernel_layouts(isa);
-  if (std::find(layouts.begin(), layouts.end(), chosen) == layouts.end()) {
+  if (!kernel_has_layout(isa, chosen)) {
     fail("the {} kernel has no {} layout on this CPU", kernel.name, layout_name(chosen));
   }
   if (rows <= 0 || cols <= 0) fail("cannot pack a {}x{} matrix", rows, cols);
@@ -222,13 +219,11 @@ PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeS
     const std::int64_t begin = m.tiles * thread / pool.size();
     const std::int64_t end = m.tiles * (thread + 1) / pool.size();
     std::vector<std::uint8_t> codes(row_bytes);
-    // kBase3: the row's codes one per byte (1 past the row), and where each unit goes.
+    // kBase3: the row's codes one per byte (1 past the row).
     std::vector<std::uint8_t> unpacked;
-    std::vector<std::uint8_t*> dst;
     if (m.layout == Layout::kBase3) {
       unpacked.assign(
           static_cast<std::size_t>(std::max(m.chunks * kBase3Weights, tq2_chunks * kChunk)), 1);
-      dst.resize(static_cast<std::size_t>(m.chunks));
     }
     try {
       for (std::int64_t t = begin; t < end; ++t) {
@@ -238,10 +233,7 @@ PackedMatrix pack_matrix_codes(std::int64_t rows, std::int64_t cols, const CodeS
           if (row < rows) source(row, codes);
           if (m.layout == Layout::kBase3) {
             tq2_to_codes(codes.data(), tq2_chunks, unpacked.data());
-            for (std::int64_t u = 0; u < m.chunks; ++u) {
-              dst[static_cast<std::size_t>(u)] = m.codes.data() + offset_of(m, row, u);
-            }
-            base3_row(unpacked.data(), m.chunks, dst.data());
+            store_base3_row(m, row, unpacked.data());
             continue;
           }
           for (std::int64_t c = 0; c < m.chunks; ++c) {

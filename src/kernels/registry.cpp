@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <string>
@@ -61,13 +62,18 @@ std::span<const Layout> kernel_layouts(Isa isa) {
                       kernel_info(isa).name);
 }
 
+bool kernel_has_layout(Isa isa, Layout layout) {
+  const std::span<const Layout> layouts = kernel_layouts(isa);
+  return std::find(layouts.begin(), layouts.end(), layout) != layouts.end();
+}
+
 std::optional<Layout> layout_override(std::optional<Isa> isa) {
   const char* env = std::getenv("NANOCHAT_LAYOUT");
   if (env == nullptr || *env == '\0') return std::nullopt;
   const auto layout = parse_layout(env);
   if (!layout) {
     std::string names;
-    for (Layout l : {Layout::kTq2, Layout::kStride64, Layout::kBase3}) {
+    for (Layout l : kLayouts) {
       names += fmt::format("{}{}", names.empty() ? "" : ", ", layout_name(l));
     }
     fail<UsageError>("NANOCHAT_LAYOUT={}: unknown weight layout; use one of {}", env, names);
@@ -75,9 +81,7 @@ std::optional<Layout> layout_override(std::optional<Isa> isa) {
   std::string runs;
   for (Isa candidate : available_isas()) {
     if (isa && candidate != *isa) continue;
-    for (Layout l : kernel_layouts(candidate)) {
-      if (l == *layout) return layout;
-    }
+    if (kernel_has_layout(candidate, *layout)) return layout;
     for (Layout l : kernel_layouts(candidate)) {
       runs +=
           fmt::format("{}{} ({})", runs.empty() ? "" : ", ", layout_name(l), isa_name(candidate));

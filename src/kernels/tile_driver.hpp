@@ -52,30 +52,37 @@ inline __attribute__((always_inline)) void tile_pass(const std::uint8_t* tile, s
   }
 }
 
+// Every token of `x` against one tile (`chunks` chunks, rows row0 .. row0 + rows_here), NB tokens
+// per pass and the tail one at a time. `tile` may be the matrix's own or a converted copy.
+template <class Micro, int R, int NB>
+void tile_tokens(const std::uint8_t* tile, std::int64_t chunks, const PackedActivations& x,
+                 std::int64_t row0, int rows_here, std::int32_t* y, std::size_t ldy) {
+  std::int64_t b = 0;
+  for (; b + NB <= x.tokens; b += NB) {
+    const std::int8_t* xs[NB];
+    std::int32_t sums[NB];
+    for (int i = 0; i < NB; ++i) {
+      xs[i] = x.token(b + i);
+      sums[i] = x.sums[static_cast<std::size_t>(b + i)];
+    }
+    tile_pass<Micro, R, NB>(tile, chunks, xs, sums, y + static_cast<std::size_t>(b) * ldy + row0,
+                            ldy, rows_here);
+  }
+  for (; b < x.tokens; ++b) {  // token tail, one at a time
+    const std::int8_t* xs[1] = {x.token(b)};
+    const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
+    tile_pass<Micro, R, 1>(tile, chunks, xs, sums, y + static_cast<std::size_t>(b) * ldy + row0,
+                           ldy, rows_here);
+  }
+}
+
 template <class Micro, int R, int NB>
 void gemm_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t tile_begin,
                 std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
   for (std::int64_t t = tile_begin; t < tile_end; ++t) {
-    const std::uint8_t* tile = w.tile(t);
     const std::int64_t row0 = t * R;
     const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
-    std::int64_t b = 0;
-    for (; b + NB <= x.tokens; b += NB) {
-      const std::int8_t* xs[NB];
-      std::int32_t sums[NB];
-      for (int i = 0; i < NB; ++i) {
-        xs[i] = x.token(b + i);
-        sums[i] = x.sums[static_cast<std::size_t>(b + i)];
-      }
-      tile_pass<Micro, R, NB>(tile, w.chunks, xs, sums,
-                              y + static_cast<std::size_t>(b) * ldy + row0, ldy, rows_here);
-    }
-    for (; b < x.tokens; ++b) {  // token tail, one at a time
-      const std::int8_t* xs[1] = {x.token(b)};
-      const std::int32_t sums[1] = {x.sums[static_cast<std::size_t>(b)]};
-      tile_pass<Micro, R, 1>(tile, w.chunks, xs, sums, y + static_cast<std::size_t>(b) * ldy + row0,
-                             ldy, rows_here);
-    }
+    tile_tokens<Micro, R, NB>(w.tile(t), w.chunks, x, row0, rows_here, y, ldy);
   }
 }
 

@@ -39,6 +39,7 @@ inline constexpr std::int64_t kChunk = 256;      // weights per chunk
 inline constexpr std::int64_t kChunkBytes = 64;  // bytes per (row, chunk)
 
 enum class Layout { kTq2, kStride64, kBase3 };
+inline constexpr Layout kLayouts[] = {Layout::kTq2, Layout::kStride64, Layout::kBase3};
 
 // "tq2", "stride64", "base3"; parse_layout gives nullopt for anything else.
 const char* layout_name(Layout layout);

@@ -56,6 +56,7 @@ const char* plain_variant(int variant);
 // kBase3 where the CPU has AVX512-VBMI (vpermi2b decodes five weights a byte) and
 // NANOCHAT_NO_VBMI is unset or "0", so tests cover the 2-bit layout on such a CPU too.
 std::span<const Layout> kernel_layouts(Isa isa);
+bool kernel_has_layout(Isa isa, Layout layout);
 bool avx512_uses_vbmi();
 
 // NANOCHAT_LAYOUT=tq2|stride64|base3 forces the weight layout (to compare them, or to test one);
