@@ -19,18 +19,10 @@
 
 #include "nanochat/kernels/packed.hpp"
 #include "nanochat/kernels/registry.hpp"
+#include "static_for.hpp"
 
 namespace nanochat::kernels {
 namespace {
-
-// Calls f(std::integral_constant<int, 0>) ... f(std::integral_constant<int, N - 1>). Micro-kernels
-// index their register arrays with these compile-time constants instead of loop counters: GCC
-// only keeps such arrays in registers when every index is a constant before loop unrolling runs.
-template <int N, typename F>
-inline __attribute__((always_inline)) void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
-  (std::make_integer_sequence<int, N>{});
-}
 
 // One pass of the micro-kernel over a tile for NB tokens, sums stored at yb[i * ldy + r].
 template <class Micro, int R, int NB>

@@ -204,7 +204,7 @@ NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const floa
                                    float scale, float* p, float* out) {
   static const bool avx512 = isa_supported(Isa::kAvx512, cpu_info().features);
   if (avx512) {
-    detail::attention_scores_avx512(q, keys, stride, len, d, scale, p);
+    detail::attention_scores_avx512(q, keys, stride, 0, len, d, scale, p);
   } else {
     for (std::int64_t j = 0; j < len; ++j) p[j] = dot16(q, keys + j * stride, d) * scale;
   }
@@ -216,6 +216,31 @@ NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const floa
     const float* v = values + j * stride;
     for (std::int64_t i = 0; i < d; ++i) out[i] += w * v[i];
   }
+}
+
+void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::int64_t start,
+                    const float* keys, const float* values, std::int64_t stride, std::int64_t d,
+                    float scale, float* p, std::int64_t p_stride, float* out,
+                    std::int64_t out_stride) {
+  static const bool avx512 = isa_supported(Isa::kAvx512, cpu_info().features);
+  if (!avx512 || d % 16 != 0 || d > 128) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      attention_row(q + i * q_stride, keys, values, stride, start + i + 1, d, scale,
+                    p + i * p_stride, out + i * out_stride);
+    }
+    return;
+  }
+  // Scores a key block at a time: sixteen keys against every query that reaches them, each
+  // block computed exactly as attention_row's pass over all keys computes it.
+  for (std::int64_t j0 = 0; j0 < start + n; j0 += 16) {
+    for (std::int64_t i = std::max<std::int64_t>(0, j0 - start); i < n; ++i) {
+      const std::int64_t end = std::min(j0 + 16, start + i + 1);
+      detail::attention_scores_avx512(q + i * q_stride, keys, stride, j0, end, d, scale,
+                                      p + i * p_stride);
+    }
+  }
+  for (std::int64_t i = 0; i < n; ++i) softmax_inplace(p + i * p_stride, start + i + 1);
+  detail::attention_values_rows_avx512(p, p_stride, n, start, values, stride, d, out, out_stride);
 }
 
 }  // namespace nanochat::kernels

@@ -318,13 +318,11 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const float* q
   pool.parallel_for(s.b * H, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t job = begin; job < end; ++job) {
       const std::int64_t b = job / H, h = job % H, kvh = h / group;
-      for (std::int64_t t = 0; t < T; ++t) {
-        float* p = probs + ((b * H + h) * T + t) * T;
-        kernels::attention_row(q + ((b * T + t) * H + h) * D, k + (b * T * KV + kvh) * D,
-                               v + (b * T * KV + kvh) * D, KV * D, t + 1, D, scale, p,
-                               out + ((b * T + t) * H + h) * D);
-        std::fill(p + t + 1, p + T, 0.0f);
-      }
+      float* p = probs + (b * H + h) * T * T;
+      kernels::attention_rows(q + (b * T * H + h) * D, H * D, T, 0, k + (b * T * KV + kvh) * D,
+                              v + (b * T * KV + kvh) * D, KV * D, D, scale, p, T,
+                              out + (b * T * H + h) * D, H * D);
+      for (std::int64_t t = 0; t < T; ++t) std::fill(p + t * T + t + 1, p + (t + 1) * T, 0.0f);
     }
   });
 }

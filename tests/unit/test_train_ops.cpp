@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nanochat/kernels/thread_pool.hpp"
@@ -273,6 +274,84 @@ TEST_F(TrainOps, AttentionRowMatchesDoublePrecisionForRaggedShapes) {
     EXPECT_NEAR(out[i], want, 1e-5) << i;
   }
   for (std::int64_t j = 0; j < len; ++j) EXPECT_NEAR(p[j], z[j] / total, 2e-6) << j;
+}
+
+// attention_rows (several queries of a head at once, key blocks outer) against attention_row one
+// query at a time, bit for bit: head widths with and without whole 16-wide chunks and past the
+// register-resident widths, queries that see fewer than sixteen keys, a cache that already holds
+// `start` positions, and query counts that do not fill the value pass's groups.
+TEST_F(TrainOps, AttentionRowsEqualRowAtATime) {
+  for (const std::int64_t d : {16, 40, 64, 80, 128, 200}) {
+    for (const std::int64_t start : {0, 5, 37}) {
+      for (const std::int64_t n : {1, 3, 17, 34}) {
+        const std::int64_t stride = 2 * d + 16, len = start + n, p_stride = len + 3;
+        const std::int64_t q_stride = d + 8, out_stride = d + 4;
+        auto q = random_vector(sz(n * q_stride), rng), keys = random_vector(sz(len * stride), rng);
+        auto values = random_vector(sz(len * stride), rng);
+        std::vector<float> p(sz(n * p_stride), -7.0f), out(sz(n * out_stride), -7.0f);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+        kernels::attention_rows(q.data(), q_stride, n, start, keys.data(), values.data(), stride, d,
+                                scale, p.data(), p_stride, out.data(), out_stride);
+        std::vector<float> p1(sz(len)), o1(sz(d));
+        for (std::int64_t i = 0; i < n; ++i) {
+          const std::string where = "d " + std::to_string(d) + " start " + std::to_string(start) +
+                                    " n " + std::to_string(n) + " query " + std::to_string(i);
+          kernels::attention_row(q.data() + i * q_stride, keys.data(), values.data(), stride,
+                                 start + i + 1, d, scale, p1.data(), o1.data());
+          for (std::int64_t j = 0; j <= start + i; ++j) {
+            ASSERT_EQ(p[sz(i * p_stride + j)], p1[sz(j)]) << where << " key " << j;
+          }
+          for (std::int64_t j = start + i + 1; j < p_stride; ++j) {
+            ASSERT_EQ(p[sz(i * p_stride + j)], -7.0f) << where << " wrote past its keys at " << j;
+          }
+          for (std::int64_t c = 0; c < d; ++c) {
+            ASSERT_EQ(out[sz(i * out_stride + c)], o1[sz(c)]) << where << " lane " << c;
+          }
+          ASSERT_EQ(out[sz(i * out_stride + d)], -7.0f) << where << " wrote past its output";
+        }
+      }
+    }
+  }
+}
+
+// On AVX-512, a score is summed in one documented order, whatever the kernel's loop structure:
+// lane l of the head's 16-wide chunks accumulates q[16c + l] k[16c + l] by fused multiply-adds
+// over the chunks in order (a short last chunk adds nothing past d), then the sixteen lane sums
+// as ((x0 + x2) + (x1 + x3)) per group of four, groups as (g0 + g1) + (g2 + g3), times the scale.
+// Inference's cache and the trainer must agree on it; this pins it down independently.
+TEST_F(TrainOps, AttentionScoresFollowTheLaneTreeOnAvx512) {
+  const auto& f = cpu_info().features;
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq)) {
+    GTEST_SKIP() << "the scalar path sums scores in another order; this CPU lacks AVX-512";
+  }
+  for (const std::int64_t d : {16, 40, 64, 128, 200}) {
+    for (const std::int64_t len : {1, 7, 16, 23, 64, 70}) {
+      const std::int64_t stride = d + 16;
+      auto q = random_vector(sz(d), rng), keys = random_vector(sz(len * stride), rng);
+      auto values = random_vector(sz(len * stride), rng);
+      std::vector<float> p(sz(len)), out(sz(d)), want(sz(len));
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+      kernels::attention_row(q.data(), keys.data(), values.data(), stride, len, d, scale, p.data(),
+                             out.data());
+      for (std::int64_t j = 0; j < len; ++j) {
+        float lane[16] = {};
+        for (std::int64_t c = 0; c * 16 < d; ++c) {
+          for (std::int64_t l = 0; l < 16 && c * 16 + l < d; ++l) {
+            lane[l] = std::fma(q[sz(c * 16 + l)], keys[sz(j * stride + c * 16 + l)], lane[l]);
+          }
+        }
+        float group[4];
+        for (int g = 0; g < 4; ++g) {
+          group[g] = (lane[4 * g] + lane[4 * g + 2]) + (lane[4 * g + 1] + lane[4 * g + 3]);
+        }
+        want[sz(j)] = ((group[0] + group[1]) + (group[2] + group[3])) * scale;
+      }
+      kernels::softmax_inplace(want.data(), len);
+      for (std::int64_t j = 0; j < len; ++j) {
+        ASSERT_EQ(p[sz(j)], want[sz(j)]) << "d " << d << " len " << len << " key " << j;
+      }
+    }
+  }
 }
 
 // The weighted sum of values for the head widths the AVX-512 path keeps in registers (16 to 128):

@@ -79,4 +79,14 @@ void softmax_inplace(float* p, std::int64_t len);
 void attention_row(const float* q, const float* keys, const float* values, std::int64_t stride,
                    std::int64_t len, std::int64_t d, float scale, float* p, float* out);
 
+// attention_row for n consecutive queries of one sequence and head: query i (at q + i * q_stride)
+// attends to the first start + i + 1 positions, its probabilities go to p + i * p_stride and its
+// output to out + i * out_stride. Bit for bit what n calls of attention_row give, but computed a
+// block of sixteen keys at a time for all queries (the block stays in cache) and several queries
+// per pass over the values.
+void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::int64_t start,
+                    const float* keys, const float* values, std::int64_t stride, std::int64_t d,
+                    float scale, float* p, std::int64_t p_stride, float* out,
+                    std::int64_t out_stride);
+
 }  // namespace nanochat::kernels
