@@ -1,7 +1,9 @@
 #include "nanochat/train/optim.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <numbers>
 
 #include "nanochat/kernels/thread_pool.hpp"
@@ -185,33 +187,63 @@ void elementwise(ThreadPool& pool, std::size_t n, Fn&& fn) {
 
 }  // namespace
 
+void Optimizer::muon_update(ThreadPool& pool, Param& p, std::vector<float>& m,
+                            double lr_scale) const {
+  // Nesterov momentum, orthogonalized, scaled for non-square shapes.
+  const float wd = p.decay ? static_cast<float>(t_.weight_decay) : 0.0f;
+  const auto lr = static_cast<float>(t_.muon_lr * lr_scale);
+  thread_local std::vector<float> u;  // kept between matrices and steps
+  u.resize(p.size());
+  elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+    for (std::size_t j = begin; j < end; ++j) {
+      m[j] = kMuonMomentum * m[j] + p.grad[j];
+      u[j] = p.grad[j] + kMuonMomentum * m[j];
+    }
+  });
+  const std::int64_t rows = p.shape[0], cols = p.shape[1];
+  newton_schulz5(pool, u, rows, cols, precision_);
+  const auto shape_scale = static_cast<float>(
+      std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols))));
+  elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
+    for (std::size_t j = begin; j < end; ++j) {
+      p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * shape_scale * u[j];
+    }
+  });
+}
+
 void Optimizer::step(ThreadPool& pool, std::vector<Param>& params, double lr_scale) {
   ++steps_;
   const auto step = static_cast<double>(steps_);
+  // Muon's matrices. Newton-Schulz is a chain of small GEMMs that a second thread barely speeds
+  // up when it splits each one, so with at least two matrices per thread every thread takes
+  // whole matrices instead (largest first, each with a pool of its own thread). A matrix's
+  // update is then the same whatever the thread count.
+  std::vector<std::size_t> muon;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    if (params[i].matrix) muon.push_back(i);
+  }
+  std::stable_sort(muon.begin(), muon.end(), [&](std::size_t a, std::size_t b) {
+    return params[a].size() > params[b].size();
+  });
+  const auto threads = static_cast<std::size_t>(pool.size());
+  if (threads > 1 && muon.size() >= 2 * threads) {
+    while (serial_.size() < threads) serial_.push_back(std::make_unique<ThreadPool>(1));
+    std::atomic<std::size_t> next{0};
+    pool.run([&](int worker) {
+      for (std::size_t k = next.fetch_add(1); k < muon.size(); k = next.fetch_add(1)) {
+        muon_update(*serial_[static_cast<std::size_t>(worker)], params[muon[k]], m_[muon[k]],
+                    lr_scale);
+      }
+    });
+  } else {
+    for (const std::size_t i : muon) muon_update(pool, params[i], m_[i], lr_scale);
+  }
   for (std::size_t i = 0; i < params.size(); ++i) {
     Param& p = params[i];
     std::vector<float>& m = m_[i];
     const float wd = p.decay ? static_cast<float>(t_.weight_decay) : 0.0f;
     if (p.matrix) {
-      // Muon: Nesterov momentum, orthogonalized, scaled for non-square shapes.
-      const auto lr = static_cast<float>(t_.muon_lr * lr_scale);
-      std::vector<float>& u = scratch_;
-      u.resize(p.size());
-      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
-        for (std::size_t j = begin; j < end; ++j) {
-          m[j] = kMuonMomentum * m[j] + p.grad[j];
-          u[j] = p.grad[j] + kMuonMomentum * m[j];
-        }
-      });
-      const std::int64_t rows = p.shape[0], cols = p.shape[1];
-      newton_schulz5(pool, u, rows, cols, precision_);
-      const auto shape_scale = static_cast<float>(
-          std::sqrt(std::max(1.0, static_cast<double>(rows) / static_cast<double>(cols))));
-      elementwise(pool, p.size(), [&](std::size_t begin, std::size_t end) {
-        for (std::size_t j = begin; j < end; ++j) {
-          p.value[j] = p.value[j] * (1.0f - lr * wd) - lr * shape_scale * u[j];
-        }
-      });
+      continue;  // updated above
     } else if (t_.optimizer == ScalarOptimizer::kAdamW) {
       const auto lr = static_cast<float>(t_.adamw_lr * lr_scale);
       std::vector<float>& v = v_[i];

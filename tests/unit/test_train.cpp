@@ -174,6 +174,58 @@ TEST(Muon, NewtonSchulzTallEqualsTransposedWide) {
   }
 }
 
+// With two or more matrices per thread, Muon gives each thread whole matrices (each orthogonalized
+// on a pool of its own) instead of splitting every small GEMM. Every matrix must come out as the
+// one-thread optimizer leaves it, bit for bit, in fp32 and in bf16: the scheduling may not mix
+// up matrices, momentum buffers or scratch.
+TEST(Muon, WholeMatricesPerThreadGiveTheOneThreadUpdate) {
+  for (const char* precision : {"fp32", "bf16"}) {
+    TrainingSection t;
+    t.matmul_precision = precision;
+    t.weight_decay = 0.1;
+    std::mt19937_64 rng(9);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<Param> params;
+    const std::pair<std::int64_t, std::int64_t> shapes[] = {
+        {96, 96}, {160, 72}, {72, 160}, {32, 96}, {96, 32}, {64, 64}, {128, 96}};
+    for (const auto& [rows, cols] : shapes) {
+      Param p;
+      p.name = fmt::format("m{}x{}", rows, cols);
+      p.shape = {rows, cols};
+      p.value.resize(static_cast<std::size_t>(rows * cols));
+      p.grad.resize(p.value.size());
+      for (auto& x : p.value) x = d(rng);
+      p.matrix = p.decay = true;
+      params.push_back(std::move(p));
+    }
+    Param gain;  // AdamW's, beside them
+    gain.name = "gain";
+    gain.shape = {40};
+    gain.value.assign(40, 1.0f);
+    gain.grad.resize(40);
+    params.push_back(std::move(gain));
+    std::vector<Param> one = params, many = params;
+    kernels::ThreadPool pool1(1), pool3(3);
+    Optimizer opt1(t, one), opt3(t, many);
+    for (int step = 0; step < 2; ++step) {
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        for (std::size_t j = 0; j < params[i].grad.size(); ++j) {
+          one[i].grad[j] = many[i].grad[j] = d(rng);
+        }
+      }
+      opt1.step(pool1, one, 1.0);
+      opt3.step(pool3, many, 1.0);
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      EXPECT_NE(one[i].value, params[i].value) << precision << " " << params[i].name;
+      for (std::size_t j = 0; j < params[i].value.size(); ++j) {
+        ASSERT_EQ(many[i].value[j], one[i].value[j])
+            << precision << " " << params[i].name << " " << j;
+      }
+    }
+  }
+}
+
 std::vector<std::uint8_t> tiny_tokenizer(const std::string& text, std::size_t vocab) {
   model::BpeTrainOptions o;
   o.vocab_size = vocab;

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/train/config.hpp"
 #include "nanochat/train/ops.hpp"
 #include "nanochat/train/train_model.hpp"
@@ -47,7 +49,10 @@ class Optimizer {
   GemmPrecision precision_;
   std::vector<std::vector<float>> m_, v_;  // per parameter (v_ empty unless AdamW)
   std::vector<std::string> names_;
-  std::vector<float> scratch_;  // Muon's update, reused across parameters and steps
+  // One matrix's Muon update, its GEMMs on `pool`.
+  void muon_update(ThreadPool& pool, Param& p, std::vector<float>& m, double lr_scale) const;
+
+  std::vector<std::unique_ptr<ThreadPool>> serial_;  // one single-thread pool per worker
   std::int64_t steps_ = 0;
 };
 
