@@ -1,6 +1,7 @@
 #include "nanochat/kernels/dispatch.hpp"
 
 #include "nanochat/kernels/registry.hpp"
+#include "nanochat/kernels/vec.hpp"
 #include "nanochat/util/error.hpp"
 
 namespace nanochat::kernels {
@@ -71,13 +72,17 @@ void KernelContext::matmul(const PackedMatrix& w, const PackedActivations& x, fl
                            std::size_t ldy) {
   scratch_.resize(static_cast<std::size_t>(x.tokens * w.rows));
   gemm_i32(w, x, scratch_.data(), static_cast<std::size_t>(w.rows));
-  for (std::int64_t b = 0; b < x.tokens; ++b) {
-    const float xs = x.scales[static_cast<std::size_t>(b)];
-    const std::int32_t* src = scratch_.data() + b * w.rows;
-    float* dst = y + static_cast<std::size_t>(b) * ldy;
-    for (std::int64_t r = 0; r < w.rows; ++r) {
-      dst[r] = static_cast<float>(src[r]) * w.row_scales[static_cast<std::size_t>(r)] * xs;
+  const auto scale = [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t b = begin; b < end; ++b) {
+      scale_i32(scratch_.data() + b * w.rows, w.row_scales.data(),
+                x.scales[static_cast<std::size_t>(b)], y + static_cast<std::size_t>(b) * ldy,
+                w.rows);
     }
+  };
+  if (x.tokens * w.rows >= (1 << 16)) {  // a prefill's or a training step's worth
+    pool_.parallel_for(x.tokens, scale);
+  } else {
+    scale(0, x.tokens);
   }
 }
 

@@ -70,6 +70,11 @@ LogSumExp log_sum_exp(const float* z, std::int64_t n) {
   return {top, std::log(sum)};
 }
 
+NANOCHAT_CLONES void scale_i32(const std::int32_t* x, const float* row_scales, float scale,
+                               float* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i]) * row_scales[i] * scale;
+}
+
 NANOCHAT_CLONES float dot_f32(const float* a, const float* b, std::int64_t n) {
   float lanes[16] = {};
   std::int64_t i = 0;

@@ -43,6 +43,10 @@ void axpby_f32(float a, const float* x, float b, float* y, std::int64_t n);
 // y[i] += w * x[i]
 void axpy_f32(float w, const float* x, float* y, std::int64_t n);
 
+// y[i] = float(x[i]) * row_scales[i] * scale: a GEMM's exact int32 sums to floats, in that order.
+void scale_i32(const std::int32_t* x, const float* row_scales, float scale, float* y,
+               std::int64_t n);
+
 // out[i] = exp(z[i] - shift) for z[i] <= shift (softmax numerators), vectorized, within ~2 ulp.
 void exp_shifted(const float* z, float shift, float* out, std::int64_t n);
 
