@@ -115,7 +115,26 @@ void scores_range(const float* q, const float* keys, std::int64_t stride, std::i
   }
 }
 
+template <int Chunks>
+void scores_block_queries(const float* q, std::int64_t q_stride, std::int64_t n,
+                          const float* keys, std::int64_t stride, std::int64_t j0, std::int64_t d,
+                          float scale, float* p, std::int64_t p_stride) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    score_block<Chunks>(q + i * q_stride, d, keys, stride, j0, 15, 0xFFFF, scale, p + i * p_stride);
+  }
+}
+
 }  // namespace
+
+void attention_scores_block_avx512(const float* q, std::int64_t q_stride, std::int64_t n,
+                                   const float* keys, std::int64_t stride, std::int64_t j0,
+                                   std::int64_t d, float scale, float* p, std::int64_t p_stride) {
+  if (!with_chunks(d, [&](auto chunks) {
+        scores_block_queries<chunks>(q, q_stride, n, keys, stride, j0, d, scale, p, p_stride);
+      })) {
+    scores_block_queries<0>(q, q_stride, n, keys, stride, j0, d, scale, p, p_stride);
+  }
+}
 
 void attention_scores_avx512(const float* q, const float* keys, std::int64_t stride,
                              std::int64_t begin, std::int64_t end, std::int64_t d, float scale,

@@ -70,7 +70,9 @@ void KernelContext::gemm_i32(const PackedMatrix& w, const PackedActivations& x, 
 
 void KernelContext::matmul(const PackedMatrix& w, const PackedActivations& x, float* y,
                            std::size_t ldy) {
-  scratch_.resize(static_cast<std::size_t>(x.tokens * w.rows));
+  // Grows only: matrices of several heights share it, and growing back would zero-fill it again.
+  const auto need = static_cast<std::size_t>(x.tokens * w.rows);
+  if (scratch_.size() < need) scratch_.resize(need);
   gemm_i32(w, x, scratch_.data(), static_cast<std::size_t>(w.rows));
   const auto scale = [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t b = begin; b < end; ++b) {

@@ -187,8 +187,9 @@ NANOCHAT_CLONES void axpy_f32(float w, const float* x, float* y, std::int64_t n)
 namespace nanochat::kernels {
 
 NANOCHAT_CLONES void softmax_inplace(float* p, std::int64_t len) {
-  float top = -INFINITY;
-  for (std::int64_t j = 0; j < len; ++j) top = std::max(top, p[j]);
+  // The largest in sixteen lanes (one serial max per element would be a chain of dependent
+  // maxss); any order gives the same maximum.
+  const float top = len > 0 ? max_f32(p, len) : 0.0f;
   for (std::int64_t j = 0; j < len; ++j) p[j] = exp_nonpositive(p[j] - top);
   float lanes[8] = {};
   std::int64_t j8 = 0;
@@ -238,11 +239,14 @@ void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::
   // Scores a key block at a time: sixteen keys against every query that reaches them, each
   // block computed exactly as attention_row's pass over all keys computes it.
   for (std::int64_t j0 = 0; j0 < start + n; j0 += 16) {
-    for (std::int64_t i = std::max<std::int64_t>(0, j0 - start); i < n; ++i) {
-      const std::int64_t end = std::min(j0 + 16, start + i + 1);
-      detail::attention_scores_avx512(q + i * q_stride, keys, stride, j0, end, d, scale,
+    // Queries that reach only part of the block, then those that reach all of it.
+    const std::int64_t full = std::clamp<std::int64_t>(j0 + 15 - start, 0, n);
+    for (std::int64_t i = std::max<std::int64_t>(0, j0 - start); i < full; ++i) {
+      detail::attention_scores_avx512(q + i * q_stride, keys, stride, j0, start + i + 1, d, scale,
                                       p + i * p_stride);
     }
+    detail::attention_scores_block_avx512(q + full * q_stride, q_stride, n - full, keys, stride,
+                                          j0, d, scale, p + full * p_stride, p_stride);
   }
   for (std::int64_t i = 0; i < n; ++i) softmax_inplace(p + i * p_stride, start + i + 1);
   detail::attention_values_rows_avx512(p, p_stride, n, start, values, stride, d, out, out_stride);

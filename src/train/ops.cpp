@@ -123,11 +123,12 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   stream.wait();
 }
 
-// x (rows, cols) with row stride ld, rounded to bf16 densely into `out`; split over the pool when
-// one is given.
+// x (rows, cols) with row stride ld, rounded to bf16 densely into the first rows * cols entries
+// of `out`; split over the pool when one is given. `out` only grows: scratch shared by operands
+// of several sizes would otherwise be zero-filled again each time it grows back.
 void round_matrix(ThreadPool* pool, const float* x, std::int64_t rows, std::int64_t cols,
                   std::int64_t ld, std::vector<std::uint16_t>& out) {
-  out.resize(sz(rows * cols));
+  if (out.size() < sz(rows * cols)) out.resize(sz(rows * cols));
   std::uint16_t* dst = out.data();  // `out` may be a thread_local of the calling thread
   const auto run = [&](std::int64_t begin, std::int64_t end) {
     round_rows(x + begin * ld, end - begin, cols, ld, dst + begin * cols);
@@ -547,7 +548,7 @@ void linear_backward(ThreadPool& pool, const float* w, const std::uint16_t* w16,
                      std::int64_t in, const GemmInput& x_hat, const float* d_y, std::int64_t n,
                      float* d_x, bool accumulate_dx, float* d_w, GemmPrecision precision) {
   if (precision == GemmPrecision::kBf16) {
-    if (w16 == nullptr || x_hat.bf16.size() != sz(n * in)) {
+    if (w16 == nullptr || x_hat.bf16.size() < sz(n * in)) {
       fail("linear_backward: bf16 GEMMs need the weights and inputs in bf16");
     }
     thread_local std::vector<std::uint16_t> d_y16;

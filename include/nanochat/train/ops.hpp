@@ -32,7 +32,8 @@ using kernels::ThreadPool;
 enum class GemmPrecision { kF32, kBf16 };
 // "auto" and "bf16" mean bf16 when the CPU has AVX512_BF16 and fp32 otherwise; "fp32" is fp32.
 GemmPrecision parse_gemm_precision(const std::string& name);
-// x (rows, cols), dense, rounded to bf16 (nearest even) into `out`, split over the pool.
+// x (rows, cols), dense, rounded to bf16 (nearest even) into the first rows * cols entries of
+// `out` (which only grows), split over the pool.
 void round_to_bf16(ThreadPool& pool, const float* x, std::int64_t rows, std::int64_t cols,
                    std::vector<std::uint16_t>& out);
 // C[M][N] = op(A)[M][K] * op(B)[K][N] (+ C when `accumulate`) with both operands already in
