@@ -116,9 +116,9 @@ void scores_range(const float* q, const float* keys, std::int64_t stride, std::i
 }
 
 template <int Chunks>
-void scores_block_queries(const float* q, std::int64_t q_stride, std::int64_t n,
-                          const float* keys, std::int64_t stride, std::int64_t j0, std::int64_t d,
-                          float scale, float* p, std::int64_t p_stride) {
+void scores_block_queries(const float* q, std::int64_t q_stride, std::int64_t n, const float* keys,
+                          std::int64_t stride, std::int64_t j0, std::int64_t d, float scale,
+                          float* p, std::int64_t p_stride) {
   for (std::int64_t i = 0; i < n; ++i) {
     score_block<Chunks>(q + i * q_stride, d, keys, stride, j0, 15, 0xFFFF, scale, p + i * p_stride);
   }

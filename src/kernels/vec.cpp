@@ -245,8 +245,8 @@ void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::
       detail::attention_scores_avx512(q + i * q_stride, keys, stride, j0, start + i + 1, d, scale,
                                       p + i * p_stride);
     }
-    detail::attention_scores_block_avx512(q + full * q_stride, q_stride, n - full, keys, stride,
-                                          j0, d, scale, p + full * p_stride, p_stride);
+    detail::attention_scores_block_avx512(q + full * q_stride, q_stride, n - full, keys, stride, j0,
+                                          d, scale, p + full * p_stride, p_stride);
   }
   for (std::int64_t i = 0; i < n; ++i) softmax_inplace(p + i * p_stride, start + i + 1);
   detail::attention_values_rows_avx512(p, p_stride, n, start, values, stride, d, out, out_stride);

@@ -798,7 +798,7 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
   auto& acts = b.acts;
 
   // Rows: every segment's tokens one after another, each with its segment and position.
-  std::int64_t T = 0, max_capacity = 0, out_rows = 0;
+  std::int64_t T = 0, out_rows = 0;
   for (std::size_t s = 0; s < segments.size(); ++s) {
     const Segment& seg = segments[s];
     const auto count = static_cast<std::int64_t>(seg.tokens.size());
@@ -815,11 +815,21 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
                     seg.cache->length() + count);
     }
     T += count;
-    max_capacity = std::max(max_capacity, seg.cache->capacity());
     out_rows += seg.all_logits ? count : 1;
   }
   row_position.resize(sz(T));
   row_segment.resize(sz(T));
+  // Runs of rows for attention: each segment's rows in pieces of at most kRun.
+  constexpr std::int64_t kRun = 64;
+  auto& run_start = b.run_start;
+  run_start.clear();
+  for (std::int64_t t = 0; const Segment& seg : segments) {
+    const auto count = static_cast<std::int64_t>(seg.tokens.size());
+    for (std::int64_t i = 0; i < count; i += kRun) run_start.push_back(t + i);
+    t += count;
+  }
+  run_start.push_back(T);
+  const auto runs = static_cast<std::int64_t>(run_start.size()) - 1;
   rope_cos.resize(sz(T * (hd / 2)));
   rope_sin.resize(sz(T * (hd / 2)));
   // Residual streams [T][n][dim], all starting as the token embedding.
@@ -916,17 +926,21 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
       std::copy_n(k.data() + t * kvd, kvd, cache.keys(l) + pos * kvd);
       std::copy_n(v.data() + t * kvd, kvd, cache.values(l) + pos * kvd);
     }
-    // Causal attention, heads split over the pool (each head's output by one thread); each row
-    // attends to its own sequence's cache, up to its own position.
-    kernels_.pool().parallel_for(T * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
-      thread_local std::vector<float> scores;
-      scores.resize(std::max(scores.size(), sz(max_capacity)));  // once per context size
+    // Causal attention, (run, head) jobs split over the pool. A run is up to kRun consecutive rows
+    // of one sequence (positions pos0, pos0 + 1, ...): attention_rows gives each row exactly what
+    // attention_row would, with each key block and value row read once for the whole run.
+    kernels_.pool().parallel_for(runs * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
+      thread_local std::vector<float> scores;  // kRun rows of probabilities, kept between calls
       for (std::int64_t job = begin; job < end; ++job) {
-        const std::int64_t t = job / c.n_heads, head = job % c.n_heads;
-        KvCache& cache = *segments[sz(row_segment[sz(t)])].cache;
-        kernels::attention_row(q.data() + t * dim + head * hd, cache.keys(l) + (head / group) * hd,
-                               cache.values(l) + (head / group) * hd, kvd, row_position[sz(t)] + 1,
-                               hd, inv_sqrt_hd, scores.data(), att.data() + t * dim + head * hd);
+        const std::int64_t run = job / c.n_heads, head = job % c.n_heads;
+        const std::int64_t t0 = run_start[sz(run)], count = run_start[sz(run) + 1] - t0;
+        KvCache& cache = *segments[sz(row_segment[sz(t0)])].cache;
+        const std::int64_t pos0 = row_position[sz(t0)], width = pos0 + count;
+        if (scores.size() < sz(count * width)) scores.resize(sz(count * width));
+        kernels::attention_rows(q.data() + t0 * dim + head * hd, dim, count, pos0,
+                                cache.keys(l) + (head / group) * hd,
+                                cache.values(l) + (head / group) * hd, kvd, hd, inv_sqrt_hd,
+                                scores.data(), width, att.data() + t0 * dim + head * hd, dim);
       }
     });
     if (c.sub_norms) {

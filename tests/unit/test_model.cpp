@@ -656,6 +656,52 @@ TEST(Model, SameResultsAtAnyThreadCount) {
   fs::remove(path);
 }
 
+// Prefill runs attention over runs of up to 64 rows of one sequence (kernels::attention_rows).
+// A 150-token prompt in one piece, in chunks that cut those runs elsewhere, and beside another
+// sequence in one batch gives every position the same logits, bit for bit, and the same cache.
+TEST(Model, LongPromptsGiveTheSameLogitsWholeChunkedAndBatched) {
+  ModelConfig config = tiny_config(1, FfnActivation::kSwiGlu, false, false);
+  config.context_length = 192;
+  const fs::path path = write_model(config, {}, "long");
+  const auto file = gguf::GgufFile::open(path);
+  kernels::KernelContext ctx(quiet_kernels(2));
+  auto model = Model::load(file, ctx);
+  std::vector<TokenId> tokens(150);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>(i * 37 % 300);
+  const std::size_t V = 300;
+  KvCache whole(model->config(), 160);
+  std::vector<float> all;
+  model->forward(tokens, whole, all, true);
+  ASSERT_EQ(all.size(), tokens.size() * V);
+  // Chunks of 70, 1 and 79 tokens.
+  KvCache chunked(model->config(), 160);
+  std::vector<float> part, pieces;
+  for (const auto& [first, count] :
+       {std::pair<std::size_t, std::size_t>{0, 70}, {70, 1}, {71, 79}}) {
+    model->forward(std::span(tokens).subspan(first, count), chunked, part, true);
+    pieces.insert(pieces.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(pieces, all) << "chunked";
+  for (std::int64_t layer = 0; layer < config.n_layers; ++layer) {
+    const std::size_t n = tokens.size() * static_cast<std::size_t>(config.kv_dim());
+    EXPECT_TRUE(std::equal(whole.keys(layer), whole.keys(layer) + n, chunked.keys(layer)));
+    EXPECT_TRUE(std::equal(whole.values(layer), whole.values(layer) + n, chunked.values(layer)));
+  }
+  // The last 100 tokens beside a short sequence, after the first 50 alone.
+  KvCache late(model->config(), 160), other(model->config(), 160);
+  model->forward(std::span(tokens).first(50), late, part);
+  const std::vector<TokenId> short_one = {3, 1, 4};
+  const std::vector<Model::Segment> segments = {{short_one, &other, true},
+                                                {std::span(tokens).subspan(50), &late, true}};
+  ForwardBuffers buffers;
+  std::vector<float> batched;
+  model->forward_batch(segments, buffers, batched);
+  ASSERT_EQ(batched.size(), (3 + 100) * V);
+  EXPECT_TRUE(std::equal(batched.begin() + 3 * V, batched.end(), all.begin() + 50 * V))
+      << "batched";
+  fs::remove(path);
+}
+
 TEST(Model, ErrorsNameTheProblem) {
   const fs::path path =
       write_model(tiny_config(1, FfnActivation::kSwiGlu, false, false), {}, "errors");

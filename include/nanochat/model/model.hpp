@@ -42,7 +42,7 @@ namespace nanochat::model {
 struct ForwardBuffers {
   std::vector<float> x, u, h, q, k, v, att, gate, up, out, qkv, gateup, final_h;
   std::vector<float> rope_cos, rope_sin, segment_cos, segment_sin;
-  std::vector<std::int64_t> row_position, row_segment;
+  std::vector<std::int64_t> row_position, row_segment, run_start;
   kernels::PackedActivations acts;
 };
 
