@@ -932,7 +932,8 @@ void Model::forward_batch(std::span<const Segment> segments, ForwardBuffers& b,
     kernels_.pool().parallel_for(runs * c.n_heads, [&](std::int64_t begin, std::int64_t end) {
       thread_local std::vector<float> scores;  // kRun rows of probabilities, kept between calls
       for (std::int64_t job = begin; job < end; ++job) {
-        const std::int64_t run = job / c.n_heads, head = job % c.n_heads;
+        // Heads outer: later runs see more keys, so threads split by heads stay balanced.
+        const std::int64_t head = job / runs, run = job % runs;
         const std::int64_t t0 = run_start[sz(run)], count = run_start[sz(run) + 1] - t0;
         KvCache& cache = *segments[sz(row_segment[sz(t0)])].cache;
         const std::int64_t pos0 = row_position[sz(t0)], width = pos0 + count;
