@@ -123,6 +123,42 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
   stream.wait();
 }
 
+// C (m, n) int32 = A (m, k) int8, row stride lda, times B^T for B (n, k) int8 dense: exact sums,
+// through oneDNN's matmul (its VNNI kernels).
+void gemm_s8(std::int64_t m, std::int64_t n, std::int64_t k, const std::int8_t* a, std::int64_t lda,
+             const std::int8_t* b, std::int32_t* c) {
+  using dnnl::memory;
+  single_threaded_blas();
+  thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  thread_local dnnl::stream stream(engine);
+  thread_local std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t>,
+                        dnnl::matmul>
+      cache;
+  const memory::desc a_md({m, k}, memory::data_type::s8, memory::dims{lda, 1});
+  const memory::desc b_md({k, n}, memory::data_type::s8, memory::dims{1, k});
+  const memory::desc c_md({m, n}, memory::data_type::s32, memory::dims{n, 1});
+  const auto key = std::make_tuple(m, n, k, lda);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    const dnnl::matmul::desc desc(a_md, b_md, c_md);
+    it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, engine))).first;
+  }
+  memory am(a_md, engine, const_cast<std::int8_t*>(a));  // oneDNN only reads inputs
+  memory bm(b_md, engine, const_cast<std::int8_t*>(b));
+  memory cm(c_md, engine, c);
+  it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+// Whether the ternary forward runs through oneDNN's int8 matmul instead of the packed kernels:
+// on CPUs with AVX512_VNNI, when the kernels would take their AVX-512 path anyway (a path forced
+// with --isa keeps the packed kernels). The int32 sums are exact either way, so the results are
+// the same bits.
+bool int8_through_onednn(const kernels::KernelContext& ctx) {
+  static const bool vnni = cpu_info().features.avx512vnni && cpu_info().features.avx512bw;
+  return vnni && ctx.isa() == kernels::Isa::kAvx512;
+}
+
 // x (rows, cols) with row stride ld, rounded to bf16 densely into the first rows * cols entries
 // of `out`; split over the pool when one is given. `out` only grows: scratch shared by operands
 // of several sizes would otherwise be zero-filled again each time it grows back.
@@ -469,13 +505,15 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
   layer.out = out;
   // The file stores the scale as fp16 (TQ2_0 blocks); the forward uses exactly that value.
   layer.scale = fp16_to_fp32(fp32_to_fp16(scale));
-  ctx.pack_into(
-      layer.packed, out, in,
-      [&](std::int64_t row, std::span<std::int8_t> trits) {
-        std::copy_n(layer.trits.data() + row * in, in, trits.data());
-      },
-      tokens);
-  layer.packed.row_scales.assign(sz(out), layer.scale);
+  if (!int8_through_onednn(ctx)) {
+    ctx.pack_into(
+        layer.packed, out, in,
+        [&](std::int64_t row, std::span<std::int8_t> trits) {
+          std::copy_n(layer.trits.data() + row * in, in, trits.data());
+        },
+        tokens);
+  }
+  layer.packed.row_scales.assign(sz(out), layer.scale);  // the scaling after either GEMM
   layer.dequant.resize(layer.trits.size());
   for (std::size_t i = 0; i < layer.trits.size(); ++i) {
     layer.dequant[i] = static_cast<float>(layer.trits[i]) * layer.scale;
@@ -524,7 +562,24 @@ void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64
 
 void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
                      const kernels::PackedActivations& acts, float* y) {
-  ctx.matmul(layer.packed, acts, y, sz(layer.out));
+  if (!int8_through_onednn(ctx)) {
+    ctx.matmul(layer.packed, acts, y, sz(layer.out));
+    return;
+  }
+  // The exact int32 sums of int8 activations and trits, then scaled as KernelContext::matmul
+  // scales them: float(sum) * weight scale * token scale.
+  thread_local std::vector<std::int32_t> sums;  // grows only
+  const std::int64_t n = acts.tokens, out = layer.out;
+  if (sums.size() < sz(n * out)) sums.resize(sz(n * out));
+  std::int32_t* c = sums.data();  // `sums` is the calling thread's
+  ctx.pool().parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+    gemm_s8(end - begin, out, layer.in, acts.token(begin), acts.cols_padded, layer.trits.data(),
+            c + begin * out);
+    for (std::int64_t t = begin; t < end; ++t) {
+      kernels::scale_i32(c + t * out, layer.packed.row_scales.data(), acts.scales[sz(t)],
+                         y + t * out, out);
+    }
+  });
 }
 
 void linear_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,

@@ -16,6 +16,7 @@
 
 #include "nanochat/gguf/reader.hpp"
 #include "nanochat/gguf/writer.hpp"
+#include "nanochat/kernels/isa.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/model/bpe_trainer.hpp"
 #include "nanochat/model/model.hpp"
@@ -26,6 +27,7 @@
 #include "nanochat/train/optim.hpp"
 #include "nanochat/train/train_model.hpp"
 #include "nanochat/train/trainer.hpp"
+#include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
 #include "test_helpers.hpp"
@@ -273,10 +275,12 @@ void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.name; }
 
 class ExportParity : public ::testing::TestWithParam<ParityCase> {};
 
-TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
-  const ParityCase pc = GetParam();
+// The trainer's forward runs its ternary layers through oneDNN's int8 matmul where the CPU has
+// AVX512_VNNI and the packed kernels elsewhere (or with another path forced): both are checked,
+// the packed kernels through their AVX2 path where the CPU has it.
+void check_parity(const ParityCase& pc, const kernels::KernelOptions& options) {
   const auto tok = tiny_tokenizer(sample_text(), 300);
-  kernels::KernelContext ctx(quiet_kernels(2));
+  kernels::KernelContext ctx(options);
   TrainModel m(small_config(pc.streams, pc.tied, pc.sub_norms, pc.act), ctx);
   m.init(5);
   // A few optimizer steps so the weights are not at their initial symmetric state.
@@ -294,7 +298,8 @@ TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
   }
   std::vector<CheckpointTensor> weights;
   for (const auto& p : m.params()) weights.push_back({p.name, p.value});
-  const fs::path dir = temp_dir(std::string("parity-") + pc.name);
+  const fs::path dir =
+      temp_dir(std::string("parity-") + pc.name + "-" + kernels::isa_name(ctx.isa()));
   ExportOptions eo;
   eo.arch = pc.arch;
   eo.ternary_type = pc.ternary_type;
@@ -319,8 +324,18 @@ TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
   // summed in another order can cross an int8 rounding boundary of the next layer and move the
   // logits by a percent, as the half-split RoPE layout of bitnet files did before its Q and K
   // rows were loaded in the adjacent-pair order).
-  EXPECT_EQ(max_err, 0.0) << pc.name << ": max error " << max_err << " of " << max_ref;
+  EXPECT_EQ(max_err, 0.0) << pc.name << " on " << kernels::isa_name(ctx.isa()) << ": max error "
+                          << max_err << " of " << max_ref;
   fs::remove_all(dir);
+}
+
+TEST_P(ExportParity, InferenceLogitsEqualTheTrainersQuantizedForward) {
+  check_parity(GetParam(), quiet_kernels(2));
+  if (kernels::isa_supported(kernels::Isa::kAvx2, cpu_info().features)) {
+    kernels::KernelOptions avx2 = quiet_kernels(2);
+    avx2.isa = kernels::Isa::kAvx2;
+    check_parity(GetParam(), avx2);
+  }
 }
 
 constexpr auto kTq1 = gguf::TensorType::kTQ1_0, kTq2 = gguf::TensorType::kTQ2_0;
