@@ -60,6 +60,20 @@ namespace {
   return exp_core(std::min(x > -87.0f ? x : -87.0f, 88.0f));
 }
 
+// out (d) = sum_j p[j] values[j * stride ..]: attention's weighted sum of values, each lane
+// summed in key order, where no AVX-512 kernel keeps the head in registers. (Multiplies and adds
+// stay separate, so every x86-64 level gives the same bits.)
+[[gnu::always_inline]] inline void weighted_sum(const float* p, const float* values,
+                                                std::int64_t stride, std::int64_t len,
+                                                std::int64_t d, float* out) {
+  std::fill_n(out, d, 0.0f);
+  for (std::int64_t j = 0; j < len; ++j) {
+    const float w = p[j];
+    const float* v = values + j * stride;
+    for (std::int64_t i = 0; i < d; ++i) out[i] += w * v[i];
+  }
+}
+
 }  // namespace
 
 // Sixteen independent lanes let the compiler vectorize the sum without reordering it freely.
@@ -216,20 +230,15 @@ NANOCHAT_CLONES void attention_row(const float* q, const float* keys, const floa
   }
   softmax_inplace(p, len);
   if (avx512 && detail::attention_values_avx512(p, values, stride, len, d, out)) return;
-  std::fill_n(out, d, 0.0f);
-  for (std::int64_t j = 0; j < len; ++j) {
-    const float w = p[j];
-    const float* v = values + j * stride;
-    for (std::int64_t i = 0; i < d; ++i) out[i] += w * v[i];
-  }
+  weighted_sum(p, values, stride, len, d, out);
 }
 
-void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::int64_t start,
-                    const float* keys, const float* values, std::int64_t stride, std::int64_t d,
-                    float scale, float* p, std::int64_t p_stride, float* out,
-                    std::int64_t out_stride) {
+NANOCHAT_CLONES void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n,
+                                    std::int64_t start, const float* keys, const float* values,
+                                    std::int64_t stride, std::int64_t d, float scale, float* p,
+                                    std::int64_t p_stride, float* out, std::int64_t out_stride) {
   static const bool avx512 = isa_supported(Isa::kAvx512, cpu_info().features);
-  if (!avx512 || d % 16 != 0 || d > 128) {
+  if (!avx512) {
     for (std::int64_t i = 0; i < n; ++i) {
       attention_row(q + i * q_stride, keys, values, stride, start + i + 1, d, scale,
                     p + i * p_stride, out + i * out_stride);
@@ -249,7 +258,13 @@ void attention_rows(const float* q, std::int64_t q_stride, std::int64_t n, std::
                                           d, scale, p + full * p_stride, p_stride);
   }
   for (std::int64_t i = 0; i < n; ++i) softmax_inplace(p + i * p_stride, start + i + 1);
-  detail::attention_values_rows_avx512(p, p_stride, n, start, values, stride, d, out, out_stride);
+  if (detail::attention_values_rows_avx512(p, p_stride, n, start, values, stride, d, out,
+                                           out_stride)) {
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {  // a head too wide (or ragged) for the registers
+    weighted_sum(p + i * p_stride, values, stride, start + i + 1, d, out + i * out_stride);
+  }
 }
 
 }  // namespace nanochat::kernels

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <tuple>
 
 #include "nanochat/kernels/q8.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
@@ -84,6 +83,39 @@ void round_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64
   }
 }
 
+// dst = src x weights through oneDNN's matmul on the calling thread (oneDNN only reads the
+// inputs). Primitives are built once per key (`sum_into_dst`: accumulate into dst, a sum post-op)
+// and kept per thread, with the thread's engine and stream.
+void run_matmul(const dnnl::memory::desc& a_md, const void* a, const dnnl::memory::desc& b_md,
+                const void* b, const dnnl::memory::desc& c_md, void* c, bool sum_into_dst) {
+  single_threaded_blas();
+  thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  thread_local dnnl::stream stream(engine);
+  thread_local std::map<std::vector<std::int64_t>, dnnl::matmul> cache;
+  std::vector<std::int64_t> key{sum_into_dst ? 1 : 0};  // each operand: type, shape, strides
+  for (const auto* md : {&a_md, &b_md, &c_md}) {
+    const auto& blocking = md->data.format_desc.blocking;
+    key.insert(key.end(), {static_cast<std::int64_t>(md->data.data_type), md->data.dims[0],
+                           md->data.dims[1], blocking.strides[0], blocking.strides[1]});
+  }
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::primitive_attr attr;
+    if (sum_into_dst) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::desc desc(a_md, b_md, c_md);
+    it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first;
+  }
+  dnnl::memory am(a_md, engine, const_cast<void*>(a));
+  dnnl::memory bm(b_md, engine, const_cast<void*>(b));
+  dnnl::memory cm(c_md, engine, c);
+  it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
 // The same product with bf16 operands and fp32 accumulation, through oneDNN's matmul
 // (AVX512_BF16 kernels). A (m, k), or (k, m) when transposed, with row stride lda; B densely
 // packed in its stored orientation: (k, n), or (n, k) when transposed. A transposed operand
@@ -92,35 +124,13 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
                const std::uint16_t* a16, std::int64_t lda, const std::uint16_t* b16,
                std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   using dnnl::memory;
-  single_threaded_blas();
-  thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  thread_local dnnl::stream stream(engine);
-  thread_local std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool,
-                                   std::int64_t, std::int64_t, std::int64_t, bool>,
-                        dnnl::matmul>
-      cache;
-  const memory::desc a_md({m, k}, memory::data_type::bf16,
-                          ta ? memory::dims{1, lda} : memory::dims{lda, 1});
-  const memory::desc b_md({k, n}, memory::data_type::bf16,
-                          tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
-  const memory::desc c_md({m, n}, memory::data_type::f32, memory::dims{ldc, 1});
-  const auto key = std::make_tuple(m, n, k, ta, tb, lda, ldb, ldc, beta != 0.0f);
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    dnnl::primitive_attr attr;
-    if (beta != 0.0f) {
-      dnnl::post_ops ops;
-      ops.append_sum(1.0f);
-      attr.set_post_ops(ops);
-    }
-    const dnnl::matmul::desc desc(a_md, b_md, c_md);
-    it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first;
-  }
-  memory am(a_md, engine, const_cast<std::uint16_t*>(a16));  // oneDNN only reads inputs
-  memory bm(b_md, engine, const_cast<std::uint16_t*>(b16));
-  memory cm(c_md, engine, c);
-  it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  stream.wait();
+  run_matmul(memory::desc({m, k}, memory::data_type::bf16,
+                          ta ? memory::dims{1, lda} : memory::dims{lda, 1}),
+             a16,
+             memory::desc({k, n}, memory::data_type::bf16,
+                          tb ? memory::dims{1, ldb} : memory::dims{ldb, 1}),
+             b16, memory::desc({m, n}, memory::data_type::f32, memory::dims{ldc, 1}), c,
+             beta != 0.0f);
 }
 
 // C (m, n) int32 = A (m, k) int8, row stride lda, times B^T for B (n, k) int8 dense: exact sums,
@@ -128,26 +138,9 @@ void gemm_bf16(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
 void gemm_s8(std::int64_t m, std::int64_t n, std::int64_t k, const std::int8_t* a, std::int64_t lda,
              const std::int8_t* b, std::int32_t* c) {
   using dnnl::memory;
-  single_threaded_blas();
-  thread_local dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  thread_local dnnl::stream stream(engine);
-  thread_local std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t>,
-                        dnnl::matmul>
-      cache;
-  const memory::desc a_md({m, k}, memory::data_type::s8, memory::dims{lda, 1});
-  const memory::desc b_md({k, n}, memory::data_type::s8, memory::dims{1, k});
-  const memory::desc c_md({m, n}, memory::data_type::s32, memory::dims{n, 1});
-  const auto key = std::make_tuple(m, n, k, lda);
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    const dnnl::matmul::desc desc(a_md, b_md, c_md);
-    it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, engine))).first;
-  }
-  memory am(a_md, engine, const_cast<std::int8_t*>(a));  // oneDNN only reads inputs
-  memory bm(b_md, engine, const_cast<std::int8_t*>(b));
-  memory cm(c_md, engine, c);
-  it->second.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  stream.wait();
+  run_matmul(memory::desc({m, k}, memory::data_type::s8, memory::dims{lda, 1}), a,
+             memory::desc({k, n}, memory::data_type::s8, memory::dims{1, k}), b,
+             memory::desc({m, n}, memory::data_type::s32, memory::dims{n, 1}), c, false);
 }
 
 // Whether the ternary forward runs through oneDNN's int8 matmul instead of the packed kernels:
