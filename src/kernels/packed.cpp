@@ -266,9 +266,7 @@ int packed_trit(const PackedMatrix& m, std::int64_t row, std::int64_t col) {
   return ((byte >> s.shift) & 3) - 1;
 }
 
-namespace {
-
-void reshape(PackedActivations& out, std::int64_t tokens, std::int64_t cols) {
+void reshape_activations(PackedActivations& out, std::int64_t tokens, std::int64_t cols) {
   const std::int64_t padded = (cols + kChunk - 1) / kChunk * kChunk;
   const auto need = static_cast<std::size_t>(tokens * padded);
   if (out.q.size() < need) out.q = AlignedBuffer<std::int8_t>(need);
@@ -279,7 +277,7 @@ void reshape(PackedActivations& out, std::int64_t tokens, std::int64_t cols) {
   out.scales.assign(static_cast<std::size_t>(tokens), 1.0f);
 }
 
-void finish_rows(PackedActivations& out, std::int64_t begin, std::int64_t end) {
+void finish_activation_rows(PackedActivations& out, std::int64_t begin, std::int64_t end) {
   for (std::int64_t t = begin; t < end; ++t) {
     std::int8_t* row = out.q.data() + t * out.cols_padded;
     std::memset(row + out.cols, 0, static_cast<std::size_t>(out.cols_padded - out.cols));
@@ -289,36 +287,32 @@ void finish_rows(PackedActivations& out, std::int64_t begin, std::int64_t end) {
   }
 }
 
-void finish(PackedActivations& out) { finish_rows(out, 0, out.tokens); }
-
-}  // namespace
-
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out) {
-  reshape(out, tokens, cols);
+  reshape_activations(out, tokens, cols);
   ternary::quantize_activations(x, tokens, cols, out.q.data(),
                                 static_cast<std::size_t>(out.cols_padded), out.scales.data());
-  finish(out);
+  finish_activation_rows(out, 0, out.tokens);
 }
 
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out, ThreadPool& pool) {
-  reshape(out, tokens, cols);
+  reshape_activations(out, tokens, cols);
   pool.parallel_for(tokens, [&](std::int64_t begin, std::int64_t end) {
     ternary::quantize_activations(
         x + begin * cols, end - begin, cols, out.q.data() + begin * out.cols_padded,
         static_cast<std::size_t>(out.cols_padded), out.scales.data() + begin);
-    finish_rows(out, begin, end);
+    finish_activation_rows(out, begin, end);
   });
 }
 
 void pack_activations_i8(const std::int8_t* x, std::int64_t tokens, std::int64_t cols,
                          PackedActivations& out) {
-  reshape(out, tokens, cols);
+  reshape_activations(out, tokens, cols);
   for (std::int64_t t = 0; t < tokens; ++t) {
     std::memcpy(out.q.data() + t * out.cols_padded, x + t * cols, static_cast<std::size_t>(cols));
   }
-  finish(out);
+  finish_activation_rows(out, 0, out.tokens);
 }
 
 }  // namespace nanochat::kernels

@@ -73,6 +73,45 @@ bool has_avx512bf16() {
   }
 }
 
+// GCC 12's AVX-512 intrinsics start from an undefined register it then calls uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// One token's activations quantized as ternary::quantize_activations quantizes them (the same
+// int8 codes, returning the same scale), and the dequantized values q * scale rounded to bf16 as
+// round_rows_avx512bf16 rounds them, in one pass: the input of a ternary layer's forward and of
+// its weight-gradient GEMM.
+[[gnu::target("avx512f,avx512bw,avx512vl,avx512bf16")]] float quantize_row_bf16_avx512(
+    const float* x, std::int64_t cols, std::int8_t* q, std::uint16_t* x16) {
+  const std::int64_t full = cols / 16 * 16;
+  const auto tail = static_cast<__mmask16>((1u << (cols % 16)) - 1u);
+  __m512 lanes = _mm512_setzero_ps();
+  for (std::int64_t i = 0; i < full; i += 16) {  // max_ps(a, lanes) passes over a NaN in a
+    lanes = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), lanes);
+  }
+  if (tail != 0) {
+    lanes = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(tail, x + full)), lanes);
+  }
+  alignas(64) float lane[16];
+  _mm512_store_ps(lane, lanes);
+  float amax = ternary::kScaleEps;
+  for (const float l : lane) amax = std::max(amax, l);
+  const float scale = amax / 127.0f;
+  const __m512 mul = _mm512_set1_ps(127.0f / amax), s = _mm512_set1_ps(scale);
+  const __m512 lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+  for (std::int64_t i = 0; i < cols; i += 16) {
+    const __mmask16 m = i < full ? static_cast<__mmask16>(0xffff) : tail;
+    // min/max send a NaN product to -128; the conversion rounds to nearest even.
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), mul);
+    const __m512i codes = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+    _mm_mask_storeu_epi8(q + i, m, _mm512_cvtsepi32_epi8(codes));
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(codes), s));
+    _mm256_mask_storeu_epi16(x16 + i, m, reinterpret_cast<const __m256i&>(h));
+  }
+  return scale;
+}
+#pragma GCC diagnostic pop
+
 void round_rows(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                 std::uint16_t* out) {
   static const bool native = has_avx512bf16();
@@ -507,14 +546,25 @@ void ternary_prepare(kernels::KernelContext& ctx, const float* w, std::int64_t o
         tokens);
   }
   layer.packed.row_scales.assign(sz(out), layer.scale);  // the scaling after either GEMM
+  if (precision == GemmPrecision::kBf16) {
+    // The backward's weights, trit * scale rounded to bf16, are +-bf16(scale) or 0 (rounding to
+    // nearest even is symmetric); the fp32 copy is not needed.
+    layer.dequant.clear();
+    std::uint16_t s16 = 0;
+    round_rows(&layer.scale, 1, 1, 1, &s16);
+    const std::array<std::uint16_t, 3> value{static_cast<std::uint16_t>(s16 | 0x8000u), 0, s16};
+    layer.dequant16.resize(layer.trits.size());
+    ctx.pool().parallel_for(out, [&](std::int64_t begin, std::int64_t end) {
+      const std::int8_t* t = layer.trits.data() + begin * in;
+      std::uint16_t* d = layer.dequant16.data() + begin * in;
+      for (std::int64_t i = 0; i < (end - begin) * in; ++i) d[i] = value[sz(t[i] + 1)];
+    });
+    return;
+  }
+  layer.dequant16.clear();
   layer.dequant.resize(layer.trits.size());
   for (std::size_t i = 0; i < layer.trits.size(); ++i) {
     layer.dequant[i] = static_cast<float>(layer.trits[i]) * layer.scale;
-  }
-  if (precision == GemmPrecision::kBf16) {
-    round_to_bf16(ctx.pool(), layer.dequant.data(), out, in, layer.dequant16);
-  } else {
-    layer.dequant16.clear();
   }
 }
 
@@ -530,6 +580,19 @@ void quantize_input(ThreadPool& pool, const float* x, std::int64_t n, std::int64
       x_hat.bf16.clear();
       x_hat.f32.assign(x, x + n * in);
     }
+    return;
+  }
+  if (bf16 && has_avx512bf16()) {
+    x_hat.f32.clear();
+    if (x_hat.bf16.size() < sz(n * in)) x_hat.bf16.resize(sz(n * in));
+    kernels::reshape_activations(acts, n, in);
+    pool.parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r = begin; r < end; ++r) {
+        acts.scales[sz(r)] = quantize_row_bf16_avx512(
+            x + r * in, in, acts.q.data() + r * acts.cols_padded, x_hat.bf16.data() + r * in);
+      }
+      kernels::finish_activation_rows(acts, begin, end);
+    });
     return;
   }
   kernels::pack_activations(x, n, in, acts, pool);
@@ -560,17 +623,23 @@ void ternary_forward(kernels::KernelContext& ctx, const TernaryLinear& layer,
     return;
   }
   // The exact int32 sums of int8 activations and trits, then scaled as KernelContext::matmul
-  // scales them: float(sum) * weight scale * token scale.
-  thread_local std::vector<std::int32_t> sums;  // grows only
+  // scales them: float(sum) * weight scale * token scale. Tokens go in slices whose sums stay in
+  // the core's L2 cache until they are scaled (about 512 KiB; at least 128 tokens, below which
+  // oneDNN's kernels lose speed).
   const std::int64_t n = acts.tokens, out = layer.out;
-  if (sums.size() < sz(n * out)) sums.resize(sz(n * out));
-  std::int32_t* c = sums.data();  // `sums` is the calling thread's
+  const std::int64_t slice =
+      std::clamp<std::int64_t>((std::int64_t{1} << 17) / out / 64 * 64, 128, 512);
   ctx.pool().parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
-    gemm_s8(end - begin, out, layer.in, acts.token(begin), acts.cols_padded, layer.trits.data(),
-            c + begin * out);
-    for (std::int64_t t = begin; t < end; ++t) {
-      kernels::scale_i32(c + t * out, layer.packed.row_scales.data(), acts.scales[sz(t)],
-                         y + t * out, out);
+    thread_local std::vector<std::int32_t> sums;  // grows only
+    if (sums.size() < sz(slice * out)) sums.resize(sz(slice * out));
+    for (std::int64_t t0 = begin; t0 < end; t0 += slice) {
+      const std::int64_t t1 = std::min(end, t0 + slice);
+      gemm_s8(t1 - t0, out, layer.in, acts.token(t0), acts.cols_padded, layer.trits.data(),
+              sums.data());
+      for (std::int64_t t = t0; t < t1; ++t) {
+        kernels::scale_i32(sums.data() + (t - t0) * out, layer.packed.row_scales.data(),
+                           acts.scales[sz(t)], y + t * out, out);
+      }
     }
   });
 }

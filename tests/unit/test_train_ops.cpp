@@ -4,12 +4,17 @@
 // so its straight-through backward is checked against plain loops instead.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "nanochat/kernels/packed.hpp"
 #include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/kernels/vec.hpp"
 #include "nanochat/train/ops.hpp"
@@ -492,6 +497,50 @@ TEST_F(TrainOps, Bf16GemmTracksFp32WithinBf16Rounding) {
   }
 }
 
+// With bf16 GEMMs the input is quantized and rounded in one pass (AVX512_BF16 CPUs): the same
+// int8 codes and scales as the packed kernels' quantizer, and x_hat the dequantized codes rounded
+// to bf16, bit for bit — for widths with and without a 16-lane tail, zero rows, NaNs and
+// infinities.
+TEST_F(TrainOps, QuantizeInputInBf16EqualsQuantizingThenRounding) {
+  if (!cpu_info().features.avx512bf16) GTEST_SKIP() << "bf16 GEMMs need AVX512_BF16";
+  for (const std::int64_t in : {16, 37, 256, 300}) {
+    const std::int64_t n = 9;
+    auto x = random_vector(n * in, rng, 3.0f);
+    std::fill_n(x.begin() + in, in, 0.0f);  // row 1: all zero
+    x[2 * in + 5] = std::numeric_limits<float>::quiet_NaN();
+    x[3 * in + in - 1] = -std::numeric_limits<float>::quiet_NaN();  // in the tail
+    x[4 * in + 1] = std::numeric_limits<float>::infinity();
+    x[5 * in + in / 2] = 1e-30f;  // tiny values beside
+    x[6 * in] = -1e6f;
+    kernels::PackedActivations want, got;
+    kernels::pack_activations(x.data(), n, in, want, pool);
+    GemmInput x16;
+    quantize_input(pool, x.data(), n, in, got, x16, GemmPrecision::kBf16);
+    ASSERT_EQ(got.tokens, want.tokens);
+    ASSERT_EQ(got.cols_padded, want.cols_padded);
+    EXPECT_TRUE(std::equal(want.q.data(), want.q.data() + n * want.cols_padded, got.q.data()))
+        << "width " << in;
+    ASSERT_EQ(got.scales.size(), want.scales.size());
+    for (std::size_t r = 0; r < want.scales.size(); ++r) {
+      EXPECT_EQ(std::bit_cast<std::uint32_t>(got.scales[r]),
+                std::bit_cast<std::uint32_t>(want.scales[r]))
+          << "width " << in << " row " << r;
+    }
+    ASSERT_EQ(got.sums, want.sums) << "width " << in;
+    std::vector<float> dequant(n * in);
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t i = 0; i < in; ++i) {
+        dequant[r * in + i] = static_cast<float>(want.token(r)[i]) * want.scales[r];
+      }
+    }
+    std::vector<std::uint16_t> want16(n * in);
+    kernels::to_bf16(dequant.data(), n, in, in, want16.data());
+    ASSERT_TRUE(x16.f32.empty());
+    ASSERT_EQ(x16.bf16.size(), want16.size());
+    EXPECT_TRUE(std::equal(want16.begin(), want16.end(), x16.bf16.begin())) << "width " << in;
+  }
+}
+
 TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
   kernels::KernelOptions o;
   o.threads = 2;
@@ -552,7 +601,10 @@ TEST_F(TrainOps, TernaryLinearIsExactAndItsBackwardIsStraightThrough) {
     if (cpu_info().features.avx512bf16) {
       TernaryLinear layer16;
       ternary_prepare(ctx, w.data(), out, in, layer16, GemmPrecision::kBf16);
-      ASSERT_EQ(layer16.dequant16.size(), layer16.dequant.size());
+      // The bf16 weights are the fp32 ones rounded, bit for bit (built from the trits directly).
+      std::vector<std::uint16_t> want16(layer.dequant.size());
+      kernels::to_bf16(layer.dequant.data(), out, in, in, want16.data());
+      ASSERT_EQ(layer16.dequant16, want16);
       GemmInput x16;
       quantize_input(ctx.pool(), x.data(), n, in, acts, x16, GemmPrecision::kBf16);
       ASSERT_TRUE(x16.f32.empty());

@@ -139,6 +139,12 @@ void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
 // The same with the tokens split over `pool` (identical results).
 void pack_activations(const float* x, std::int64_t tokens, std::int64_t cols,
                       PackedActivations& out, ThreadPool& pool);
+// pack_activations in two halves, for a caller that quantizes the rows itself (the same codes
+// and scales as ternary::quantize_activations): reshape_activations sizes `out` for tokens x cols
+// (storage reused), and once rows [begin, end) of q and scales are written,
+// finish_activation_rows zeroes their padding and sets their sums.
+void reshape_activations(PackedActivations& out, std::int64_t tokens, std::int64_t cols);
+void finish_activation_rows(PackedActivations& out, std::int64_t begin, std::int64_t end);
 // Takes already-quantized int8 activations [tokens][cols] (scales set to 1).
 void pack_activations_i8(const std::int8_t* x, std::int64_t tokens, std::int64_t cols,
                          PackedActivations& out);
