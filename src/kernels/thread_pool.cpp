@@ -1,6 +1,9 @@
 #include "nanochat/kernels/thread_pool.hpp"
 
 #include <immintrin.h>
+#include <sched.h>
+
+#include <algorithm>
 
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
@@ -11,18 +14,29 @@ namespace {
 // one decode step, far shorter than anything a user would notice on an idle machine.
 constexpr int kSpinIterations = 1 << 14;
 
-// One step of a spin-wait. Every 128th step yields the core, so that a pool larger than the
-// machine (-t above the core count) still lets the thread being waited for run.
-inline void spin_pause(int iteration) {
-  if ((iteration & 127) == 127) {
+// One step of a spin-wait. In a pool larger than the CPUs it may run on (-t above the core
+// count) every 128th step yields the core, so that the thread being waited for can run; otherwise
+// it never does: a yield is a system call, and on a paravirtualized machine one costs several
+// microseconds during which a decode step's next job waits (a 2-thread pool decoding a small
+// model ran at half the speed of one thread).
+inline void spin_pause(int iteration, bool yield) {
+  if (yield && (iteration & 127) == 127) {
     std::this_thread::yield();
   } else {
     _mm_pause();
   }
 }
+
+// The CPUs this process may run on (its affinity mask, as taskset sets it).
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : oversubscribed_(threads > usable_cpus()) {
   if (threads < 1) fail<UsageError>("a thread pool needs at least 1 thread, got {}", threads);
   workers_.reserve(static_cast<std::size_t>(threads - 1));
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -49,7 +63,7 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     std::uint32_t now = generation_.load(std::memory_order_acquire);
     for (int spin = 0; now == seen && spin < kSpinIterations; ++spin) {
-      spin_pause(spin);
+      spin_pause(spin, oversubscribed_);
       now = generation_.load(std::memory_order_acquire);
     }
     if (now == seen) {
@@ -78,7 +92,7 @@ void ThreadPool::run(const std::function<void(int)>& job) {
   if (!workers_.empty()) {
     int left = pending_.load(std::memory_order_acquire);
     for (int spin = 0; left != 0 && spin < kSpinIterations; ++spin) {
-      spin_pause(spin);
+      spin_pause(spin, oversubscribed_);
       left = pending_.load(std::memory_order_acquire);
     }
     if (left != 0) {

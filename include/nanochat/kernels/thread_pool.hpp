@@ -1,6 +1,7 @@
 // A persistent pool of worker threads for data-parallel kernels. run() hands every thread the
 // same function with its index; the calling thread takes index 0, so a pool of N threads starts
-// N - 1 workers. Workers spin briefly after each job (decode issues many small jobs back to back)
+// N - 1 workers. Workers spin briefly after each job (decode issues many small jobs back to back;
+// the spin yields the core only when the pool has more threads than CPUs to run them)
 // and then sleep on a futex, so an idle pool costs no CPU.
 //
 // Thread-safety: run() must not be called concurrently or from inside a job.
@@ -51,6 +52,7 @@ class ThreadPool {
   void run_job(int index);
 
   std::vector<std::thread> workers_;
+  bool oversubscribed_;  // more threads than CPUs to run them: spin-waits yield
   const std::function<void(int)>* job_ = nullptr;
   // 32-bit so that wait/notify map straight onto a futex. Wrap-around is harmless: workers only
   // compare for inequality with the generation they last ran.
