@@ -7,6 +7,13 @@ source "$(dirname "$0")/lib.sh" "$@"
 # --version: version, commit, compiler, build type.
 out=$("$bin" --version) && [[ "$out" =~ ^nanochat\ [0-9]+\.[0-9]+\.[0-9]+\ \(commit\ .+,\ .+,\ .+\ build ]] && ok || bad "--version: '$out'"
 
+# The commit is the one built, not the one the build tree was configured at (cmake/Version.cmake
+# refreshes it on every build; ctest's preset builds first).
+if command -v git >/dev/null && git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+  head=$(git -C "$repo" rev-parse --short=12 HEAD)
+  [[ "$out" == *"$head"* ]] && ok || bad "--version names another commit than HEAD ($head): '$out'"
+fi
+
 # system-info, text and JSON.
 out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
   grep -q "kernel paths:" <<<"$out" && grep -q "cores:" <<<"$out" && ok || bad "system-info: $out"
