@@ -9,7 +9,9 @@ out=$("$bin" --version) && [[ "$out" =~ ^nanochat\ [0-9]+\.[0-9]+\.[0-9]+\ \(com
 
 # The commit is the one built, not the one the build tree was configured at (cmake/Version.cmake
 # refreshes it on every build; ctest's preset builds first).
-if command -v git >/dev/null && git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+# (A binary built before HEAD was committed cannot know it; that is a stale build, not this bug.)
+if command -v git >/dev/null && git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 &&
+  [[ $(stat -c %Y "$bin") -ge $(git -C "$repo" log -1 --format=%ct HEAD) ]]; then
   head=$(git -C "$repo" rev-parse --short=12 HEAD)
   [[ "$out" == *"$head"* ]] && ok || bad "--version names another commit than HEAD ($head): '$out'"
 fi
