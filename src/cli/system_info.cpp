@@ -120,8 +120,11 @@ void run(const Options& o) {
              cpu.stepping);
   fmt::print("cores:          {} physical, {} logical, {} NUMA node{}\n", cpu.physical_cores,
              cpu.logical_cpus, cpu.numa_nodes, cpu.numa_nodes == 1 ? "" : "s");
-  fmt::print("caches:         L1d {} KiB, L2 {} KiB, L3 {} MiB\n", cpu.l1d_bytes >> 10,
-             cpu.l2_bytes >> 10, cpu.l3_bytes >> 20);
+  const auto size = [](std::size_t bytes, int shift, const char* unit) {
+    return bytes == 0 ? std::string("unknown") : fmt::format("{} {}", bytes >> shift, unit);
+  };
+  fmt::print("caches:         L1d {}, L2 {}, L3 {}\n", size(cpu.l1d_bytes, 10, "KiB"),
+             size(cpu.l2_bytes, 10, "KiB"), size(cpu.l3_bytes, 20, "MiB"));
   fmt::print("isa features:   {}\n", cpu.feature_list());
   fmt::print("kernel paths:   {} (in use: {})\n", avail, kernels::isa_name(isa));
   fmt::print("extensions:     avx512 unpacks with {}, avx2 multiplies with {}\n",

@@ -111,6 +111,18 @@ void detect_topology(CpuInfo& info) {
     if (level == "2") info.l2_bytes = size;
     if (level == "3") info.l3_bytes = size;
   }
+  // Without sysfs's cache folders (some VMs have none), glibc's answer from CPUID. An L3 above
+  // 128 MiB is no single core's cache but a VM's aggregate (one here reported 508 MiB); it stays
+  // unknown rather than sizing buffers (the bandwidth probe reads 8x L3) by it.
+  const auto from_glibc = [](int name) {
+    const long bytes = sysconf(name);
+    return bytes > 0 ? static_cast<std::size_t>(bytes) : std::size_t{0};
+  };
+  if (info.l1d_bytes == 0) info.l1d_bytes = from_glibc(_SC_LEVEL1_DCACHE_SIZE);
+  if (info.l2_bytes == 0) info.l2_bytes = from_glibc(_SC_LEVEL2_CACHE_SIZE);
+  if (info.l3_bytes == 0 && from_glibc(_SC_LEVEL3_CACHE_SIZE) <= (std::size_t{128} << 20)) {
+    info.l3_bytes = from_glibc(_SC_LEVEL3_CACHE_SIZE);
+  }
   info.numa_nodes = numa_node_count();
 }
 

@@ -19,6 +19,13 @@ fi
 # system-info, text and JSON.
 out=$("$bin" system-info 2>"$work/err") && grep -q "isa features:" <<<"$out" &&
   grep -q "kernel paths:" <<<"$out" && grep -q "cores:" <<<"$out" && ok || bad "system-info: $out"
+# Cache sizes from sysfs, else from glibc (a VM without sysfs's cache folders): a size the system
+# knows is shown, an unknown one says so instead of "0".
+l1d=$(getconf LEVEL1_DCACHE_SIZE 2>/dev/null)
+if [[ "$l1d" =~ ^[0-9]+$ && "$l1d" -gt 0 ]]; then
+  grep -qE "^caches: +L1d $((l1d / 1024)) KiB, L2 ([1-9][0-9]* KiB|unknown), L3 ([1-9][0-9]* MiB|unknown)$" <<<"$out" &&
+    ok || bad "system-info caches line (getconf L1d $l1d): $(grep caches: <<<"$out")"
+fi
 "$bin" system-info --json >"$work/si.json" 2>"$work/err" &&
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["isa_in_use"] and d["plans"] and d["cpu"]["physical_cores"] >= 1' \
     "$work/si.json" && ok || bad "system-info --json"
