@@ -120,8 +120,9 @@ void detect_topology(CpuInfo& info) {
   };
   if (info.l1d_bytes == 0) info.l1d_bytes = from_glibc(_SC_LEVEL1_DCACHE_SIZE);
   if (info.l2_bytes == 0) info.l2_bytes = from_glibc(_SC_LEVEL2_CACHE_SIZE);
-  if (info.l3_bytes == 0 && from_glibc(_SC_LEVEL3_CACHE_SIZE) <= (std::size_t{128} << 20)) {
-    info.l3_bytes = from_glibc(_SC_LEVEL3_CACHE_SIZE);
+  if (const std::size_t l3 = from_glibc(_SC_LEVEL3_CACHE_SIZE);
+      info.l3_bytes == 0 && l3 <= (std::size_t{128} << 20)) {
+    info.l3_bytes = l3;
   }
   info.numa_nodes = numa_node_count();
 }
