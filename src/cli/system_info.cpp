@@ -47,20 +47,22 @@ void run(const Options& o) {
   kernels::KernelContext ctx(options);
 
   nlohmann::json plans = nlohmann::json::array();
+  // With --autotune on (the default) nothing is measured, so system-info stays instant: cached
+  // plans are shown, else the defaults. --autotune force measures.
+  const auto plan_for = [&](const kernels::PlanRequest& request) {
+    if (options.tune != kernels::TuneMode::kOn) return ctx.tuner().plan(request, ctx.pool());
+    auto cached = ctx.tuner().cached_plan(request, ctx.threads());
+    return cached ? *cached : ctx.tuner().default_plan(request);
+  };
   for (const auto& sc : kShapeClasses) {
-    kernels::Plan p;
-    // With --autotune on (the default) nothing is measured, so system-info stays instant: cached
-    // plans are shown, else the defaults. --autotune force measures.
-    if (options.tune == kernels::TuneMode::kOn) {
-      auto cached = ctx.tuner().cached_plan(
-          kernels::PlanRequest{sc.rows, sc.cols, sc.batch, options.isa, 0, options.layout},
-          ctx.threads());
-      p = cached ? *cached
-                 : ctx.tuner().default_plan(kernels::PlanRequest{sc.rows, sc.cols, sc.batch,
-                                                                 options.isa, 0, options.layout});
-    } else {
-      p = ctx.plan(sc.rows, sc.cols, sc.batch);
-    }
+    // A matrix is packed once, for its one-token plan; several tokens run on that packing (its
+    // kernel, layout and tile rows) with the tuned tokens per pass, as the model does.
+    const kernels::Plan decode =
+        plan_for(kernels::PlanRequest{sc.rows, sc.cols, 1, options.isa, 0, options.layout});
+    const kernels::Plan p =
+        sc.batch == 1 ? decode
+                      : plan_for(kernels::PlanRequest{sc.rows, sc.cols, sc.batch, decode.isa,
+                                                      decode.tile_rows, decode.layout});
     plans.push_back({{"shape", sc.name},
                      {"kernel", kernels::kernel_info(p.isa).name},
                      {"layout", kernels::layout_name(p.layout)},

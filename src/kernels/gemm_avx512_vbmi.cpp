@@ -130,33 +130,49 @@ struct Base3Micro {
 // tile is converted once, into the thread's scratch, to the 2-bit kStride64 layout, and the passes
 // run the 2-bit kernel's batched micro-kernel on it (shift-and-mask unpacking, which measured
 // faster than reading the codes a byte each: 2560x2560, 64 tokens, 4x4 tiles, 643 vs 673 us).
+//
+// Both layouts keep byte p of a row's 64-byte units to the weights p, p + 64, p + 128, ... of it,
+// so in each byte lane a row is one stream of 2-bit codes, five per base-3 unit (c0, then the
+// decoded byte's c1 | c2 << 2 | c3 << 4 | c4 << 6) and four per 2-bit chunk. Four units are five
+// chunks, which take their codes with fixed shifts:
+//   chunk 0: u0.c0 u0.c1 u0.c2 u0.c3    chunk 1: u0.c4 u1.c0 u1.c1 u1.c2
+//   chunk 2: u1.c3 u1.c4 u2.c0 u2.c1    chunk 3: u2.c2 u2.c3 u2.c4 u3.c0    chunk 4: u3.c1 .. u3.c4
+// Units past the row's last read as zeros (code 1); chunks past the row's last are not written.
+// (16-bit shifts: every shifted value is masked to its own byte, or is a code of at most 2 that
+// stays inside it.)
 template <int R>
 void convert_tile(const std::uint8_t* tile, std::int64_t units, std::int64_t chunks,
-                  std::uint8_t* row_codes, std::uint8_t* out) {
+                  std::uint8_t* out) {
   const typename Base3Micro<kDigits>::Decoder dec;
-  const __m512i mask = _mm512_set1_epi8(3);
+  const __m512i zero_c0 = _mm512_set1_epi8(1), zero_fields = _mm512_set1_epi8(0x55);
+  const auto bytes = [](int b) { return _mm512_set1_epi8(static_cast<char>(b)); };
+  const __m512i m03 = bytes(0x03), m0f = bytes(0x0f), m3f = bytes(0x3f), mf0 = bytes(0xf0),
+                mfc = bytes(0xfc);
   for (int r = 0; r < R; ++r) {
-    // The row's codes a byte each, in weight order (past the last unit: code 1, set by the caller).
-    for (std::int64_t u = 0; u < units; ++u) {
-      __m512i c0, v;
-      dec.decode(_mm512_load_si512(tile + (u * R + r) * kChunkBytes), c0, v);
-      std::uint8_t* o = row_codes + u * kUnitWeights;
-      _mm512_store_si512(o, c0);
-      _mm512_store_si512(o + 64, _mm512_and_si512(v, mask));
-      _mm512_store_si512(o + 128, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
-      _mm512_store_si512(o + 192, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
-      _mm512_store_si512(o + 256, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
-    }
-    // kStride64: byte p of a chunk holds weights p, 64 + p, 128 + p and 192 + p in bits 0-7.
-    // (Codes are at most 2, so the 16-bit shifts carry nothing into the next byte.)
-    for (std::int64_t c = 0; c < chunks; ++c) {
-      const std::uint8_t* in = row_codes + c * kChunk;
-      const __m512i f0 = _mm512_load_si512(in), f1 = _mm512_load_si512(in + 64);
-      const __m512i f2 = _mm512_load_si512(in + 128), f3 = _mm512_load_si512(in + 192);
-      const __m512i packed =
-          _mm512_or_si512(_mm512_or_si512(f0, _mm512_slli_epi16(f1, 2)),
-                          _mm512_or_si512(_mm512_slli_epi16(f2, 4), _mm512_slli_epi16(f3, 6)));
-      _mm512_store_si512(out + (c * R + r) * kChunkBytes, packed);
+    for (std::int64_t u0 = 0; u0 < units; u0 += 4) {
+      __m512i c0[4], v[4];
+      for (int k = 0; k < 4; ++k) {
+        if (u0 + k < units) {
+          dec.decode(_mm512_load_si512(tile + ((u0 + k) * R + r) * kChunkBytes), c0[k], v[k]);
+        } else {
+          c0[k] = zero_c0, v[k] = zero_fields;
+        }
+      }
+      const __m512i chunk[5] = {
+          _mm512_or_si512(c0[0], _mm512_and_si512(_mm512_slli_epi16(v[0], 2), mfc)),
+          _mm512_or_si512(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v[0], 6), m03),
+                                          _mm512_slli_epi16(c0[1], 2)),
+                          _mm512_and_si512(_mm512_slli_epi16(v[1], 4), mf0)),
+          _mm512_or_si512(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v[1], 4), m0f),
+                                          _mm512_slli_epi16(c0[2], 4)),
+                          _mm512_slli_epi16(_mm512_and_si512(v[2], m03), 6)),
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v[2], 2), m3f),
+                          _mm512_slli_epi16(c0[3], 6)),
+          v[3]};
+      const std::int64_t c0_index = u0 / 4 * 5;
+      for (int k = 0; k < 5 && c0_index + k < chunks; ++k) {
+        _mm512_store_si512(out + ((c0_index + k) * R + r) * kChunkBytes, chunk[k]);
+      }
     }
   }
 }
@@ -165,15 +181,9 @@ template <int R, int NB>
 void base3_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t tile_begin,
                  std::int64_t tile_end, std::int32_t* y, std::size_t ldy) {
   const std::int64_t chunks = (w.cols + kChunk - 1) / kChunk;  // of the 2-bit layout
-  const std::int64_t code_bytes = std::max(w.chunks * kUnitWeights, chunks * kChunk);
-  std::uint8_t* scratch =
-      thread_scratch(static_cast<std::size_t>(code_bytes + R * chunks * kChunkBytes));
-  std::uint8_t* row_codes = scratch;
-  std::uint8_t* converted = scratch + code_bytes;
-  // Weights past the base-3 units but inside the last 2-bit chunk: zero (code 1).
-  std::fill(row_codes + w.chunks * kUnitWeights, row_codes + code_bytes, std::uint8_t{1});
+  std::uint8_t* converted = thread_scratch(static_cast<std::size_t>(R * chunks * kChunkBytes));
   for (std::int64_t t = tile_begin; t < tile_end; ++t) {
-    convert_tile<R>(w.tile(t), w.chunks, chunks, row_codes, converted);
+    convert_tile<R>(w.tile(t), w.chunks, chunks, converted);
     const std::int64_t row0 = t * R;
     const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
     tile_tokens<Avx512Micro<false>, R, NB>(converted, chunks, x, row0, rows_here, y, ldy);

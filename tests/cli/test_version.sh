@@ -35,6 +35,29 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert all(p["layou
 NANOCHAT_ISA=scalar NANOCHAT_LAYOUT=tq2 "$bin" system-info --json |
   python3 -c 'import json,sys; d=json.load(sys.stdin); assert {p["layout"] for p in d["plans"]} == {"tq2"}, d["plans"]' &&
   ok || bad "NANOCHAT_LAYOUT=tq2 not shown in the plans"
+# A prefill row shows the plan prefill runs: on the packing of the matrix's one-token plan (its
+# kernel, layout and tile rows). With a cached one-token plan in base3 and 8-row tiles, the prefill
+# row of that shape is base3 with 8-row tiles too, not the stride64 default a free choice would get.
+if grep -q "1.6-bit base3" <<<"$out"; then
+  python3 - "$work/si.json" "$bin" <<'PY' && ok || bad "system-info: a prefill row ignores its shape's one-token plan"
+import json, os, subprocess, sys
+info = json.load(open(sys.argv[1]))
+cache, threads = info["autotune"]["cache"], info["threads"]
+plan = {"isa": "avx512", "layout": "base3", "ns_per_call": 1000.0, "tile_rows": 8,
+        "token_block": 1, "variant": 0, "weights": "memory"}
+os.makedirs(os.path.dirname(cache), exist_ok=True)
+json.dump({"format": "nanochat-autotune", "version": 4,
+           "cpu": cache.rsplit("autotune-", 1)[1][:-len(".json")],
+           "plans": {f"2560x2560/b1/t{threads}/any/rany/any": plan}}, open(cache, "w"))
+out = subprocess.run([sys.argv[2], "system-info", "--json"], capture_output=True, text=True,
+                     check=True)
+plans = {p["shape"]: p for p in json.loads(out.stdout)["plans"]}
+for shape in ("decode attn 2560x2560", "prefill attn 2560x2560"):
+    p = plans[shape]
+    assert (p["kernel"], p["layout"], p["tile_rows"]) == ("avx512-vnni", "base3", 8), (shape, p)
+assert plans["decode attn 2560x2560"]["source"] == "cache", plans
+PY
+fi
 NANOCHAT_ISA=scalar "$bin" system-info | grep -q "in use: scalar" && ok || bad "NANOCHAT_ISA=scalar not honoured"
 NANOCHAT_NO_GFNI=1 NANOCHAT_NO_AVX_VNNI=1 "$bin" system-info |
   grep -q "unpacks with shift and mask.*multiplies with vpmaddubsw" && ok ||
