@@ -184,6 +184,12 @@ void base3_tiles(const PackedMatrix& w, const PackedActivations& x, std::int64_t
   std::uint8_t* converted = thread_scratch(static_cast<std::size_t>(R * chunks * kChunkBytes));
   for (std::int64_t t = tile_begin; t < tile_end; ++t) {
     convert_tile<R>(w.tile(t), w.chunks, chunks, converted);
+    if (t + 1 < tile_end) {  // the next tile, into L2 while the passes over this one run
+      const auto* next = reinterpret_cast<const char*>(w.tile(t + 1));
+      for (std::size_t b = 0; b < w.tile_bytes(); b += kChunkBytes) {
+        _mm_prefetch(next + b, _MM_HINT_T1);
+      }
+    }
     const std::int64_t row0 = t * R;
     const int rows_here = static_cast<int>(std::min<std::int64_t>(R, w.rows - row0));
     tile_tokens<Avx512Micro<false>, R, NB>(converted, chunks, x, row0, rows_here, y, ldy);
