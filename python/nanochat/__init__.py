@@ -59,6 +59,27 @@ def default_model_path() -> Optional[str]:
     return None
 
 
+def _int_arg(name: str, value: Any, low: int, high: Optional[int] = None,
+             none: Optional[int] = None) -> int:
+    """`value` as an int in [low, high]; None gives `none` where None is allowed. A wrong type is
+    a TypeError and a value out of range a ValueError, each naming the parameter."""
+    if value is None and none is not None:
+        return none
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int{' or None' if none is not None else ''}, "
+                        f"not {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} {value}: must be {bound}")
+    return value
+
+
+def _float_arg(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
 def _text(b: bytes) -> str:
     return b.decode("utf-8", errors="replace")
 
@@ -121,6 +142,11 @@ class Model:
             path = _nanochat.resolve_model(path, pull, None)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
+        n_ctx = _int_arg("n_ctx", n_ctx, 0)
+        n_threads = _int_arg("n_threads", n_threads, 0, _nanochat.max_thread_count())
+        n_slots = _int_arg("n_slots", n_slots, 1)
+        if seed is not None:
+            seed = _int_arg("seed", seed, 0, 2 ** 64 - 1)
         self._m = _nanochat.Model(os.fspath(path), n_ctx, n_threads, n_slots)
         self._seed = seed
         self.model_path = os.fspath(path)
@@ -172,20 +198,24 @@ class Model:
     def _args(self, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty,
               presence_penalty, frequency_penalty, stop, seed, logprobs, ignore_eos):
         a = _nanochat.SamplingArgs()
-        a.max_tokens = -1 if max_tokens is None else int(max_tokens)
-        a.temperature = temperature
-        a.top_p = top_p
-        a.top_k = top_k
-        a.min_p = min_p
-        a.repeat_penalty = repeat_penalty
-        a.presence_penalty = presence_penalty
-        a.frequency_penalty = frequency_penalty
-        a.stop = [stop] if isinstance(stop, str) else list(stop or [])
+        a.max_tokens = _int_arg("max_tokens", max_tokens, 0, none=-1)
+        a.temperature = _float_arg("temperature", temperature)
+        a.top_p = _float_arg("top_p", top_p)
+        a.top_k = _int_arg("top_k", top_k, 0)
+        a.min_p = _float_arg("min_p", min_p)
+        a.repeat_penalty = _float_arg("repeat_penalty", repeat_penalty)
+        a.presence_penalty = _float_arg("presence_penalty", presence_penalty)
+        a.frequency_penalty = _float_arg("frequency_penalty", frequency_penalty)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        for i, s in enumerate(stops):
+            if not isinstance(s, str):
+                raise TypeError(f"stop[{i}] must be a string, not {type(s).__name__}")
+        a.stop = stops
         if seed is None:
             seed = self._seed if self._seed is not None else random.getrandbits(63)
-        a.seed = seed
-        a.logprobs = -1 if logprobs is None else int(logprobs)
-        a.ignore_eos = ignore_eos
+        a.seed = _int_arg("seed", seed, 0, 2 ** 64 - 1)
+        a.logprobs = _int_arg("logprobs", logprobs, 0, 20, none=-1)
+        a.ignore_eos = bool(ignore_eos)
         return a
 
     def _run(self, prompt_ids: List[int], args) -> Iterator[tuple]:
@@ -263,6 +293,8 @@ class Model:
         """An answer to `messages` ({"role", "content"}, rendered with the model's chat
         template) as OpenAI's chat.completion dict, or with stream=True an iterator of
         chat.completion.chunk dicts."""
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
         pairs = []
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m:
@@ -270,6 +302,9 @@ class Model:
             content = m.get("content") or ""
             if isinstance(content, list):
                 content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            if not isinstance(content, str):
+                raise TypeError(f"messages[{i}]['content'] must be a string or a list of text "
+                                f"parts, not {type(content).__name__}")
             role = "system" if m["role"] == "developer" else m["role"]
             if role not in ("system", "user", "assistant"):
                 raise ValueError(f"messages[{i}]: role '{m['role']}' is not system, user or "

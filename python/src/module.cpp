@@ -23,6 +23,7 @@
 #include "nanochat/engine/session.hpp"
 #include "nanochat/gguf/value.hpp"
 #include "nanochat/kernels/isa.hpp"
+#include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/model/chat_template.hpp"
 #include "nanochat/train/config.hpp"
 #include "nanochat/train/export.hpp"
@@ -259,6 +260,9 @@ class Model {
       py::gil_scoped_release release;
       s = engine::score_document(*model_, text,
                                  n_ctx > 0 ? n_ctx : model_->config().context_length);
+    }
+    if (s.tokens == 0) {  // nothing scored: no perplexity (the CLI refuses such a file too)
+      fail<UsageError>("perplexity: the text gives no token to score (it needs at least two)");
     }
     py::dict d;
     d["perplexity"] = s.perplexity();
@@ -548,6 +552,7 @@ PYBIND11_MODULE(_nanochat, m) {
         py::arg("output"), py::arg("force"), py::arg("retries"), py::arg("on_progress"));
   m.def("resolve_model", &run_resolve, py::arg("spec"), py::arg("pull"), py::arg("on_progress"));
   m.def("spec_kind", &spec_kind, py::arg("spec"));
+  m.def("max_thread_count", &kernels::max_thread_count);
   m.def("list_models", &list_models);
   m.def(
       "add_data_dir", [](const std::string& dir) { add_data_dir(dir); }, py::arg("dir"));

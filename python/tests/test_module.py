@@ -139,6 +139,33 @@ def test_errors(model):
         model.eval_logits([])
 
 
+def test_bad_arguments_name_the_parameter(model):
+    # The parameter as the caller spelled it, not the library's field; a wrong type is a TypeError
+    # with that name, not pybind11's list of overloads.
+    for kwargs, pattern in [({"max_tokens": -5}, "max_tokens -5"), ({"seed": -5}, "seed -5"),
+                            ({"seed": 2 ** 64}, "seed 18446744073709551616"),
+                            ({"logprobs": 50}, "logprobs 50"), ({"top_k": -1}, "top_k -1")]:
+        with pytest.raises(ValueError, match=pattern):
+            model(PROMPT, **kwargs)
+    for kwargs, pattern in [({"temperature": "hot"}, "temperature must be a number"),
+                            ({"max_tokens": 2.7}, "max_tokens must be an int"),
+                            ({"max_tokens": "5"}, "max_tokens must be an int"),
+                            ({"stop": ["a", 3]}, r"stop\[1\] must be a string")]:
+        with pytest.raises(TypeError, match=pattern):
+            model(PROMPT, **kwargs)
+    with pytest.raises(ValueError, match="messages must be a non-empty list"):
+        model.create_chat_completion([])
+    with pytest.raises(TypeError, match=r"messages\[0\]\['content'\] must be a string"):
+        model.create_chat_completion([{"role": "user", "content": 5}])
+    with pytest.raises(ValueError, match="no token to score"):
+        model.perplexity("")
+    for kwargs, pattern in [({"n_ctx": -1}, "n_ctx -1"), ({"n_slots": 0}, "n_slots 0"),
+                            ({"n_threads": -1}, "n_threads -1"),
+                            ({"n_threads": 10 ** 6}, "n_threads 1000000: must be from 0 to")]:
+        with pytest.raises(ValueError, match=pattern):
+            nanochat.Model(model.model_path, **kwargs)
+
+
 def test_malformed_file_is_a_format_error(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 40)

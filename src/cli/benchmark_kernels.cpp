@@ -182,7 +182,7 @@ void run(const Options& o) {
     config.shapes.push_back(parse_shape(s, "--shape"));
   }
   config.threads = o.threads.empty() ? std::vector<int>{1, kernels::default_thread_count()}
-                                     : parse_int_list(o.threads, "-t");
+                                     : parse_thread_list(o.threads);
   config.batches = parse_int_list(o.batches, "-b");
   config.isas = parse_isa_list(o.isas);
   config.layout = kernels::layout_override(

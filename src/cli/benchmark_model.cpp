@@ -53,7 +53,7 @@ void run(const Options& o) {
   if (o.reps < 1) fail<UsageError>("-r {}: at least 1", o.reps);
   std::vector<int> thread_counts = o.threads.empty()
                                        ? std::vector<int>{kernels::default_thread_count()}
-                                       : parse_int_list(o.threads, "-t");
+                                       : parse_thread_list(o.threads);
   const std::string model_path = cli::model_path(o.model);
   const auto file = gguf::GgufFile::open(model_path);
   std::vector<Row> rows;

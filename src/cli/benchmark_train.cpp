@@ -44,7 +44,7 @@ void run(const Options& o) {
   const auto& t = cfg.training;
   const std::vector<int> thread_counts = o.threads.empty()
                                              ? std::vector<int>{kernels::default_thread_count()}
-                                             : parse_int_list(o.threads, "-t");
+                                             : parse_thread_list(o.threads);
   struct Row {
     int threads;
     Summary tps;

@@ -58,11 +58,13 @@ class Conversation {
     if (!system_.empty()) messages_.push_back({"system", system_});
   }
 
-  // Answers `user`, streaming the answer to stdout.
-  void answer(const std::string& user) {
+  // Answers `user`, streaming the answer to stdout. A message too long for the context is not
+  // sent: the conversation stays as it was, and the reason is returned (empty when answered).
+  std::string answer(const std::string& user) {
     messages_.push_back({"user", user});
-    const std::vector<model::TokenId> prompt = fit_prompt();
-    if (prompt.empty()) return;
+    std::string refused;
+    const std::vector<model::TokenId> prompt = fit_prompt(refused);
+    if (prompt.empty()) return refused;
     clear_interrupted();
     const engine::GenerateResult r =
         session_.generate_tokens(prompt, options_, [](std::string_view text) {
@@ -87,6 +89,7 @@ class Conversation {
                  "[the context is full: the answer was cut; the oldest turns will make room for "
                  "the next one]\n");
     }
+    return {};
   }
 
   void print_stats(std::uint64_t seed) const {
@@ -106,7 +109,7 @@ class Conversation {
   // oldest turns (a user message and the answers after it) are dropped, the system prompt kept;
   // when even the new message alone does not fit, the conversation is left as it was and the
   // message is not sent.
-  std::vector<model::TokenId> fit_prompt() {
+  std::vector<model::TokenId> fit_prompt(std::string& refused) {
     const engine::LoadedModel& m = session_.model();
     const std::int64_t context = session_.context();
     const std::int64_t room = options_.n_predict > 0
@@ -124,10 +127,10 @@ class Conversation {
     alone.push_back(messages_.back());
     const std::vector<model::TokenId> minimal = encode(alone);
     if (!fits(minimal)) {
-      fmt::print(stderr,
-                 "[this message takes {} tokens; with room for an answer it does not fit the "
-                 "context of {} tokens: shorten it, or restart with a larger -c]\n",
-                 minimal.size(), context);
+      refused = fmt::format(
+          "this message takes {} tokens; with room for an answer it does not fit the context of "
+          "{} tokens: shorten it, or {} a larger -c",
+          minimal.size(), context, ::isatty(0) ? "restart with" : "pass");
       messages_.pop_back();
       return {};
     }
@@ -178,7 +181,12 @@ void run(const Options& o) {
     if (input.find_first_not_of(" \t\r\n") == std::string::npos) {
       fail<UsageError>("stdin is empty: pipe the message to answer, or run chat in a terminal");
     }
-    chat.answer(input);
+    // The line ending(s) `echo` and files end with are not part of the message: a terminal's
+    // line, the server and Python send it without them, and the template's newline follows.
+    const std::string message = input.substr(0, input.find_last_not_of("\r\n") + 1);
+    if (const std::string refused = chat.answer(message); !refused.empty()) {
+      fail<UsageError>("{}", refused);
+    }
     return;
   }
 
@@ -224,8 +232,8 @@ void run(const Options& o) {
       fmt::print(stderr, "[conversation cleared]\n");
     } else if (line[0] == '/') {
       fmt::print(stderr, "unknown command {}; /help lists them\n", line);
-    } else {
-      chat.answer(line);
+    } else if (const std::string refused = chat.answer(line); !refused.empty()) {
+      fmt::print(stderr, "[{}]\n", refused);
     }
   }
   if (color) std::fputs("\033[0m", stdout);

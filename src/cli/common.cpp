@@ -14,11 +14,13 @@
 #include <filesystem>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "nanochat/kernels/registry.hpp"
+#include "nanochat/kernels/thread_pool.hpp"
 #include "nanochat/util/cpu.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/file.hpp"
@@ -58,10 +60,27 @@ std::vector<int> parse_int_list(std::string_view text, std::string_view flag, in
   return out;
 }
 
+std::vector<int> parse_thread_list(std::string_view text) {
+  std::vector<int> out = parse_int_list(text, "-t");
+  for (int n : out) {
+    if (n > kernels::max_thread_count()) {
+      fail<UsageError>(
+          "-t {}: at most {} threads on this machine ({} CPUs to run on; more threads than CPUs "
+          "only slow the kernels down)",
+          text, kernels::max_thread_count(), kernels::usable_cpu_count());
+    }
+  }
+  return out;
+}
+
 std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value) {
   return [flag = std::move(flag), min_value](const std::string& value) -> std::string {
     try {
-      (void)parse_int_list(value, flag, min_value);
+      if (flag == "-t" && min_value == 1) {
+        (void)parse_thread_list(value);
+      } else {
+        (void)parse_int_list(value, flag, min_value);
+      }
       return {};
     } catch (const UsageError& e) {
       return e.what();
@@ -101,7 +120,7 @@ int KernelFlags::single_thread_count() const {
   if (threads.find(',') != std::string::npos) {
     fail<UsageError>("-t {}: this command takes one thread count, not a list", threads);
   }
-  const int n = parse_int_list(threads, "-t")[0];
+  const int n = parse_thread_list(threads)[0];
   const int cpus = cpu_info().logical_cpus;
   if (n > cpus) {
     spdlog::warn(
@@ -370,7 +389,17 @@ void SamplingFlags::add_to(CLI::App& app) {
                  "Tokens the penalty looks back (0: off, -1: all)")
       ->capture_default_str();
   app.add_option("-s,--seed", seed, "Random seed (-1: from the clock; printed at the end)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check([](const std::string& text) -> std::string {
+        // Checked as text: a number past int64 would otherwise be clamped to its largest value,
+        // and any negative one taken as -1, both silently.
+        std::int64_t value = 0;
+        if (!parse_int64(text, value) || value < -1) {
+          return fmt::format("-s {}: a seed is -1 (from the clock) or a whole number from 0 to {}",
+                             text, std::numeric_limits<std::int64_t>::max());
+        }
+        return {};
+      });
 }
 
 model::SamplerParams SamplingFlags::resolve() const {

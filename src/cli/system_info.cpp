@@ -42,7 +42,7 @@ void run(const Options& o) {
     avail += std::string(avail.empty() ? "" : " ") + kernels::isa_name(a);
 
   int threads = 0;
-  if (!o.kernel.threads.empty()) threads = parse_int_list(o.kernel.threads, "-t")[0];
+  if (!o.kernel.threads.empty()) threads = parse_thread_list(o.kernel.threads)[0];
   kernels::KernelOptions options = o.kernel.options(threads);
   kernels::KernelContext ctx(options);
 

@@ -38,6 +38,10 @@ int usable_cpus() {
 
 ThreadPool::ThreadPool(int threads) : oversubscribed_(threads > usable_cpus()) {
   if (threads < 1) fail<UsageError>("a thread pool needs at least 1 thread, got {}", threads);
+  if (threads > max_thread_count()) {
+    fail<UsageError>("{} threads: at most {} on this machine ({} CPUs to run on)", threads,
+                     max_thread_count(), usable_cpus());
+  }
   workers_.reserve(static_cast<std::size_t>(threads - 1));
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
@@ -106,5 +110,9 @@ void ThreadPool::run(const std::function<void(int)>& job) {
 }
 
 int default_thread_count() { return cpu_info().physical_cores; }
+
+int max_thread_count() { return std::max(16, 8 * usable_cpus()); }
+
+int usable_cpu_count() { return usable_cpus(); }
 
 }  // namespace nanochat::kernels

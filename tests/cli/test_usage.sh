@@ -17,6 +17,15 @@ expect_usage "generate -n -2" "^nanochat: -n -2: use -1" "$bin" generate -m "$m"
 expect_usage "chat -n -2" "^nanochat: -n -2: use -1" sh -c "echo hi | '$bin' chat -m '$m' -n -2"
 expect_usage "chat -c -3" "^nanochat: -c -3: must be 0" sh -c "echo hi | '$bin' chat -m '$m' -c -3"
 expect_usage "negative temp" "^nanochat: --temp -1: must be 0 \\(greedy\\) or a positive number" "$bin" generate -m "$m" --temp -1 -p x
+# Thousands of threads on a few CPUs took seconds a token: more than 8 per CPU (at least 16) is
+# refused, in every command and in NANOCHAT_ARG_THREADS.
+expect_usage "-t 4096" "^nanochat: --threads: -t 4096: at most [0-9]+ threads on this machine \\([0-9]+ CPUs to run on" "$bin" generate -m "$m" -t 4096 -p x
+expect_usage "benchmark -t list" "^nanochat: --threads: -t 1,4096: at most [0-9]+ threads" "$bin" benchmark kernels -t 1,4096 --shape 64x256
+expect_usage "NANOCHAT_ARG_THREADS=4096" "NANOCHAT_ARG_THREADS" env NANOCHAT_ARG_THREADS=4096 "$bin" generate -m "$m" -p x
+"$bin" generate -m "$m" -t 16 -p x -n 1 --autotune off >/dev/null 2>&1 && ok || bad "-t 16 refused"
+# A seed past int64 was clamped to its largest value, and any negative one taken as -1.
+expect_usage "-s past int64" "^nanochat: --seed: -s 18446744073709551616: a seed is -1 \\(from the clock\\) or a whole number from 0 to 9223372036854775807" "$bin" generate -m "$m" -s 18446744073709551616 -p x
+expect_usage "-s -5" "^nanochat: --seed: -s -5: a seed is -1" "$bin" generate -m "$m" -s -5 -p x
 expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
 expect_usage "huge -c" "^nanochat: -c 72057594037927936: more than the 16777216 tokens nanochat supports \\(its KV cache would need 128.0 EiB\\)" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
 expect_usage "chat -c 2^63-1" "^nanochat: -c 9223372036854775807: more than the 16777216 tokens" sh -c "echo hi | '$bin' chat -m '$m' -c 9223372036854775807 --autotune off"

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "nanochat/model/config.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/sha256.hpp"
 #include "nanochat/zoo/download.hpp"
@@ -115,6 +116,20 @@ TEST(Registry, ShippedFileNamesTheDefaultModelWithItsDigest) {
         EXPECT_NO_THROW((void)resolve_hf_url(url, "main")) << url;
       }
     }
+  }
+}
+
+// `nanochat models` shows each entry's architecture and note: a shipped entry names an
+// architecture nanochat runs, and no note says it does not (bitnet-b1.58-2b-4t's did long after
+// bitnet-25 ran).
+TEST(Registry, ShippedEntriesNameArchitecturesNanochatRuns) {
+  const Registry r =
+      Registry::from_files({fs::path(NANOCHAT_SOURCE_DIR) / "models" / "registry.toml"});
+  for (const auto& entry : r.entries()) {
+    EXPECT_TRUE(model::is_supported_architecture(entry.architecture))
+        << entry.name << ": " << entry.architecture;
+    EXPECT_EQ(entry.note.find("does not run"), std::string::npos)
+        << entry.name << ": " << entry.note;
   }
 }
 

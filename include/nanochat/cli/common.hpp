@@ -22,6 +22,8 @@ namespace nanochat::cli {
 
 // "1,2,4" -> {1, 2, 4}; every value must be >= min_value. Throws UsageError naming `flag`.
 std::vector<int> parse_int_list(std::string_view text, std::string_view flag, int min_value = 1);
+// -t's thread counts: parse_int_list's rules, and at most kernels::max_thread_count() each.
+std::vector<int> parse_thread_list(std::string_view text);
 
 // The same as a CLI11 check, so that a bad value from an environment variable is named as the
 // variable (main() does that for CLI11's errors).

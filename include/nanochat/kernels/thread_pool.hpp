@@ -68,4 +68,12 @@ class ThreadPool {
 // Threads to use by default: the physical core count.
 int default_thread_count();
 
+// The most threads a pool may have here: 8 per CPU this process may run on, at least 16. More
+// threads than CPUs only slow the kernels down (each hand-off waits for a thread that is not
+// running); thousands took seconds a token instead of failing.
+int max_thread_count();
+
+// The CPUs this process may run on (its affinity mask, as taskset sets it).
+int usable_cpu_count();
+
 }  // namespace nanochat::kernels
