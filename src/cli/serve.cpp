@@ -15,6 +15,7 @@
 
 #include "nanochat/cli/commands.hpp"
 #include "nanochat/cli/common.hpp"
+#include "nanochat/model/chat_template.hpp"
 #include "nanochat/serve/server.hpp"
 #include "nanochat/util/error.hpp"
 #include "nanochat/util/log.hpp"
@@ -55,6 +56,13 @@ void run(Options o) {
   if (o.server.max_body_bytes < 1024) {
     fail<UsageError>("--max-body-bytes {}: must be at least 1024", o.server.max_body_bytes);
   }
+  if (o.server.scheduler.prefill_chunk < 1) {
+    fail<UsageError>("--prefill-chunk {}: must be at least 1 token",
+                     o.server.scheduler.prefill_chunk);
+  }
+  // A template name is checked now, not after the port is announced (a file's own template, or
+  // none, is the model's business once it loads).
+  if (!o.chat_template.empty()) (void)model::ChatTemplate::named(o.chat_template);
   engine::validate_context(o.server.scheduler.context);
   o.server.model_id = o.alias;
   if (o.alias.empty() && !o.model.empty()) {  // -m NAME serves as NAME, not as its blob's name

@@ -114,6 +114,29 @@ struct Server::Impl {
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // Before the body is read: a path this server answers, asked with another method, is a
+      // 405 naming the one it takes; a POST without Content-Length (nor chunks) would otherwise
+      // wait --read-timeout seconds for a body that is not coming, then say "malformed".
+      const bool post_path = req.path == "/v1/completions" || req.path == "/v1/chat/completions";
+      const bool get_path = req.path == "/health" || req.path == "/metrics" ||
+                            req.path == "/v1/models" || req.path.rfind("/v1/models/", 0) == 0;
+      const bool get = req.method == "GET" || req.method == "HEAD";
+      if ((post_path && req.method != "POST") || (get_path && !get)) {
+        res.set_header("Allow", post_path ? "POST" : "GET, HEAD");
+        reply_error(res, {405,
+                          fmt::format("{} {}: this path takes {}", req.method, req.path,
+                                      post_path ? "POST" : "GET"),
+                          "invalid_request_error", "", "method_not_allowed"});
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (post_path && !req.has_header("Content-Length") &&
+          req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos) {
+        reply_error(res, {411,
+                          "the request has no body: send the JSON request with a Content-Length "
+                          "header",
+                          "invalid_request_error", "", ""});
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (o.api_key.empty() || req.path.rfind("/v1/", 0) != 0) {
         return httplib::Server::HandlerResponse::Unhandled;
       }

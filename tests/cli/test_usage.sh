@@ -34,6 +34,9 @@ expect_usage "chat -c 2^63-1" "^nanochat: -c 9223372036854775807: more than the 
 expect_usage "KV cache beyond memory" "^nanochat: -c 16777216: its KV cache would need 1.0 TiB, more than this machine's .* of memory" "$bin" generate -m "$work/deep.gguf" -c 16777216 -p x --autotune off
 expect_usage "serve --port" "^nanochat: --port 70000: must be from 0 \\(any free port\\) to 65535" "$bin" serve -m "$m" --port 70000
 expect_usage "serve -np 0" "^nanochat: -np 0: must be from 1 to 256" "$bin" serve -m "$m" -np 0
+# Checked before the port is taken and announced (one line, no "listening on").
+expect_usage "serve --prefill-chunk" "^nanochat: --prefill-chunk 0: must be at least 1 token" "$bin" serve -m "$m" --prefill-chunk 0 --port 0
+expect_usage "serve --chat-template" "^nanochat: chat template 'nope' is unknown" "$bin" serve -m "$m" --chat-template nope --port 0
 expect_usage "serve --read-timeout" "^nanochat: --read-timeout 0: must be at least 1 second" "$bin" serve -m "$m" --read-timeout 0
 expect_fail "serve: missing model" "^nanochat: /nonexistent.gguf: cannot open: no such file \\(-m\\)" "$bin" serve -m /nonexistent.gguf --port 0
 expect_fail "serve: bad host" "^nanochat: cannot listen on 999.1.1.1 \\(any port\\): not an address of this machine \\(--host\\)" "$bin" serve -m "$m" --host 999.1.1.1 --port 0

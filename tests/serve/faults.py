@@ -261,6 +261,31 @@ def check_half_request_and_garbage(server, reference):
     stalled.close()
 
 
+def check_wrong_method_and_missing_body(server, _reference):
+    # A path this server answers, asked with another method: 405 with Allow, at once.
+    for method, path, allow in [("GET", "/v1/chat/completions", "POST"),
+                                ("PUT", "/v1/completions", "POST"),
+                                ("POST", "/v1/models", "GET, HEAD"), ("DELETE", "/health", "GET, HEAD")]:
+        c = server.conn(10)
+        c.request(method, path, body=b"{}" if method in ("PUT", "POST") else None)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        assert r.status == 405 and r.getheader("Allow") == allow, (method, path, r.status, data)
+        error = json.loads(data)["error"]
+        assert error["code"] == "method_not_allowed" and path in error["message"], data
+    # A POST with neither Content-Length nor chunks (curl -X POST without -d): 411 at once, not
+    # a wait of --read-timeout for a body that is not coming.
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.settimeout(10)
+    start = time.time()
+    raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = raw.recv(4096)
+    raw.close()
+    assert reply.startswith(b"HTTP/1.1 411"), reply[:100]
+    assert b"no body" in reply and time.time() - start < 1.5, (reply, time.time() - start)
+
+
 def check_bad_values(server, _reference):
     cases = [
         ({"prompt": PROMPT, "top_k": -1}, "top_k"),
