@@ -375,7 +375,11 @@ std::string read_text_input(const std::string& prompt, bool prompt_given, const 
     fail<UsageError>("no text: pass -p TEXT or -f FILE{}",
                      allow_stdin ? ", or pipe it on stdin" : "");
   }
-  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+  if (text.empty()) {  // named here: the engine's "the prompt is empty" would blame -p
+    fail<UsageError>("stdin is empty: pipe the text, or pass -p TEXT or -f FILE");
+  }
+  return text;
 }
 
 void SamplingFlags::add_to(CLI::App& app) {

@@ -215,10 +215,12 @@ void GgufFile::parse_all(const ReadOptions& options) {
   Cursor in(bytes_, name_);
   if (bytes_.size() < 4)
     in.error("the file is {} bytes, too short for a GGUF header", bytes_.size());
-  const auto magic = in.read<std::uint32_t>("magic");
-  if (magic != kMagic) {
+  std::uint32_t magic = 0;
+  std::memcpy(&magic, bytes_.data(), sizeof magic);
+  if (magic != kMagic) {  // reported at byte 0, where the magic is
     in.error("bad magic 0x{:08x}; GGUF files start with the bytes 'GGUF'", magic);
   }
+  (void)in.read<std::uint32_t>("magic");
   version_ = in.read<std::uint32_t>("version");
   if (version_ == 1) in.error("GGUF version 1 is no longer supported; convert the model again");
   if (version_ != 2 && version_ != 3) {

@@ -195,7 +195,12 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
   try {
     j = json::parse(body);
   } catch (const json::exception& e) {  // syntax, invalid UTF-8, numbers out of range
-    bad("", fmt::format("the request body is not valid JSON: {}", e.what()));
+    // nlohmann's text after its "[json.exception.parse_error.101] " tag: where, and what.
+    std::string what = e.what();
+    if (what.rfind("[json.exception.", 0) == 0 && what.find("] ") != std::string::npos) {
+      what.erase(0, what.find("] ") + 2);
+    }
+    bad("", fmt::format("the request body is not valid JSON: {}", what));
   }
   if (!j.is_object()) bad("", "the request body must be a JSON object");
   const Fields f(j);

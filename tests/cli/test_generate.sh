@@ -35,6 +35,7 @@ printf 'ab\0cd' >"$work/binary.txt"
 
 # Bad input: one clear line, non-zero exit.
 expect_fail "generate: empty prompt" "the prompt is empty" "$bin" generate -m "$m" -p "" --autotune off
+expect_fail "generate: empty stdin" "^nanochat: stdin is empty: pipe the text, or pass -p TEXT or -f FILE$" sh -c '"$1" generate -m "$2" --autotune off </dev/null' _ "$bin" "$m"
 expect_fail "generate: context too small" "-c 3: the prompt has 7 tokens" "$bin" generate -m "$m" -p "a b c d e f g" -c 3 --autotune off
 expect_fail "generate: bad top-p" "--top-p 2" "$bin" generate -m "$m" -p x --top-p 2 --autotune off
 expect_fail "generate: bad -n" "-n -5" "$bin" generate -m "$m" -p x -n -5 --autotune off

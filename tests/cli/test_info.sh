@@ -15,6 +15,6 @@ expect_fail "info: no -m" "--model is required" "$bin" info
 printf 'GGUF\x03\x00\x00\x00' >"$work/trunc.gguf"
 expect_fail "info: truncated" "trunc.gguf: tensor count needs 8 bytes" "$bin" info -m "$work/trunc.gguf"
 printf 'not a gguf file at all' >"$work/text.gguf"
-expect_fail "info: not gguf" "text.gguf: bad magic" "$bin" info -m "$work/text.gguf"
+expect_fail "info: not gguf" "text.gguf: bad magic 0x[0-9a-f]+; GGUF files start with the bytes .GGUF. \\(at byte 0\\)" "$bin" info -m "$work/text.gguf"
 
 finish

@@ -302,6 +302,10 @@ def check_bad_values(server, _reference):
         assert json.loads(data)["error"]["param"] == param, (body, data)
     status, data, _ = server.post("/v1/completions", b'{"prompt": "x", "temperature": 1e400}')
     assert status == 400 and "1e400" in json.loads(data)["error"]["message"], data
+    status, data, _ = server.post("/v1/completions", b'{"prompt": ')
+    message = json.loads(data)["error"]["message"]
+    assert status == 400 and message.startswith("the request body is not valid JSON: "), data
+    assert "json.exception" not in message, data  # the parser's position, not its class name
     status, data, _ = server.post("/v1/completions", b"\xff\xfe{}")
     assert status == 400, data
     status, data, _ = server.post("/v1/chat/completions", [1, 2])
