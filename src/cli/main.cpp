@@ -130,6 +130,18 @@ int main(int argc, char** argv) try {
     if (a == "-np") a = "--parallel";
   }
   const std::vector<std::string> given = args;
+  // An empty model path (an unset shell variable in `-m "$MODEL"`) would otherwise mean "no -m"
+  // and silently run the default model.
+  for (std::size_t i = 0; i < given.size(); ++i) {
+    if (((given[i] == "-m" || given[i] == "--model") && i + 1 < given.size() &&
+         given[i + 1].empty()) ||
+        given[i] == "--model=") {
+      std::fprintf(stderr,
+                   "nanochat: -m '': the model path is empty; leave -m out to use the default "
+                   "model\n");
+      return 2;
+    }
+  }
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
 
   try {

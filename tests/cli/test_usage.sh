@@ -26,6 +26,9 @@ expect_usage "NANOCHAT_ARG_THREADS=4096" "NANOCHAT_ARG_THREADS" env NANOCHAT_ARG
 # A seed past int64 was clamped to its largest value, and any negative one taken as -1.
 expect_usage "-s past int64" "^nanochat: --seed: -s 18446744073709551616: a seed is -1 \\(from the clock\\) or a whole number from 0 to 9223372036854775807" "$bin" generate -m "$m" -s 18446744073709551616 -p x
 expect_usage "-s -5" "^nanochat: --seed: -s -5: a seed is -1" "$bin" generate -m "$m" -s -5 -p x
+# An empty -m (an unset variable in -m "$MODEL") is an error, not the default model.
+expect_usage "-m ''" "^nanochat: -m '': the model path is empty; leave -m out to use the default model$" "$bin" generate -m "" -p x
+expect_usage "--model=" "^nanochat: -m '': the model path is empty" "$bin" generate --model= -p x
 expect_usage "-t list" "^nanochat: -t 1,2: this command takes one thread count" "$bin" generate -m "$m" -t 1,2 -p x
 expect_usage "huge -c" "^nanochat: -c 72057594037927936: more than the 16777216 tokens nanochat supports \\(its KV cache would need 128.0 EiB\\)" "$bin" generate -m "$m" -c 72057594037927936 -p x --autotune off
 expect_usage "chat -c 2^63-1" "^nanochat: -c 9223372036854775807: more than the 16777216 tokens" sh -c "echo hi | '$bin' chat -m '$m' -c 9223372036854775807 --autotune off"
