@@ -262,7 +262,7 @@ void add_benchmark(CLI::App& app) {
   sub->add_option("-t,--threads", opts->threads,
                   "Thread counts, comma separated (default: 1 and the physical core count)")
       ->envname("NANOCHAT_ARG_THREADS")
-      ->check(int_list_check("-t"));
+      ->check(thread_list_check());
   sub->add_option("-b,--batch", opts->batches, "Tokens per call, comma separated")
       ->capture_default_str();
   sub->add_option("--isa", opts->isas,

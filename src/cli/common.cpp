@@ -73,14 +73,10 @@ std::vector<int> parse_thread_list(std::string_view text) {
   return out;
 }
 
-std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value) {
-  return [flag = std::move(flag), min_value](const std::string& value) -> std::string {
+std::function<std::string(const std::string&)> thread_list_check() {
+  return [](const std::string& value) -> std::string {
     try {
-      if (flag == "-t" && min_value == 1) {
-        (void)parse_thread_list(value);
-      } else {
-        (void)parse_int_list(value, flag, min_value);
-      }
+      (void)parse_thread_list(value);
       return {};
     } catch (const UsageError& e) {
       return e.what();
@@ -105,7 +101,7 @@ void KernelFlags::add_to(CLI::App& app, bool thread_list) {
                  thread_list ? "Thread counts, comma separated (default: physical cores)"
                              : "Threads (default: physical cores)")
       ->envname("NANOCHAT_ARG_THREADS")
-      ->check(int_list_check("-t"));
+      ->check(thread_list_check());
   app.add_option("--isa", isa,
                  "Force a kernel path: scalar, avx2 or avx512 (default: NANOCHAT_ISA, else the "
                  "best this CPU has)");

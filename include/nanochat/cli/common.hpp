@@ -27,7 +27,7 @@ std::vector<int> parse_thread_list(std::string_view text);
 
 // The same as a CLI11 check, so that a bad value from an environment variable is named as the
 // variable (main() does that for CLI11's errors).
-std::function<std::string(const std::string&)> int_list_check(std::string flag, int min_value = 1);
+std::function<std::string(const std::string&)> thread_list_check();
 
 // Thrown by a command that stopped on Ctrl-C after saving its work; main exits with 130 (the
 // shell's code for SIGINT) and prints nothing more.
